@@ -1,0 +1,30 @@
+//! # btfs-core
+//!
+//! Everything that must behave identically in a browser tab and on a native host: the object
+//! [`layout`], client-side [`crypto`], Reed-Solomon [`erasure`] coding, BLAKE3 content [`root`]s,
+//! the streaming [`encoder`] and [`decoder`], the [`manifest`] and capability [`link`] formats,
+//! and the shard [`protocol`] framing.
+//!
+//! Goals: sans-io (no sockets, disk, clock or RNG: keys and time come in as arguments), bounded
+//! memory, every decode fallible and bounded, identical results on native and wasm32.
+//! Non-goals: transports and storage (they live in `btfs-host` and `btfs-client`).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod crypto;
+pub mod decoder;
+pub mod encoder;
+pub mod erasure;
+pub mod layout;
+pub mod link;
+pub mod manifest;
+pub mod protocol;
+pub mod root;
+
+pub use crypto::ObjectKey;
+pub use decoder::{DecodeError, Decoder};
+pub use encoder::{EncodeError, EncodedSlab, Encoder};
+pub use layout::{Layout, SlabLayout, DATA_SHARDS, PARITY_SHARDS, TOTAL_SHARDS};
+pub use link::Link;
+pub use manifest::{Manifest, ManifestError, ObjectHeader, ShardRecord, SlabRecord};
+pub use root::{Root, VerifiedShard};

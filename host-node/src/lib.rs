@@ -1,0 +1,46 @@
+//! # btfs-host
+//!
+//! The native side of BTFS-rs: a host node that stores shards for tenants, the tenant CLI that
+//! uploads and downloads, and `btfs devnet`, a complete local network. `main.rs` only parses
+//! flags and calls into this library, so tests can start nodes in-process
+//! ([`node::Node::spawn`]) or as real processes (the `btfs` binary).
+//!
+//! Module map: [`config`] → [`identity`] → [`store`] → [`net`] → [`shard_service`] compose a
+//! host in [`node`]; [`tenant`], [`upload`], [`download`] and [`shard_client`] are the tenant;
+//! [`network_file`] and [`devnet`] describe and run a local network.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod devnet;
+pub mod download;
+pub mod identity;
+pub mod net;
+pub mod network_file;
+pub mod node;
+pub mod shard_client;
+pub mod shard_service;
+pub mod store;
+pub mod tenant;
+pub mod upload;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Installs the process-wide rustls crypto provider (QUIC and WebRTC both use rustls; without
+/// this the WebRTC DTLS handshake panics choosing between two providers).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

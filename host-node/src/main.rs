@@ -1,1 +1,321 @@
-fn main(){}
+//! The `btfs` binary: host node, tenant CLI and local devnet. Flag parsing only; the work is in
+//! the `btfs_host` library.
+
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use btfs_core::{Link, Root};
+use btfs_host::config::{HostConfig, Transport};
+use btfs_host::devnet::{self, DevnetOptions};
+use btfs_host::network_file::NetworkFile;
+use btfs_host::node::Node;
+use btfs_host::tenant::Tenant;
+use btfs_host::upload::UploadOptions;
+use btfs_host::{download, shard_client, upload};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+
+#[derive(Parser)]
+#[command(name = "btfs", version, about = "BTFS-rs: decentralized storage — host, tenant CLI and local network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a host node that rents out disk space.
+    Host(HostArgs),
+    /// Encrypt, erasure-code and store a file on 30 hosts; prints its capability link.
+    Upload {
+        /// File to upload.
+        file: PathBuf,
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Largest shard size in bytes (multiple of 64, at most 4194304).
+        #[arg(long, default_value_t = btfs_core::layout::DEFAULT_SHARD_SIZE)]
+        shard_size: u32,
+        /// Print a JSON report instead of just the link.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch, verify and decrypt an object from its link.
+    Download {
+        /// The btfs:// link printed by upload.
+        link: String,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print a JSON report on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a local network of host processes and write its network.json.
+    Devnet {
+        /// Number of hosts.
+        #[arg(long, default_value_t = 30)]
+        hosts: usize,
+        /// Directory for network.json and host data.
+        #[arg(long, default_value = "btfs-devnet")]
+        dir: PathBuf,
+        /// Storage quota per host.
+        #[arg(long, default_value = "2GiB")]
+        quota: String,
+    },
+    /// Low-level shard requests to one host (operators, debugging).
+    #[command(subcommand)]
+    Shard(ShardCmd),
+}
+
+#[derive(Args)]
+struct NetworkArg {
+    /// Network file (written by `btfs devnet`).
+    #[arg(long, env = "BTFS_NETWORK", default_value = "btfs-devnet/network.json")]
+    network: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ShardCmd {
+    /// Store FILE's bytes under ROOT (the host refuses bytes that do not hash to ROOT).
+    Put {
+        /// Host multiaddr ending in /p2p/<peer id>.
+        #[arg(long)]
+        host: Multiaddr,
+        /// Declared BLAKE3 root (defaults to the file's real root).
+        #[arg(long)]
+        root: Option<Root>,
+        /// File with the bytes.
+        file: PathBuf,
+    },
+    /// Fetch the blob ROOT into OUTPUT (verified against ROOT).
+    Get {
+        /// Host multiaddr ending in /p2p/<peer id>.
+        #[arg(long)]
+        host: Multiaddr,
+        /// BLAKE3 root.
+        root: Root,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print the size of blob ROOT on the host.
+    Stat {
+        /// Host multiaddr ending in /p2p/<peer id>.
+        #[arg(long)]
+        host: Multiaddr,
+        /// BLAKE3 root.
+        root: Root,
+    },
+}
+
+#[derive(Args)]
+struct HostArgs {
+    /// TOML config file (flags and BTFS_* environment variables override it).
+    #[arg(long, env = "BTFS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (identity, certificate, blobs).
+    #[arg(long, env = "BTFS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// IP address to listen on.
+    #[arg(long, env = "BTFS_LISTEN_IP")]
+    listen_ip: Option<IpAddr>,
+    /// Transports, comma separated: tcp,quic,ws,webrtc.
+    #[arg(long, env = "BTFS_TRANSPORTS", value_delimiter = ',', value_parser = parse_transport)]
+    transports: Option<Vec<Transport>>,
+    /// TCP port (0 = any, kept across restarts).
+    #[arg(long, env = "BTFS_TCP_PORT")]
+    tcp_port: Option<u16>,
+    /// QUIC port.
+    #[arg(long, env = "BTFS_QUIC_PORT")]
+    quic_port: Option<u16>,
+    /// WebSocket port.
+    #[arg(long, env = "BTFS_WS_PORT")]
+    ws_port: Option<u16>,
+    /// WebRTC-direct port.
+    #[arg(long, env = "BTFS_WEBRTC_PORT")]
+    webrtc_port: Option<u16>,
+    /// Storage quota, e.g. 100GiB.
+    #[arg(long, env = "BTFS_QUOTA")]
+    quota: Option<String>,
+    /// Shard requests served at once.
+    #[arg(long, env = "BTFS_MAX_INBOUND_STREAMS")]
+    max_inbound_streams: Option<usize>,
+}
+
+fn parse_transport(s: &str) -> Result<Transport, String> {
+    match s.trim() {
+        "tcp" => Ok(Transport::Tcp),
+        "quic" => Ok(Transport::Quic),
+        "ws" | "websocket" => Ok(Transport::Ws),
+        "webrtc" | "webrtc-direct" => Ok(Transport::Webrtc),
+        other => Err(format!("unknown transport {other:?}: use tcp, quic, ws or webrtc")),
+    }
+}
+
+impl HostArgs {
+    fn into_config(self) -> Result<HostConfig> {
+        let mut c = match &self.config {
+            Some(p) => HostConfig::from_file(p)?,
+            None => HostConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(data_dir, listen_ip, transports, tcp_port, quic_port, ws_port, webrtc_port, quota, max_inbound_streams);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn progress_bar(label: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    bar
+}
+
+async fn tenant_for(network: &Path) -> Result<Tenant> {
+    let file = NetworkFile::load(network)?;
+    let hosts = file.known_hosts(network)?;
+    if hosts.is_empty() {
+        bail!("network file {} lists no hosts", network.display());
+    }
+    Ok(Tenant::start(hosts).await?)
+}
+
+/// A single host from a `/p2p/`-terminated multiaddr.
+async fn tenant_for_addr(addr: &Multiaddr) -> Result<Tenant> {
+    let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+        bail!("host address {addr} must end in /p2p/<peer id>");
+    };
+    let host = btfs_host::network_file::KnownHost {
+        peer,
+        addrs: vec![addr.clone()],
+    };
+    let t = Tenant::start(vec![host]).await?;
+    t.connect(0).await?;
+    Ok(t)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    btfs_host::install_crypto_provider();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Host(args) => {
+            init_tracing("info");
+            let config = args.into_config()?;
+            let node = Node::spawn(config).await?;
+            println!("peer id: {}", node.peer_id());
+            for a in node.full_addrs() {
+                println!("listening on {a}");
+            }
+            btfs_host::shutdown_signal().await;
+            tracing::info!("shutting down");
+            node.shutdown().await;
+        }
+        Cmd::Upload { file, net, shard_size, json } => {
+            init_tracing("warn");
+            let tenant = tenant_for(&net.network).await?;
+            let opts = UploadOptions { shard_size, ..UploadOptions::default() };
+            let report = upload::upload(&tenant, &file, opts, progress_bar("upload")).await;
+            tenant.shutdown().await;
+            let report = report.with_context(|| format!("upload of {} failed", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.link);
+            }
+        }
+        Cmd::Download { link, output, net, json } => {
+            init_tracing("warn");
+            let link = Link::parse(&link)?;
+            let tenant = tenant_for(&net.network).await?;
+            let report = download::download(&tenant, &link, &output, progress_bar("download")).await;
+            tenant.shutdown().await;
+            let report = report.context("download failed")?;
+            for c in &report.corrupt_shards {
+                eprintln!("warning: shard {} of slab {} from host {} was corrupt; used another", c.shard, c.slab, c.host);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                eprintln!("wrote {} bytes to {}", report.bytes, output.display());
+            }
+        }
+        Cmd::Devnet { hosts, dir, quota } => {
+            init_tracing("info");
+            devnet::run(DevnetOptions { hosts, dir, quota }).await?;
+        }
+        Cmd::Shard(cmd) => {
+            init_tracing("warn");
+            shard(cmd).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shard(cmd: ShardCmd) -> Result<()> {
+    match cmd {
+        ShardCmd::Put { host, root, file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let root = root.unwrap_or_else(|| Root::of(&bytes));
+            let t = tenant_for_addr(&host).await?;
+            let peer = t.hosts()[0].peer;
+            let r = shard_client::put(&mut t.net().control(), peer, root, &bytes).await;
+            t.shutdown().await;
+            r?;
+            println!("{root}");
+        }
+        ShardCmd::Get { host, root, output } => {
+            let t = tenant_for_addr(&host).await?;
+            let peer = t.hosts()[0].peer;
+            let r = shard_client::get(&mut t.net().control(), peer, root, btfs_core::protocol::MAX_BLOB_LEN).await;
+            t.shutdown().await;
+            let verified = root
+                .verify(r?)
+                .map_err(|_| anyhow::anyhow!("the host's bytes do not match root {root}: the blob is corrupt"))?;
+            std::fs::write(&output, verified.bytes())?;
+        }
+        ShardCmd::Stat { host, root } => {
+            let t = tenant_for_addr(&host).await?;
+            let peer = t.hosts()[0].peer;
+            let r = shard_client::stat(&mut t.net().control(), peer, root).await;
+            t.shutdown().await;
+            println!("{}", r?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! `btfs download`: link → manifest → any 10 verified shards per slab → plaintext file.
+//!
+//! ```text
+//! manifest: ask hosts (8 at a time) for the manifest id; the first copy whose BLAKE3 root
+//!           matches wins; the key then opens its header (a wrong key stops here)
+//! slabs:    up to 2 slabs fetching ahead of the decoder; per slab 10 fetches start (data
+//!           shards first: decoding is a copy when all 10 arrive); a failure, a corrupt shard
+//!           or no progress for HEDGE_AFTER starts another fetch on a host not yet asked
+//! output:   written to OUT.btfs-part, fsynced, renamed to OUT only when every block verified
+//! ```
+//!
+//! Hosts that failed once are asked last for later slabs. Memory: ~3 slabs of shards.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use btfs_core::{Decoder, Link, Manifest, Root, VerifiedShard, DATA_SHARDS, TOTAL_SHARDS};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::shard_client::{self, ShardError};
+use crate::tenant::{Tenant, TransferError};
+
+/// Start one more fetch when a slab made no progress for this long.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+/// Manifest requests in flight at once.
+const MANIFEST_FANOUT: usize = 8;
+/// Slabs fetched ahead of the decoder.
+const SLABS_AHEAD: usize = 2;
+
+/// A shard that failed verification.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CorruptShard {
+    /// Slab.
+    pub slab: u64,
+    /// Shard index (0..30).
+    pub shard: usize,
+    /// Host peer id.
+    pub host: String,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DownloadReport {
+    /// Object name from the encrypted header.
+    pub name: String,
+    /// Plaintext bytes written.
+    pub bytes: u64,
+    /// Slabs.
+    pub slabs: u64,
+    /// Shards fetched and verified.
+    pub shards_fetched: usize,
+    /// Fetches that failed (unreachable host, missing shard).
+    pub failed_fetches: usize,
+    /// Shards whose bytes did not match their root.
+    pub corrupt_shards: Vec<CorruptShard>,
+    /// Wall time.
+    pub elapsed_ms: u128,
+}
+
+/// Fetches and verifies the manifest named by `link`.
+pub async fn fetch_manifest(tenant: &Tenant, id: Root) -> Result<Manifest, TransferError> {
+    let n = tenant.hosts().len();
+    let mut unreachable = 0;
+    let mut asks = futures::stream::iter(0..n)
+        .map(|i| async move {
+            let peer = tenant.connect(i).await.map_err(|_| true)?;
+            let mut control = tenant.net().control();
+            let bytes = shard_client::get(&mut control, peer, id, btfs_core::manifest::MAX_MANIFEST_LEN as u32)
+                .await
+                .map_err(|_| false)?;
+            // Only bytes that hash to the id are parsed.
+            let verified = id.verify(bytes).map_err(|_| false)?;
+            Manifest::decode(verified.bytes()).map_err(|e| {
+                tracing::warn!(error = %e, "manifest with a valid id failed to parse");
+                false
+            })
+        })
+        .buffer_unordered(MANIFEST_FANOUT);
+    while let Some(r) = asks.next().await {
+        match r {
+            Ok(m) => return Ok(m),
+            Err(true) => unreachable += 1,
+            Err(false) => {}
+        }
+    }
+    if unreachable == n {
+        return Err(TransferError::Unreachable { total: n });
+    }
+    Err(TransferError::ManifestNotFound {
+        id: id.to_hex(),
+        asked: n,
+        unreachable,
+    })
+}
+
+/// Downloads the object behind `link` into `out`.
+pub async fn download(
+    tenant: &Tenant,
+    link: &Link,
+    out: &Path,
+    progress: ProgressBar,
+) -> Result<DownloadReport, TransferError> {
+    let started = Instant::now();
+    let manifest = fetch_manifest(tenant, link.manifest_id).await?;
+    let mut decoder = Decoder::new(&manifest, &link.key)?;
+    let layout = *manifest.layout();
+    progress.set_length(layout.plain_len());
+
+    // Manifest host index → tenant host index (hosts missing from the network file are skipped).
+    let by_peer: HashMap<Vec<u8>, usize> = tenant
+        .hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.peer.to_bytes(), i))
+        .collect();
+    let host_map: Vec<Option<usize>> = manifest
+        .hosts()
+        .iter()
+        .map(|id| by_peer.get(id).copied())
+        .collect();
+
+    let part = part_path(out);
+    let output = |source| TransferError::Output {
+        path: out.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::create(&part).map_err(output)?;
+    let mut report = DownloadReport {
+        name: decoder.header().name.clone(),
+        slabs: layout.slab_count(),
+        ..DownloadReport::default()
+    };
+
+    let result: Result<(), TransferError> = async {
+        let manifest = &manifest;
+        let host_map = &host_map;
+        let mut slabs = futures::stream::iter(0..layout.slab_count())
+            .map(|i| fetch_slab(tenant, manifest, host_map, i))
+            .buffered(SLABS_AHEAD);
+        while let Some(fetched) = slabs.next().await {
+            let fetched = fetched?;
+            report.shards_fetched += DATA_SHARDS;
+            report.failed_fetches += fetched.failed;
+            report.corrupt_shards.extend(fetched.corrupt);
+            let plain = tokio::task::block_in_place(|| {
+                decoder.decode_slab(fetched.index, &fetched.shards)
+            })?;
+            tokio::task::block_in_place(|| file.write_all(&plain)).map_err(output)?;
+            report.bytes += plain.len() as u64;
+            progress.inc(plain.len() as u64);
+        }
+        Ok(())
+    }
+    .await;
+    let finished = result.and_then(|()| {
+        decoder.finish()?;
+        file.sync_all().map_err(output)?;
+        std::fs::rename(&part, out).map_err(output)
+    });
+    if let Err(e) = finished {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    progress.finish_and_clear();
+    report.elapsed_ms = started.elapsed().as_millis();
+    Ok(report)
+}
+
+fn part_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".btfs-part");
+    out.with_file_name(name)
+}
+
+struct FetchedSlab {
+    index: u64,
+    shards: Vec<Option<VerifiedShard>>,
+    failed: usize,
+    corrupt: Vec<CorruptShard>,
+}
+
+enum FetchFailure {
+    Unreachable,
+    Missing,
+    Corrupt,
+}
+
+/// Fetches 10 verified shards of slab `index`, starting extra fetches on failure or slowness.
+async fn fetch_slab(
+    tenant: &Tenant,
+    manifest: &Manifest,
+    host_map: &[Option<usize>],
+    index: u64,
+) -> Result<FetchedSlab, TransferError> {
+    let record = &manifest.slabs()[index as usize];
+    let shard_size = manifest
+        .layout()
+        .slab(index)
+        .map(|s| s.shard_size)
+        .unwrap_or_default();
+    // Data shards first (cheapest decode), hosts that failed before last.
+    let mut order: Vec<usize> = (0..TOTAL_SHARDS).collect();
+    order.sort_by_key(|&k| {
+        let bad = host_map[usize::from(record[k].host)].is_none_or(|h| tenant.is_bad(h));
+        (bad, k)
+    });
+    let mut order = order.into_iter();
+
+    let fetch = |k: usize| async move {
+        let root = record[k].root;
+        let Some(h) = host_map[usize::from(record[k].host)] else {
+            return (k, None, Err(FetchFailure::Unreachable));
+        };
+        let result = async {
+            let peer = tenant.connect(h).await.map_err(|_| FetchFailure::Unreachable)?;
+            let mut control = tenant.net().control();
+            let bytes = shard_client::get(&mut control, peer, root, shard_size)
+                .await
+                .map_err(|e| match e {
+                    ShardError::Open { .. } | ShardError::Timeout { .. } => FetchFailure::Unreachable,
+                    _ => FetchFailure::Missing,
+                })?;
+            root.verify(bytes).map_err(|_| FetchFailure::Corrupt)
+        }
+        .await;
+        (k, Some(h), result)
+    };
+
+    let mut shards: Vec<Option<VerifiedShard>> = vec![None; TOTAL_SHARDS];
+    let (mut have, mut failed, mut unreachable, mut missing) = (0, 0, 0, 0);
+    let mut corrupt = Vec::new();
+    let mut running = FuturesUnordered::new();
+    for k in order.by_ref().take(DATA_SHARDS) {
+        running.push(fetch(k));
+    }
+    let hedge = tokio::time::sleep(HEDGE_AFTER);
+    tokio::pin!(hedge);
+    while have < DATA_SHARDS {
+        tokio::select! {
+            done = running.next() => {
+                let Some((k, host, result)) = done else { break };
+                match result {
+                    Ok(v) => {
+                        shards[k] = Some(v);
+                        have += 1;
+                        hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+                        continue;
+                    }
+                    Err(why) => {
+                        failed += 1;
+                        if let Some(h) = host {
+                            tenant.mark_bad(h);
+                        }
+                        match why {
+                            FetchFailure::Unreachable => unreachable += 1,
+                            FetchFailure::Missing => missing += 1,
+                            FetchFailure::Corrupt => {
+                                let host = host.map(|h| tenant.hosts()[h].peer.to_string()).unwrap_or_default();
+                                tracing::warn!(slab = index, shard = k, %host, "shard failed verification; fetching another");
+                                corrupt.push(CorruptShard { slab: index, shard: k, host });
+                            }
+                        }
+                    }
+                }
+                if let Some(k) = order.next() {
+                    running.push(fetch(k));
+                }
+            }
+            () = &mut hedge => {
+                if let Some(k) = order.next() {
+                    tracing::debug!(slab = index, shard = k, "slow hosts: starting an extra fetch");
+                    running.push(fetch(k));
+                }
+                hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+            }
+        }
+    }
+    if have < DATA_SHARDS {
+        return Err(TransferError::SlabLost {
+            slab: index,
+            have,
+            unreachable,
+            corrupt: corrupt.len(),
+            missing,
+        });
+    }
+    Ok(FetchedSlab {
+        index,
+        shards,
+        failed,
+        corrupt,
+    })
+}

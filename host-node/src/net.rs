@@ -1,0 +1,286 @@
+//! The libp2p side of a node: transports, the behaviour, and the one task that owns the `Swarm`.
+//!
+//! Goals: hosts listen on TCP (Noise + Yamux), QUIC, WebSocket and WebRTC-direct; tenants dial
+//! TCP or QUIC. Everything else talks to the swarm through [`Net`]: a bounded command channel
+//! with `oneshot` replies, plus a cloneable `libp2p_stream::Control` for opening and accepting
+//! protocol streams. Non-goals: peer discovery (network file now, Hub and Kademlia later).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Transport;
+
+/// Agent version announced over identify.
+pub const AGENT: &str = concat!("btfs-rs/", env!("CARGO_PKG_VERSION"));
+
+/// A network operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// Building the transports failed.
+    #[error("cannot set up libp2p transports: {0}")]
+    Setup(String),
+    /// Listening failed (port in use?).
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// Address.
+        addr: Multiaddr,
+        /// Cause.
+        reason: String,
+    },
+    /// Dialing a peer failed.
+    #[error("cannot connect to {peer}: {reason}")]
+    Dial {
+        /// Peer.
+        peer: PeerId,
+        /// Cause.
+        reason: String,
+    },
+    /// The swarm task has stopped.
+    #[error("the network task has stopped")]
+    Stopped,
+}
+
+/// The node's behaviour: identify, ping, and generic protocol streams.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+enum Command {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+}
+
+/// Handle to a running swarm task.
+#[derive(Clone)]
+pub struct Net {
+    peer_id: PeerId,
+    control: libp2p_stream::Control,
+    commands: mpsc::Sender<Command>,
+}
+
+/// What to listen on.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Transport.
+    pub transport: Transport,
+    /// Address without the peer id.
+    pub addr: Multiaddr,
+}
+
+/// A started node's listening addresses, by transport.
+pub type ListenAddrs = Vec<(Transport, Multiaddr)>;
+
+async fn build_swarm(keypair: Keypair, webrtc: Option<libp2p_webrtc::tokio::Certificate>) -> Result<Swarm<Behaviour>, NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let cert = match webrtc {
+        Some(c) => c,
+        None => libp2p_webrtc::tokio::Certificate::generate(&mut rand010::rng())
+            .map_err(|e| setup(&e))?,
+    };
+    let webrtc_transport = |key: &Keypair| libp2p_webrtc::tokio::Transport::new(key.clone(), cert);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_other_transport(webrtc_transport)
+        .map_err(|e| setup(&e))?
+        .with_dns()
+        .map_err(|e| setup(&e))?
+        .with_websocket(noise::Config::new, yamux::Config::default)
+        .await
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key| Behaviour {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/btfs/id/1".into(),
+                key.public(),
+            ).with_agent_version(AGENT.into())),
+            ping: ping::Behaviour::default(),
+            stream: libp2p_stream::Behaviour::new(),
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+impl Net {
+    /// Starts the swarm task; listens on `listen` and returns once every listener has an
+    /// address (with the actual port and, for WebRTC, the certificate hash).
+    pub async fn start(
+        keypair: Keypair,
+        webrtc: Option<libp2p_webrtc::tokio::Certificate>,
+        listen: Vec<Listen>,
+        cancel: CancellationToken,
+    ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
+        let peer_id = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair, webrtc).await?;
+        let mut pending_listen = HashMap::new();
+        for l in listen {
+            let id = swarm.listen_on(l.addr.clone()).map_err(|e| NetError::Listen {
+                addr: l.addr.clone(),
+                reason: e.to_string(),
+            })?;
+            pending_listen.insert(id, l);
+        }
+        let mut addrs = Vec::new();
+        let deadline = tokio::time::sleep(Duration::from_secs(20));
+        tokio::pin!(deadline);
+        while !pending_listen.is_empty() {
+            tokio::select! {
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { listener_id, address } => {
+                        if let Some(l) = pending_listen.remove(&listener_id) {
+                            addrs.push((l.transport, address));
+                        }
+                    }
+                    SwarmEvent::ListenerError { listener_id, error } | SwarmEvent::ListenerClosed { listener_id, reason: Err(error), .. } => {
+                        if let Some(l) = pending_listen.remove(&listener_id) {
+                            return Err(NetError::Listen { addr: l.addr, reason: error.to_string() });
+                        }
+                    }
+                    _ => {}
+                },
+                () = &mut deadline => {
+                    let addr = pending_listen.into_values().next().map(|l| l.addr).unwrap_or(Multiaddr::empty());
+                    return Err(NetError::Listen { addr, reason: "no address after 20 s".into() });
+                }
+            }
+        }
+        addrs.sort_by_key(|(t, _)| *t);
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(swarm, rx, cancel));
+        Ok((
+            Net {
+                peer_id,
+                control,
+                commands,
+            },
+            addrs,
+            task,
+        ))
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// A stream control for opening/accepting protocol streams.
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// Connects to `peer` at `addrs` (no-op when already connected).
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Dial { peer, addrs, reply })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+}
+
+async fn run(
+    mut swarm: Swarm<Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+) {
+    let mut dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            cmd = commands.recv() => match cmd {
+                None => break,
+                Some(Command::Dial { peer, addrs, reply }) => {
+                    if swarm.is_connected(&peer) {
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    let addrs: Vec<Multiaddr> = addrs.into_iter().map(|a| strip_p2p(a)).collect();
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let first = !dials.contains_key(&peer);
+                    dials.entry(peer).or_default().push(reply);
+                    if first {
+                        if let Err(e) = swarm.dial(opts) {
+                            for r in dials.remove(&peer).unwrap_or_default() {
+                                let _ = r.send(Err(NetError::Dial { peer, reason: e.to_string() }));
+                            }
+                        }
+                    }
+                }
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    for r in dials.remove(&peer_id).unwrap_or_default() {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                    if !swarm.is_connected(&peer) {
+                        for r in dials.remove(&peer).unwrap_or_default() {
+                            let _ = r.send(Err(NetError::Dial { peer, reason: error.to_string() }));
+                        }
+                    }
+                }
+                SwarmEvent::NewListenAddr { address, .. } => tracing::debug!(%address, "listening"),
+                SwarmEvent::IncomingConnectionError { error, .. } => tracing::debug!(%error, "inbound connection failed"),
+                _ => {}
+            },
+        }
+    }
+    tracing::debug!("network task stopped");
+}
+
+/// Removes a trailing `/p2p/<id>` (the peer id is passed separately).
+fn strip_p2p(mut a: Multiaddr) -> Multiaddr {
+    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
+}
+
+/// The listen address of a transport on `ip:port`.
+pub fn listen_addr(t: Transport, ip: std::net::IpAddr, port: u16) -> Multiaddr {
+    let base = Multiaddr::from(ip);
+    match t {
+        Transport::Tcp => base.with(Protocol::Tcp(port)),
+        Transport::Quic => base.with(Protocol::Udp(port)).with(Protocol::QuicV1),
+        Transport::Ws => base.with(Protocol::Tcp(port)).with(Protocol::Ws("/".into())),
+        Transport::Webrtc => base.with(Protocol::Udp(port)).with(Protocol::WebRTCDirect),
+    }
+}
+
+/// The TCP/UDP port of an address, if any.
+pub fn port_of(a: &Multiaddr) -> Option<u16> {
+    a.iter().find_map(|p| match p {
+        Protocol::Tcp(p) | Protocol::Udp(p) => Some(p),
+        _ => None,
+    })
+}

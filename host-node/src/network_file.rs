@@ -1,0 +1,137 @@
+//! `network.json`: everything a tenant needs to reach a network.
+//!
+//! Written by `btfs devnet`; read by the CLI (`--network`) and, later, by the browser client.
+//! Until the Hub lands, tenants choose hosts from `hosts` directly.
+//!
+//! ```json
+//! {
+//!   "bootstrap": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW..."],
+//!   "hosts": [
+//!     { "peer_id": "12D3KooW...", "pid": 4242, "data_dir": "/tmp/devnet/hosts/host-00",
+//!       "addrs": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW...", "..."] }
+//!   ],
+//!   "services": {}
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The network file could not be used.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NetworkFileError {
+    /// Missing or unreadable.
+    #[error("cannot read network file {path}: {source}. Start a local network with `btfs devnet --dir DIR` and pass --network DIR/network.json")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid JSON of this shape.
+    #[error("network file {path} is invalid: {source}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A peer id or address does not parse.
+    #[error("network file {path}: host entry {index} is invalid: {why}")]
+    Entry {
+        /// Path.
+        path: PathBuf,
+        /// Index in `hosts`.
+        index: usize,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// One host in the network file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostEntry {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// OS process id (devnet only; 0 if unknown).
+    #[serde(default)]
+    pub pid: u32,
+    /// Dialable multiaddrs.
+    pub addrs: Vec<String>,
+    /// Data directory (devnet only).
+    #[serde(default)]
+    pub data_dir: PathBuf,
+}
+
+/// The network file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NetworkFile {
+    /// Addresses to join the network through.
+    pub bootstrap: Vec<String>,
+    /// Known hosts.
+    pub hosts: Vec<HostEntry>,
+    /// Service endpoints (Hub, Guard, Escrow, Status) as they appear.
+    #[serde(default)]
+    pub services: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A host a tenant can dial.
+#[derive(Debug, Clone)]
+pub struct KnownHost {
+    /// Peer id.
+    pub peer: PeerId,
+    /// Addresses.
+    pub addrs: Vec<Multiaddr>,
+}
+
+impl NetworkFile {
+    /// Reads and parses a network file.
+    pub fn load(path: &Path) -> Result<Self, NetworkFileError> {
+        let bytes = std::fs::read(path).map_err(|source| NetworkFileError::Read {
+            path: path.into(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| NetworkFileError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// Writes atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Parsed hosts; fails on the first malformed entry, naming it.
+    pub fn known_hosts(&self, path: &Path) -> Result<Vec<KnownHost>, NetworkFileError> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(index, h)| {
+                let entry = |why: String| NetworkFileError::Entry {
+                    path: path.into(),
+                    index,
+                    why,
+                };
+                let peer: PeerId = h
+                    .peer_id
+                    .parse()
+                    .map_err(|e| entry(format!("peer_id {:?}: {e}", h.peer_id)))?;
+                let addrs = h
+                    .addrs
+                    .iter()
+                    .map(|a| a.parse().map_err(|e| entry(format!("address {a:?}: {e}"))))
+                    .collect::<Result<Vec<Multiaddr>, _>>()?;
+                Ok(KnownHost { peer, addrs })
+            })
+            .collect()
+    }
+}

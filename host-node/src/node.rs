@@ -1,0 +1,244 @@
+//! The host node's composition root: identity → store → network → shard service.
+//!
+//! [`Node::spawn`] starts everything in dependency order under one cancellation token and
+//! returns a [`NodeHandle`] with the peer id and listen addresses; `shutdown` cancels and waits.
+//! Ports given as 0 pick a free port on first start and reuse it on every restart (recorded in
+//! `<data_dir>/node.json`), so a restarted host keeps its addresses.
+//!
+//! `node.json` (written once the node listens; read by `btfs devnet` and operators' scripts):
+//! ```json
+//! { "peer_id": "12D3KooW...", "pid": 4242, "addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3..."],
+//!   "ports": { "tcp": 4001, "quic": 4001, "ws": 4002, "webrtc": 4003 } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, HostConfig, Transport};
+use crate::identity::{self, IdentityError};
+use crate::net::{self, Listen, Net, NetError};
+use crate::shard_service::{self, Limits, ServiceStats};
+use crate::store::{BlobStore, FsStore, StoreError};
+
+/// A node failed to start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Identity files.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Networking.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Data directory.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The contents of `node.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Peer id.
+    pub peer_id: String,
+    /// OS process id.
+    pub pid: u32,
+    /// Full multiaddrs including `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+    /// Port per transport.
+    pub ports: BTreeMap<Transport, u16>,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    peer_id: PeerId,
+    addrs: Vec<(Transport, Multiaddr)>,
+    store: Arc<dyn BlobStore>,
+    stats: Arc<ServiceStats>,
+    net: Net,
+    cancel: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Host node entry point.
+pub struct Node;
+
+impl Node {
+    /// Starts a host node; returns once it listens on every configured transport.
+    pub async fn spawn(config: HostConfig) -> Result<NodeHandle, NodeError> {
+        config.validate()?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let keypair = identity::load_or_create_keypair(dir)?;
+        let cert = if config.transports.contains(&Transport::Webrtc) {
+            Some(identity::load_or_create_certificate(dir)?)
+        } else {
+            None
+        };
+        let store: Arc<dyn BlobStore> =
+            Arc::new(FsStore::open(dir, config.quota_bytes()?)?);
+
+        let previous = read_node_info(dir).map(|i| i.ports).unwrap_or_default();
+        let cancel = CancellationToken::new();
+        let listen = config
+            .transports
+            .iter()
+            .map(|&t| {
+                let configured = config.port(t);
+                let port = if configured == 0 {
+                    previous.get(&t).copied().unwrap_or(0)
+                } else {
+                    configured
+                };
+                Listen {
+                    transport: t,
+                    addr: net::listen_addr(t, config.listen_ip, port),
+                }
+            })
+            .collect::<Vec<_>>();
+        let started = Net::start(keypair.clone(), cert.clone(), listen.clone(), cancel.child_token()).await;
+        let (net, addrs, net_task) = match started {
+            Ok(s) => s,
+            // A remembered port may have been taken meanwhile: fall back to fresh ports.
+            Err(NetError::Listen { .. }) if !previous.is_empty() => {
+                tracing::warn!("previous ports unavailable; listening on new ports");
+                let fresh = config
+                    .transports
+                    .iter()
+                    .map(|&t| Listen {
+                        transport: t,
+                        addr: net::listen_addr(t, config.listen_ip, config.port(t)),
+                    })
+                    .collect();
+                Net::start(keypair, cert, fresh, cancel.child_token()).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let peer_id = net.peer_id();
+
+        let incoming = net
+            .control()
+            .accept(StreamProtocol::new(btfs_core::protocol::PROTOCOL))
+            .map_err(|e| NetError::Setup(e.to_string()))?;
+        let stats = Arc::new(ServiceStats::default());
+        let limits = Limits {
+            max_inbound: config.max_inbound_streams,
+            max_per_peer: config.max_streams_per_peer,
+        };
+        let service = tokio::spawn(shard_service::serve(
+            incoming,
+            store.clone(),
+            limits,
+            stats.clone(),
+            cancel.child_token(),
+        ));
+
+        let handle = NodeHandle {
+            peer_id,
+            addrs,
+            store,
+            stats,
+            net,
+            cancel,
+            tasks: vec![service, net_task],
+        };
+        write_node_info(dir, &handle.info())?;
+        tracing::info!(%peer_id, addrs = ?handle.full_addrs(), used = handle.store.used(), "host started");
+        Ok(handle)
+    }
+}
+
+impl NodeHandle {
+    /// Peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Listen addresses with their transport (without `/p2p`).
+    pub fn listen_addrs(&self) -> &[(Transport, Multiaddr)] {
+        &self.addrs
+    }
+
+    /// Listen addresses ending in `/p2p/<peer id>`, ready to dial.
+    pub fn full_addrs(&self) -> Vec<Multiaddr> {
+        self.addrs
+            .iter()
+            .map(|(_, a)| a.clone().with(Protocol::P2p(self.peer_id)))
+            .collect()
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    /// Request counters.
+    pub fn stats(&self) -> &Arc<ServiceStats> {
+        &self.stats
+    }
+
+    /// The node's network handle.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// What `node.json` records.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            peer_id: self.peer_id.to_string(),
+            pid: std::process::id(),
+            addrs: self.full_addrs().iter().map(ToString::to_string).collect(),
+            ports: self
+                .addrs
+                .iter()
+                .filter_map(|(t, a)| net::port_of(a).map(|p| (*t, p)))
+                .collect(),
+        }
+    }
+
+    /// Stops every task, in reverse order of start, and waits for them.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn read_node_info(dir: &Path) -> Option<NodeInfo> {
+    let bytes = std::fs::read(dir.join("node.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_node_info(dir: &Path, info: &NodeInfo) -> Result<(), NodeError> {
+    let path = dir.join("node.json");
+    let tmp = dir.join("node.json.tmp");
+    let err = |source| NodeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(info).map_err(|e| err(std::io::Error::other(e)))?;
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)
+}

@@ -1,0 +1,178 @@
+//! The requester side of `/btfs/shard/1` (wire format: `btfs_core::protocol`).
+//!
+//! One request per stream; every answer is bounded before it is buffered (a GET's body may not
+//! exceed the size the manifest promises), and every request has a deadline.
+
+use std::time::Duration;
+
+use btfs_core::protocol::{
+    FrameError, Op, RequestHead, ResponseHead, Status, MAX_BLOB_LEN, PROTOCOL, RESPONSE_HEAD_LEN,
+};
+use btfs_core::Root;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, StreamProtocol};
+use thiserror::Error;
+
+/// Deadline for one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A shard request failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// No stream could be opened (peer unreachable or does not speak the protocol).
+    #[error("cannot open a shard stream to {peer}: {reason}")]
+    Open {
+        /// Peer.
+        peer: PeerId,
+        /// Cause.
+        reason: String,
+    },
+    /// The stream broke.
+    #[error("shard stream to {peer} failed: {source}")]
+    Io {
+        /// Peer.
+        peer: PeerId,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host answered with an error status.
+    #[error("host {peer} refused ({status:?}): {message}")]
+    Refused {
+        /// Peer.
+        peer: PeerId,
+        /// Status.
+        status: Status,
+        /// The host's message.
+        message: String,
+    },
+    /// The host sent a malformed or oversized answer.
+    #[error("host {peer} sent a bad answer: {source}")]
+    Frame {
+        /// Peer.
+        peer: PeerId,
+        /// Cause.
+        #[source]
+        source: FrameError,
+    },
+    /// No answer in time.
+    #[error("host {peer} did not answer within {secs} s")]
+    Timeout {
+        /// Peer.
+        peer: PeerId,
+        /// Deadline.
+        secs: u64,
+    },
+}
+
+impl ShardError {
+    /// The host's status, if it answered.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Self::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn protocol() -> StreamProtocol {
+    StreamProtocol::new(PROTOCOL)
+}
+
+async fn request(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    head: RequestHead,
+    body: &[u8],
+    max_ok_len: u32,
+) -> Result<Vec<u8>, ShardError> {
+    let io = |source| ShardError::Io { peer, source };
+    let work = async {
+        let mut stream = control
+            .open_stream(peer, protocol())
+            .await
+            .map_err(|e| ShardError::Open {
+                peer,
+                reason: e.to_string(),
+            })?;
+        stream.write_all(&head.encode()).await.map_err(io)?;
+        stream.write_all(body).await.map_err(io)?;
+        stream.flush().await.map_err(io)?;
+        let mut rh = [0u8; RESPONSE_HEAD_LEN];
+        stream.read_exact(&mut rh).await.map_err(io)?;
+        let resp = ResponseHead::decode(&rh, max_ok_len)
+            .map_err(|source| ShardError::Frame { peer, source })?;
+        let mut out = vec![0u8; resp.len as usize];
+        stream.read_exact(&mut out).await.map_err(io)?;
+        let _ = stream.close().await;
+        if resp.status == Status::Ok {
+            Ok(out)
+        } else {
+            Err(ShardError::Refused {
+                peer,
+                status: resp.status,
+                message: String::from_utf8_lossy(&out).into_owned(),
+            })
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(ShardError::Timeout {
+            peer,
+            secs: REQUEST_TIMEOUT.as_secs(),
+        }))
+}
+
+/// Stores `blob` under `root` on `peer`.
+pub async fn put(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    root: Root,
+    blob: &[u8],
+) -> Result<(), ShardError> {
+    let head = RequestHead {
+        op: Op::Put,
+        root,
+        len: blob.len() as u32,
+    };
+    request(control, peer, head, blob, 0).await.map(|_| ())
+}
+
+/// Fetches a blob of at most `max_len` bytes. The caller verifies it against `root`.
+pub async fn get(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    root: Root,
+    max_len: u32,
+) -> Result<Vec<u8>, ShardError> {
+    let head = RequestHead {
+        op: Op::Get,
+        root,
+        len: 0,
+    };
+    request(control, peer, head, &[], max_len.min(MAX_BLOB_LEN)).await
+}
+
+/// Asks for a blob's size.
+pub async fn stat(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    root: Root,
+) -> Result<u64, ShardError> {
+    let head = RequestHead {
+        op: Op::Stat,
+        root,
+        len: 0,
+    };
+    let body = request(control, peer, head, &[], 8).await?;
+    let arr: [u8; 8] = body.try_into().map_err(|_| ShardError::Frame {
+        peer,
+        source: FrameError::TooLong {
+            what: "stat body",
+            len: 0,
+            max: 8,
+        },
+    })?;
+    Ok(u64::from_le_bytes(arr))
+}

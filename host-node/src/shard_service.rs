@@ -1,0 +1,238 @@
+//! The host side of `/btfs/shard/1` (wire format: `btfs_core::protocol`).
+//!
+//! Goals: serve put/get/stat with every resource a peer controls bounded — at most
+//! `max_inbound_streams` requests at once and `max_streams_per_peer` per peer (extra streams get
+//! a `Busy` answer without being read), bodies ≤ 4 MiB checked before buffering, a deadline on
+//! every request, quota checked before the body is read. A put's bytes are hashed and compared
+//! with the declared root before the store sees them; a mismatch stores nothing.
+//! Non-goals: payment and contracts (Escrow work), proofs of storage (Guard work).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use btfs_core::protocol::{
+    FrameError, Op, RequestHead, ResponseHead, Status, MAX_MESSAGE_LEN, REQUEST_HEAD_LEN,
+};
+use btfs_core::Root;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{BlobStore, StoreError};
+
+/// Time allowed for one whole request (header, body, answer).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Request counters (exported to Status later).
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    /// Requests answered with OK.
+    pub served: AtomicU64,
+    /// Requests answered with an error status.
+    pub failed: AtomicU64,
+    /// Streams refused as Busy.
+    pub refused: AtomicU64,
+}
+
+/// Limits on inbound work.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests served at once.
+    pub max_inbound: usize,
+    /// Requests one peer may have in flight.
+    pub max_per_peer: usize,
+}
+
+/// Serves shard streams until cancelled.
+pub async fn serve(
+    mut incoming: libp2p_stream::IncomingStreams,
+    store: Arc<dyn BlobStore>,
+    limits: Limits,
+    stats: Arc<ServiceStats>,
+    cancel: CancellationToken,
+) {
+    let global = Arc::new(Semaphore::new(limits.max_inbound));
+    let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    loop {
+        let (peer, mut stream) = tokio::select! {
+            () = cancel.cancelled() => break,
+            next = incoming.next() => match next { Some(s) => s, None => break },
+        };
+        let peer_slot = PeerSlot::take(&per_peer, peer, limits.max_per_peer);
+        let (Ok(permit), Some(peer_slot)) = (global.clone().try_acquire_owned(), peer_slot) else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "shard stream refused: busy");
+            tokio::spawn(async move {
+                let msg = "host busy: too many requests in flight; retry later or use another host";
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    respond(&mut stream, Status::Busy, msg.as_bytes()),
+                )
+                .await;
+            });
+            continue;
+        };
+        let store = store.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(REQUEST_DEADLINE, handle(&mut stream, store)).await;
+            match outcome {
+                Ok(Ok(Status::Ok)) => stats.served.fetch_add(1, Ordering::Relaxed),
+                Ok(Ok(_)) => stats.failed.fetch_add(1, Ordering::Relaxed),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "shard stream failed");
+                    stats.failed.fetch_add(1, Ordering::Relaxed)
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "shard request deadline passed");
+                    stats.failed.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+            drop((permit, peer_slot));
+        });
+    }
+}
+
+/// One peer's share of the per-peer limit, released on drop.
+struct PeerSlot {
+    map: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl PeerSlot {
+    fn take(map: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId, max: usize) -> Option<Self> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            map: map.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
+}
+
+async fn respond(stream: &mut Stream, status: Status, body: &[u8]) -> std::io::Result<()> {
+    let body = if status == Status::Ok {
+        body
+    } else {
+        &body[..body.len().min(MAX_MESSAGE_LEN as usize)]
+    };
+    let head = ResponseHead {
+        status,
+        len: body.len() as u32,
+    };
+    stream.write_all(&head.encode()).await?;
+    stream.write_all(body).await?;
+    stream.close().await
+}
+
+/// Handles one request; returns the status sent.
+async fn handle(stream: &mut Stream, store: Arc<dyn BlobStore>) -> std::io::Result<Status> {
+    let mut head = [0u8; REQUEST_HEAD_LEN];
+    stream.read_exact(&mut head).await?;
+    let req = match RequestHead::decode(&head) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = match e {
+                FrameError::TooLong { .. } => Status::TooLarge,
+                _ => Status::BadRequest,
+            };
+            respond(stream, status, e.to_string().as_bytes()).await?;
+            return Ok(status);
+        }
+    };
+    let (status, body) = match req.op {
+        Op::Put => put(stream, &store, req).await?,
+        Op::Get => blocking(&store, req.root, |s, r| s.get(r)).await.map_or_else(
+            internal,
+            |found| match found {
+                Some(bytes) => (Status::Ok, bytes),
+                None => not_found(&req.root),
+            },
+        ),
+        Op::Stat => blocking(&store, req.root, |s, r| s.size(r)).await.map_or_else(
+            internal,
+            |found| match found {
+                Some(size) => (Status::Ok, size.to_le_bytes().to_vec()),
+                None => not_found(&req.root),
+            },
+        ),
+    };
+    respond(stream, status, &body).await?;
+    Ok(status)
+}
+
+fn not_found(root: &Root) -> (Status, Vec<u8>) {
+    (Status::NotFound, format!("this host does not hold {root}").into_bytes())
+}
+
+fn internal(e: StoreError) -> (Status, Vec<u8>) {
+    tracing::error!(error = %e, "storage error");
+    match e {
+        StoreError::Quota { .. } => (Status::QuotaExceeded, e.to_string().into_bytes()),
+        _ => (Status::Internal, b"host storage error; try another host".to_vec()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn BlobStore>,
+    root: Root,
+    f: impl FnOnce(&dyn BlobStore, &Root) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref(), &root))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Io {
+                path: "<blocking task>".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+}
+
+async fn put(
+    stream: &mut Stream,
+    store: &Arc<dyn BlobStore>,
+    req: RequestHead,
+) -> std::io::Result<(Status, Vec<u8>)> {
+    if !store.fits(u64::from(req.len)) {
+        let msg = format!(
+            "host is full: {} of {} bytes used; put this shard on another host",
+            store.used(),
+            store.quota()
+        );
+        return Ok((Status::QuotaExceeded, msg.into_bytes()));
+    }
+    let mut body = vec![0u8; req.len as usize];
+    stream.read_exact(&mut body).await?;
+    let root = req.root;
+    let verified = match tokio::task::spawn_blocking(move || root.verify(body)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(_)) => {
+            let msg = format!("refused: the bytes do not hash to the declared root {root}; nothing was stored");
+            return Ok((Status::RootMismatch, msg.into_bytes()));
+        }
+        Err(e) => return Ok(internal(StoreError::Io { path: "<hash task>".into(), source: std::io::Error::other(e.to_string()) })),
+    };
+    Ok(blocking(store, root, move |s, r| s.put(r, &verified))
+        .await
+        .map_or_else(internal, |_| (Status::Ok, Vec::new())))
+}

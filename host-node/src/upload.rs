@@ -1,0 +1,327 @@
+//! `btfs upload`: file → encrypted, erasure-coded slabs → 30 distinct hosts per slab → link.
+//!
+//! Pipeline (each stage overlaps the others):
+//!
+//! ```text
+//! reader thread: read 1 MiB → Encoder (AEAD, RS, BLAKE3) ─slab─▶ channel(1)
+//!   └▶ up to `slabs_in_flight` slabs uploading, 30 puts each in parallel, one per host
+//!        └▶ a failed put moves that shard to a host not yet used by the slab
+//! finally: the manifest goes to 30 distinct hosts; the link is printed
+//! ```
+//!
+//! Memory: about (slabs_in_flight + 2) encoded slabs (30 MiB each at the default 1 MiB shards).
+//! Host choice: slab `i` starts at host `(30·i) mod n` of the reachable hosts, so load spreads
+//! evenly over a network larger than 30 hosts.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
+use btfs_core::{
+    EncodedSlab, Encoder, Link, Manifest, ObjectHeader, ObjectKey, Root, ShardRecord, SlabRecord,
+    TOTAL_SHARDS,
+};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+use crate::shard_client;
+use crate::tenant::{Tenant, TransferError};
+
+/// Read size of the input file.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Upload tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadOptions {
+    /// Largest shard size (multiple of 64, ≤ 4 MiB).
+    pub shard_size: u32,
+    /// Slabs uploading at once.
+    pub slabs_in_flight: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            shard_size: DEFAULT_SHARD_SIZE,
+            slabs_in_flight: 2,
+        }
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadReport {
+    /// The capability link.
+    pub link: String,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Slabs.
+    pub slabs: u64,
+    /// Distinct hosts holding shards.
+    pub hosts_used: usize,
+    /// Puts that failed and were moved to another host.
+    pub failed_puts: usize,
+    /// Wall time.
+    pub elapsed_ms: u128,
+}
+
+/// Uploads the file at `path`; returns its link.
+pub async fn upload(
+    tenant: &Tenant,
+    path: &Path,
+    opts: UploadOptions,
+    progress: ProgressBar,
+) -> Result<UploadReport, TransferError> {
+    let started = Instant::now();
+    let input = |source| TransferError::Input {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(input)?;
+    let meta = file.metadata().map_err(input)?;
+    if !meta.is_file() {
+        return Err(input(std::io::Error::other("not a regular file")));
+    }
+    let layout = Layout::new(meta.len(), opts.shard_size)?;
+
+    let reachable = tenant.reachable().await;
+    if reachable.is_empty() {
+        return Err(TransferError::Unreachable {
+            total: tenant.hosts().len(),
+        });
+    }
+    if reachable.len() < TOTAL_SHARDS {
+        return Err(TransferError::TooFewHosts {
+            reachable: reachable.len(),
+            total: tenant.hosts().len(),
+        });
+    }
+
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    let key = ObjectKey::from_bytes(key);
+    progress.set_length(layout.slabs().map(|s| u64::from(s.shard_size) * 30).sum());
+
+    // Reader + encoder on a blocking thread, one slab ahead.
+    let (tx, mut rx) = mpsc::channel::<Result<EncodedSlab, TransferError>>(1);
+    let reader_key = key.clone();
+    let path_text = path.display().to_string();
+    let reader = tokio::task::spawn_blocking(move || {
+        let result = encode_file(file, &reader_key, layout, &tx, &path_text);
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+
+    let placer = Placer::new(reachable);
+    let failed_puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Per slab: (shard root, tenant host index) for shards 0..30.
+    let mut placed: Vec<Vec<(Root, usize)>> = vec![Vec::new(); layout.slab_count() as usize];
+    let mut in_flight = FuturesUnordered::new();
+    let mut input_done = false;
+    loop {
+        tokio::select! {
+            slab = rx.recv(), if !input_done && in_flight.len() < opts.slabs_in_flight.max(1) => match slab {
+                None => input_done = true,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(slab)) => {
+                    let (placer, progress, failed) = (&placer, progress.clone(), failed_puts.clone());
+                    in_flight.push(async move {
+                        let idx = slab.layout.index;
+                        let blobs: Vec<(Root, &[u8])> =
+                            (0..TOTAL_SHARDS).map(|k| (slab.roots[k], slab.shard(k))).collect();
+                        let hosts = placer.put_spread(tenant, &blobs, idx as usize, &progress, &failed).await?;
+                        let placed: Vec<(Root, usize)> = slab.roots.iter().copied().zip(hosts).collect();
+                        Ok::<_, TransferError>((idx, placed))
+                    });
+                }
+            },
+            done = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(done) = done {
+                    let (idx, slab_placed) = done?;
+                    placed[idx as usize] = slab_placed;
+                }
+            },
+            else => break,
+        }
+    }
+    let _ = reader.await;
+    if placed.iter().any(Vec::is_empty) {
+        return Err(TransferError::Input {
+            path: path.display().to_string(),
+            source: std::io::Error::other("the reader stopped before the end of the file"),
+        });
+    }
+    // The manifest's host table lists each used host once; shards point into it.
+    let mut table: Vec<usize> = Vec::new();
+    let mut table_pos = std::collections::HashMap::new();
+    let records: Vec<SlabRecord> = placed
+        .iter()
+        .map(|slab| {
+            std::array::from_fn(|k| {
+                let (root, h) = slab[k];
+                let pos = *table_pos.entry(h).or_insert_with(|| {
+                    table.push(h);
+                    table.len() - 1
+                });
+                ShardRecord { root, host: pos as u16 }
+            })
+        })
+        .collect();
+    let host_ids = table
+        .iter()
+        .map(|&i| tenant.hosts()[i].peer.to_bytes())
+        .collect();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header = ObjectHeader {
+        name,
+        mime: String::new(),
+    };
+    let manifest = Manifest::new(layout, &key, &header, host_ids, records)?;
+    let bytes = manifest.encode();
+    let id = Root::of(&bytes);
+    let copies: Vec<(Root, &[u8])> = (0..TOTAL_SHARDS).map(|_| (id, bytes.as_slice())).collect();
+    placer
+        .put_spread(tenant, &copies, 0, &ProgressBar::hidden(), &failed_puts)
+        .await?;
+    progress.finish_and_clear();
+
+    Ok(UploadReport {
+        link: Link {
+            manifest_id: id,
+            key,
+        }
+        .to_string(),
+        bytes: layout.plain_len(),
+        slabs: layout.slab_count(),
+        hosts_used: table.len(),
+        failed_puts: failed_puts.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed_ms: started.elapsed().as_millis(),
+    })
+}
+
+fn encode_file(
+    mut file: std::fs::File,
+    key: &ObjectKey,
+    layout: Layout,
+    tx: &mpsc::Sender<Result<EncodedSlab, TransferError>>,
+    path: &str,
+) -> Result<(), TransferError> {
+    let mut enc = Encoder::new(key, layout);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let send = |enc: &mut Encoder| -> Result<bool, TransferError> {
+        while let Some(slab) = enc.next_slab()? {
+            if tx.blocking_send(Ok(slab)).is_err() {
+                return Ok(false); // uploader gave up
+            }
+        }
+        Ok(true)
+    };
+    if !send(&mut enc)? {
+        return Ok(());
+    }
+    loop {
+        let n = file.read(&mut buf).map_err(|source| TransferError::Input {
+            path: path.into(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            rest = &rest[enc.feed(rest)?..];
+            if !send(&mut enc)? {
+                return Ok(());
+            }
+        }
+    }
+    enc.finish()?;
+    Ok(())
+}
+
+/// Chooses hosts for shards: distinct per slab, rotating across slabs, avoiding failed hosts.
+struct Placer {
+    /// Reachable host indices (into the tenant's host list).
+    hosts: Vec<usize>,
+    failed: Mutex<HashSet<usize>>,
+}
+
+impl Placer {
+    fn new(hosts: Vec<usize>) -> Self {
+        Self {
+            hosts,
+            failed: Mutex::default(),
+        }
+    }
+
+    fn is_failed(&self, h: usize) -> bool {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).contains(&h)
+    }
+
+    /// Puts `blobs[k]` on a distinct host each; returns the host of each.
+    async fn put_spread(
+        &self,
+        tenant: &Tenant,
+        blobs: &[(Root, &[u8])],
+        slab: usize,
+        progress: &ProgressBar,
+        failed_puts: &std::sync::atomic::AtomicUsize,
+    ) -> Result<Vec<usize>, TransferError> {
+        let n = self.hosts.len();
+        let start = (slab * TOTAL_SHARDS) % n;
+        // Rotation order for this slab; the first `blobs.len()` healthy ones are the first choice.
+        let order: Vec<usize> = (0..n).map(|i| self.hosts[(start + i) % n]).collect();
+        let healthy: Vec<usize> = order.iter().copied().filter(|&h| !self.is_failed(h)).collect();
+        let spare: Vec<usize> = order.iter().copied().filter(|&h| self.is_failed(h)).collect();
+        let mut queue: Vec<usize> = healthy.into_iter().chain(spare).collect();
+        queue.reverse(); // pop() takes from the front of the order
+        let queue = Mutex::new(queue);
+        let next_host = || queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+
+        let puts = blobs.iter().map(|&(root, bytes)| {
+            let next_host = &next_host;
+            async move {
+                while let Some(h) = next_host() {
+                    let attempt = async {
+                        let peer = tenant.connect(h).await.map_err(|e| e.to_string())?;
+                        let mut control = tenant.net().control();
+                        shard_client::put(&mut control, peer, root, bytes)
+                            .await
+                            .map_err(|e| e.to_string())
+                    };
+                    match attempt.await {
+                        Ok(()) => {
+                            progress.inc(bytes.len() as u64);
+                            return Ok(h);
+                        }
+                        Err(e) => {
+                            tracing::warn!(host = %tenant.hosts()[h].peer, error = %e, "put failed; moving shard to another host");
+                            self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
+                            tenant.mark_bad(h);
+                            failed_puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+                Err(())
+            }
+        });
+        let results = futures::future::join_all(puts).await;
+        let placed: Vec<usize> = results.iter().filter_map(|r| r.ok()).collect();
+        if placed.len() < blobs.len() {
+            return Err(TransferError::TooFewHosts {
+                reachable: n - self.failed.lock().unwrap_or_else(|p| p.into_inner()).len(),
+                total: tenant.hosts().len(),
+            });
+        }
+        Ok(placed)
+    }
+}

@@ -221,9 +221,12 @@ async fn fetch_slab(
             let mut control = tenant.net().control();
             let bytes = shard_client::get(&mut control, peer, root, shard_size)
                 .await
-                .map_err(|e| match e {
-                    ShardError::Open { .. } | ShardError::Timeout { .. } => FetchFailure::Unreachable,
-                    _ => FetchFailure::Missing,
+                .map_err(|e| {
+                    tracing::info!(slab = index, shard = k, error = %e, "shard fetch failed");
+                    match e {
+                        ShardError::Open { .. } | ShardError::Timeout { .. } => FetchFailure::Unreachable,
+                        _ => FetchFailure::Missing,
+                    }
                 })?;
             root.verify(bytes).map_err(|_| FetchFailure::Corrupt)
         }

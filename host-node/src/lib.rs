@@ -14,6 +14,7 @@ pub mod config;
 pub mod devnet;
 pub mod download;
 pub mod identity;
+pub mod inbound;
 pub mod net;
 pub mod network_file;
 pub mod node;

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use thiserror::Error;
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Transport;
+use crate::inbound::InboundStreams;
 
 /// Agent version announced over identify.
 pub const AGENT: &str = concat!("btfs-rs/", env!("CARGO_PKG_VERSION"));
@@ -57,6 +59,7 @@ pub struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    shards: Toggle<InboundStreams>,
 }
 
 enum Command {
@@ -87,7 +90,11 @@ pub struct Listen {
 /// A started node's listening addresses, by transport.
 pub type ListenAddrs = Vec<(Transport, Multiaddr)>;
 
-async fn build_swarm(keypair: Keypair, webrtc: Option<libp2p_webrtc::tokio::Certificate>) -> Result<Swarm<Behaviour>, NetError> {
+async fn build_swarm(
+    keypair: Keypair,
+    webrtc: Option<libp2p_webrtc::tokio::Certificate>,
+    inbound: Option<InboundStreams>,
+) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let cert = match webrtc {
         Some(c) => c,
@@ -118,6 +125,7 @@ async fn build_swarm(keypair: Keypair, webrtc: Option<libp2p_webrtc::tokio::Cert
             ).with_agent_version(AGENT.into())),
             ping: ping::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
+            shards: Toggle::from(inbound),
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -127,15 +135,17 @@ async fn build_swarm(keypair: Keypair, webrtc: Option<libp2p_webrtc::tokio::Cert
 
 impl Net {
     /// Starts the swarm task; listens on `listen` and returns once every listener has an
-    /// address (with the actual port and, for WebRTC, the certificate hash).
+    /// address (with the actual port and, for WebRTC, the certificate hash). Inbound shard
+    /// streams go to `inbound`'s queue (hosts); client nodes pass `None`.
     pub async fn start(
         keypair: Keypair,
         webrtc: Option<libp2p_webrtc::tokio::Certificate>,
+        inbound: Option<InboundStreams>,
         listen: Vec<Listen>,
         cancel: CancellationToken,
     ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = build_swarm(keypair, webrtc).await?;
+        let mut swarm = build_swarm(keypair, webrtc, inbound).await?;
         let mut pending_listen = HashMap::new();
         for l in listen {
             let id = swarm.listen_on(l.addr.clone()).map_err(|e| NetError::Listen {

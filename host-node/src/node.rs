@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, HostConfig, Transport};
 use crate::identity::{self, IdentityError};
+use crate::inbound::InboundStreams;
 use crate::net::{self, Listen, Net, NetError};
 use crate::shard_service::{self, Limits, ServiceStats};
 use crate::store::{BlobStore, FsStore, StoreError};
@@ -117,9 +118,14 @@ impl Node {
                 }
             })
             .collect::<Vec<_>>();
-        let started = Net::start(keypair.clone(), cert.clone(), listen.clone(), cancel.child_token()).await;
-        let (net, addrs, net_task) = match started {
-            Ok(s) => s,
+        let protocol = StreamProtocol::new(btfs_core::protocol::PROTOCOL);
+        // Queue twice the concurrency limit, so a burst waits instead of being dropped.
+        let queue = config.max_inbound_streams * 2;
+        let (inbound, incoming) = InboundStreams::new(protocol.clone(), queue);
+        let dropped = inbound.dropped();
+        let started = Net::start(keypair.clone(), cert.clone(), Some(inbound), listen.clone(), cancel.child_token()).await;
+        let (net, addrs, net_task, incoming, dropped) = match started {
+            Ok((net, addrs, task)) => (net, addrs, task, incoming, dropped),
             // A remembered port may have been taken meanwhile: fall back to fresh ports.
             Err(NetError::Listen { .. }) if !previous.is_empty() => {
                 tracing::warn!("previous ports unavailable; listening on new ports");
@@ -131,17 +137,17 @@ impl Node {
                         addr: net::listen_addr(t, config.listen_ip, config.port(t)),
                     })
                     .collect();
-                Net::start(keypair, cert, fresh, cancel.child_token()).await?
+                let (inbound, incoming) = InboundStreams::new(protocol, queue);
+                let dropped = inbound.dropped();
+                let (net, addrs, task) =
+                    Net::start(keypair, cert, Some(inbound), fresh, cancel.child_token()).await?;
+                (net, addrs, task, incoming, dropped)
             }
             Err(e) => return Err(e.into()),
         };
         let peer_id = net.peer_id();
 
-        let incoming = net
-            .control()
-            .accept(StreamProtocol::new(btfs_core::protocol::PROTOCOL))
-            .map_err(|e| NetError::Setup(e.to_string()))?;
-        let stats = Arc::new(ServiceStats::default());
+        let stats = Arc::new(ServiceStats { dropped, ..ServiceStats::default() });
         let limits = Limits {
             max_inbound: config.max_inbound_streams,
             max_per_peer: config.max_streams_per_peer,

@@ -16,7 +16,7 @@ use btfs_core::protocol::{
     FrameError, Op, RequestHead, ResponseHead, Status, MAX_MESSAGE_LEN, REQUEST_HEAD_LEN,
 };
 use btfs_core::Root;
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,8 @@ pub struct ServiceStats {
     pub failed: AtomicU64,
     /// Streams refused as Busy.
     pub refused: AtomicU64,
+    /// Streams dropped because the inbound queue was full.
+    pub dropped: Arc<AtomicU64>,
 }
 
 /// Limits on inbound work.
@@ -48,7 +50,7 @@ pub struct Limits {
 
 /// Serves shard streams until cancelled.
 pub async fn serve(
-    mut incoming: libp2p_stream::IncomingStreams,
+    mut incoming: tokio::sync::mpsc::Receiver<crate::inbound::Inbound>,
     store: Arc<dyn BlobStore>,
     limits: Limits,
     stats: Arc<ServiceStats>,
@@ -59,7 +61,7 @@ pub async fn serve(
     loop {
         let (peer, mut stream) = tokio::select! {
             () = cancel.cancelled() => break,
-            next = incoming.next() => match next { Some(s) => s, None => break },
+            next = incoming.recv() => match next { Some(s) => s, None => break },
         };
         let peer_slot = PeerSlot::take(&per_peer, peer, limits.max_per_peer);
         let (Ok(permit), Some(peer_slot)) = (global.clone().try_acquire_owned(), peer_slot) else {

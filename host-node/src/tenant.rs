@@ -114,7 +114,7 @@ impl Tenant {
     pub async fn start(hosts: Vec<KnownHost>) -> Result<Self, TransferError> {
         let cancel = CancellationToken::new();
         let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let (net, _, task) = Net::start(keypair, None, Vec::new(), cancel.child_token()).await?;
+        let (net, _, task) = Net::start(keypair, None, None, Vec::new(), cancel.child_token()).await?;
         Ok(Self {
             net,
             hosts,

@@ -32,6 +32,8 @@ use tokio::sync::mpsc;
 use crate::shard_client;
 use crate::tenant::{Tenant, TransferError};
 
+/// Tries per host before a shard moves to another host.
+const PUT_ATTEMPTS_PER_HOST: usize = 2;
 /// Read size of the input file.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -64,7 +66,7 @@ pub struct UploadReport {
     pub slabs: u64,
     /// Distinct hosts holding shards.
     pub hosts_used: usize,
-    /// Puts that failed and were moved to another host.
+    /// Put attempts that failed (then retried or moved to another host).
     pub failed_puts: usize,
     /// Wall time.
     pub elapsed_ms: u128,
@@ -291,23 +293,34 @@ impl Placer {
             let next_host = &next_host;
             async move {
                 while let Some(h) = next_host() {
-                    let attempt = async {
-                        let peer = tenant.connect(h).await.map_err(|e| e.to_string())?;
-                        let mut control = tenant.net().control();
-                        shard_client::put(&mut control, peer, root, bytes)
-                            .await
-                            .map_err(|e| e.to_string())
-                    };
-                    match attempt.await {
-                        Ok(()) => {
-                            progress.inc(bytes.len() as u64);
-                            return Ok(h);
+                    // A broken stream or connection is retried once on the same host before the
+                    // shard moves elsewhere; a refusal (full, busy, mismatch) moves it at once.
+                    for attempt in 1..=PUT_ATTEMPTS_PER_HOST {
+                        let result = async {
+                            let peer = tenant.connect(h).await.map_err(|e| (e.to_string(), true))?;
+                            let mut control = tenant.net().control();
+                            shard_client::put(&mut control, peer, root, bytes)
+                                .await
+                                .map_err(|e| (e.to_string(), e.status().is_none()))
                         }
-                        Err(e) => {
-                            tracing::warn!(host = %tenant.hosts()[h].peer, error = %e, "put failed; moving shard to another host");
-                            self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
-                            tenant.mark_bad(h);
-                            failed_puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .await;
+                        match result {
+                            Ok(()) => {
+                                progress.inc(bytes.len() as u64);
+                                return Ok(h);
+                            }
+                            Err((e, transient)) => {
+                                failed_puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let host = tenant.hosts()[h].peer;
+                                if transient && attempt < PUT_ATTEMPTS_PER_HOST {
+                                    tracing::info!(%host, error = %e, "put failed; retrying on the same host");
+                                    continue;
+                                }
+                                tracing::warn!(%host, error = %e, "put failed; moving shard to another host");
+                                self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
+                                tenant.mark_bad(h);
+                                break;
+                            }
                         }
                     }
                 }

@@ -1,1 +1,277 @@
+//! Test harness for whole networks of real `btfs` processes on loopback.
+//!
+//! [`Devnet::start`] runs `btfs devnet` in a temporary directory and waits for its
+//! `network.json`; tests then kill, restart and corrupt hosts and drive the real CLI. Everything
+//! is torn down on drop, including hosts a test restarted itself.
+//!
+//! The `btfs` binary comes from `$BTFS_BIN`, or from the same target directory as the test
+//! binary (`cargo xtask test` builds it first).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::{RngCore, SeedableRng};
+use serde::Deserialize;
+
+/// One host as listed in network.json.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Host {
+    /// Peer id.
+    pub peer_id: String,
+    /// OS pid.
+    pub pid: u32,
+    /// Multiaddrs ending in /p2p/<peer id>.
+    pub addrs: Vec<String>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NetworkJson {
+    hosts: Vec<Host>,
+}
+
+/// Path of the `btfs` binary under test.
+pub fn btfs_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BTFS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>/btfs
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("btfs"))
+        .unwrap_or_default();
+    assert!(
+        bin.exists(),
+        "the btfs binary is not built at {}: run `cargo build -p btfs-host` first (`cargo xtask test` does), or set BTFS_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running devnet.
+pub struct Devnet {
+    dir: tempfile::TempDir,
+    devnet: Child,
+    hosts: Vec<Host>,
+    /// Hosts restarted by the test (not children of the devnet).
+    restarted: Vec<Child>,
+}
+
+impl Devnet {
+    /// Starts `btfs devnet --hosts n` and waits for network.json.
+    pub fn start(n: usize) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = std::fs::File::create(dir.path().join("devnet.log"))?;
+        let devnet = Command::new(btfs_bin())
+            .args(["devnet", "--hosts", &n.to_string(), "--dir"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start btfs devnet")?;
+        let mut net = Self {
+            dir,
+            devnet,
+            hosts: Vec::new(),
+            restarted: Vec::new(),
+        };
+        let path = net.network_path();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = net.devnet.try_wait()? {
+                let log = std::fs::read_to_string(net.dir.path().join("devnet.log")).unwrap_or_default();
+                bail!("btfs devnet exited early ({status}):\n{log}");
+            }
+            if let Ok(bytes) = std::fs::read(&path) {
+                let parsed: NetworkJson = serde_json::from_slice(&bytes)?;
+                net.hosts = parsed.hosts;
+                return Ok(net);
+            }
+            if Instant::now() > deadline {
+                bail!("devnet did not write {} within 120 s", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The devnet's network.json.
+    pub fn network_path(&self) -> PathBuf {
+        self.dir.path().join("network.json")
+    }
+
+    /// A scratch directory for test files.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Hosts in network.json order.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Index of the host with this peer id.
+    pub fn host_index(&self, peer_id: &str) -> Option<usize> {
+        self.hosts.iter().position(|h| h.peer_id == peer_id)
+    }
+
+    /// `kill -9` host `i`.
+    pub fn kill_host(&mut self, i: usize) {
+        let pid = self.hosts[i].pid;
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        // Reap it if it is ours.
+        for c in &mut self.restarted {
+            if c.id() == pid {
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Starts host `i` again on its data dir (same identity, same ports) and waits until it
+    /// listens.
+    pub fn restart_host(&mut self, i: usize) -> Result<()> {
+        let dir = self.hosts[i].data_dir.clone();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join("host.log"))?;
+        let child = Command::new(btfs_bin())
+            .arg("host")
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        self.restarted.push(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(bytes) = std::fs::read(dir.join("node.json")) {
+                let info: Host = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|mut v| {
+                        v["data_dir"] = serde_json::Value::String(dir.display().to_string());
+                        serde_json::from_value(v).ok()
+                    })
+                    .context("node.json is malformed")?;
+                if info.pid == pid {
+                    if info.addrs != self.hosts[i].addrs {
+                        bail!("restarted host changed addresses: {:?} → {:?}", self.hosts[i].addrs, info.addrs);
+                    }
+                    self.hosts[i].pid = pid;
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("restarted host {i} did not listen within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the CLI with `--network` appended for upload/download.
+    pub fn btfs(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(btfs_bin());
+        cmd.args(args);
+        if matches!(args.first(), Some(&"upload") | Some(&"download")) && !args.contains(&"--network") {
+            cmd.arg("--network").arg(self.network_path());
+        }
+        cmd.stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run btfs: {e}"))
+    }
+
+    /// Uploads `file`; returns the link.
+    pub fn upload(&self, file: &Path) -> Result<String> {
+        let out = self.btfs(&["upload", &file.display().to_string()]);
+        if !out.status.success() {
+            bail!("upload failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    /// Downloads `link` into `out`; returns the JSON report.
+    pub fn download(&self, link: &str, out: &Path) -> Result<serde_json::Value> {
+        let o = self.btfs(&["download", link, "-o", &out.display().to_string(), "--json"]);
+        if !o.status.success() {
+            bail!("download failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(serde_json::from_slice(&o.stdout)?)
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.devnet.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.devnet.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.devnet.kill();
+        let _ = self.devnet.wait();
+        for c in &mut self.restarted {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for h in &self.hosts {
+            let _ = kill(Pid::from_raw(h.pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Writes `len` seeded random bytes to `path`; returns their BLAKE3 hash.
+pub fn random_file(path: &Path, len: usize, seed: u64) -> Result<blake3::Hash> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    std::fs::write(path, &data)?;
+    Ok(blake3::hash(&data))
+}
+
+/// BLAKE3 of a file's contents.
+pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
+    Ok(blake3::hash(&std::fs::read(path)?))
+}
+
+/// Path of a blob in a host's data dir (mirrors host-node's FsStore layout).
+pub fn blob_path(data_dir: &Path, root_hex: &str) -> PathBuf {
+    data_dir.join("blobs").join(&root_hex[..2]).join(root_hex)
+}
+
+/// Reads and parses an object's manifest from the first host that holds it.
+pub fn manifest_of(net: &Devnet, link: &str) -> Result<btfs_core::Manifest> {
+    let parsed = btfs_core::Link::parse(link)?;
+    let id = parsed.manifest_id.to_hex();
+    for h in net.hosts() {
+        if let Ok(bytes) = std::fs::read(blob_path(&h.data_dir, &id)) {
+            return Ok(btfs_core::Manifest::decode(&bytes)?);
+        }
+    }
+    bail!("no host holds manifest {id}")
+}
+
+/// The devnet index of the host holding shard `shard` of slab `slab`, and that shard's root.
+pub fn shard_location(
+    net: &Devnet,
+    manifest: &btfs_core::Manifest,
+    slab: usize,
+    shard: usize,
+) -> Result<(usize, btfs_core::Root)> {
+    let rec = manifest.slabs()[slab][shard];
+    let peer = bs58::encode(&manifest.hosts()[usize::from(rec.host)]).into_string();
+    let i = net
+        .host_index(&peer)
+        .with_context(|| format!("manifest names unknown host {peer}"))?;
+    Ok((i, rec.root))
+}

@@ -90,13 +90,14 @@ impl ObjectKey {
     /// Decrypts the object header.
     pub(crate) fn open_header(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let what = || "object header".to_string();
-        let split = sealed
-            .len()
-            .checked_sub(TAG_LEN as usize)
-            .ok_or_else(|| CryptoError::Short {
-                what: what(),
-                len: sealed.len(),
-            })?;
+        let split =
+            sealed
+                .len()
+                .checked_sub(TAG_LEN as usize)
+                .ok_or_else(|| CryptoError::Short {
+                    what: what(),
+                    len: sealed.len(),
+                })?;
         let mut buf = sealed[..split].to_vec();
         self.header_cipher()
             .decrypt_in_place_detached(
@@ -144,21 +145,17 @@ impl BlockCipher {
         last: bool,
         block: &'a mut [u8],
     ) -> Result<&'a [u8], CryptoError> {
-        let split = block
-            .len()
-            .checked_sub(TAG_LEN as usize)
-            .ok_or_else(|| CryptoError::Short {
-                what: format!("block {index}"),
-                len: block.len(),
-            })?;
+        let split =
+            block
+                .len()
+                .checked_sub(TAG_LEN as usize)
+                .ok_or_else(|| CryptoError::Short {
+                    what: format!("block {index}"),
+                    len: block.len(),
+                })?;
         let (data, tag) = block.split_at_mut(split);
         self.0
-            .decrypt_in_place_detached(
-                &block_nonce(index, last),
-                b"",
-                data,
-                Tag::from_slice(tag),
-            )
+            .decrypt_in_place_detached(&block_nonce(index, last), b"", data, Tag::from_slice(tag))
             .map_err(|_| CryptoError::Auth {
                 what: format!("block {index}"),
             })?;

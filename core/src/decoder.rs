@@ -92,7 +92,10 @@ impl Decoder {
         index: u64,
         shards: &[Option<VerifiedShard>],
     ) -> Result<Vec<u8>, DecodeError> {
-        let slab = self.layout.slab(index).ok_or(DecodeError::NoSuchSlab(index))?;
+        let slab = self
+            .layout
+            .slab(index)
+            .ok_or(DecodeError::NoSuchSlab(index))?;
         if index != self.next_slab {
             return Err(DecodeError::OutOfOrder {
                 got: index,

@@ -62,11 +62,13 @@ pub fn encode(data: &[u8], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
                 enc.reset(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?;
                 enc
             }
-            None => encoder.insert(ReedSolomonEncoder::new(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?),
+            None => encoder
+                .insert(ReedSolomonEncoder::new(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?),
         };
         for k in 0..DATA_SHARDS {
             let start = k * shard_size + off;
-            enc.add_original_shard(&data[start..start + len]).map_err(lib)?;
+            enc.add_original_shard(&data[start..start + len])
+                .map_err(lib)?;
         }
         let result = enc.encode().map_err(lib)?;
         for (j, rec) in result.recovery_iter().enumerate() {
@@ -83,7 +85,11 @@ pub fn encode(data: &[u8], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
 /// `shards[i]` is shard `i` (0..10 data, 10..30 parity) if available. When all data shards are
 /// present this is a copy; otherwise only the missing data shards are computed.
 pub fn decode(shards: &[Option<&[u8]>], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
-    let have = shards.iter().take(TOTAL_SHARDS).filter(|s| s.is_some()).count();
+    let have = shards
+        .iter()
+        .take(TOTAL_SHARDS)
+        .filter(|s| s.is_some())
+        .count();
     if shards.len() != TOTAL_SHARDS || have < DATA_SHARDS {
         return Err(ErasureError::NotEnoughShards { have });
     }
@@ -124,7 +130,8 @@ pub fn decode(shards: &[Option<&[u8]>], shard_size: usize) -> Result<Vec<u8>, Er
                 dec.reset(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?;
                 dec
             }
-            None => decoder.insert(ReedSolomonDecoder::new(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?),
+            None => decoder
+                .insert(ReedSolomonDecoder::new(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?),
         };
         for (k, s) in shards[..DATA_SHARDS].iter().enumerate() {
             if let Some(s) = s {
@@ -132,7 +139,8 @@ pub fn decode(shards: &[Option<&[u8]>], shard_size: usize) -> Result<Vec<u8>, Er
             }
         }
         for (j, s) in &parity {
-            dec.add_recovery_shard(*j, &s[off..off + len]).map_err(lib)?;
+            dec.add_recovery_shard(*j, &s[off..off + len])
+                .map_err(lib)?;
         }
         let result = dec.decode().map_err(lib)?;
         for (k, restored) in result.restored_original_iter() {
@@ -155,7 +163,10 @@ mod tests {
     }
 
     fn shards_of(data: &[u8], parity: &[u8], s: usize) -> Vec<Vec<u8>> {
-        data.chunks(s).chain(parity.chunks(s)).map(<[u8]>::to_vec).collect()
+        data.chunks(s)
+            .chain(parity.chunks(s))
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     #[test]
@@ -198,7 +209,10 @@ mod tests {
         let all = shards_of(&data, &parity, s);
         let mut avail: Vec<Option<&[u8]>> = all.iter().map(|v| Some(v.as_slice())).collect();
         avail[4] = Some(&all[4][..64]);
-        assert!(matches!(decode(&avail, s), Err(ErasureError::ShardLen { index: 4, .. })));
+        assert!(matches!(
+            decode(&avail, s),
+            Err(ErasureError::ShardLen { index: 4, .. })
+        ));
         assert!(encode(&data[..100], s).is_err());
     }
 }

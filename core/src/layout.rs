@@ -77,7 +77,7 @@ impl Layout {
     pub fn new(plain_len: u64, max_shard_size: u32) -> Result<Self, LayoutError> {
         if max_shard_size == 0
             || max_shard_size > MAX_SHARD_SIZE
-            || max_shard_size % SHARD_ALIGN != 0
+            || !max_shard_size.is_multiple_of(SHARD_ALIGN)
         {
             return Err(LayoutError::ShardSize(max_shard_size));
         }

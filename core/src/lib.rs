@@ -8,7 +8,10 @@
 //! Goals: sans-io (no sockets, disk, clock or RNG: keys and time come in as arguments), bounded
 //! memory, every decode fallible and bounded, identical results on native and wasm32.
 //! Non-goals: transports and storage (they live in `btfs-host` and `btfs-client`).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 #![warn(missing_docs)]
 
 pub mod crypto;

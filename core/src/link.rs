@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn damaged_links_say_what_is_wrong() {
         assert!(matches!(Link::parse("http://x"), Err(LinkError::Scheme(_))));
-        assert_eq!(Link::parse(&format!("btfs://{}", "ab".repeat(32))), Err(LinkError::NoKey));
+        assert_eq!(
+            Link::parse(&format!("btfs://{}", "ab".repeat(32))),
+            Err(LinkError::NoKey)
+        );
         assert_eq!(Link::parse("btfs://abc#AAAA"), Err(LinkError::Id));
         assert_eq!(
             Link::parse(&format!("btfs://{}#AAAA", "ab".repeat(32))),

@@ -56,7 +56,9 @@ pub enum ManifestError {
     #[error("not a BTFS manifest (bad magic bytes)")]
     Magic,
     /// Written by a newer client.
-    #[error("manifest version {0} is not supported by this client (it reads version 1): upgrade btfs")]
+    #[error(
+        "manifest version {0} is not supported by this client (it reads version 1): upgrade btfs"
+    )]
     Version(u8),
     /// Shard counts or block size differ from the network's.
     #[error("manifest uses an unsupported coding: {0}")]
@@ -278,7 +280,11 @@ impl Manifest {
         if version != MANIFEST_VERSION {
             return Err(ManifestError::Version(version));
         }
-        let (d, p, block) = (r.u8("data shards")?, r.u8("parity shards")?, r.u32("block size")?);
+        let (d, p, block) = (
+            r.u8("data shards")?,
+            r.u8("parity shards")?,
+            r.u32("block size")?,
+        );
         if usize::from(d) != DATA_SHARDS || usize::from(p) != PARITY_SHARDS || block != BLOCK_PLAIN
         {
             return Err(ManifestError::Coding(format!(
@@ -433,7 +439,10 @@ mod tests {
         }
         let mut extended = bytes.clone();
         extended.push(0);
-        assert!(matches!(Manifest::decode(&extended), Err(ManifestError::Trailing(1))));
+        assert!(matches!(
+            Manifest::decode(&extended),
+            Err(ManifestError::Trailing(1))
+        ));
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x80;
@@ -446,7 +455,10 @@ mod tests {
         let (key, m) = sample();
         let mut bytes = m.encode();
         bytes[7] = 2;
-        assert_eq!(Manifest::decode(&bytes).unwrap_err(), ManifestError::Version(2));
+        assert_eq!(
+            Manifest::decode(&bytes).unwrap_err(),
+            ManifestError::Version(2)
+        );
         let mut slab = m.slabs()[0];
         slab[1].host = slab[0].host;
         let err = Manifest::new(

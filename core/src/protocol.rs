@@ -221,11 +221,17 @@ mod tests {
             len: MAX_BLOB_LEN + 1,
         }
         .encode();
-        assert!(matches!(RequestHead::decode(&b), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            RequestHead::decode(&b),
+            Err(FrameError::TooLong { .. })
+        ));
         b[0] = 9;
         assert_eq!(RequestHead::decode(&b), Err(FrameError::Op(9)));
         b[0] = 2;
-        assert_eq!(RequestHead::decode(&b), Err(FrameError::UnexpectedBody(Op::Get)));
+        assert_eq!(
+            RequestHead::decode(&b),
+            Err(FrameError::UnexpectedBody(Op::Get))
+        );
         let r = ResponseHead {
             status: Status::Ok,
             len: 100,

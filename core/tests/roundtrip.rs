@@ -37,9 +37,17 @@ fn encode(key: &ObjectKey, plain: &[u8], shard: u32, chunk: usize) -> (Manifest,
     let hosts: Vec<Vec<u8>> = (0..TOTAL_SHARDS as u8).map(|i| vec![i, 1]).collect();
     let records: Vec<SlabRecord> = slabs
         .iter()
-        .map(|s| std::array::from_fn(|i| ShardRecord { root: s.roots[i], host: i as u16 }))
+        .map(|s| {
+            std::array::from_fn(|i| ShardRecord {
+                root: s.roots[i],
+                host: i as u16,
+            })
+        })
         .collect();
-    let header = ObjectHeader { name: "f.bin".into(), mime: String::new() };
+    let header = ObjectHeader {
+        name: "f.bin".into(),
+        mime: String::new(),
+    };
     let m = Manifest::new(layout, key, &header, hosts, records).unwrap();
     (Manifest::decode(&m.encode()).unwrap(), slabs)
 }
@@ -119,7 +127,9 @@ fn a_flipped_bit_in_any_shard_is_detected() {
 fn a_wrong_key_fails_with_a_clear_error_before_any_download() {
     let key = ObjectKey::from_bytes([6; 32]);
     let (m, _) = encode(&key, b"secret", SHARD, 10);
-    let err = Decoder::new(&m, &ObjectKey::from_bytes([7; 32])).err().unwrap();
+    let err = Decoder::new(&m, &ObjectKey::from_bytes([7; 32]))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("key is wrong"), "{err}");
 }
 
@@ -147,7 +157,11 @@ fn too_much_or_too_little_input_is_an_error() {
     let mut enc = Encoder::new(&key, Layout::new(10, SHARD).unwrap());
     assert!(enc.feed(&[0; 11]).is_err());
     enc.feed(&[0; 5]).unwrap();
-    assert!(enc.finish().unwrap_err().to_string().contains("5 of the declared 10"));
+    assert!(enc
+        .finish()
+        .unwrap_err()
+        .to_string()
+        .contains("5 of the declared 10"));
 }
 
 fn ten_of_thirty() -> impl Strategy<Value = Vec<usize>> {

@@ -143,7 +143,9 @@ impl HostConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.quota_bytes()?;
         if self.max_inbound_streams == 0 || self.max_inbound_streams > 4096 {
-            return Err(ConfigError::Invalid("max_inbound_streams must be 1..=4096".into()));
+            return Err(ConfigError::Invalid(
+                "max_inbound_streams must be 1..=4096".into(),
+            ));
         }
         if self.max_streams_per_peer == 0 || self.max_streams_per_peer > self.max_inbound_streams {
             return Err(ConfigError::Invalid(
@@ -151,7 +153,9 @@ impl HostConfig {
             ));
         }
         if self.transports.is_empty() {
-            return Err(ConfigError::Invalid("transports must name at least one".into()));
+            return Err(ConfigError::Invalid(
+                "transports must name at least one".into(),
+            ));
         }
         Ok(())
     }
@@ -188,7 +192,7 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
         _ => return Err(ConfigError::Size(s.into())),
     };
     let v = num * mult;
-    if !v.is_finite() || v < 0.0 || v > 1e18 {
+    if !v.is_finite() || !(0.0..=1e18).contains(&v) {
         return Err(ConfigError::Size(s.into()));
     }
     Ok(v as u64)

@@ -124,7 +124,10 @@ pub async fn stop(children: Vec<Child>) {
         }
     }
     for mut c in children {
-        if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), c.wait())
+            .await
+            .is_err()
+        {
             let _ = c.kill().await;
         }
     }
@@ -140,7 +143,10 @@ pub async fn run(opts: DevnetOptions) -> Result<()> {
         path.display()
     );
     println!("  upload:   btfs upload FILE --network {}", path.display());
-    println!("  download: btfs download LINK -o OUT --network {}", path.display());
+    println!(
+        "  download: btfs download LINK -o OUT --network {}",
+        path.display()
+    );
     println!("  stop:     Ctrl-C");
     crate::shutdown_signal().await;
     println!("devnet: stopping {} hosts", children.len());

@@ -60,6 +60,8 @@ pub struct DownloadReport {
     pub corrupt_shards: Vec<CorruptShard>,
     /// Wall time.
     pub elapsed_ms: u128,
+    /// Peak resident memory of this process, if known.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Fetches and verifies the manifest named by `link`.
@@ -70,9 +72,14 @@ pub async fn fetch_manifest(tenant: &Tenant, id: Root) -> Result<Manifest, Trans
         .map(|i| async move {
             let peer = tenant.connect(i).await.map_err(|_| true)?;
             let mut control = tenant.net().control();
-            let bytes = shard_client::get(&mut control, peer, id, btfs_core::manifest::MAX_MANIFEST_LEN as u32)
-                .await
-                .map_err(|_| false)?;
+            let bytes = shard_client::get(
+                &mut control,
+                peer,
+                id,
+                btfs_core::manifest::MAX_MANIFEST_LEN as u32,
+            )
+            .await
+            .map_err(|_| false)?;
             // Only bytes that hash to the id are parsed.
             let verified = id.verify(bytes).map_err(|_| false)?;
             Manifest::decode(verified.bytes()).map_err(|e| {
@@ -168,6 +175,7 @@ pub async fn download(
     }
     progress.finish_and_clear();
     report.elapsed_ms = started.elapsed().as_millis();
+    report.peak_rss_bytes = crate::peak_rss_bytes();
     Ok(report)
 }
 
@@ -217,14 +225,19 @@ async fn fetch_slab(
             return (k, None, Err(FetchFailure::Unreachable));
         };
         let result = async {
-            let peer = tenant.connect(h).await.map_err(|_| FetchFailure::Unreachable)?;
+            let peer = tenant
+                .connect(h)
+                .await
+                .map_err(|_| FetchFailure::Unreachable)?;
             let mut control = tenant.net().control();
             let bytes = shard_client::get(&mut control, peer, root, shard_size)
                 .await
                 .map_err(|e| {
                     tracing::info!(slab = index, shard = k, error = %e, "shard fetch failed");
                     match e {
-                        ShardError::Open { .. } | ShardError::Timeout { .. } => FetchFailure::Unreachable,
+                        ShardError::Open { .. } | ShardError::Timeout { .. } => {
+                            FetchFailure::Unreachable
+                        }
                         _ => FetchFailure::Missing,
                     }
                 })?;

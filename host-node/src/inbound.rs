@@ -39,7 +39,14 @@ impl InboundStreams {
     pub fn new(protocol: StreamProtocol, capacity: usize) -> (Self, mpsc::Receiver<Inbound>) {
         let (queue, rx) = mpsc::channel(capacity.max(1));
         let dropped = Arc::default();
-        (Self { protocol, queue, dropped }, rx)
+        (
+            Self {
+                protocol,
+                queue,
+                dropped,
+            },
+            rx,
+        )
     }
 
     /// Streams dropped because the queue was full.
@@ -84,7 +91,12 @@ impl NetworkBehaviour for InboundStreams {
 
     fn on_swarm_event(&mut self, _: FromSwarm) {}
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
         match event {}
     }
 
@@ -128,7 +140,11 @@ impl ConnectionHandler for Handler {
         &mut self,
         event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol, (), Infallible>,
     ) {
-        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound { protocol: stream, .. }) = event {
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: stream,
+            ..
+        }) = event
+        {
             if self.queue.try_send((self.peer, stream)).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(peer = %self.peer, protocol = %self.protocol, "inbound queue full; stream dropped");

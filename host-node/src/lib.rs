@@ -8,8 +8,12 @@
 //! Module map: [`config`] → [`identity`] → [`store`] → [`net`] → [`shard_service`] compose a
 //! host in [`node`]; [`tenant`], [`upload`], [`download`] and [`shard_client`] are the tenant;
 //! [`network_file`] and [`devnet`] describe and run a local network.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod bench;
 pub mod config;
 pub mod devnet;
 pub mod download;
@@ -44,4 +48,12 @@ pub async fn shutdown_signal() {
 /// this the WebRTC DTLS handshake panics choosing between two providers).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// This process's peak resident set size (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -20,7 +20,11 @@ use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 
 #[derive(Parser)]
-#[command(name = "btfs", version, about = "BTFS-rs: decentralized storage — host, tenant CLI and local network")]
+#[command(
+    name = "btfs",
+    version,
+    about = "BTFS-rs: decentralized storage — host, tenant CLI and local network"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -67,6 +71,22 @@ enum Cmd {
         /// Storage quota per host.
         #[arg(long, default_value = "2GiB")]
         quota: String,
+    },
+    /// Measure end-to-end upload/download speed on a fresh local devnet, beside disk and
+    /// single-stream capacity, and the tenant's peak memory.
+    Bench {
+        /// Hosts in the devnet.
+        #[arg(long, default_value_t = 30)]
+        hosts: usize,
+        /// File size for the throughput run.
+        #[arg(long, default_value = "256MiB")]
+        size: String,
+        /// File size for the peak-memory run ("0" to skip).
+        #[arg(long, default_value = "1GiB")]
+        rss_size: String,
+        /// Scratch directory.
+        #[arg(long, default_value = "btfs-bench")]
+        dir: PathBuf,
     },
     /// Low-level shard requests to one host (operators, debugging).
     #[command(subcommand)]
@@ -154,7 +174,9 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
         "quic" => Ok(Transport::Quic),
         "ws" | "websocket" => Ok(Transport::Ws),
         "webrtc" | "webrtc-direct" => Ok(Transport::Webrtc),
-        other => Err(format!("unknown transport {other:?}: use tcp, quic, ws or webrtc")),
+        other => Err(format!(
+            "unknown transport {other:?}: use tcp, quic, ws or webrtc"
+        )),
     }
 }
 
@@ -167,7 +189,17 @@ impl HostArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        set!(data_dir, listen_ip, transports, tcp_port, quic_port, ws_port, webrtc_port, quota, max_inbound_streams);
+        set!(
+            data_dir,
+            listen_ip,
+            transports,
+            tcp_port,
+            quic_port,
+            ws_port,
+            webrtc_port,
+            quota,
+            max_inbound_streams
+        );
         c.validate()?;
         Ok(c)
     }
@@ -188,9 +220,11 @@ fn progress_bar(label: &str) -> ProgressBar {
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
     bar
@@ -246,10 +280,18 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!("shutting down");
             node.shutdown().await;
         }
-        Cmd::Upload { file, net, shard_size, json } => {
+        Cmd::Upload {
+            file,
+            net,
+            shard_size,
+            json,
+        } => {
             init_tracing("warn");
             let tenant = tenant_for(&net.network).await?;
-            let opts = UploadOptions { shard_size, ..UploadOptions::default() };
+            let opts = UploadOptions {
+                shard_size,
+                ..UploadOptions::default()
+            };
             let report = upload::upload(&tenant, &file, opts, progress_bar("upload")).await;
             tenant.shutdown().await;
             let report = report.with_context(|| format!("upload of {} failed", file.display()))?;
@@ -259,15 +301,24 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", report.link);
             }
         }
-        Cmd::Download { link, output, net, json } => {
+        Cmd::Download {
+            link,
+            output,
+            net,
+            json,
+        } => {
             init_tracing("warn");
             let link = Link::parse(&link)?;
             let tenant = tenant_for(&net.network).await?;
-            let report = download::download(&tenant, &link, &output, progress_bar("download")).await;
+            let report =
+                download::download(&tenant, &link, &output, progress_bar("download")).await;
             tenant.shutdown().await;
             let report = report.context("download failed")?;
             for c in &report.corrupt_shards {
-                eprintln!("warning: shard {} of slab {} from host {} was corrupt; used another", c.shard, c.slab, c.host);
+                eprintln!(
+                    "warning: shard {} of slab {} from host {} was corrupt; used another",
+                    c.shard, c.slab, c.host
+                );
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -278,6 +329,23 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Devnet { hosts, dir, quota } => {
             init_tracing("info");
             devnet::run(DevnetOptions { hosts, dir, quota }).await?;
+        }
+        Cmd::Bench {
+            hosts,
+            size,
+            rss_size,
+            dir,
+        } => {
+            init_tracing("warn");
+            let size = btfs_host::config::parse_size(&size)?;
+            let rss_size = btfs_host::config::parse_size(&rss_size)?;
+            btfs_host::bench::run(btfs_host::bench::BenchOptions {
+                hosts,
+                size,
+                rss_size,
+                dir,
+            })
+            .await?;
         }
         Cmd::Shard(cmd) => {
             init_tracing("warn");
@@ -290,7 +358,8 @@ async fn run(cli: Cli) -> Result<()> {
 async fn shard(cmd: ShardCmd) -> Result<()> {
     match cmd {
         ShardCmd::Put { host, root, file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let root = root.unwrap_or_else(|| Root::of(&bytes));
             let t = tenant_for_addr(&host).await?;
             let peer = t.hosts()[0].peer;
@@ -302,11 +371,17 @@ async fn shard(cmd: ShardCmd) -> Result<()> {
         ShardCmd::Get { host, root, output } => {
             let t = tenant_for_addr(&host).await?;
             let peer = t.hosts()[0].peer;
-            let r = shard_client::get(&mut t.net().control(), peer, root, btfs_core::protocol::MAX_BLOB_LEN).await;
+            let r = shard_client::get(
+                &mut t.net().control(),
+                peer,
+                root,
+                btfs_core::protocol::MAX_BLOB_LEN,
+            )
+            .await;
             t.shutdown().await;
-            let verified = root
-                .verify(r?)
-                .map_err(|_| anyhow::anyhow!("the host's bytes do not match root {root}: the blob is corrupt"))?;
+            let verified = root.verify(r?).map_err(|_| {
+                anyhow::anyhow!("the host's bytes do not match root {root}: the blob is corrupt")
+            })?;
             std::fs::write(&output, verified.bytes())?;
         }
         ShardCmd::Stat { host, root } => {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use thiserror::Error;
@@ -119,10 +119,10 @@ async fn build_swarm(
         .await
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| Behaviour {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/btfs/id/1".into(),
-                key.public(),
-            ).with_agent_version(AGENT.into())),
+            identify: identify::Behaviour::new(
+                identify::Config::new("/btfs/id/1".into(), key.public())
+                    .with_agent_version(AGENT.into()),
+            ),
             ping: ping::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
             shards: Toggle::from(inbound),
@@ -148,10 +148,12 @@ impl Net {
         let mut swarm = build_swarm(keypair, webrtc, inbound).await?;
         let mut pending_listen = HashMap::new();
         for l in listen {
-            let id = swarm.listen_on(l.addr.clone()).map_err(|e| NetError::Listen {
-                addr: l.addr.clone(),
-                reason: e.to_string(),
-            })?;
+            let id = swarm
+                .listen_on(l.addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: l.addr.clone(),
+                    reason: e.to_string(),
+                })?;
             pending_listen.insert(id, l);
         }
         let mut addrs = Vec::new();
@@ -230,7 +232,7 @@ async fn run(
                         let _ = reply.send(Ok(()));
                         continue;
                     }
-                    let addrs: Vec<Multiaddr> = addrs.into_iter().map(|a| strip_p2p(a)).collect();
+                    let addrs: Vec<Multiaddr> = addrs.into_iter().map(strip_p2p).collect();
                     let opts = DialOpts::peer_id(peer)
                         .addresses(addrs)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -252,11 +254,11 @@ async fn run(
                         let _ = r.send(Ok(()));
                     }
                 }
-                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                    if !swarm.is_connected(&peer) {
-                        for r in dials.remove(&peer).unwrap_or_default() {
-                            let _ = r.send(Err(NetError::Dial { peer, reason: error.to_string() }));
-                        }
+                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. }
+                    if !swarm.is_connected(&peer) =>
+                {
+                    for r in dials.remove(&peer).unwrap_or_default() {
+                        let _ = r.send(Err(NetError::Dial { peer, reason: error.to_string() }));
                     }
                 }
                 SwarmEvent::NewListenAddr { address, .. } => tracing::debug!(%address, "listening"),
@@ -282,7 +284,9 @@ pub fn listen_addr(t: Transport, ip: std::net::IpAddr, port: u16) -> Multiaddr {
     match t {
         Transport::Tcp => base.with(Protocol::Tcp(port)),
         Transport::Quic => base.with(Protocol::Udp(port)).with(Protocol::QuicV1),
-        Transport::Ws => base.with(Protocol::Tcp(port)).with(Protocol::Ws("/".into())),
+        Transport::Ws => base
+            .with(Protocol::Tcp(port))
+            .with(Protocol::Ws("/".into())),
         Transport::Webrtc => base.with(Protocol::Udp(port)).with(Protocol::WebRTCDirect),
     }
 }

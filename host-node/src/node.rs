@@ -97,8 +97,7 @@ impl Node {
         } else {
             None
         };
-        let store: Arc<dyn BlobStore> =
-            Arc::new(FsStore::open(dir, config.quota_bytes()?)?);
+        let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(dir, config.quota_bytes()?)?);
 
         let previous = read_node_info(dir).map(|i| i.ports).unwrap_or_default();
         let cancel = CancellationToken::new();
@@ -123,7 +122,14 @@ impl Node {
         let queue = config.max_inbound_streams * 2;
         let (inbound, incoming) = InboundStreams::new(protocol.clone(), queue);
         let dropped = inbound.dropped();
-        let started = Net::start(keypair.clone(), cert.clone(), Some(inbound), listen.clone(), cancel.child_token()).await;
+        let started = Net::start(
+            keypair.clone(),
+            cert.clone(),
+            Some(inbound),
+            listen.clone(),
+            cancel.child_token(),
+        )
+        .await;
         let (net, addrs, net_task, incoming, dropped) = match started {
             Ok((net, addrs, task)) => (net, addrs, task, incoming, dropped),
             // A remembered port may have been taken meanwhile: fall back to fresh ports.
@@ -147,7 +153,10 @@ impl Node {
         };
         let peer_id = net.peer_id();
 
-        let stats = Arc::new(ServiceStats { dropped, ..ServiceStats::default() });
+        let stats = Arc::new(ServiceStats {
+            dropped,
+            ..ServiceStats::default()
+        });
         let limits = Limits {
             max_inbound: config.max_inbound_streams,
             max_per_peer: config.max_streams_per_peer,

@@ -89,13 +89,14 @@ async fn request(
 ) -> Result<Vec<u8>, ShardError> {
     let io = |source| ShardError::Io { peer, source };
     let work = async {
-        let mut stream = control
-            .open_stream(peer, protocol())
-            .await
-            .map_err(|e| ShardError::Open {
-                peer,
-                reason: e.to_string(),
-            })?;
+        let mut stream =
+            control
+                .open_stream(peer, protocol())
+                .await
+                .map_err(|e| ShardError::Open {
+                    peer,
+                    reason: e.to_string(),
+                })?;
         stream.write_all(&head.encode()).await.map_err(io)?;
         stream.write_all(body).await.map_err(io)?;
         stream.flush().await.map_err(io)?;

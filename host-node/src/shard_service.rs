@@ -163,34 +163,38 @@ async fn handle(stream: &mut Stream, store: Arc<dyn BlobStore>) -> std::io::Resu
     };
     let (status, body) = match req.op {
         Op::Put => put(stream, &store, req).await?,
-        Op::Get => blocking(&store, req.root, |s, r| s.get(r)).await.map_or_else(
-            internal,
-            |found| match found {
+        Op::Get => blocking(&store, req.root, |s, r| s.get(r))
+            .await
+            .map_or_else(internal, |found| match found {
                 Some(bytes) => (Status::Ok, bytes),
                 None => not_found(&req.root),
-            },
-        ),
-        Op::Stat => blocking(&store, req.root, |s, r| s.size(r)).await.map_or_else(
-            internal,
-            |found| match found {
+            }),
+        Op::Stat => blocking(&store, req.root, |s, r| s.size(r))
+            .await
+            .map_or_else(internal, |found| match found {
                 Some(size) => (Status::Ok, size.to_le_bytes().to_vec()),
                 None => not_found(&req.root),
-            },
-        ),
+            }),
     };
     respond(stream, status, &body).await?;
     Ok(status)
 }
 
 fn not_found(root: &Root) -> (Status, Vec<u8>) {
-    (Status::NotFound, format!("this host does not hold {root}").into_bytes())
+    (
+        Status::NotFound,
+        format!("this host does not hold {root}").into_bytes(),
+    )
 }
 
 fn internal(e: StoreError) -> (Status, Vec<u8>) {
     tracing::error!(error = %e, "storage error");
     match e {
         StoreError::Quota { .. } => (Status::QuotaExceeded, e.to_string().into_bytes()),
-        _ => (Status::Internal, b"host storage error; try another host".to_vec()),
+        _ => (
+            Status::Internal,
+            b"host storage error; try another host".to_vec(),
+        ),
     }
 }
 
@@ -229,10 +233,17 @@ async fn put(
     let verified = match tokio::task::spawn_blocking(move || root.verify(body)).await {
         Ok(Ok(v)) => v,
         Ok(Err(_)) => {
-            let msg = format!("refused: the bytes do not hash to the declared root {root}; nothing was stored");
+            let msg = format!(
+                "refused: the bytes do not hash to the declared root {root}; nothing was stored"
+            );
             return Ok((Status::RootMismatch, msg.into_bytes()));
         }
-        Err(e) => return Ok(internal(StoreError::Io { path: "<hash task>".into(), source: std::io::Error::other(e.to_string()) })),
+        Err(e) => {
+            return Ok(internal(StoreError::Io {
+                path: "<hash task>".into(),
+                source: std::io::Error::other(e.to_string()),
+            }))
+        }
     };
     Ok(blocking(store, root, move |s, r| s.put(r, &verified))
         .await

@@ -247,7 +247,8 @@ impl BlobStore for FsStore {
         }
         let len = blob.bytes().len() as u64;
         let result = self.usage.reserve(len).and_then(|()| {
-            self.write_durably(root, blob.bytes()).inspect_err(|_| self.usage.release(len))
+            self.write_durably(root, blob.bytes())
+                .inspect_err(|_| self.usage.release(len))
         });
         lock().remove(root);
         result?;
@@ -305,7 +306,10 @@ mod tests {
         assert_eq!((store.used(), store.count()), (5, 1));
         // quota is 10 bytes: 6 more do not fit, and nothing is stored
         let (big, big_blob) = verified(b"abcdef");
-        assert!(matches!(store.put(&big, &big_blob), Err(StoreError::Quota { .. })));
+        assert!(matches!(
+            store.put(&big, &big_blob),
+            Err(StoreError::Quota { .. })
+        ));
         assert_eq!(store.get(&big).unwrap(), None);
         assert_eq!(store.used(), 5);
     }

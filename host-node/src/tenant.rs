@@ -114,7 +114,8 @@ impl Tenant {
     pub async fn start(hosts: Vec<KnownHost>) -> Result<Self, TransferError> {
         let cancel = CancellationToken::new();
         let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let (net, _, task) = Net::start(keypair, None, None, Vec::new(), cancel.child_token()).await?;
+        let (net, _, task) =
+            Net::start(keypair, None, None, Vec::new(), cancel.child_token()).await?;
         Ok(Self {
             net,
             hosts,
@@ -167,7 +168,10 @@ impl Tenant {
 
     /// Whether host `i` failed before.
     pub fn is_bad(&self, i: usize) -> bool {
-        self.bad.lock().unwrap_or_else(|p| p.into_inner()).contains(&i)
+        self.bad
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&i)
     }
 
     /// Stops the client node.
@@ -185,9 +189,11 @@ fn preferred_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
     let tcp: Vec<_> = addrs
         .iter()
         .filter(|a| {
-            is(a, |p| matches!(p, Protocol::Tcp(_)), |p| {
-                matches!(p, Protocol::Ws(_) | Protocol::Wss(_))
-            })
+            is(
+                a,
+                |p| matches!(p, Protocol::Tcp(_)),
+                |p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)),
+            )
         })
         .cloned()
         .collect();

@@ -70,6 +70,8 @@ pub struct UploadReport {
     pub failed_puts: usize,
     /// Wall time.
     pub elapsed_ms: u128,
+    /// Peak resident memory of this process, if known.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Uploads the file at `path`; returns its link.
@@ -171,7 +173,10 @@ pub async fn upload(
                     table.push(h);
                     table.len() - 1
                 });
-                ShardRecord { root, host: pos as u16 }
+                ShardRecord {
+                    root,
+                    host: pos as u16,
+                }
             })
         })
         .collect();
@@ -207,6 +212,7 @@ pub async fn upload(
         hosts_used: table.len(),
         failed_puts: failed_puts.load(std::sync::atomic::Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis(),
+        peak_rss_bytes: crate::peak_rss_bytes(),
     })
 }
 
@@ -266,7 +272,10 @@ impl Placer {
     }
 
     fn is_failed(&self, h: usize) -> bool {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).contains(&h)
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&h)
     }
 
     /// Puts `blobs[k]` on a distinct host each; returns the host of each.
@@ -282,8 +291,16 @@ impl Placer {
         let start = (slab * TOTAL_SHARDS) % n;
         // Rotation order for this slab; the first `blobs.len()` healthy ones are the first choice.
         let order: Vec<usize> = (0..n).map(|i| self.hosts[(start + i) % n]).collect();
-        let healthy: Vec<usize> = order.iter().copied().filter(|&h| !self.is_failed(h)).collect();
-        let spare: Vec<usize> = order.iter().copied().filter(|&h| self.is_failed(h)).collect();
+        let healthy: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&h| !self.is_failed(h))
+            .collect();
+        let spare: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&h| self.is_failed(h))
+            .collect();
         let mut queue: Vec<usize> = healthy.into_iter().chain(spare).collect();
         queue.reverse(); // pop() takes from the front of the order
         let queue = Mutex::new(queue);

@@ -87,7 +87,8 @@ impl Devnet {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = net.devnet.try_wait()? {
-                let log = std::fs::read_to_string(net.dir.path().join("devnet.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(net.dir.path().join("devnet.log")).unwrap_or_default();
                 bail!("btfs devnet exited early ({status}):\n{log}");
             }
             if let Ok(bytes) = std::fs::read(&path) {
@@ -164,7 +165,11 @@ impl Devnet {
                     .context("node.json is malformed")?;
                 if info.pid == pid {
                     if info.addrs != self.hosts[i].addrs {
-                        bail!("restarted host changed addresses: {:?} → {:?}", self.hosts[i].addrs, info.addrs);
+                        bail!(
+                            "restarted host changed addresses: {:?} → {:?}",
+                            self.hosts[i].addrs,
+                            info.addrs
+                        );
                     }
                     self.hosts[i].pid = pid;
                     return Ok(());
@@ -181,7 +186,9 @@ impl Devnet {
     pub fn btfs(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(btfs_bin());
         cmd.args(args);
-        if matches!(args.first(), Some(&"upload") | Some(&"download")) && !args.contains(&"--network") {
+        if matches!(args.first(), Some(&"upload") | Some(&"download"))
+            && !args.contains(&"--network")
+        {
             cmd.arg("--network").arg(self.network_path());
         }
         cmd.stdin(Stdio::null())

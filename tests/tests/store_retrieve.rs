@@ -22,7 +22,10 @@ fn upload_download_then_survive_losing_20_of_30_hosts() {
     // The same manifest with another key: refused before any shard is fetched.
     let (id, _) = link.split_once('#').unwrap();
     let wrong = format!("{id}#{}A", "B".repeat(42));
-    let err = net.download(&wrong, &net.scratch().join("wrong.bin")).unwrap_err().to_string();
+    let err = net
+        .download(&wrong, &net.scratch().join("wrong.bin"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("key is wrong"), "{err}");
 
     // Every host holds shards: the upload spread 30 shards per slab over 30 distinct hosts.
@@ -41,8 +44,14 @@ fn upload_download_then_survive_losing_20_of_30_hosts() {
     net.kill_host(20);
     let out = net.scratch().join("out3.bin");
     let err = net.download(&link, &out).unwrap_err().to_string();
-    assert!(err.contains("cannot rebuild slab") || err.contains("object not found"), "{err}");
-    assert!(!out.exists(), "a failed download must not leave an output file");
+    assert!(
+        err.contains("cannot rebuild slab") || err.contains("object not found"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "a failed download must not leave an output file"
+    );
 }
 
 /// 3. A corrupted shard on one host's disk is detected and the download is still identical.
@@ -90,7 +99,10 @@ fn restarted_host_still_serves_its_shards() {
     let o = net.btfs(&["shard", "stat", "--host", &addr, &root.to_hex()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let size: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-    assert_eq!(size, u64::from(manifest.layout().slab(0).unwrap().shard_size));
+    assert_eq!(
+        size,
+        u64::from(manifest.layout().slab(0).unwrap().shard_size)
+    );
 
     // Leave exactly 10 hosts, the restarted one among them: the download needs its shards.
     let mut killed = 0;
@@ -115,12 +127,22 @@ fn put_with_mismatched_root_is_refused_and_nothing_is_stored() {
     std::fs::write(&file, b"the real bytes").unwrap();
     let lie = btfs_core::Root::of(b"other bytes").to_hex();
 
-    let o = net.btfs(&["shard", "put", "--host", &addr, "--root", &lie, &file.display().to_string()]);
+    let o = net.btfs(&[
+        "shard",
+        "put",
+        "--host",
+        &addr,
+        "--root",
+        &lie,
+        &file.display().to_string(),
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("do not hash to the declared root"), "{err}");
     assert!(!blob_path(&host.data_dir, &lie).exists());
-    let tmp_entries = std::fs::read_dir(host.data_dir.join("tmp")).unwrap().count();
+    let tmp_entries = std::fs::read_dir(host.data_dir.join("tmp"))
+        .unwrap()
+        .count();
     assert_eq!(tmp_entries, 0, "no temp file may be left behind");
     let o = net.btfs(&["shard", "stat", "--host", &addr, &lie]);
     assert!(!o.status.success());
@@ -145,11 +167,19 @@ fn clear_errors_for_bad_input() {
 
     let o = net.btfs(&["upload", &src.display().to_string()]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("too few hosts: 5 of 5"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("too few hosts: 5 of 5"),
+        "{err}"
+    );
 
     let o = net.btfs(&["download", "https://example.com/x", "-o", "/tmp/x"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a btfs link"));
-    let o = net.btfs(&["download", &format!("btfs://{}", "ab".repeat(32)), "-o", "/tmp/x"]);
+    let o = net.btfs(&[
+        "download",
+        &format!("btfs://{}", "ab".repeat(32)),
+        "-o",
+        "/tmp/x",
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no #key part"));
 
     let missing = format!("btfs://{}#{}", "ab".repeat(32), "A".repeat(43));
@@ -163,6 +193,13 @@ fn clear_errors_for_bad_input() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("network unreachable"), "{err}");
 
-    let o = net.btfs(&["download", &missing, "-o", "/tmp/x", "--network", "/nonexistent.json"]);
+    let o = net.btfs(&[
+        "download",
+        &missing,
+        "-o",
+        "/tmp/x",
+        "--network",
+        "/nonexistent.json",
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read network file"));
 }

@@ -43,6 +43,9 @@ enum Cmd {
         /// Largest shard size in bytes (multiple of 64, at most 4194304).
         #[arg(long, default_value_t = btfs_core::layout::DEFAULT_SHARD_SIZE)]
         shard_size: u32,
+        /// Slabs uploading at once (memory: about 30 MiB per slab at the default shard size).
+        #[arg(long, default_value_t = UploadOptions::default().slabs_in_flight)]
+        slabs_in_flight: usize,
         /// Print a JSON report instead of just the link.
         #[arg(long)]
         json: bool,
@@ -284,13 +287,17 @@ async fn run(cli: Cli) -> Result<()> {
             file,
             net,
             shard_size,
+            slabs_in_flight,
             json,
         } => {
             init_tracing("warn");
             let tenant = tenant_for(&net.network).await?;
+            if !(1..=16).contains(&slabs_in_flight) {
+                bail!("--slabs-in-flight must be between 1 and 16");
+            }
             let opts = UploadOptions {
                 shard_size,
-                ..UploadOptions::default()
+                slabs_in_flight,
             };
             let report = upload::upload(&tenant, &file, opts, progress_bar("upload")).await;
             tenant.shutdown().await;

@@ -25,6 +25,8 @@ use crate::store::{BlobStore, StoreError};
 
 /// Time allowed for one whole request (header, body, answer).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+/// Time allowed for the 37-byte request header, so idle streams free their slot quickly.
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Request counters (exported to Status later).
 #[derive(Debug, Default)]
@@ -149,7 +151,9 @@ async fn respond(stream: &mut Stream, status: Status, body: &[u8]) -> std::io::R
 /// Handles one request; returns the status sent.
 async fn handle(stream: &mut Stream, store: Arc<dyn BlobStore>) -> std::io::Result<Status> {
     let mut head = [0u8; REQUEST_HEAD_LEN];
-    stream.read_exact(&mut head).await?;
+    tokio::time::timeout(HEADER_DEADLINE, stream.read_exact(&mut head))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request header"))??;
     let req = match RequestHead::decode(&head) {
         Ok(r) => r,
         Err(e) => {

@@ -9,7 +9,8 @@
 //! finally: the manifest goes to 30 distinct hosts; the link is printed
 //! ```
 //!
-//! Memory: about (slabs_in_flight + 2) encoded slabs (30 MiB each at the default 1 MiB shards).
+//! Memory: at most `slabs_in_flight + 1` slabs alive (30 MiB each at the default 1 MiB shards),
+//! plus the transport's send buffers.
 //! Host choice: slab `i` starts at host `(30·i) mod n` of the reachable hosts, so load spreads
 //! evenly over a network larger than 30 hosts.
 
@@ -27,7 +28,7 @@ use btfs_core::{
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::shard_client;
 use crate::tenant::{Tenant, TransferError};
@@ -111,12 +112,16 @@ pub async fn upload(
     let key = ObjectKey::from_bytes(key);
     progress.set_length(layout.slabs().map(|s| u64::from(s.shard_size) * 30).sum());
 
-    // Reader + encoder on a blocking thread, one slab ahead.
-    let (tx, mut rx) = mpsc::channel::<Result<EncodedSlab, TransferError>>(1);
+    // Reader + encoder on a blocking thread. A slab needs a slot from the moment its data is
+    // read until its last put finishes, so at most `slabs_in_flight + 1` slabs are alive.
+    let slots = Arc::new(Semaphore::new(opts.slabs_in_flight.max(1) + 1));
+    let _close_slots = CloseOnDrop(slots.clone());
+    let (tx, mut rx) =
+        mpsc::channel::<Result<(EncodedSlab, OwnedSemaphorePermit), TransferError>>(1);
     let reader_key = key.clone();
     let path_text = path.display().to_string();
     let reader = tokio::task::spawn_blocking(move || {
-        let result = encode_file(file, &reader_key, layout, &tx, &path_text);
+        let result = encode_file(file, &reader_key, layout, &tx, &slots, &path_text);
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
@@ -133,9 +138,10 @@ pub async fn upload(
             slab = rx.recv(), if !input_done && in_flight.len() < opts.slabs_in_flight.max(1) => match slab {
                 None => input_done = true,
                 Some(Err(e)) => return Err(e),
-                Some(Ok(slab)) => {
+                Some(Ok((slab, slot))) => {
                     let (placer, progress, failed) = (&placer, progress.clone(), failed_puts.clone());
                     in_flight.push(async move {
+                        let _slot = slot;
                         let idx = slab.layout.index;
                         let blobs: Vec<(Root, &[u8])> =
                             (0..TOTAL_SHARDS).map(|k| (slab.roots[k], slab.shard(k))).collect();
@@ -216,22 +222,47 @@ pub async fn upload(
     })
 }
 
+/// Closes the slot semaphore when the upload ends, so a waiting reader thread stops.
+struct CloseOnDrop(Arc<Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+type SlabMsg = Result<(EncodedSlab, OwnedSemaphorePermit), TransferError>;
+
 fn encode_file(
     mut file: std::fs::File,
     key: &ObjectKey,
     layout: Layout,
-    tx: &mpsc::Sender<Result<EncodedSlab, TransferError>>,
+    tx: &mpsc::Sender<SlabMsg>,
+    slots: &Arc<Semaphore>,
     path: &str,
 ) -> Result<(), TransferError> {
     let mut enc = Encoder::new(key, layout);
     let mut buf = vec![0u8; READ_CHUNK];
-    let send = |enc: &mut Encoder| -> Result<bool, TransferError> {
+    // `None` when the uploader has gone away.
+    let acquire = || futures::executor::block_on(slots.clone().acquire_owned()).ok();
+    let Some(first) = acquire() else {
+        return Ok(());
+    };
+    let mut slot = Some(first);
+    // Sends every finished slab with its slot; then takes a slot for the next one.
+    let mut send = |enc: &mut Encoder| -> Result<bool, TransferError> {
         while let Some(slab) = enc.next_slab()? {
-            if tx.blocking_send(Ok(slab)).is_err() {
+            let Some(permit) = slot.take().or_else(acquire) else {
+                return Ok(false);
+            };
+            if tx.blocking_send(Ok((slab, permit))).is_err() {
                 return Ok(false); // uploader gave up
             }
         }
-        Ok(true)
+        if slot.is_none() {
+            slot = acquire();
+        }
+        Ok(slot.is_some())
     };
     if !send(&mut enc)? {
         return Ok(());

@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub rss_size: u64,
     /// Scratch directory.
     pub dir: PathBuf,
+    /// Repetitions of each measurement (medians are reported).
+    pub rounds: usize,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -46,8 +48,14 @@ fn mibps(bytes: u64, d: Duration) -> f64 {
 /// Runs the bench and prints a table.
 pub async fn run(opts: BenchOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.dir)?;
-    let disk = disk_capacity(&opts.dir.join("disk-bench"))?;
-    println!("disk write+fsync, 30 writers, 1 MiB blobs: {disk:.0} MiB/s");
+    let mut disks = (0..opts.rounds.max(1))
+        .map(|_| disk_capacity(&opts.dir.join("disk-bench")))
+        .collect::<Result<Vec<_>>>()?;
+    let disk = median(&mut disks);
+    println!(
+        "disk write+fsync, 30 writers, 1 MiB blobs, median of {}: {disk:.0} MiB/s",
+        disks.len()
+    );
 
     let dev = DevnetOptions {
         hosts: opts.hosts,
@@ -68,32 +76,51 @@ async fn measure(
     disk: f64,
 ) -> Result<()> {
     let net_path = dev.dir.join("network.json");
-    let stream = single_stream(network, &net_path).await?;
-    println!("libp2p single stream (4 MiB GETs, TCP+Noise+Yamux): {stream:.0} MiB/s");
+    let mut streams = Vec::new();
+    for _ in 0..opts.rounds {
+        streams.push(single_stream(network, &net_path).await?);
+    }
+    let stream = median(&mut streams);
+    println!(
+        "libp2p single stream (4 MiB GETs, TCP+Noise+Yamux), median of {}: {stream:.0} MiB/s",
+        opts.rounds
+    );
 
     let file = opts.dir.join("bench-input.bin");
     write_random(&file, opts.size)?;
-    let up = cli(&["upload", "--json"], &file, &net_path)?;
-    let link = up["link"]
-        .as_str()
-        .context("upload report has no link")?
-        .to_string();
-    let out = opts.dir.join("bench-output.bin");
-    let down = cli(&["download", &link, "--json", "-o"], &out, &net_path)?;
-    if Root::of(&std::fs::read(&file)?) != Root::of(&std::fs::read(&out)?) {
-        bail!("downloaded bytes differ from the uploaded file");
+    let want = Root::of(&std::fs::read(&file)?);
+    let host_pids: Vec<u32> = network.hosts.iter().map(|h| h.pid).collect();
+    let (mut ups, mut downs, mut up_cpu, mut host_cpu, mut rss_up, mut rss_down) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0u64, 0u64);
+    for _ in 0..opts.rounds {
+        let hosts_before = cpu_seconds_of(&host_pids);
+        let tenant_before = children_cpu_seconds();
+        let up = cli(&["upload", "--json"], &file, &net_path)?;
+        up_cpu.push(children_cpu_seconds() - tenant_before);
+        host_cpu.push(cpu_seconds_of(&host_pids) - hosts_before);
+        let link = up["link"]
+            .as_str()
+            .context("upload report has no link")?
+            .to_string();
+        let out = opts.dir.join("bench-output.bin");
+        let down = cli(&["download", &link, "--json", "-o"], &out, &net_path)?;
+        if Root::of(&std::fs::read(&out)?) != want {
+            bail!("downloaded bytes differ from the uploaded file");
+        }
+        ups.push(rate(&up, opts.size));
+        downs.push(rate(&down, opts.size));
+        rss_up = rss_up.max(up["peak_rss_bytes"].as_u64().unwrap_or(0));
+        rss_down = rss_down.max(down["peak_rss_bytes"].as_u64().unwrap_or(0));
     }
-    let up_s = up["elapsed_ms"].as_f64().unwrap_or(1.0) / 1000.0;
-    let down_s = down["elapsed_ms"].as_f64().unwrap_or(1.0) / 1000.0;
-    let up_rate = opts.size as f64 / MIB / up_s;
-    let down_rate = opts.size as f64 / MIB / down_s;
+    let (up_rate, down_rate) = (median(&mut ups), median(&mut downs));
     let slowest = disk.min(stream);
     let size_mib = opts.size as f64 / MIB;
+    let (tenant_s, hosts_s) = (median(&mut up_cpu), median(&mut host_cpu));
 
     println!();
-    println!("| measurement | MiB/s |");
+    println!("| measurement (median of {}) | MiB/s |", opts.rounds);
     println!("|---|---|");
-    println!("| disk write+fsync (30 writers) | {disk:.0} |");
+    println!("| disk write+fsync (30 writers, 1 MiB blobs) | {disk:.0} |");
     println!("| libp2p single stream | {stream:.0} |");
     println!("| upload {size_mib:.0} MiB end to end | {up_rate:.0} |");
     println!("| download {size_mib:.0} MiB end to end | {down_rate:.0} |");
@@ -103,9 +130,13 @@ async fn measure(
         up_rate / (slowest / 3.0)
     );
     println!(
-        "peak RSS: upload {} MiB, download {} MiB ({size_mib:.0} MiB file)",
-        rss_mib(&up),
-        rss_mib(&down)
+        "CPU per upload of {size_mib:.0} MiB: tenant {tenant_s:.2} s, hosts {hosts_s:.2} s (user+sys; {} cores here)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "peak RSS ({size_mib:.0} MiB file): upload {:.0} MiB, download {:.0} MiB",
+        rss_up as f64 / MIB,
+        rss_down as f64 / MIB
     );
 
     if opts.rss_size > 0 {
@@ -128,6 +159,43 @@ async fn measure(
         let _ = std::fs::remove_file(out);
     }
     Ok(())
+}
+
+fn rate(report: &serde_json::Value, size: u64) -> f64 {
+    let ms = report["elapsed_ms"]
+        .as_f64()
+        .unwrap_or(f64::INFINITY)
+        .max(1.0);
+    size as f64 / MIB / (ms / 1000.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// user+sys CPU seconds of waited-for child processes so far.
+fn children_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// user+sys CPU seconds of running processes (from /proc/PID/stat).
+fn cpu_seconds_of(pids: &[u32]) -> f64 {
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| {
+            // Fields after the ")" that ends the command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    ticks as f64 / 100.0
 }
 
 fn rss_mib(report: &serde_json::Value) -> String {

@@ -90,6 +90,9 @@ enum Cmd {
         /// Scratch directory.
         #[arg(long, default_value = "btfs-bench")]
         dir: PathBuf,
+        /// Repetitions of each measurement (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Low-level shard requests to one host (operators, debugging).
     #[command(subcommand)]
@@ -342,6 +345,7 @@ async fn run(cli: Cli) -> Result<()> {
             size,
             rss_size,
             dir,
+            rounds,
         } => {
             init_tracing("warn");
             let size = btfs_host::config::parse_size(&size)?;
@@ -351,6 +355,7 @@ async fn run(cli: Cli) -> Result<()> {
                 size,
                 rss_size,
                 dir,
+                rounds: rounds.max(1),
             })
             .await?;
         }

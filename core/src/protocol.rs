@@ -187,6 +187,45 @@ impl ResponseHead {
     }
 }
 
+/// A request/response exchange over a stream failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// The stream broke.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The answer was malformed or too large.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Sends one request on a fresh stream and reads the answer (status and body, bounded by
+/// `max_ok_len` for OK answers and [`MAX_MESSAGE_LEN`] for errors).
+///
+/// Runtime-agnostic (any `futures-io` stream), so the native tenant and the browser share it;
+/// deadlines are the caller's, since they need a clock.
+pub async fn exchange<S>(
+    stream: &mut S,
+    head: &RequestHead,
+    body: &[u8],
+    max_ok_len: u32,
+) -> Result<(Status, Vec<u8>), ExchangeError>
+where
+    S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin,
+{
+    use futures_util::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&head.encode()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    let mut rh = [0u8; RESPONSE_HEAD_LEN];
+    stream.read_exact(&mut rh).await?;
+    let resp = ResponseHead::decode(&rh, max_ok_len)?;
+    let mut out = vec![0u8; resp.len as usize];
+    stream.read_exact(&mut out).await?;
+    let _ = stream.close().await;
+    Ok((resp.status, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

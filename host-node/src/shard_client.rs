@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use btfs_core::protocol::{
-    FrameError, Op, RequestHead, ResponseHead, Status, MAX_BLOB_LEN, PROTOCOL, RESPONSE_HEAD_LEN,
+    self, ExchangeError, FrameError, Op, RequestHead, Status, MAX_BLOB_LEN, PROTOCOL,
 };
 use btfs_core::Root;
-use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use thiserror::Error;
 
@@ -87,7 +86,6 @@ async fn request(
     body: &[u8],
     max_ok_len: u32,
 ) -> Result<Vec<u8>, ShardError> {
-    let io = |source| ShardError::Io { peer, source };
     let work = async {
         let mut stream =
             control
@@ -97,22 +95,22 @@ async fn request(
                     peer,
                     reason: e.to_string(),
                 })?;
-        stream.write_all(&head.encode()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        stream.flush().await.map_err(io)?;
-        let mut rh = [0u8; RESPONSE_HEAD_LEN];
-        stream.read_exact(&mut rh).await.map_err(io)?;
-        let resp = ResponseHead::decode(&rh, max_ok_len)
-            .map_err(|source| ShardError::Frame { peer, source })?;
-        let mut out = vec![0u8; resp.len as usize];
-        stream.read_exact(&mut out).await.map_err(io)?;
-        let _ = stream.close().await;
-        if resp.status == Status::Ok {
+        let (status, out) = protocol::exchange(&mut stream, &head, body, max_ok_len)
+            .await
+            .map_err(|e| match e {
+                ExchangeError::Io(source) => ShardError::Io { peer, source },
+                ExchangeError::Frame(source) => ShardError::Frame { peer, source },
+                other => ShardError::Io {
+                    peer,
+                    source: std::io::Error::other(other.to_string()),
+                },
+            })?;
+        if status == Status::Ok {
             Ok(out)
         } else {
             Err(ShardError::Refused {
                 peer,
-                status: resp.status,
+                status,
                 message: String::from_utf8_lossy(&out).into_owned(),
             })
         }

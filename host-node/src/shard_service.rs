@@ -25,6 +25,8 @@ use crate::store::{BlobStore, StoreError};
 
 /// Time allowed for one whole request (header, body, answer).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+/// How long an answered stream waits for the requester to close its side.
+pub const LINGER: Duration = Duration::from_secs(10);
 /// Time allowed for the 37-byte request header, so idle streams free their slot quickly.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -145,7 +147,26 @@ async fn respond(stream: &mut Stream, status: Status, body: &[u8]) -> std::io::R
     };
     stream.write_all(&head.encode()).await?;
     stream.write_all(body).await?;
-    stream.close().await
+    stream.close().await?;
+    linger(stream).await;
+    Ok(())
+}
+
+/// Waits (briefly, reading at most a few bytes) for the requester to close its side. Dropping a
+/// WebRTC data channel right after `close` can discard answer bytes still in flight; the
+/// requester closes only after reading the whole answer, so its close is the acknowledgement.
+async fn linger(stream: &mut Stream) {
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut total = 0;
+        while let Ok(n @ 1..) = stream.read(&mut sink).await {
+            total += n;
+            if total > 4096 {
+                break; // a peer that keeps talking gets no more patience
+            }
+        }
+    })
+    .await;
 }
 
 /// Handles one request; returns the status sent.

@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+mod browser;
+
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() -> ExitCode {
@@ -160,6 +162,7 @@ fn test() -> Result<()> {
             .args(["test", "--workspace", "--locked"])
             .env("BTFS_BIN", target_dir().join("debug").join("btfs")),
     )?;
+    browser::tests()?;
     eprintln!(
         "\nxtask test: every check passed in {:.0?}",
         started.elapsed()

@@ -1,0 +1,128 @@
+//! Client errors, and their one conversion into a JavaScript `Error` that keeps the cause chain.
+
+use thiserror::Error;
+
+use crate::network::NetworkError;
+
+/// Anything the browser client can fail at. Each message says what to do.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The libp2p node could not be built.
+    #[error("cannot set up the browser's libp2p node: {0}")]
+    Setup(String),
+    /// The node's task ended.
+    #[error("the client's network task has stopped; create a new client with BtfsClient.connect")]
+    Stopped,
+    /// A dial failed.
+    #[error("cannot connect to host {peer}: {reason}")]
+    Dial {
+        /// Peer id.
+        peer: String,
+        /// Cause.
+        reason: String,
+    },
+    /// A shard request failed.
+    #[error("shard request to host {peer} failed: {reason}")]
+    Shard {
+        /// Peer id.
+        peer: String,
+        /// Cause.
+        reason: String,
+        /// The host answered with a refusal (as opposed to a broken stream).
+        refused: bool,
+    },
+    /// Bad `network` option.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// Bad link.
+    #[error(transparent)]
+    Link(#[from] btfs_core::link::LinkError),
+    /// No host answered.
+    #[error("network unreachable: none of the {total} hosts answered over the browser transports ({first_error}). Is the network running, and do its hosts listen on WebSocket or WebRTC-direct?")]
+    Unreachable {
+        /// Hosts tried.
+        total: usize,
+        /// The first failure seen.
+        first_error: String,
+    },
+    /// Fewer than 30 hosts reachable.
+    #[error("too few hosts: {reachable} of {total} hosts are reachable, but every slab needs 30 distinct hosts ({first_error})")]
+    TooFewHosts {
+        /// Reachable.
+        reachable: usize,
+        /// Known.
+        total: usize,
+        /// The first failure seen.
+        first_error: String,
+    },
+    /// No host holds the manifest.
+    #[error("object not found: no host has manifest {id} ({unreachable} of {asked} hosts unreachable). Check the link and the network")]
+    ManifestNotFound {
+        /// Manifest id.
+        id: String,
+        /// Hosts asked.
+        asked: usize,
+        /// Unreachable among them.
+        unreachable: usize,
+    },
+    /// Too few verified shards of a slab.
+    #[error("cannot rebuild slab {slab}: only {have} of the 10 needed shards could be fetched and verified; too many hosts are down, retry later")]
+    SlabLost {
+        /// Slab.
+        slab: u64,
+        /// Verified shards.
+        have: usize,
+    },
+    /// Malformed manifest.
+    #[error(transparent)]
+    Manifest(#[from] btfs_core::ManifestError),
+    /// Decoding failed (wrong key, tampering).
+    #[error(transparent)]
+    Decode(#[from] btfs_core::DecodeError),
+    /// Encoding failed.
+    #[error(transparent)]
+    Encode(#[from] btfs_core::EncodeError),
+    /// Impossible layout (object too large, bad shard size).
+    #[error(transparent)]
+    Layout(#[from] btfs_core::layout::LayoutError),
+    /// A browser API failed.
+    #[error("browser API error: {0}")]
+    Js(String),
+}
+
+#[cfg(target_arch = "wasm32")]
+mod js {
+    use wasm_bindgen::JsValue;
+
+    impl From<super::ClientError> for JsValue {
+        fn from(e: super::ClientError) -> JsValue {
+            to_js(&e)
+        }
+    }
+
+    /// A JS `Error` whose `cause` chain mirrors the Rust `source()` chain.
+    pub fn to_js(e: &(dyn std::error::Error + 'static)) -> JsValue {
+        let err = js_sys::Error::new(&e.to_string());
+        err.set_name("BtfsError");
+        if let Some(source) = e.source() {
+            let _ = js_sys::Reflect::set(&err, &"cause".into(), &to_js(source));
+        }
+        err.into()
+    }
+
+    /// Turns a thrown JS value into a client error.
+    pub fn from_js(v: JsValue) -> super::ClientError {
+        let msg = v
+            .dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| v.as_string())
+            .unwrap_or_else(|| format!("{v:?}"));
+        super::ClientError::Js(msg)
+    }
+
+    use wasm_bindgen::JsCast;
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use js::from_js;

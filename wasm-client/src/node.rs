@@ -1,0 +1,212 @@
+//! The browser's libp2p node: WebSocket and WebRTC-direct transports, one task that owns the
+//! `Swarm` (a `spawn_local` future), dials by command, and shard requests over
+//! `/btfs/shard/1` streams using the same framing code as the native tenant
+//! (`btfs_core::protocol::exchange`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use btfs_core::protocol::{self, Op, RequestHead, Status, PROTOCOL};
+use btfs_core::Root;
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, SinkExt, StreamExt};
+use libp2p::core::upgrade::Version;
+use libp2p::core::Transport as _;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, ping, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+
+use crate::error::ClientError;
+
+/// Deadline for one shard request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deadline for a dial.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+enum Command {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Handle to the browser node.
+#[derive(Clone)]
+pub struct Node {
+    control: libp2p_stream::Control,
+    commands: mpsc::Sender<Command>,
+}
+
+fn build(keypair: libp2p::identity::Keypair) -> Result<Swarm<Behaviour>, ClientError> {
+    let setup = |e: &dyn std::fmt::Display| ClientError::Setup(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_wasm_bindgen()
+        .with_other_transport(|key| {
+            Ok(libp2p_websocket_websys::Transport::default()
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+        })
+        .map_err(|e| setup(&e))?
+        .with_other_transport(|key| {
+            libp2p_webrtc_websys::Transport::new(libp2p_webrtc_websys::Config::new(key))
+        })
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key| Behaviour {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/btfs/id/1".into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::default(),
+            stream: libp2p_stream::Behaviour::new(),
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+impl Node {
+    /// Starts the node's task on the page's event loop.
+    pub fn start() -> Result<Self, ClientError> {
+        let swarm = build(libp2p::identity::Keypair::generate_ed25519())?;
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, rx) = mpsc::channel(64);
+        wasm_bindgen_futures::spawn_local(run(swarm, rx));
+        Ok(Self { control, commands })
+    }
+
+    /// Connects to `peer` (no-op when connected), trying `addrs` in order of preference.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .clone()
+            .send(Command::Dial { peer, addrs, reply })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        let timeout = futures_timer::Delay::new(CONNECT_TIMEOUT);
+        futures::select! {
+            r = rx.fuse() => r.map_err(|_| ClientError::Stopped)?.map_err(|reason| ClientError::Dial { peer: peer.to_string(), reason }),
+            () = timeout.fuse() => Err(ClientError::Dial { peer: peer.to_string(), reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()) }),
+        }
+    }
+
+    async fn request(
+        &self,
+        peer: PeerId,
+        head: RequestHead,
+        body: &[u8],
+        max_ok_len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut control = self.control.clone();
+        let work = async move {
+            let mut stream = control
+                .open_stream(peer, StreamProtocol::new(PROTOCOL))
+                .await
+                .map_err(|e| ClientError::Shard {
+                    peer: peer.to_string(),
+                    reason: e.to_string(),
+                    refused: false,
+                })?;
+            let (status, out) = protocol::exchange(&mut stream, &head, body, max_ok_len)
+                .await
+                .map_err(|e| ClientError::Shard {
+                    peer: peer.to_string(),
+                    reason: e.to_string(),
+                    refused: false,
+                })?;
+            if status == Status::Ok {
+                Ok(out)
+            } else {
+                Err(ClientError::Shard {
+                    peer: peer.to_string(),
+                    reason: format!("{status:?}: {}", String::from_utf8_lossy(&out)),
+                    refused: true,
+                })
+            }
+        };
+        let timeout = futures_timer::Delay::new(REQUEST_TIMEOUT);
+        futures::select! {
+            r = work.fuse() => r,
+            () = timeout.fuse() => Err(ClientError::Shard { peer: peer.to_string(), reason: "no answer in time".into(), refused: false }),
+        }
+    }
+
+    /// Stores a blob on `peer`.
+    pub async fn put(&self, peer: PeerId, root: Root, blob: &[u8]) -> Result<(), ClientError> {
+        let head = RequestHead {
+            op: Op::Put,
+            root,
+            len: blob.len() as u32,
+        };
+        self.request(peer, head, blob, 0).await.map(|_| ())
+    }
+
+    /// Fetches a blob of at most `max_len` bytes (the caller verifies it).
+    pub async fn get(
+        &self,
+        peer: PeerId,
+        root: Root,
+        max_len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let head = RequestHead {
+            op: Op::Get,
+            root,
+            len: 0,
+        };
+        self.request(peer, head, &[], max_len).await
+    }
+}
+
+async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
+    let mut dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
+    loop {
+        futures::select! {
+            cmd = commands.next() => match cmd {
+                None => break,
+                Some(Command::Dial { peer, addrs, reply }) => {
+                    if swarm.is_connected(&peer) {
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    let first = !dials.contains_key(&peer);
+                    dials.entry(peer).or_default().push(reply);
+                    if first {
+                        let opts = DialOpts::peer_id(peer)
+                            .addresses(addrs)
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .build();
+                        if let Err(e) = swarm.dial(opts) {
+                            for r in dials.remove(&peer).unwrap_or_default() {
+                                let _ = r.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    for r in dials.remove(&peer_id).unwrap_or_default() {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. }
+                    if !swarm.is_connected(&peer) =>
+                {
+                    for r in dials.remove(&peer).unwrap_or_default() {
+                        let _ = r.send(Err(error.to_string()));
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Upload and download in the browser: the same core encoder, decoder, manifest and placement
+//! rules as the native CLI, driven by futures on the page's event loop.
+//!
+//! Memory: one slab in flight (30 MiB at the default 1 MiB shards) plus one 1 MiB read; a `File`
+//! is read with `Blob.slice`, never whole.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
+use btfs_core::manifest::MAX_MANIFEST_LEN;
+use btfs_core::{
+    Decoder, EncodedSlab, Encoder, Link, Manifest, ObjectHeader, ObjectKey, Root, ShardRecord,
+    SlabRecord, VerifiedShard, DATA_SHARDS, TOTAL_SHARDS,
+};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::error::{from_js, ClientError};
+use crate::network::BrowserHost;
+use crate::node::Node;
+
+const READ_CHUNK: f64 = (1 << 20) as f64;
+const PARALLEL_DIALS: usize = 16;
+const MANIFEST_FANOUT: usize = 8;
+
+/// A host ready to dial.
+pub struct Host {
+    pub peer: PeerId,
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// The client state shared by every call.
+pub struct Client {
+    pub node: Node,
+    pub hosts: Vec<Host>,
+    bad: std::cell::RefCell<HashSet<usize>>,
+}
+
+/// Reports progress as (done, total) bytes.
+pub type Progress = Rc<dyn Fn(f64, f64)>;
+
+impl Client {
+    pub fn new(node: Node, hosts: &[BrowserHost]) -> Result<Self, ClientError> {
+        let hosts = hosts
+            .iter()
+            .map(|h| {
+                let peer: PeerId = h
+                    .peer_id
+                    .parse()
+                    .map_err(|e| ClientError::Js(format!("bad peer id {}: {e}", h.peer_id)))?;
+                let addrs = h
+                    .addrs
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .map(|mut a| {
+                        if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                            a.pop();
+                        }
+                        a
+                    })
+                    .collect();
+                Ok(Host { peer, addrs })
+            })
+            .collect::<Result<_, ClientError>>()?;
+        Ok(Self {
+            node,
+            hosts,
+            bad: Default::default(),
+        })
+    }
+
+    /// Connects to host `i`: its WebSocket addresses first, WebRTC-direct only if those fail
+    /// (dialing both at once would let the slower transport win the race).
+    async fn connect(&self, i: usize) -> Result<PeerId, ClientError> {
+        let h = &self.hosts[i];
+        let is_rtc = |a: &Multiaddr| {
+            a.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::WebRTCDirect))
+        };
+        let (rtc, ws): (Vec<Multiaddr>, Vec<Multiaddr>) = h.addrs.iter().cloned().partition(is_rtc);
+        let mut last = ClientError::Dial {
+            peer: h.peer.to_string(),
+            reason: "no dialable address".into(),
+        };
+        for group in [ws, rtc] {
+            if group.is_empty() {
+                continue;
+            }
+            match self.node.connect(h.peer, group).await {
+                Ok(()) => return Ok(h.peer),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Indices of the hosts that answered, and the first dial error seen (for error messages).
+    async fn reachable(&self) -> (Vec<usize>, String) {
+        let results: Vec<Result<usize, ClientError>> = futures::stream::iter(0..self.hosts.len())
+            .map(|i| async move { self.connect(i).await.map(|_| i) })
+            .buffer_unordered(PARALLEL_DIALS)
+            .collect()
+            .await;
+        let first_error = results
+            .iter()
+            .find_map(|r| r.as_ref().err().map(ToString::to_string))
+            .unwrap_or_default();
+        let mut ok: Vec<usize> = results.into_iter().filter_map(Result::ok).collect();
+        ok.sort_unstable();
+        (ok, first_error)
+    }
+
+    fn mark_bad(&self, i: usize) {
+        self.bad.borrow_mut().insert(i);
+    }
+
+    fn is_bad(&self, i: usize) -> bool {
+        self.bad.borrow().contains(&i)
+    }
+
+    /// Puts `blobs[k]` on a distinct host each, rotating from `start`; returns their hosts.
+    async fn put_spread(
+        &self,
+        reachable: &[usize],
+        blobs: &[(Root, &[u8])],
+        start: usize,
+    ) -> Result<Vec<usize>, ClientError> {
+        let n = reachable.len();
+        let mut order: Vec<usize> = (0..n).map(|i| reachable[(start + i) % n]).collect();
+        order.sort_by_key(|&h| self.is_bad(h)); // stable: rotation order, failed hosts last
+        order.reverse();
+        let queue = std::cell::RefCell::new(order);
+        let puts = blobs.iter().map(|&(root, bytes)| {
+            let queue = &queue;
+            async move {
+                loop {
+                    let h = queue.borrow_mut().pop()?;
+                    for attempt in 0..2 {
+                        let result = async {
+                            let peer = self.connect(h).await?;
+                            self.node.put(peer, root, bytes).await
+                        }
+                        .await;
+                        match result {
+                            Ok(()) => return Some(h),
+                            Err(ClientError::Shard { refused: false, .. }) if attempt == 0 => {
+                                continue
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.mark_bad(h);
+                }
+            }
+        });
+        let placed: Vec<Option<usize>> = futures::future::join_all(puts).await;
+        if placed.iter().any(Option::is_none) {
+            return Err(ClientError::TooFewHosts {
+                reachable: n - self.bad.borrow().len().min(n),
+                total: self.hosts.len(),
+                first_error: "puts failed on every remaining host".into(),
+            });
+        }
+        Ok(placed.into_iter().flatten().collect())
+    }
+
+    /// Encrypts, encodes and stores `blob`; returns its link.
+    pub async fn upload(
+        &self,
+        blob: &web_sys::Blob,
+        name: String,
+        mime: String,
+        progress: Option<Progress>,
+    ) -> Result<String, ClientError> {
+        let size = blob.size();
+        let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
+        let (reachable, first_error) = self.reachable().await;
+        if reachable.is_empty() {
+            return Err(ClientError::Unreachable {
+                total: self.hosts.len(),
+                first_error,
+            });
+        }
+        if reachable.len() < TOTAL_SHARDS {
+            return Err(ClientError::TooFewHosts {
+                reachable: reachable.len(),
+                total: self.hosts.len(),
+                first_error,
+            });
+        }
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key).map_err(|e| ClientError::Js(e.to_string()))?;
+        let key = ObjectKey::from_bytes(key);
+        let mut enc = Encoder::new(&key, layout);
+        let mut placed: Vec<Vec<(Root, usize)>> = Vec::new();
+        let mut offset = 0f64;
+        let mut pending: Vec<EncodedSlab> = Vec::new();
+        loop {
+            while let Some(slab) = enc.next_slab()? {
+                pending.push(slab);
+            }
+            for slab in pending.drain(..) {
+                let blobs: Vec<(Root, &[u8])> = (0..TOTAL_SHARDS)
+                    .map(|k| (slab.roots[k], slab.shard(k)))
+                    .collect();
+                let hosts = self
+                    .put_spread(
+                        &reachable,
+                        &blobs,
+                        slab.layout.index as usize * TOTAL_SHARDS,
+                    )
+                    .await?;
+                placed.push(slab.roots.iter().copied().zip(hosts).collect());
+                if let Some(p) = &progress {
+                    p(offset.min(size), size);
+                }
+            }
+            if offset >= size {
+                break;
+            }
+            let end = (offset + READ_CHUNK).min(size);
+            let chunk = read_blob(blob, offset, end).await?;
+            offset = end;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                rest = &rest[enc.feed(rest)?..];
+                while let Some(slab) = enc.next_slab()? {
+                    pending.push(slab);
+                }
+            }
+        }
+        enc.finish()?;
+
+        let mut table: Vec<usize> = Vec::new();
+        let records: Vec<SlabRecord> = placed
+            .iter()
+            .map(|slab| {
+                std::array::from_fn(|k| {
+                    let (root, h) = slab[k];
+                    let pos = table.iter().position(|&t| t == h).unwrap_or_else(|| {
+                        table.push(h);
+                        table.len() - 1
+                    });
+                    ShardRecord {
+                        root,
+                        host: pos as u16,
+                    }
+                })
+            })
+            .collect();
+        let host_ids = table
+            .iter()
+            .map(|&i| self.hosts[i].peer.to_bytes())
+            .collect();
+        let manifest = Manifest::new(
+            layout,
+            &key,
+            &ObjectHeader { name, mime },
+            host_ids,
+            records,
+        )?;
+        let bytes = manifest.encode();
+        let id = Root::of(&bytes);
+        let copies: Vec<(Root, &[u8])> =
+            (0..TOTAL_SHARDS).map(|_| (id, bytes.as_slice())).collect();
+        self.put_spread(&reachable, &copies, 0).await?;
+        if let Some(p) = &progress {
+            p(size, size);
+        }
+        Ok(Link {
+            manifest_id: id,
+            key,
+        }
+        .to_string())
+    }
+
+    /// Finds and verifies a manifest by asking hosts.
+    pub async fn fetch_manifest(&self, id: Root) -> Result<Manifest, ClientError> {
+        let n = self.hosts.len();
+        let mut unreachable = 0;
+        let mut asks = futures::stream::iter(0..n)
+            .map(|i| async move {
+                let peer = self.connect(i).await.map_err(|_| true)?;
+                let bytes = self
+                    .node
+                    .get(peer, id, MAX_MANIFEST_LEN as u32)
+                    .await
+                    .map_err(|_| false)?;
+                let v = id.verify(bytes).map_err(|_| false)?;
+                Manifest::decode(v.bytes()).map_err(|_| false)
+            })
+            .buffer_unordered(MANIFEST_FANOUT);
+        while let Some(r) = asks.next().await {
+            match r {
+                Ok(m) => return Ok(m),
+                Err(true) => unreachable += 1,
+                Err(false) => {}
+            }
+        }
+        if unreachable == n {
+            return Err(ClientError::Unreachable {
+                total: n,
+                first_error: "no host could be dialed".into(),
+            });
+        }
+        Err(ClientError::ManifestNotFound {
+            id: id.to_hex(),
+            asked: n,
+            unreachable,
+        })
+    }
+
+    /// Fetches 10 verified shards of slab `index` (data shards first, another host on failure).
+    pub async fn fetch_slab(
+        &self,
+        manifest: &Manifest,
+        host_map: &[Option<usize>],
+        index: u64,
+    ) -> Result<Vec<Option<VerifiedShard>>, ClientError> {
+        let record = &manifest.slabs()[index as usize];
+        let shard_size = manifest
+            .layout()
+            .slab(index)
+            .map(|s| s.shard_size)
+            .unwrap_or_default();
+        let mut order: Vec<usize> = (0..TOTAL_SHARDS).collect();
+        order.sort_by_key(|&k| {
+            (
+                host_map[usize::from(record[k].host)].is_none_or(|h| self.is_bad(h)),
+                k,
+            )
+        });
+        let mut order = order.into_iter();
+        let fetch = |k: usize| async move {
+            let root = record[k].root;
+            let Some(h) = host_map[usize::from(record[k].host)] else {
+                return (k, None, None);
+            };
+            let got = async {
+                let peer = self.connect(h).await?;
+                let bytes = self.node.get(peer, root, shard_size).await?;
+                root.verify(bytes).map_err(|_| {
+                    ClientError::Js(format!("shard {k} of slab {index} failed verification"))
+                })
+            }
+            .await
+            .map_err(|e| web_sys::console::warn_1(&format!("btfs: fetch failed: {e}").into()))
+            .ok();
+            (k, Some(h), got)
+        };
+        let mut shards: Vec<Option<VerifiedShard>> = vec![None; TOTAL_SHARDS];
+        let mut have = 0;
+        let mut running: FuturesUnordered<_> =
+            order.by_ref().take(DATA_SHARDS).map(fetch).collect();
+        while have < DATA_SHARDS {
+            let Some((k, host, got)) = running.next().await else {
+                break;
+            };
+            match got {
+                Some(v) => {
+                    shards[k] = Some(v);
+                    have += 1;
+                }
+                None => {
+                    if let Some(h) = host {
+                        self.mark_bad(h);
+                    }
+                    if let Some(next) = order.next() {
+                        running.push(fetch(next));
+                    }
+                }
+            }
+        }
+        if have < DATA_SHARDS {
+            return Err(ClientError::SlabLost { slab: index, have });
+        }
+        Ok(shards)
+    }
+
+    /// Opens a download: fetches the manifest and checks the key before any shard moves.
+    pub async fn open(self: &Rc<Self>, link: &Link) -> Result<Download, ClientError> {
+        let manifest = self.fetch_manifest(link.manifest_id).await?;
+        let decoder = Decoder::new(&manifest, &link.key)?;
+        let host_map = manifest
+            .hosts()
+            .iter()
+            .map(|id| self.hosts.iter().position(|h| h.peer.to_bytes() == *id))
+            .collect();
+        Ok(Download {
+            client: self.clone(),
+            manifest,
+            decoder,
+            host_map,
+            next: 0,
+        })
+    }
+}
+
+/// A download in progress: yields plaintext slab by slab.
+pub struct Download {
+    client: Rc<Client>,
+    manifest: Manifest,
+    decoder: Decoder,
+    host_map: Vec<Option<usize>>,
+    next: u64,
+}
+
+impl Download {
+    /// Plaintext size.
+    pub fn size(&self) -> u64 {
+        self.manifest.layout().plain_len()
+    }
+
+    /// Name and type from the encrypted header.
+    pub fn header(&self) -> &ObjectHeader {
+        self.decoder.header()
+    }
+
+    /// The next chunk of plaintext, or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        if self.next >= self.manifest.layout().slab_count() {
+            return Ok(None);
+        }
+        let shards = self
+            .client
+            .fetch_slab(&self.manifest, &self.host_map, self.next)
+            .await?;
+        let plain = self.decoder.decode_slab(self.next, &shards)?;
+        self.next += 1;
+        Ok(Some(plain))
+    }
+}
+
+async fn read_blob(blob: &web_sys::Blob, start: f64, end: f64) -> Result<Vec<u8>, ClientError> {
+    let part = blob.slice_with_f64_and_f64(start, end).map_err(from_js)?;
+    let buf = JsFuture::from(part.array_buffer()).await.map_err(from_js)?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}

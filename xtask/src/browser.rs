@@ -1,0 +1,258 @@
+//! `cargo xtask test`'s browser phase: wasm-bindgen tests in headless Chromium against a real
+//! 30-host devnet, plus CLI ↔ browser interop and a download with 20 of 30 hosts killed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, output, root, run, target_dir, WASM_TARGET};
+
+/// Must equal the `wasm-bindgen` pin in the root Cargo.toml.
+const WASM_BINDGEN: &str = "0.2.108";
+const MIB: usize = 1 << 20;
+
+/// Installs Chromium, ChromeDriver and the matching wasm-bindgen test runner when missing.
+fn ensure_tools() -> Result<()> {
+    if !Path::new("/usr/bin/chromium").exists() || !Path::new("/usr/bin/chromedriver").exists() {
+        let root_user = output(Command::new("id").arg("-u"))
+            .as_deref()
+            .map(str::trim)
+            == Some("0");
+        let apt = |args: &[&str]| {
+            let mut c = if root_user {
+                Command::new("apt-get")
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg("apt-get");
+                c
+            };
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        };
+        run("apt-get update", &mut apt(&["update", "-qq"]))?;
+        run(
+            "install chromium and chromium-driver",
+            &mut apt(&["install", "-y", "-qq", "chromium", "chromium-driver"]),
+        )?;
+    }
+    let have =
+        output(Command::new("wasm-bindgen-test-runner").arg("--version")).unwrap_or_default();
+    if !have.contains(WASM_BINDGEN) {
+        eprintln!(
+            "wasm-bindgen-test-runner {:?} is not {WASM_BINDGEN}; installing it",
+            have.trim()
+        );
+        run(
+            "cargo install wasm-bindgen-cli",
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+                "install",
+                "wasm-bindgen-cli",
+                "--version",
+                &format!("={WASM_BINDGEN}"),
+                "--locked",
+            ]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Deterministic test bytes; the browser tests generate the same (wasm-client/tests/browser.rs).
+fn seeded(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A devnet for the browser tests; stopped on drop.
+struct Devnet {
+    child: std::process::Child,
+    network: PathBuf,
+}
+
+impl Devnet {
+    fn start(btfs: &Path, dir: &Path) -> Result<Self> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let log = std::fs::File::create(dir.join("devnet.log"))?;
+        let child = Command::new(btfs)
+            .args(["devnet", "--hosts", "30", "--dir"])
+            .arg(dir)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start btfs devnet")?;
+        let mut net = Self {
+            child,
+            network: dir.join("network.json"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !net.network.exists() {
+            if net.child.try_wait()?.is_some() || Instant::now() > deadline {
+                bail!(
+                    "the devnet for the browser tests did not start; see {}",
+                    dir.join("devnet.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(net)
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn btfs_cli(btfs: &Path, args: &[&str], network: &Path) -> Result<String> {
+    let out = Command::new(btfs)
+        .args(args)
+        .arg("--network")
+        .arg(network)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "btfs {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Host pids from network.json (xtask keeps no JSON dependency; the format is ours).
+fn host_pids(json: &str) -> Vec<u32> {
+    json.match_indices("\"pid\":")
+        .filter_map(|(i, m)| {
+            let rest = json[i + m.len()..].trim_start();
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
+}
+
+/// Runs the browser phase.
+pub fn tests() -> Result<()> {
+    ensure_tools()?;
+    let btfs = target_dir().join("debug").join("btfs");
+    let dir = target_dir().join("browser-test-devnet");
+    let net = Devnet::start(&btfs, &dir)?;
+    let network_json = std::fs::read_to_string(&net.network)?;
+
+    // CLI → browser: the native CLI uploads a file that a browser test downloads as a stream.
+    let cli_file = dir.join("cli-upload.bin");
+    std::fs::write(&cli_file, seeded(5 * MIB + 123, 7))?;
+    let cli_link = btfs_cli(
+        &btfs,
+        &["upload", &cli_file.display().to_string()],
+        &net.network,
+    )?;
+
+    let wasm_test = |extra_env: &[(&str, &str)], what: &str| -> Result<String> {
+        let mut cmd = cargo();
+        cmd.current_dir(root().join("wasm-client"))
+            .args([
+                "test",
+                "-p",
+                "btfs-client",
+                "--target",
+                WASM_TARGET,
+                "--release",
+                "--locked",
+                "--",
+                "--nocapture",
+            ])
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            )
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
+            .env("BTFS_TEST_NETWORK_JSON", &network_json)
+            .env("BTFS_TEST_CLI_LINK", &cli_link);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        eprintln!("\n==> {what}");
+        let started = Instant::now();
+        let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{text}");
+        if !out.status.success() {
+            bail!("{what} failed");
+        }
+        eprintln!("<== {what}: ok in {:.0?}", started.elapsed());
+        Ok(text)
+    };
+    let log = wasm_test(&[], "browser tests in headless Chromium (30 hosts up)")?;
+
+    // Browser → CLI: every link the browser printed downloads with the native CLI.
+    let links: Vec<(String, String)> = log
+        .lines()
+        .filter_map(|l| {
+            l.split_once("BTFS_LINK ")
+                .map(|(_, rest)| rest.trim().to_string())
+        })
+        .filter_map(|rest| {
+            rest.split_once(' ')
+                .map(|(n, l)| (n.to_string(), l.to_string()))
+        })
+        .collect();
+    if links.len() < 2 {
+        bail!(
+            "the browser tests printed {} links, expected 2",
+            links.len()
+        );
+    }
+    for (name, link) in &links {
+        let seed: u64 = name
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .context("bad link name")?;
+        let out = dir.join(format!("browser-{name}.out"));
+        btfs_cli(
+            &btfs,
+            &["download", link, "-o", &out.display().to_string()],
+            &net.network,
+        )?;
+        if std::fs::read(&out)? != seeded(16 * MIB, seed) {
+            bail!("the browser's upload {name}, downloaded with the CLI, differs");
+        }
+        eprintln!("browser → CLI interop ok: {name}");
+    }
+
+    // Kill 20 of the 30 hosts; the browser still downloads the WebSocket upload.
+    for pid in host_pids(&network_json).iter().take(20) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let ws_link = links
+        .iter()
+        .find(|(n, _)| n.starts_with("websocket"))
+        .map(|(_, l)| l.clone())
+        .context("no websocket link printed")?;
+    wasm_test(
+        &[("BTFS_TEST_DEGRADED_LINK", &ws_link)],
+        "browser download with 20 of 30 hosts killed",
+    )?;
+    drop(net);
+    Ok(())
+}

@@ -162,7 +162,7 @@ pub fn tests() -> Result<()> {
         &net.network,
     )?;
 
-    let wasm_test = |extra_env: &[(&str, &str)], what: &str| -> Result<String> {
+    let wasm_test = |extra_env: &[(&str, &str)], filter: &str, what: &str| -> Result<String> {
         let mut cmd = cargo();
         cmd.current_dir(root().join("wasm-client"))
             .args([
@@ -176,6 +176,7 @@ pub fn tests() -> Result<()> {
                 "--",
                 "--nocapture",
             ])
+            .args((!filter.is_empty()).then_some(filter))
             .env(
                 "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
                 "wasm-bindgen-test-runner",
@@ -202,7 +203,7 @@ pub fn tests() -> Result<()> {
         eprintln!("<== {what}: ok in {:.0?}", started.elapsed());
         Ok(text)
     };
-    let log = wasm_test(&[], "browser tests in headless Chromium (30 hosts up)")?;
+    let log = wasm_test(&[], "", "browser tests in headless Chromium (30 hosts up)")?;
 
     // Browser → CLI: every link the browser printed downloads with the native CLI.
     let links: Vec<(String, String)> = log
@@ -251,6 +252,7 @@ pub fn tests() -> Result<()> {
         .context("no websocket link printed")?;
     wasm_test(
         &[("BTFS_TEST_DEGRADED_LINK", &ws_link)],
+        "download_with_20_of_30_hosts_killed",
         "browser download with 20 of 30 hosts killed",
     )?;
     drop(net);

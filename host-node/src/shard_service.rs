@@ -147,14 +147,15 @@ async fn respond(stream: &mut Stream, status: Status, body: &[u8]) -> std::io::R
     };
     stream.write_all(&head.encode()).await?;
     stream.write_all(body).await?;
-    stream.close().await?;
+    stream.flush().await?;
     linger(stream).await;
-    Ok(())
+    stream.close().await
 }
 
-/// Waits (briefly, reading at most a few bytes) for the requester to close its side. Dropping a
-/// WebRTC data channel right after `close` can discard answer bytes still in flight; the
-/// requester closes only after reading the whole answer, so its close is the acknowledgement.
+/// Waits (briefly, reading at most a few bytes) for the requester to close its side before we
+/// close ours. On WebRTC-direct, closing shuts the data channel down, and a browser then drops
+/// answer bytes it has received but not yet read; the requester closes only after reading the
+/// whole (length-prefixed) answer, so its close is the acknowledgement.
 async fn linger(stream: &mut Stream) {
     let mut sink = [0u8; 64];
     let _ = tokio::time::timeout(LINGER, async {

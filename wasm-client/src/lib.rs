@@ -53,6 +53,22 @@ mod api {
     use crate::node::Node;
     use crate::transfer::{Client, Progress};
 
+    #[wasm_bindgen(typescript_custom_section)]
+    const TS_TYPES: &str = r#"
+/** Options of `BtfsClient.connect`. */
+export interface ConnectOptions {
+  /** The devnet's network.json object, its URL, or multiaddrs ending in /p2p/<peer id>. */
+  network: { hosts: { peer_id: string; addrs: string[] }[] } | string | string[];
+  /** Force one browser transport; by default WebSocket where offered, else WebRTC-direct. */
+  transport?: 'websocket' | 'webrtc';
+}
+/** Options of uploads and downloads. */
+export interface TransferOptions {
+  /** Called with (bytes done, bytes total). */
+  onProgress?: (done: number, total: number) => void;
+}
+"#;
+
     /// A connection to a BTFS network from a web page.
     #[wasm_bindgen]
     pub struct BtfsClient {
@@ -113,7 +129,9 @@ mod api {
         /// `await BtfsClient.connect({ network, transport })`: `network` is the network.json
         /// object, its URL, or an array of multiaddrs; `transport` is `'websocket'`, `'webrtc'`
         /// or absent (WebSocket where offered, else WebRTC-direct).
-        pub async fn connect(options: JsValue) -> Result<BtfsClient, JsValue> {
+        pub async fn connect(
+            #[wasm_bindgen(unchecked_param_type = "ConnectOptions")] options: JsValue,
+        ) -> Result<BtfsClient, JsValue> {
             let network = get(&options, "network");
             if network.is_undefined() || network.is_null() {
                 return Err(ClientError::Js("connect needs { network }: the network.json object, its URL, or an array of multiaddrs".into()).into());
@@ -135,7 +153,12 @@ mod api {
         }
 
         /// `await client.upload(fileOrBlobOrBytes, { onProgress })` → the capability link.
-        pub async fn upload(&self, data: JsValue, options: JsValue) -> Result<String, JsValue> {
+        pub async fn upload(
+            &self,
+            #[wasm_bindgen(unchecked_param_type = "File | Blob | Uint8Array | ArrayBuffer")]
+            data: JsValue,
+            #[wasm_bindgen(unchecked_param_type = "TransferOptions | undefined")] options: JsValue,
+        ) -> Result<String, JsValue> {
             let (blob, name, mime) = if let Some(file) = data.dyn_ref::<web_sys::File>() {
                 (
                     file.clone().unchecked_into::<web_sys::Blob>(),

@@ -145,9 +145,49 @@ fn host_pids(json: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Builds the npm package with wasm-pack and checks that `npm pack` accepts it.
+fn npm_package() -> Result<()> {
+    if output(Command::new("wasm-pack").arg("--version")).is_none() {
+        run(
+            "cargo install wasm-pack",
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+                "install",
+                "wasm-pack",
+                "--locked",
+            ]),
+        )?;
+    }
+    let crate_dir = root().join("wasm-client");
+    run(
+        "wasm-pack build (npm package)",
+        Command::new("wasm-pack")
+            .current_dir(&crate_dir)
+            .args(["build", "--target", "web", "--release", "--out-dir", "pkg"])
+            .env("CARGO_TARGET_DIR", target_dir()),
+    )?;
+    for file in [
+        "package.json",
+        "btfs_client.d.ts",
+        "btfs_client.js",
+        "btfs_client_bg.wasm",
+        "README.md",
+    ] {
+        if !crate_dir.join("pkg").join(file).exists() {
+            bail!("wasm-pack did not produce pkg/{file}");
+        }
+    }
+    run(
+        "npm pack --dry-run",
+        Command::new("npm")
+            .current_dir(crate_dir.join("pkg"))
+            .args(["pack", "--dry-run"]),
+    )
+}
+
 /// Runs the browser phase.
 pub fn tests() -> Result<()> {
     ensure_tools()?;
+    npm_package()?;
     let btfs = target_dir().join("debug").join("btfs");
     let dir = target_dir().join("browser-test-devnet");
     let net = Devnet::start(&btfs, &dir)?;

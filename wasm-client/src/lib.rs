@@ -23,6 +23,8 @@ pub mod network;
 mod node;
 #[cfg(target_arch = "wasm32")]
 mod transfer;
+#[cfg(target_arch = "wasm32")]
+mod wallet;
 
 #[cfg(target_arch = "wasm32")]
 pub use api::BtfsClient;
@@ -61,6 +63,8 @@ export interface ConnectOptions {
   network: { hosts: { peer_id: string; addrs: string[] }[] } | string | string[];
   /** Force one browser transport; by default WebSocket where offered, else WebRTC-direct. */
   transport?: 'websocket' | 'webrtc';
+  /** 'indexeddb' (default): the wallet key persists in IndexedDB; 'ephemeral': a new key. */
+  wallet?: 'indexeddb' | 'ephemeral';
 }
 /** Options of uploads and downloads. */
 export interface TransferOptions {
@@ -73,6 +77,7 @@ export interface TransferOptions {
     #[wasm_bindgen]
     pub struct BtfsClient {
         inner: Rc<Client>,
+        wallet: libp2p::identity::Keypair,
     }
 
     fn get(obj: &JsValue, key: &str) -> JsValue {
@@ -140,10 +145,43 @@ export interface TransferOptions {
                 .map_err(ClientError::from)?;
             let json = network_json(network).await?;
             let hosts = network::parse(&json, choice).map_err(ClientError::from)?;
-            let node = Node::start()?;
+            let wallet = match get(&options, "wallet").as_string().as_deref() {
+                None | Some("indexeddb") => crate::wallet::load_or_create().await?,
+                Some("ephemeral") => libp2p::identity::Keypair::generate_ed25519(),
+                Some(other) => {
+                    return Err(ClientError::Js(format!(
+                        "unknown wallet {other:?}: use 'indexeddb' or 'ephemeral'"
+                    ))
+                    .into())
+                }
+            };
+            let node = Node::start(wallet.clone())?;
             Ok(BtfsClient {
                 inner: Rc::new(Client::new(node, &hosts)?),
+                wallet,
             })
+        }
+
+        /// This client's peer id (the public half of its wallet key).
+        #[wasm_bindgen(getter, js_name = peerId)]
+        pub fn peer_id(&self) -> String {
+            self.wallet.public().to_peer_id().to_string()
+        }
+
+        /// The wallet key as bytes, to back it up or move it to another browser. Keep it secret.
+        #[wasm_bindgen(js_name = exportWallet)]
+        pub fn export_wallet(&self) -> Result<js_sys::Uint8Array, JsValue> {
+            Ok(js_sys::Uint8Array::from(
+                &crate::wallet::encode(&self.wallet)?[..],
+            ))
+        }
+
+        /// Stores exported wallet bytes in IndexedDB (replacing the current wallet); returns the
+        /// wallet's peer id. Clients connected afterwards use it.
+        #[wasm_bindgen(js_name = importWallet)]
+        pub async fn import_wallet(bytes: js_sys::Uint8Array) -> Result<String, JsValue> {
+            let key = crate::wallet::import(&bytes.to_vec()).await?;
+            Ok(key.public().to_peer_id().to_string())
         }
 
         /// Number of hosts known from the network description.

@@ -75,9 +75,9 @@ fn build(keypair: libp2p::identity::Keypair) -> Result<Swarm<Behaviour>, ClientE
 }
 
 impl Node {
-    /// Starts the node's task on the page's event loop.
-    pub fn start() -> Result<Self, ClientError> {
-        let swarm = build(libp2p::identity::Keypair::generate_ed25519())?;
+    /// Starts the node's task on the page's event loop, with `keypair` as its identity.
+    pub fn start(keypair: libp2p::identity::Keypair) -> Result<Self, ClientError> {
+        let swarm = build(keypair)?;
         let control = swarm.behaviour().stream.new_control();
         let (commands, rx) = mpsc::channel(64);
         wasm_bindgen_futures::spawn_local(run(swarm, rx));

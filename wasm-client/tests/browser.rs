@@ -188,3 +188,40 @@ async fn download_with_20_of_30_hosts_killed() {
         "bytes differ with 20 hosts down"
     );
 }
+
+#[wasm_bindgen_test]
+async fn the_wallet_key_persists_in_indexeddb_and_exports_and_imports() {
+    let a = connect("websocket").await;
+    let b = connect("websocket").await;
+    assert_eq!(
+        a.peer_id(),
+        b.peer_id(),
+        "a second client must reuse the stored wallet"
+    );
+    let exported = a.export_wallet().unwrap();
+    assert_eq!(
+        BtfsClient::import_wallet(exported).await.unwrap(),
+        a.peer_id()
+    );
+
+    let e = BtfsClient::import_wallet(js_sys::Uint8Array::from(&b"junk"[..]))
+        .await
+        .unwrap_err();
+    assert!(
+        message(&e).contains("not a valid BTFS wallet"),
+        "{}",
+        message(&e)
+    );
+    let c = connect("websocket").await;
+    assert_eq!(
+        c.peer_id(),
+        a.peer_id(),
+        "a refused import must not replace the wallet"
+    );
+
+    let net = js_sys::JSON::parse(network()).unwrap();
+    let eph = BtfsClient::connect(options(&[("network", net), ("wallet", "ephemeral".into())]))
+        .await
+        .unwrap();
+    assert_ne!(eph.peer_id(), a.peer_id());
+}

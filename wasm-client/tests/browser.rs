@@ -5,6 +5,8 @@
 //! `BTFS_TEST_CLI_LINK` set. Tests print `BTFS_LINK <name> <link>` lines, which the xtask
 //! downloads with the native CLI to check browser → CLI interop.
 #![cfg(target_arch = "wasm32")]
+// The devnet description arrives at build time; without it the tests say how to run them.
+#![allow(clippy::option_env_unwrap)]
 
 use btfs_client::BtfsClient;
 use wasm_bindgen::{JsCast, JsValue};

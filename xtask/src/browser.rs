@@ -202,6 +202,7 @@ pub fn tests() -> Result<()> {
         &net.network,
     )?;
 
+    let test_target = "browser";
     let wasm_test = |extra_env: &[(&str, &str)], filter: &str, what: &str| -> Result<String> {
         let mut cmd = cargo();
         cmd.current_dir(root().join("wasm-client"))
@@ -213,6 +214,8 @@ pub fn tests() -> Result<()> {
                 WASM_TARGET,
                 "--release",
                 "--locked",
+                "--test",
+                test_target,
                 "--",
                 "--nocapture",
             ])
@@ -295,6 +298,157 @@ pub fn tests() -> Result<()> {
         "download_with_20_of_30_hosts_killed",
         "browser download with 20 of 30 hosts killed",
     )?;
+    drop(net);
+    Ok(())
+}
+
+/// Median of three runs of `f`, in MiB/s for `bytes`.
+fn median_rate(bytes: usize, mut f: impl FnMut()) -> f64 {
+    let mut r: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    r.sort_by(f64::total_cmp);
+    r[1]
+}
+
+/// `cargo xtask bench-browser`: browser vs native CLI on one devnet, and RS/BLAKE3 in wasm vs
+/// native, all in one run.
+pub fn bench() -> Result<()> {
+    ensure_tools()?;
+    run(
+        "cargo build --release -p btfs-host",
+        cargo().args(["build", "--release", "-p", "btfs-host", "--locked"]),
+    )?;
+    let btfs = target_dir().join("release").join("btfs");
+    let dir = target_dir().join("browser-bench-devnet");
+    let net = Devnet::start(&btfs, &dir)?;
+    let network_json = std::fs::read_to_string(&net.network)?;
+
+    // Native stages, same inputs as the browser's.
+    let data: Vec<u8> = (0..40 * MIB)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
+        .collect();
+    let native_rs = median_rate(data.len(), || {
+        for slab in data.chunks_exact(10 * MIB) {
+            std::hint::black_box(btfs_core::erasure::encode(slab, MIB).ok());
+        }
+    });
+    let native_b3 = median_rate(data.len(), || {
+        for chunk in data.chunks(MIB) {
+            std::hint::black_box(btfs_core::Root::of(chunk));
+        }
+    });
+
+    // Native CLI on the same devnet.
+    let file = dir.join("bench-64MiB.bin");
+    std::fs::write(&file, seeded(64 * MIB, 11))?;
+    let cli_rate = |report: &str| -> f64 {
+        let ms = report
+            .split("\"elapsed_ms\":")
+            .nth(1)
+            .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(f64::INFINITY);
+        64.0 / (ms.max(1.0) / 1000.0)
+    };
+    let up = btfs_cli(
+        &btfs,
+        &["upload", "--json", &file.display().to_string()],
+        &net.network,
+    )?;
+    let link = up
+        .split("\"link\":")
+        .nth(1)
+        .and_then(|r| r.split('"').nth(1))
+        .context("no link in the upload report")?
+        .to_string();
+    let out = dir.join("bench-64MiB.out");
+    let down = btfs_cli(
+        &btfs,
+        &[
+            "download",
+            &link,
+            "--json",
+            "-o",
+            &out.display().to_string(),
+        ],
+        &net.network,
+    )?;
+    let (cli_up, cli_down) = (cli_rate(&up), cli_rate(&down));
+
+    let mut cmd = cargo();
+    cmd.current_dir(root().join("wasm-client"))
+        .args([
+            "test",
+            "-p",
+            "btfs-client",
+            "--target",
+            WASM_TARGET,
+            "--release",
+            "--locked",
+            "--test",
+            "browser_bench",
+            "--",
+            "--nocapture",
+        ])
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "600")
+        .env("BTFS_TEST_NETWORK_JSON", &network_json);
+    let o = cmd.output()?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        eprintln!("{log}");
+        bail!("the browser bench failed");
+    }
+    let get = |name: &str| -> Option<f64> {
+        log.lines()
+            .find_map(|l| {
+                l.split_once(&format!("BENCH {name} "))
+                    .map(|(_, v)| v.trim().parse().ok())
+            })
+            .flatten()
+    };
+    let show = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.0}"));
+    println!("\n| measurement (same devnet, same run) | MiB/s |\n|---|---|");
+    println!("| native CLI upload 64 MiB | {cli_up:.0} |");
+    println!("| native CLI download 64 MiB | {cli_down:.0} |");
+    for t in ["websocket", "webrtc"] {
+        println!(
+            "| browser upload 64 MiB over {t} | {} |",
+            show(get(&format!("browser_upload_{t}")))
+        );
+        println!(
+            "| browser download 64 MiB over {t} | {} |",
+            show(get(&format!("browser_download_{t}")))
+        );
+    }
+    let (wrs, wb3) = (get("wasm_rs_encode"), get("wasm_blake3"));
+    println!("\n| stage (40 MiB) | native MiB/s | wasm MiB/s | wasm / native |\n|---|---|---|---|");
+    println!(
+        "| Reed-Solomon 10+20 encode | {native_rs:.0} | {} | {} |",
+        show(wrs),
+        wrs.map_or("-".into(), |w| format!("{:.2}", w / native_rs))
+    );
+    println!(
+        "| BLAKE3 | {native_b3:.0} | {} | {} |",
+        show(wb3),
+        wb3.map_or("-".into(), |w| format!("{:.2}", w / native_b3))
+    );
+    for l in log.lines().filter(|l| l.contains("BENCH_FAIL")) {
+        println!("note: {}", l.trim());
+    }
     drop(net);
     Ok(())
 }

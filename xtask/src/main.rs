@@ -23,8 +23,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("demo") => demo(&args[1..]),
+        Some("bench-browser") => browser::bench(),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo>\n  test  run every check and test (what CI runs)\n  demo  start a local 30-host network and show it working");
+            eprintln!("usage: cargo xtask <test|demo|bench-browser>\n  test           run every check and test (what CI runs)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)");
             return ExitCode::from(2);
         }
     };

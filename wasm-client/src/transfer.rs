@@ -39,6 +39,11 @@ pub struct Client {
     bad: std::cell::RefCell<HashSet<usize>>,
 }
 
+/// Where one slab's shards went: (root, host index) per shard.
+type Placed = Vec<(Root, usize)>;
+/// A slab upload in flight.
+type SlabUpload<'a> = futures::future::LocalBoxFuture<'a, Result<Placed, ClientError>>;
+
 /// Reports progress as (done, total) bytes.
 pub type Progress = Rc<dyn Fn(f64, f64)>;
 
@@ -197,40 +202,51 @@ impl Client {
         let mut enc = Encoder::new(&key, layout);
         let mut placed: Vec<Vec<(Root, usize)>> = Vec::new();
         let mut offset = 0f64;
-        let mut pending: Vec<EncodedSlab> = Vec::new();
+        let mut ready: std::collections::VecDeque<EncodedSlab> = std::collections::VecDeque::new();
+        // One slab uploads while the next is read and encoded: the browser's network stack sends
+        // the buffered shards while wasm computes, so the two overlap even on one thread.
+        let mut uploading: Option<SlabUpload<'_>> = None;
         loop {
-            while let Some(slab) = enc.next_slab()? {
-                pending.push(slab);
-            }
-            for slab in pending.drain(..) {
+            // Read and encode until a slab is ready or the input ends.
+            let produce = async {
+                while ready.is_empty() && offset < size {
+                    let end = (offset + READ_CHUNK).min(size);
+                    let chunk = read_blob(blob, offset, end).await?;
+                    offset = end;
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        rest = &rest[enc.feed(rest)?..];
+                        while let Some(slab) = enc.next_slab()? {
+                            ready.push_back(slab);
+                        }
+                    }
+                }
+                while let Some(slab) = enc.next_slab()? {
+                    ready.push_back(slab);
+                }
+                Ok::<_, ClientError>(ready.pop_front())
+            };
+            let next = match uploading.take() {
+                Some(up) => {
+                    let (next, done) = futures::join!(produce, up);
+                    placed.push(done?);
+                    if let Some(p) = &progress {
+                        p(offset.min(size), size);
+                    }
+                    next?
+                }
+                None => produce.await?,
+            };
+            let Some(slab) = next else { break };
+            let reachable = &reachable;
+            uploading = Some(Box::pin(async move {
                 let blobs: Vec<(Root, &[u8])> = (0..TOTAL_SHARDS)
                     .map(|k| (slab.roots[k], slab.shard(k)))
                     .collect();
-                let hosts = self
-                    .put_spread(
-                        &reachable,
-                        &blobs,
-                        slab.layout.index as usize * TOTAL_SHARDS,
-                    )
-                    .await?;
-                placed.push(slab.roots.iter().copied().zip(hosts).collect());
-                if let Some(p) = &progress {
-                    p(offset.min(size), size);
-                }
-            }
-            if offset >= size {
-                break;
-            }
-            let end = (offset + READ_CHUNK).min(size);
-            let chunk = read_blob(blob, offset, end).await?;
-            offset = end;
-            let mut rest = &chunk[..];
-            while !rest.is_empty() {
-                rest = &rest[enc.feed(rest)?..];
-                while let Some(slab) = enc.next_slab()? {
-                    pending.push(slab);
-                }
-            }
+                let start = slab.layout.index as usize * TOTAL_SHARDS;
+                let hosts = self.put_spread(reachable, &blobs, start).await?;
+                Ok(slab.roots.iter().copied().zip(hosts).collect())
+            }));
         }
         enc.finish()?;
 

@@ -21,6 +21,7 @@ pub mod erasure;
 pub mod layout;
 pub mod link;
 pub mod manifest;
+pub mod placement;
 pub mod protocol;
 pub mod root;
 

@@ -22,8 +22,7 @@ use std::time::Instant;
 
 use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
 use btfs_core::{
-    EncodedSlab, Encoder, Link, Manifest, ObjectHeader, ObjectKey, Root, ShardRecord, SlabRecord,
-    TOTAL_SHARDS,
+    EncodedSlab, Encoder, Link, Manifest, ObjectHeader, ObjectKey, Root, TOTAL_SHARDS,
 };
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -167,25 +166,7 @@ pub async fn upload(
             source: std::io::Error::other("the reader stopped before the end of the file"),
         });
     }
-    // The manifest's host table lists each used host once; shards point into it.
-    let mut table: Vec<usize> = Vec::new();
-    let mut table_pos = std::collections::HashMap::new();
-    let records: Vec<SlabRecord> = placed
-        .iter()
-        .map(|slab| {
-            std::array::from_fn(|k| {
-                let (root, h) = slab[k];
-                let pos = *table_pos.entry(h).or_insert_with(|| {
-                    table.push(h);
-                    table.len() - 1
-                });
-                ShardRecord {
-                    root,
-                    host: pos as u16,
-                }
-            })
-        })
-        .collect();
+    let (table, records) = btfs_core::placement::records(&placed)?;
     let host_ids = table
         .iter()
         .map(|&i| tenant.hosts()[i].peer.to_bytes())

@@ -10,8 +10,8 @@ use std::rc::Rc;
 use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
 use btfs_core::manifest::MAX_MANIFEST_LEN;
 use btfs_core::{
-    Decoder, EncodedSlab, Encoder, Link, Manifest, ObjectHeader, ObjectKey, Root, ShardRecord,
-    SlabRecord, VerifiedShard, DATA_SHARDS, TOTAL_SHARDS,
+    Decoder, EncodedSlab, Encoder, Link, Manifest, ObjectHeader, ObjectKey, Root, VerifiedShard,
+    DATA_SHARDS, TOTAL_SHARDS,
 };
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -250,23 +250,7 @@ impl Client {
         }
         enc.finish()?;
 
-        let mut table: Vec<usize> = Vec::new();
-        let records: Vec<SlabRecord> = placed
-            .iter()
-            .map(|slab| {
-                std::array::from_fn(|k| {
-                    let (root, h) = slab[k];
-                    let pos = table.iter().position(|&t| t == h).unwrap_or_else(|| {
-                        table.push(h);
-                        table.len() - 1
-                    });
-                    ShardRecord {
-                        root,
-                        host: pos as u16,
-                    }
-                })
-            })
-            .collect();
+        let (table, records) = btfs_core::placement::records(&placed)?;
         let host_ids = table
             .iter()
             .map(|&i| self.hosts[i].peer.to_bytes())

@@ -3,7 +3,7 @@
 //! Everything that must behave identically in a browser tab and on a native host: the object
 //! [`layout`], client-side [`crypto`], Reed-Solomon [`erasure`] coding, BLAKE3 content [`root`]s,
 //! the streaming [`encoder`] and [`decoder`], the [`manifest`] and capability [`link`] formats,
-//! and the shard [`protocol`] framing.
+//! the shard [`protocol`] framing, and host [`score`]s (so a browser can audit the Hub's ranking).
 //!
 //! Goals: sans-io (no sockets, disk, clock or RNG: keys and time come in as arguments), bounded
 //! memory, every decode fallible and bounded, identical results on native and wasm32.
@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod placement;
 pub mod protocol;
 pub mod root;
+pub mod score;
 
 pub use crypto::ObjectKey;
 pub use decoder::{DecodeError, Decoder};

@@ -166,6 +166,8 @@ impl BlockCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn blocks_round_trip_and_bind_their_position() {

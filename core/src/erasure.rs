@@ -155,6 +155,8 @@ pub fn decode(shards: &[Option<&[u8]>], shard_size: usize) -> Result<Vec<u8>, Er
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn slab(shard_size: usize, seed: u8) -> Vec<u8> {
         (0..DATA_SHARDS * shard_size)

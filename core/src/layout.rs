@@ -165,6 +165,8 @@ fn shard_size_for(slab_len: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn empty_object_has_one_block_and_one_tiny_slab() {

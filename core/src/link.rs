@@ -73,6 +73,8 @@ impl std::fmt::Display for Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn golden_link_round_trips() {

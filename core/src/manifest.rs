@@ -378,6 +378,8 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn sample() -> (ObjectKey, Manifest) {
         let key = ObjectKey::from_bytes([9; 32]);

@@ -48,6 +48,8 @@ pub fn records<H: Copy + Eq + Hash>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn hosts_are_listed_once_in_first_use_order() {

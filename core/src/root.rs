@@ -98,6 +98,8 @@ impl VerifiedShard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn root_of_empty_is_blake3_of_empty() {

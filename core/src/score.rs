@@ -175,6 +175,8 @@ pub fn score(host: &HostFacts, req: &Request) -> Score {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn request() -> Request {
         Request {

@@ -14,7 +14,7 @@ const WASM_BINDGEN: &str = "0.2.108";
 const MIB: usize = 1 << 20;
 
 /// Installs Chromium, ChromeDriver and the matching wasm-bindgen test runner when missing.
-fn ensure_tools() -> Result<()> {
+pub fn ensure_tools() -> Result<()> {
     if !Path::new("/usr/bin/chromium").exists() || !Path::new("/usr/bin/chromedriver").exists() {
         let root_user = output(Command::new("id").arg("-u"))
             .as_deref()

@@ -152,6 +152,29 @@ fn test() -> Result<()> {
             "--locked",
         ]),
     )?;
+    // core's unit and round-trip tests again, compiled to wasm32 and run in Node, so encoder
+    // and decoder are proven to behave the same in the browser.
+    browser::ensure_tools()?;
+    if output(Command::new("node").arg("--version")).is_none() {
+        bail!("Node.js is missing: install it (Debian: apt-get install nodejs) to run core's wasm tests");
+    }
+    run(
+        "core tests in wasm32 (Node)",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "btfs-core",
+                "--target",
+                WASM_TARGET,
+                "--release",
+                "--locked",
+            ])
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            ),
+    )?;
     // The integration tests spawn the real `btfs` binary from the same target directory.
     run(
         "cargo build -p btfs-host",

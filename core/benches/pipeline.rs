@@ -16,7 +16,7 @@ use btfs_core::{
 };
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 const MIB: usize = 1 << 20;
 const SIZES: [usize; 3] = [MIB, 16 * MIB, 256 * MIB];
@@ -137,7 +137,12 @@ fn blake3_3x(buf: &[u8]) {
 
 fn criterion_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
-    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    // Flat sampling: the 256 MiB cases take 0.3-1.2 s per iteration, and linear sampling would
+    // run 1+2+...+10 = 55 of them; flat runs 10 samples of equal length (keeps the run < 4 min).
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(4));
     for &n in &SIZES {
         let plain = data(n);
         g.throughput(Throughput::Bytes(n as u64));
@@ -150,7 +155,11 @@ fn criterion_benches(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("decode");
-    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    // Flat sampling, as for encode.
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(4));
     for &n in &SIZES {
         let plain = data(n);
         let (m, slabs) = encoded(&plain);

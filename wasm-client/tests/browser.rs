@@ -106,11 +106,9 @@ async fn upload_and_download_16_mib_over_websocket() {
     round_trip("websocket", "websocket", 1).await;
 }
 
-/// Downloads over WebRTC-direct still fail (large host → browser answers end early; see the
-/// browser-tenant issue notes), so this checks WebRTC-direct uploads, read back over WebSocket.
 #[wasm_bindgen_test]
-async fn upload_16_mib_over_webrtc_direct() {
-    round_trip("webrtc", "websocket", 2).await;
+async fn upload_and_download_16_mib_over_webrtc_direct() {
+    round_trip("webrtc", "webrtc", 2).await;
 }
 
 #[wasm_bindgen_test]

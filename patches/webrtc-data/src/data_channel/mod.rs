@@ -367,6 +367,8 @@ impl DataChannel {
 
 /// Default capacity of the temporary read buffer used by [`PollStream`].
 const DEFAULT_READ_BUF_SIZE: usize = 8192;
+/// Largest message `PollDataChannel::poll_write` sends (BTFS-rs patch).
+const MAX_MESSAGE_WRITE: usize = 16 * 1024;
 
 /// State of the read `Future` in [`PollStream`].
 enum ReadFut {
@@ -552,6 +554,12 @@ impl AsyncWrite for PollDataChannel {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // BTFS-rs patch: never send one SCTP message larger than libp2p's WebRTC
+        // max-message-size (16 KiB, from its SDP). libp2p-webrtc's framing hands us its whole
+        // write buffer (several frames at once); browsers drop the channel on larger messages, so
+        // every host answer over 16 KiB reached a browser as a premature end of stream. Writing
+        // less is allowed (AsyncWrite); the caller writes the rest next.
+        let buf = &buf[..buf.len().min(MAX_MESSAGE_WRITE)];
 
         if let Some(fut) = self.write_fut.as_mut() {
             match fut.as_mut().poll(cx) {

@@ -184,6 +184,31 @@ fn npm_package() -> Result<()> {
     )
 }
 
+/// `cargo test` of one browser test target in headless Chromium, with the devnet description
+/// compiled in and an optional test-name filter.
+fn wasm_test_command(test_target: &str, network_json: &str, filter: &str) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(root().join("wasm-client"))
+        .args([
+            "test",
+            "-p",
+            "btfs-client",
+            "--target",
+            WASM_TARGET,
+            "--release",
+            "--locked",
+        ])
+        .args(["--test", test_target, "--", "--nocapture"])
+        .args((!filter.is_empty()).then_some(filter))
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+        .env("BTFS_TEST_NETWORK_JSON", network_json);
+    cmd
+}
+
 /// Runs the browser phase.
 pub fn tests() -> Result<()> {
     ensure_tools()?;
@@ -204,29 +229,8 @@ pub fn tests() -> Result<()> {
 
     let test_target = "browser";
     let wasm_test = |extra_env: &[(&str, &str)], filter: &str, what: &str| -> Result<String> {
-        let mut cmd = cargo();
-        cmd.current_dir(root().join("wasm-client"))
-            .args([
-                "test",
-                "-p",
-                "btfs-client",
-                "--target",
-                WASM_TARGET,
-                "--release",
-                "--locked",
-                "--test",
-                test_target,
-                "--",
-                "--nocapture",
-            ])
-            .args((!filter.is_empty()).then_some(filter))
-            .env(
-                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-                "wasm-bindgen-test-runner",
-            )
-            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
-            .env("BTFS_TEST_NETWORK_JSON", &network_json)
+        let mut cmd = wasm_test_command(test_target, &network_json, filter);
+        cmd.env("WASM_BINDGEN_TEST_TIMEOUT", "300")
             .env("BTFS_TEST_CLI_LINK", &cli_link);
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -380,28 +384,8 @@ pub fn bench() -> Result<()> {
     )?;
     let (cli_up, cli_down) = (cli_rate(&up), cli_rate(&down));
 
-    let mut cmd = cargo();
-    cmd.current_dir(root().join("wasm-client"))
-        .args([
-            "test",
-            "-p",
-            "btfs-client",
-            "--target",
-            WASM_TARGET,
-            "--release",
-            "--locked",
-            "--test",
-            "browser_bench",
-            "--",
-            "--nocapture",
-        ])
-        .env(
-            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-            "wasm-bindgen-test-runner",
-        )
-        .env("CHROMEDRIVER", "/usr/bin/chromedriver")
-        .env("WASM_BINDGEN_TEST_TIMEOUT", "600")
-        .env("BTFS_TEST_NETWORK_JSON", &network_json);
+    let mut cmd = wasm_test_command("browser_bench", &network_json, "");
+    cmd.env("WASM_BINDGEN_TEST_TIMEOUT", "600");
     let o = cmd.output()?;
     let log = format!(
         "{}{}",

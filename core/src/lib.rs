@@ -3,7 +3,8 @@
 //! Everything that must behave identically in a browser tab and on a native host: the object
 //! [`layout`], client-side [`crypto`], Reed-Solomon [`erasure`] coding, BLAKE3 content [`root`]s,
 //! the streaming [`encoder`] and [`decoder`], the [`manifest`] and capability [`link`] formats,
-//! the shard [`protocol`] framing, and host [`score`]s (so a browser can audit the Hub's ranking).
+//! the shard [`protocol`] framing, host [`score`]s (so a browser can audit the Hub's ranking) and
+//! [`signed`] measurements (host ads and status reports).
 //!
 //! Goals: sans-io (no sockets, disk, clock or RNG: keys and time come in as arguments), bounded
 //! memory, every decode fallible and bounded, identical results on native and wasm32.
@@ -25,6 +26,7 @@ pub mod placement;
 pub mod protocol;
 pub mod root;
 pub mod score;
+pub mod signed;
 
 pub use crypto::ObjectKey;
 pub use decoder::{DecodeError, Decoder};

@@ -4,7 +4,7 @@
 //! [`layout`], client-side [`crypto`], Reed-Solomon [`erasure`] coding, BLAKE3 content [`root`]s,
 //! the streaming [`encoder`] and [`decoder`], the [`manifest`] and capability [`link`] formats,
 //! the shard [`protocol`] framing, host [`score`]s (so a browser can audit the Hub's ranking) and
-//! [`signed`] measurements (host ads and status reports).
+//! [`signed`] measurements (host ads and status reports), and the [`hub`] protocol's messages.
 //!
 //! Goals: sans-io (no sockets, disk, clock or RNG: keys and time come in as arguments), bounded
 //! memory, every decode fallible and bounded, identical results on native and wasm32.
@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod decoder;
 pub mod encoder;
 pub mod erasure;
+pub mod hub;
 pub mod layout;
 pub mod link;
 pub mod manifest;

@@ -31,7 +31,7 @@
 pub type Version = (u16, u16, u16);
 
 /// What is known about a host (from its signed ad, the Hub's probes and the Guard's audits).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HostFacts {
     /// Answers probes right now.
     pub online: bool,
@@ -73,7 +73,8 @@ pub struct Request {
 }
 
 /// Why a host scored zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Exclusion {
     /// Not answering probes.
     Offline,
@@ -88,7 +89,7 @@ pub enum Exclusion {
 }
 
 /// A score and every factor behind it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     /// The product of the factors.
     pub total: f64,

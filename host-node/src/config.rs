@@ -12,6 +12,10 @@
 //! quota = "100GiB"
 //! max_inbound_streams = 64      # shard requests served at once
 //! max_streams_per_peer = 16     # of which one peer may hold at most this many
+//! hub = "/ip4/127.0.0.1/tcp/4100/p2p/12D3KooW..."   # announce to this Hub (omit: no Hub)
+//! price_per_gib_month = 100     # asking price, in the ledger's smallest unit
+//! region = "eu-west"            # optional, helps tenants pick nearby hosts
+//! announce_interval_secs = 300  # re-announce at least this often
 //! ```
 
 use std::net::IpAddr;
@@ -93,6 +97,14 @@ pub struct HostConfig {
     pub max_inbound_streams: usize,
     /// Shard requests one peer may have in flight.
     pub max_streams_per_peer: usize,
+    /// The Hub to announce to: a multiaddr ending in `/p2p/<peer id>`.
+    pub hub: Option<String>,
+    /// Asking price per GiB-month.
+    pub price_per_gib_month: u64,
+    /// Declared region.
+    pub region: Option<String>,
+    /// Longest time between two announcements, in seconds.
+    pub announce_interval_secs: u64,
 }
 
 impl Default for HostConfig {
@@ -108,6 +120,10 @@ impl Default for HostConfig {
             quota: "10GiB".into(),
             max_inbound_streams: 64,
             max_streams_per_peer: 16,
+            hub: None,
+            price_per_gib_month: 100,
+            region: None,
+            announce_interval_secs: 300,
         }
     }
 }
@@ -150,6 +166,19 @@ impl HostConfig {
         if self.max_streams_per_peer == 0 || self.max_streams_per_peer > self.max_inbound_streams {
             return Err(ConfigError::Invalid(
                 "max_streams_per_peer must be 1..=max_inbound_streams".into(),
+            ));
+        }
+        if let Some(h) = &self.hub {
+            crate::hub::HubAddr::parse(h).map_err(ConfigError::Invalid)?;
+        }
+        if self.region.as_ref().is_some_and(|r| r.len() > 64) {
+            return Err(ConfigError::Invalid(
+                "region must be at most 64 bytes".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.announce_interval_secs) {
+            return Err(ConfigError::Invalid(
+                "announce_interval_secs must be 1..=86400".into(),
             ));
         }
         if self.transports.is_empty() {

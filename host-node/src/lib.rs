@@ -17,6 +17,7 @@ pub mod bench;
 pub mod config;
 pub mod devnet;
 pub mod download;
+pub mod hub;
 pub mod identity;
 pub mod inbound;
 pub mod net;

@@ -172,6 +172,18 @@ struct HostArgs {
     /// Shard requests served at once.
     #[arg(long, env = "BTFS_MAX_INBOUND_STREAMS")]
     max_inbound_streams: Option<usize>,
+    /// Hub to announce to (multiaddr ending in /p2p/<peer id>).
+    #[arg(long, env = "BTFS_HUB")]
+    hub: Option<String>,
+    /// Asking price per GiB-month.
+    #[arg(long, env = "BTFS_PRICE")]
+    price_per_gib_month: Option<u64>,
+    /// Region to declare (e.g. eu-west).
+    #[arg(long, env = "BTFS_REGION")]
+    region: Option<String>,
+    /// Re-announce to the Hub at least this often, in seconds.
+    #[arg(long, env = "BTFS_ANNOUNCE_INTERVAL_SECS")]
+    announce_interval_secs: Option<u64>,
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -204,8 +216,16 @@ impl HostArgs {
             ws_port,
             webrtc_port,
             quota,
-            max_inbound_streams
+            max_inbound_streams,
+            price_per_gib_month,
+            announce_interval_secs
         );
+        if self.hub.is_some() {
+            c.hub = self.hub;
+        }
+        if self.region.is_some() {
+            c.region = self.region;
+        }
         c.validate()?;
         Ok(c)
     }

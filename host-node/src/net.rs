@@ -3,18 +3,25 @@
 //! Goals: hosts listen on TCP (Noise + Yamux), QUIC, WebSocket and WebRTC-direct; tenants dial
 //! TCP or QUIC. Everything else talks to the swarm through [`Net`]: a bounded command channel
 //! with `oneshot` replies, plus a cloneable `libp2p_stream::Control` for opening and accepting
-//! protocol streams. Non-goals: peer discovery (network file now, Hub and Kademlia later).
+//! protocol streams. Small control messages (the Hub protocol, [`btfs_core::hub`]) go over
+//! libp2p request-response with JSON bodies bounded at both ends; any node answers the Hub's
+//! `Probe` itself, and a node that runs a Hub takes the other requests from
+//! [`Net::serve_hub`]'s bounded queue. Non-goals: peer discovery (network file and Hub).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use btfs_core::hub::{self as hubproto, HubRequest, HubResponse};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    identify, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +67,22 @@ pub struct Behaviour {
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
     shards: Toggle<InboundStreams>,
+    hub: request_response::json::Behaviour<HubRequest, HubResponse>,
+}
+
+/// Hub requests queued for the local Hub before it answers `Busy`.
+pub const HUB_QUEUE: usize = 256;
+/// How long an outbound Hub request may take.
+pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An inbound Hub request for the local Hub to answer through `reply`.
+pub struct HubCall {
+    /// The requesting peer (authenticated by the connection).
+    pub peer: PeerId,
+    /// The request.
+    pub request: HubRequest,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<HubResponse>,
 }
 
 enum Command {
@@ -67,6 +90,15 @@ enum Command {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    HubRequest {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: HubRequest,
+        reply: oneshot::Sender<Result<HubResponse, NetError>>,
+    },
+    ServeHub {
+        calls: mpsc::Sender<HubCall>,
     },
 }
 
@@ -126,6 +158,18 @@ async fn build_swarm(
             ping: ping::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
             shards: Toggle::from(inbound),
+            hub: request_response::json::Behaviour::with_codec(
+                request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(hubproto::MAX_REQUEST_BYTES)
+                    .set_response_size_maximum(hubproto::MAX_RESPONSE_BYTES),
+                [(
+                    StreamProtocol::new(hubproto::PROTOCOL),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(HUB_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(64),
+            ),
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -214,7 +258,41 @@ impl Net {
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)?
     }
+
+    /// Sends a Hub-protocol request to `peer` (dialing `addrs` if not connected) and waits for
+    /// the answer (at most [`HUB_REQUEST_TIMEOUT`]).
+    pub async fn hub_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: HubRequest,
+    ) -> Result<HubResponse, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::HubRequest {
+                peer,
+                addrs,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Makes this node a Hub: inbound Hub requests other than `Probe` arrive on the returned
+    /// queue (at most [`HUB_QUEUE`] waiting; beyond that peers get a "busy" error).
+    pub async fn serve_hub(&self) -> Result<mpsc::Receiver<HubCall>, NetError> {
+        let (calls, rx) = mpsc::channel(HUB_QUEUE);
+        self.commands
+            .send(Command::ServeHub { calls })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        Ok(rx)
+    }
 }
+
+type HubChannel = request_response::ResponseChannel<HubResponse>;
 
 async fn run(
     mut swarm: Swarm<Behaviour>,
@@ -222,9 +300,23 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>> = HashMap::new();
+    let mut hub_calls: Option<mpsc::Sender<HubCall>> = None;
+    let mut hub_pending: HashMap<
+        request_response::OutboundRequestId,
+        oneshot::Sender<Result<HubResponse, NetError>>,
+    > = HashMap::new();
+    let mut hub_answers = FuturesUnordered::new();
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
+            Some((channel, answer)) = hub_answers.next(), if !hub_answers.is_empty() => {
+                let channel: HubChannel = channel;
+                let answer: Result<HubResponse, oneshot::error::RecvError> = answer;
+                let response = answer.unwrap_or_else(|_| HubResponse::Error {
+                    message: "the hub stopped before answering".into(),
+                });
+                let _ = swarm.behaviour_mut().hub.send_response(channel, response);
+            }
             cmd = commands.recv() => match cmd {
                 None => break,
                 Some(Command::Dial { peer, addrs, reply }) => {
@@ -247,8 +339,51 @@ async fn run(
                         }
                     }
                 }
+                Some(Command::HubRequest { peer, addrs, request, reply }) => {
+                    let addrs = addrs.into_iter().map(strip_p2p).collect();
+                    let id = swarm.behaviour_mut().hub.send_request_with_addresses(&peer, request, addrs);
+                    hub_pending.insert(id, reply);
+                }
+                Some(Command::ServeHub { calls }) => hub_calls = Some(calls),
             },
             event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(BehaviourEvent::Hub(event)) => match event {
+                    request_response::Event::Message { peer, message, .. } => match message {
+                        request_response::Message::Request { request, channel, .. } => {
+                            let immediate = match (&request, &hub_calls) {
+                                (HubRequest::Probe, _) => Some(HubResponse::Pong),
+                                (_, None) => Some(HubResponse::Error { message: "this node is not a Hub; find the Hub's address in the network file (services.hub)".into() }),
+                                (_, Some(calls)) => {
+                                    let (reply, rx) = oneshot::channel();
+                                    match calls.try_send(HubCall { peer, request, reply }) {
+                                        Ok(()) => {
+                                            hub_answers.push(async move { (channel, rx.await) });
+                                            continue;
+                                        }
+                                        Err(_) => Some(HubResponse::Error { message: "the Hub is busy; retry in a few seconds".into() }),
+                                    }
+                                }
+                            };
+                            if let Some(r) = immediate {
+                                let _ = swarm.behaviour_mut().hub.send_response(channel, r);
+                            }
+                        }
+                        request_response::Message::Response { request_id, response } => {
+                            if let Some(r) = hub_pending.remove(&request_id) {
+                                let _ = r.send(Ok(response));
+                            }
+                        }
+                    },
+                    request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                        if let Some(r) = hub_pending.remove(&request_id) {
+                            let _ = r.send(Err(NetError::Dial { peer, reason: error.to_string() }));
+                        }
+                    }
+                    request_response::Event::InboundFailure { peer, error, .. } => {
+                        tracing::debug!(%peer, %error, "inbound hub request failed");
+                    }
+                    request_response::Event::ResponseSent { .. } => {}
+                },
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     for r in dials.remove(&peer_id).unwrap_or_default() {
                         let _ = r.send(Ok(()));

@@ -1,4 +1,5 @@
-//! The host node's composition root: identity → store → network → shard service.
+//! The host node's composition root: identity → store → network → shard service → Hub
+//! announcements (when a Hub is configured).
 //!
 //! [`Node::spawn`] starts everything in dependency order under one cancellation token and
 //! returns a [`NodeHandle`] with the peer id and listen addresses; `shutdown` cancels and waits.
@@ -14,6 +15,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use btfs_core::signed::HostAd;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
@@ -22,6 +26,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, HostConfig, Transport};
+use crate::hub::{announce, HubAddr};
 use crate::identity::{self, IdentityError};
 use crate::inbound::InboundStreams;
 use crate::net::{self, Listen, Net, NetError};
@@ -145,8 +150,14 @@ impl Node {
                     .collect();
                 let (inbound, incoming) = InboundStreams::new(protocol, queue);
                 let dropped = inbound.dropped();
-                let (net, addrs, task) =
-                    Net::start(keypair, cert, Some(inbound), fresh, cancel.child_token()).await?;
+                let (net, addrs, task) = Net::start(
+                    keypair.clone(),
+                    cert,
+                    Some(inbound),
+                    fresh,
+                    cancel.child_token(),
+                )
+                .await?;
                 (net, addrs, task, incoming, dropped)
             }
             Err(e) => return Err(e.into()),
@@ -169,6 +180,44 @@ impl Node {
             cancel.child_token(),
         ));
 
+        let mut tasks = vec![service, net_task];
+        if let Some(hub) = &config.hub {
+            let hub = HubAddr::parse(hub).map_err(ConfigError::Invalid)?;
+            let key = keypair
+                .clone()
+                .try_into_ed25519()
+                .map_err(|e| ConfigError::Invalid(format!("identity key: {e}")))?;
+            let full: Vec<String> = addrs
+                .iter()
+                .map(|(_, a)| a.clone().with(Protocol::P2p(peer_id)).to_string())
+                .collect();
+            let (ad_store, quota) = (store.clone(), config.quota_bytes()?);
+            let (price, region) = (config.price_per_gib_month, config.region.clone());
+            let make_ad = move || HostAd {
+                peer_id: peer_id.to_base58(),
+                addrs: full
+                    .iter()
+                    .take(btfs_core::signed::MAX_ADDRS)
+                    .cloned()
+                    .collect(),
+                capacity_bytes: quota,
+                free_bytes: quota.saturating_sub(ad_store.used()),
+                price_per_gib_month: price,
+                version: env!("CARGO_PKG_VERSION").into(),
+                region: region.clone(),
+                issued_at_ms: 0,
+            };
+            let interval = Duration::from_secs(config.announce_interval_secs);
+            tasks.push(tokio::spawn(announce::run(
+                net.clone(),
+                key,
+                hub,
+                make_ad,
+                interval,
+                cancel.child_token(),
+            )));
+        }
+
         let handle = NodeHandle {
             peer_id,
             addrs,
@@ -176,7 +225,7 @@ impl Node {
             stats,
             net,
             cancel,
-            tasks: vec![service, net_task],
+            tasks,
         };
         write_node_info(dir, &handle.info())?;
         tracing::info!(%peer_id, addrs = ?handle.full_addrs(), used = handle.store.used(), "host started");

@@ -13,7 +13,7 @@ use btfs_host::network_file::NetworkFile;
 use btfs_host::node::Node;
 use btfs_host::tenant::Tenant;
 use btfs_host::upload::UploadOptions;
-use btfs_host::{download, shard_client, upload};
+use btfs_host::{download, hub, shard_client, upload};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::multiaddr::Protocol;
@@ -93,6 +93,17 @@ enum Cmd {
         /// Repetitions of each measurement (medians are reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// List the Hub's hosts with their scores and score breakdowns.
+    Hosts {
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many hosts (best first).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
     },
     /// Low-level shard requests to one host (operators, debugging).
     #[command(subcommand)]
@@ -256,14 +267,73 @@ fn progress_bar(label: &str) -> ProgressBar {
     bar
 }
 
+/// A tenant for downloads: the network file's hosts plus, with a Hub, every host it lists.
 async fn tenant_for(network: &Path) -> Result<Tenant> {
     let file = NetworkFile::load(network)?;
-    let hosts = file.known_hosts(network)?;
-    if hosts.is_empty() {
-        bail!("network file {} lists no hosts", network.display());
+    let mut hosts = file.known_hosts(network)?;
+    let hub = file.hub(network)?;
+    if hosts.is_empty() && hub.is_none() {
+        bail!(
+            "network file {} lists no hosts and no Hub",
+            network.display()
+        );
     }
-    Ok(Tenant::start(hosts).await?)
+    let mut tenant = Tenant::start(hosts.clone()).await?;
+    if let Some(hub) = hub {
+        match hub::client::hosts(tenant.net(), &hub, btfs_core::hub::MAX_COUNT).await {
+            Ok(list) => {
+                for h in hub::client::known_hosts(&list) {
+                    if !hosts.iter().any(|k| k.peer == h.peer) {
+                        hosts.push(h);
+                    }
+                }
+                tenant.set_hosts(hosts);
+            }
+            Err(e) if !hosts.is_empty() => {
+                tracing::warn!(%e, "the Hub is unavailable; using the network file's hosts")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(tenant)
 }
+
+/// A tenant for an upload of `file`: with a Hub, the hosts it recommends (best first, with
+/// spares for hosts that fail); without one, the network file's hosts.
+async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> Result<Tenant> {
+    let nf = NetworkFile::load(network)?;
+    let Some(hub) = nf.hub(network)? else {
+        return tenant_for(network).await;
+    };
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let layout = btfs_core::Layout::new(len, shard_size)?;
+    let shard = layout
+        .slabs()
+        .map(|s| u64::from(s.shard_size))
+        .max()
+        .unwrap_or(64);
+    // 30 shards per slab plus the manifest's 30 copies, spread over `want` hosts.
+    let want = UPLOAD_HOSTS;
+    let shards = (layout.slab_count() + 1) * btfs_core::TOTAL_SHARDS as u64;
+    let req = btfs_core::hub::RecommendRequest {
+        count: want,
+        shard_size: shard,
+        shards_per_host: shards.div_ceil(u64::from(want)),
+        duration_days: 30,
+        prefs: Default::default(),
+    };
+    let mut tenant = Tenant::start(Vec::new()).await?;
+    let (hosts, _) = hub::client::recommend(tenant.net(), &hub, req, btfs_core::TOTAL_SHARDS)
+        .await
+        .context("cannot choose hosts")?;
+    tenant.set_hosts(hosts);
+    Ok(tenant)
+}
+
+/// Hosts asked of the Hub per upload: 30 per slab plus spares for hosts that fail.
+const UPLOAD_HOSTS: u32 = 45;
 
 /// A single host from a `/p2p/`-terminated multiaddr.
 async fn tenant_for_addr(addr: &Multiaddr) -> Result<Tenant> {
@@ -314,10 +384,10 @@ async fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             init_tracing("warn");
-            let tenant = tenant_for(&net.network).await?;
             if !(1..=16).contains(&slabs_in_flight) {
                 bail!("--slabs-in-flight must be between 1 and 16");
             }
+            let tenant = tenant_for_upload(&net.network, &file, shard_size).await?;
             let opts = UploadOptions {
                 shard_size,
                 slabs_in_flight,
@@ -383,6 +453,10 @@ async fn run(cli: Cli) -> Result<()> {
             init_tracing("warn");
             shard(cmd).await?;
         }
+        Cmd::Hosts { net, json, limit } => {
+            init_tracing("warn");
+            hosts(&net.network, json, limit).await?;
+        }
     }
     Ok(())
 }
@@ -425,4 +499,88 @@ async fn shard(cmd: ShardCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn hosts(network: &Path, json: bool, limit: u32) -> Result<()> {
+    let nf = NetworkFile::load(network)?;
+    let Some(hub) = nf.hub(network)? else {
+        bail!(
+            "network file {} names no Hub (services.hub); start a network with `btfs devnet`",
+            network.display()
+        );
+    };
+    let tenant = Tenant::start(Vec::new()).await?;
+    let list = hub::client::hosts(tenant.net(), &hub, limit).await;
+    tenant.shutdown().await;
+    let list = list?;
+    if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "peer_id": h.peer_id,
+                    "online": h.facts.online,
+                    "score": h.score.total,
+                    "excluded": h.excluded,
+                    "breakdown": h.score,
+                    "facts": h.facts,
+                    "subnet": h.subnet,
+                    "addrs": h.addrs,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<54} {:>6} {:>6}  {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5}  {:>10} {:>6}  excluded",
+        "peer id",
+        "online",
+        "score",
+        "space",
+        "uptm",
+        "age",
+        "prox",
+        "price",
+        "audit",
+        "vers",
+        "free",
+        "price"
+    );
+    for h in &list {
+        let s = &h.score;
+        println!(
+            "{:<54} {:>6} {:>6.3}  {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2}  {:>10} {:>6}  {}",
+            h.peer_id,
+            if h.facts.online { "yes" } else { "no" },
+            s.total,
+            s.space,
+            s.uptime,
+            s.age,
+            s.proximity,
+            s.price,
+            s.audits,
+            s.version,
+            human_bytes(h.facts.free_bytes),
+            h.facts.price,
+            h.excluded.map(|e| format!("{e:?}")).unwrap_or_default()
+        );
+    }
+    let online = list.iter().filter(|h| h.facts.online).count();
+    println!(
+        "{} hosts, {online} online (scores for one 1 MiB shard, no price limit)",
+        list.len()
+    );
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
 }

@@ -1,7 +1,8 @@
 //! `network.json`: everything a tenant needs to reach a network.
 //!
 //! Written by `btfs devnet`; read by the CLI (`--network`) and, later, by the browser client.
-//! Until the Hub lands, tenants choose hosts from `hosts` directly.
+//! When `services.hub` is present, uploads ask the Hub which hosts to use (`Recommend`) and
+//! downloads also look hosts up there; otherwise tenants use `hosts` directly.
 //!
 //! ```json
 //! {
@@ -10,15 +11,20 @@
 //!     { "peer_id": "12D3KooW...", "pid": 4242, "data_dir": "/tmp/devnet/hosts/host-00",
 //!       "addrs": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW...", "..."] }
 //!   ],
-//!   "services": {}
+//!   "services": {
+//!     "hub": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW...", "..."] }
+//!   }
 //! }
 //! ```
 
 use std::path::{Path, PathBuf};
 
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::hub::HubAddr;
 
 /// The network file could not be used.
 #[derive(Debug, Error)]
@@ -41,6 +47,16 @@ pub enum NetworkFileError {
         /// Cause.
         #[source]
         source: serde_json::Error,
+    },
+    /// A service entry is malformed.
+    #[error("network file {path}: services.{service} is invalid: {why}")]
+    Service {
+        /// Path.
+        path: PathBuf,
+        /// Service name.
+        service: &'static str,
+        /// What is wrong.
+        why: String,
     },
     /// A peer id or address does not parse.
     #[error("network file {path}: host entry {index} is invalid: {why}")]
@@ -111,6 +127,51 @@ impl NetworkFile {
             serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
         )?;
         std::fs::rename(tmp, path)
+    }
+
+    /// The Hub (`services.hub`: `{"peer_id": "...", "addrs": ["/ip4/.../p2p/..."]}`), if the
+    /// network has one. Native tenants dial its TCP/QUIC addresses.
+    pub fn hub(&self, path: &Path) -> Result<Option<HubAddr>, NetworkFileError> {
+        let Some(hub) = self.services.get("hub") else {
+            return Ok(None);
+        };
+        let entry = |why: String| NetworkFileError::Service {
+            path: path.into(),
+            service: "hub",
+            why,
+        };
+        let peer: PeerId = hub
+            .get("peer_id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| entry("missing peer_id".into()))?
+            .parse()
+            .map_err(|e| entry(format!("peer_id: {e}")))?;
+        let mut addrs = Vec::new();
+        for a in hub
+            .get("addrs")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| entry("missing addrs".into()))?
+        {
+            let text = a
+                .as_str()
+                .ok_or_else(|| entry("addrs must be strings".into()))?;
+            let mut m: Multiaddr = text
+                .parse()
+                .map_err(|e| entry(format!("address {text:?}: {e}")))?;
+            if matches!(m.iter().last(), Some(Protocol::P2p(_))) {
+                m.pop();
+            }
+            let native = !m
+                .iter()
+                .any(|p| matches!(p, Protocol::Ws(_) | Protocol::WebRTCDirect));
+            if native {
+                addrs.push(m);
+            }
+        }
+        if addrs.is_empty() {
+            return Err(entry("no TCP or QUIC address".into()));
+        }
+        Ok(Some(HubAddr { peer, addrs }))
     }
 
     /// Parsed hosts; fails on the first malformed entry, naming it.

@@ -125,6 +125,12 @@ impl Tenant {
         })
     }
 
+    /// Replaces the known hosts (before any transfer starts), e.g. with the Hub's picks.
+    pub fn set_hosts(&mut self, hosts: Vec<KnownHost>) {
+        self.hosts = hosts;
+        self.bad.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The known hosts.
     pub fn hosts(&self) -> &[KnownHost] {
         &self.hosts

@@ -13,6 +13,7 @@
 //! round trips are not yet sent with requests (proximity uses regions).
 
 pub mod announce;
+pub mod client;
 pub mod db;
 pub mod registry;
 pub mod service;

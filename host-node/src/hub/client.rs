@@ -1,0 +1,148 @@
+//! A tenant's side of the Hub: ask for recommendations or the host list, and turn the answer
+//! into hosts the tenant can dial. Every recommended host's ad signature and score are checked
+//! here (with core's scoring, against the facts the Hub sent), so a Hub that lies about a score
+//! or forges an ad is caught rather than trusted.
+
+use btfs_core::hub::{HubRequest, HubResponse, RankedHost, RecommendRequest, Recommendation};
+use btfs_core::signed::HostAd;
+use libp2p::Multiaddr;
+use thiserror::Error;
+
+use super::HubAddr;
+use crate::net::{Net, NetError};
+use crate::network_file::KnownHost;
+
+/// Talking to the Hub failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HubClientError {
+    /// The Hub could not be reached.
+    #[error("cannot reach the Hub {hub}: {reason}. Is the network's service node running?")]
+    Unreachable {
+        /// Hub peer id.
+        hub: String,
+        /// Cause.
+        reason: String,
+    },
+    /// The Hub answered with an error.
+    #[error("the Hub refused the request: {0}")]
+    Refused(String),
+    /// The Hub sent something that does not check out.
+    #[error("the Hub's answer is invalid: {0}")]
+    Invalid(String),
+    /// Not enough hosts qualified.
+    #[error("{0}")]
+    TooFewHosts(String),
+}
+
+async fn ask(net: &Net, hub: &HubAddr, req: HubRequest) -> Result<HubResponse, HubClientError> {
+    let r = net
+        .hub_request(hub.peer, hub.addrs.clone(), req)
+        .await
+        .map_err(|e: NetError| HubClientError::Unreachable {
+            hub: hub.peer.to_base58(),
+            reason: e.to_string(),
+        })?;
+    match r {
+        HubResponse::Error { message } => Err(HubClientError::Refused(message)),
+        HubResponse::Refused { reason } => Err(HubClientError::Refused(reason)),
+        other => Ok(other),
+    }
+}
+
+/// Checks one host from the Hub: its ad verifies, names the same peer, and the addresses parse.
+fn check(h: &RankedHost) -> Result<KnownHost, HubClientError> {
+    let bad = |why: String| HubClientError::Invalid(format!("host {}: {why}", h.peer_id));
+    let ad =
+        h.ad.verify::<HostAd>()
+            .map_err(|e| bad(format!("its ad does not verify: {e}")))?;
+    if ad.peer.to_base58() != h.peer_id || ad.body.addrs != h.addrs {
+        return Err(bad("peer id or addresses differ from its signed ad".into()));
+    }
+    let addrs = h
+        .addrs
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| bad(format!("address {a}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(KnownHost {
+        peer: ad.peer,
+        addrs,
+    })
+}
+
+/// Asks for `req.count` hosts; fails with the Hub's reasons when fewer than `need` qualify.
+/// Returns the dialable hosts (best first) and the full answer.
+pub async fn recommend(
+    net: &Net,
+    hub: &HubAddr,
+    req: RecommendRequest,
+    need: usize,
+) -> Result<(Vec<KnownHost>, Recommendation), HubClientError> {
+    let shard_req = btfs_core::score::Request {
+        shard_size: req.shard_size,
+        shards: req.shards_per_host.max(1),
+        max_price: req.prefs.max_price.unwrap_or(u64::MAX),
+        region: req.prefs.region.clone(),
+        minimum_version: req
+            .prefs
+            .min_version
+            .as_deref()
+            .and_then(btfs_core::signed::parse_version)
+            .unwrap_or((0, 0, 0)),
+        preferred_version: super::registry::own_version(),
+    };
+    let rec = match ask(net, hub, HubRequest::Recommend(req)).await? {
+        HubResponse::Recommendation(r) => r,
+        other => {
+            return Err(HubClientError::Invalid(format!(
+                "unexpected answer {other:?}"
+            )))
+        }
+    };
+    if let Some(why) = rec.shortfall(need) {
+        return Err(HubClientError::TooFewHosts(why));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut hosts = Vec::with_capacity(rec.hosts.len());
+    for h in &rec.hosts {
+        let known = check(h)?;
+        // Recompute the score from the facts: the ranking must be the one core computes.
+        let mine = btfs_core::score::score(&h.facts, &shard_req);
+        if (mine.total - h.score.total).abs() > 1e-9 || mine.total <= 0.0 {
+            return Err(HubClientError::Invalid(format!(
+                "host {} has score {} but its facts give {}",
+                h.peer_id, h.score.total, mine.total
+            )));
+        }
+        if !seen.insert(known.peer) {
+            return Err(HubClientError::Invalid(format!(
+                "host {} recommended twice",
+                h.peer_id
+            )));
+        }
+        hosts.push(known);
+    }
+    Ok((hosts, rec))
+}
+
+/// Every registered host (best first, at most `limit`), with scores for a default request.
+pub async fn hosts(
+    net: &Net,
+    hub: &HubAddr,
+    limit: u32,
+) -> Result<Vec<RankedHost>, HubClientError> {
+    match ask(net, hub, HubRequest::Hosts { limit }).await? {
+        HubResponse::Hosts(h) => Ok(h),
+        other => Err(HubClientError::Invalid(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
+/// The dialable hosts of a listing, skipping entries that do not verify.
+pub fn known_hosts(list: &[RankedHost]) -> Vec<KnownHost> {
+    list.iter().filter_map(|h| check(h).ok()).collect()
+}

@@ -21,8 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::score::{Exclusion, HostFacts, Score};
-use crate::signed::Signed;
+use crate::score::{self, Exclusion, HostFacts, Score, Version};
+use crate::signed::{self, HostAd, Signed};
 
 /// libp2p protocol name.
 pub const PROTOCOL: &str = "/btfs/hub/1";
@@ -195,6 +195,86 @@ pub struct RankedHost {
     pub ad: Signed,
 }
 
+/// The scoring request a [`RecommendRequest`] stands for; `preferred_version` is the Hub's
+/// (and the checking tenant's) own version.
+pub fn score_request(req: &RecommendRequest, preferred_version: Version) -> score::Request {
+    score::Request {
+        shard_size: req.shard_size,
+        shards: req.shards_per_host.max(1),
+        max_price: req.prefs.max_price.unwrap_or(u64::MAX),
+        region: req.prefs.region.clone(),
+        minimum_version: req
+            .prefs
+            .min_version
+            .as_deref()
+            .and_then(signed::parse_version)
+            .unwrap_or((0, 0, 0)),
+        preferred_version,
+    }
+}
+
+/// A recommended host that passed [`check_recommendation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedHost {
+    /// Peer id (base58), the signer of the host's ad.
+    pub peer_id: String,
+    /// Addresses from the signed ad.
+    pub addrs: Vec<String>,
+}
+
+/// What a tenant checks before trusting a Hub's answer: at least `need` hosts; every host's ad
+/// verifies and matches the peer id and addresses listed; no host twice; every score is the one
+/// core computes from the listed facts and is above zero; hosts come best first unless the
+/// diversity rule reordered them (so the order is not checked). Errors say what was wrong.
+pub fn check_recommendation(
+    rec: &Recommendation,
+    req: &RecommendRequest,
+    preferred_version: Version,
+    need: usize,
+) -> Result<Vec<CheckedHost>, String> {
+    if let Some(why) = rec.shortfall(need) {
+        return Err(why);
+    }
+    let sreq = score_request(req, preferred_version);
+    let mut seen = std::collections::HashSet::new();
+    rec.hosts
+        .iter()
+        .map(|h| {
+            let ad =
+                h.ad.verify::<HostAd>()
+                    .map_err(|e| format!("host {}: its ad does not verify: {e}", h.peer_id))?;
+            if ad.peer.to_base58() != h.peer_id || ad.body.addrs != h.addrs {
+                return Err(format!(
+                    "host {}: peer id or addresses differ from its signed ad",
+                    h.peer_id
+                ));
+            }
+            if ad.body.free_bytes != h.facts.free_bytes
+                || ad.body.price_per_gib_month != h.facts.price
+            {
+                return Err(format!(
+                    "host {}: free space or price differ from its signed ad",
+                    h.peer_id
+                ));
+            }
+            let mine = score::score(&h.facts, &sreq);
+            if (mine.total - h.score.total).abs() > 1e-9 || mine.total <= 0.0 {
+                return Err(format!(
+                    "host {} has score {} but its facts give {}",
+                    h.peer_id, h.score.total, mine.total
+                ));
+            }
+            if !seen.insert(h.peer_id.clone()) {
+                return Err(format!("host {} recommended twice", h.peer_id));
+            }
+            Ok(CheckedHost {
+                peer_id: h.peer_id.clone(),
+                addrs: h.addrs.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Cost of storing `bytes` for `days` at `price` per GiB-month (rounded up).
 pub fn cost(price_per_gib_month: u64, bytes: u64, days: u32) -> u64 {
     const GIB: u128 = 1 << 30;
@@ -256,5 +336,88 @@ mod tests {
             s.contains("20 offline") && s.contains("10 full") && s.contains("5 over the price")
         );
         assert!(r.shortfall(0).is_none());
+    }
+
+    fn ranked(seed: u8, price: u64) -> (RankedHost, RecommendRequest) {
+        use libp2p_identity::ed25519;
+        let k = ed25519::Keypair::from(ed25519::SecretKey::try_from_bytes([seed; 32]).unwrap());
+        let peer = libp2p_identity::PublicKey::from(k.public())
+            .to_peer_id()
+            .to_base58();
+        let ad = crate::signed::HostAd {
+            peer_id: peer.clone(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            capacity_bytes: 1 << 30,
+            free_bytes: 1 << 30,
+            price_per_gib_month: price,
+            version: "0.1.0".into(),
+            region: None,
+            issued_at_ms: 1,
+        };
+        let req = RecommendRequest {
+            count: 1,
+            shard_size: 1 << 20,
+            shards_per_host: 1,
+            duration_days: 30,
+            prefs: Prefs::default(),
+        };
+        let facts = HostFacts {
+            online: true,
+            free_bytes: 1 << 30,
+            uptime: 1.0,
+            age_days: 1.0,
+            rtt_ms: None,
+            region: None,
+            price,
+            version: (0, 1, 0),
+            audits_passed: 0,
+            audits_failed: 0,
+        };
+        let score = score::score(&facts, &score_request(&req, (0, 1, 0)));
+        let host = RankedHost {
+            peer_id: peer,
+            addrs: ad.addrs.clone(),
+            score,
+            excluded: None,
+            facts,
+            estimated_cost: 0,
+            subnet: "127.0.0.0/24".into(),
+            ad: Signed::sign(&ad, &k).unwrap(),
+        };
+        (host, req)
+    }
+
+    fn rec(hosts: Vec<RankedHost>) -> Recommendation {
+        Recommendation {
+            registered: hosts.len() as u64,
+            qualified: hosts.len() as u64,
+            hosts,
+            excluded: ExclusionCounts::default(),
+        }
+    }
+
+    #[test]
+    fn tenants_catch_inflated_scores_forged_facts_and_duplicates() {
+        let (h, req) = ranked(1, 10);
+        let (h2, _) = ranked(2, 10);
+        assert_eq!(
+            check_recommendation(&rec(vec![h.clone(), h2.clone()]), &req, (0, 1, 0), 2)
+                .unwrap()
+                .len(),
+            2
+        );
+        let mut inflated = h.clone();
+        inflated.score.total *= 2.0;
+        let e = check_recommendation(&rec(vec![inflated]), &req, (0, 1, 0), 1).unwrap_err();
+        assert!(e.contains("has score"), "{e}");
+        let mut forged = h.clone();
+        forged.facts.price = 0;
+        let e = check_recommendation(&rec(vec![forged]), &req, (0, 1, 0), 1).unwrap_err();
+        assert!(e.contains("differ from its signed ad"), "{e}");
+        let e =
+            check_recommendation(&rec(vec![h.clone(), h.clone()]), &req, (0, 1, 0), 2).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        let e = check_recommendation(&rec(vec![h]), &req, (0, 1, 0), 30).unwrap_err();
+        assert!(e.contains("only 1 of the 30"), "{e}");
     }
 }

@@ -3,11 +3,14 @@
 //! here (with core's scoring, against the facts the Hub sent), so a Hub that lies about a score
 //! or forges an ad is caught rather than trusted.
 
-use btfs_core::hub::{HubRequest, HubResponse, RankedHost, RecommendRequest, Recommendation};
+use btfs_core::hub::{
+    check_recommendation, HubRequest, HubResponse, RankedHost, RecommendRequest, Recommendation,
+};
 use btfs_core::signed::HostAd;
 use libp2p::Multiaddr;
 use thiserror::Error;
 
+use super::registry::own_version;
 use super::HubAddr;
 use crate::net::{Net, NetError};
 use crate::network_file::KnownHost;
@@ -50,24 +53,14 @@ async fn ask(net: &Net, hub: &HubAddr, req: HubRequest) -> Result<HubResponse, H
     }
 }
 
-/// Checks one host from the Hub: its ad verifies, names the same peer, and the addresses parse.
-fn check(h: &RankedHost) -> Result<KnownHost, HubClientError> {
-    let bad = |why: String| HubClientError::Invalid(format!("host {}: {why}", h.peer_id));
-    let ad =
-        h.ad.verify::<HostAd>()
-            .map_err(|e| bad(format!("its ad does not verify: {e}")))?;
+/// A listed host as a dialable host, if its ad verifies and matches.
+fn check(h: &RankedHost) -> Option<KnownHost> {
+    let ad = h.ad.verify::<HostAd>().ok()?;
     if ad.peer.to_base58() != h.peer_id || ad.body.addrs != h.addrs {
-        return Err(bad("peer id or addresses differ from its signed ad".into()));
+        return None;
     }
-    let addrs = h
-        .addrs
-        .iter()
-        .map(|a| {
-            a.parse::<Multiaddr>()
-                .map_err(|e| bad(format!("address {a}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(KnownHost {
+    let addrs = h.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    Some(KnownHost {
         peer: ad.peer,
         addrs,
     })
@@ -81,19 +74,7 @@ pub async fn recommend(
     req: RecommendRequest,
     need: usize,
 ) -> Result<(Vec<KnownHost>, Recommendation), HubClientError> {
-    let shard_req = btfs_core::score::Request {
-        shard_size: req.shard_size,
-        shards: req.shards_per_host.max(1),
-        max_price: req.prefs.max_price.unwrap_or(u64::MAX),
-        region: req.prefs.region.clone(),
-        minimum_version: req
-            .prefs
-            .min_version
-            .as_deref()
-            .and_then(btfs_core::signed::parse_version)
-            .unwrap_or((0, 0, 0)),
-        preferred_version: super::registry::own_version(),
-    };
+    let req_copy = req.clone();
     let rec = match ask(net, hub, HubRequest::Recommend(req)).await? {
         HubResponse::Recommendation(r) => r,
         other => {
@@ -105,26 +86,26 @@ pub async fn recommend(
     if let Some(why) = rec.shortfall(need) {
         return Err(HubClientError::TooFewHosts(why));
     }
-    let mut seen = std::collections::HashSet::new();
-    let mut hosts = Vec::with_capacity(rec.hosts.len());
-    for h in &rec.hosts {
-        let known = check(h)?;
-        // Recompute the score from the facts: the ranking must be the one core computes.
-        let mine = btfs_core::score::score(&h.facts, &shard_req);
-        if (mine.total - h.score.total).abs() > 1e-9 || mine.total <= 0.0 {
-            return Err(HubClientError::Invalid(format!(
-                "host {} has score {} but its facts give {}",
-                h.peer_id, h.score.total, mine.total
-            )));
-        }
-        if !seen.insert(known.peer) {
-            return Err(HubClientError::Invalid(format!(
-                "host {} recommended twice",
-                h.peer_id
-            )));
-        }
-        hosts.push(known);
-    }
+    let checked = check_recommendation(&rec, &req_copy, own_version(), need)
+        .map_err(HubClientError::Invalid)?;
+    let hosts = checked
+        .into_iter()
+        .map(|h| {
+            let peer = h
+                .peer_id
+                .parse()
+                .map_err(|e| HubClientError::Invalid(format!("peer id {}: {e}", h.peer_id)))?;
+            let addrs = h
+                .addrs
+                .iter()
+                .map(|a| {
+                    a.parse::<Multiaddr>()
+                        .map_err(|e| HubClientError::Invalid(format!("address {a}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(KnownHost { peer, addrs })
+        })
+        .collect::<Result<Vec<_>, HubClientError>>()?;
     Ok((hosts, rec))
 }
 
@@ -144,5 +125,5 @@ pub async fn hosts(
 
 /// The dialable hosts of a listing, skipping entries that do not verify.
 pub fn known_hosts(list: &[RankedHost]) -> Vec<KnownHost> {
-    list.iter().filter_map(|h| check(h).ok()).collect()
+    list.iter().filter_map(check).collect()
 }

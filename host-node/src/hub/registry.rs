@@ -193,19 +193,7 @@ pub fn listing_request() -> RecommendRequest {
 }
 
 fn score_request(req: &RecommendRequest) -> Request {
-    Request {
-        shard_size: req.shard_size,
-        shards: req.shards_per_host.max(1),
-        max_price: req.prefs.max_price.unwrap_or(u64::MAX),
-        region: req.prefs.region.clone(),
-        minimum_version: req
-            .prefs
-            .min_version
-            .as_deref()
-            .and_then(signed::parse_version)
-            .unwrap_or((0, 0, 0)),
-        preferred_version: own_version(),
-    }
+    btfs_core::hub::score_request(req, own_version())
 }
 
 impl Registry {

@@ -32,6 +32,9 @@ pub enum ClientError {
         /// The host answered with a refusal (as opposed to a broken stream).
         refused: bool,
     },
+    /// The Hub could not be asked, refused, or gave an answer that does not check out.
+    #[error("hub: {0}")]
+    Hub(String),
     /// Bad `network` option.
     #[error(transparent)]
     Network(#[from] NetworkError),

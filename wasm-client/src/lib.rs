@@ -145,6 +145,7 @@ export interface TransferOptions {
                 .map_err(ClientError::from)?;
             let json = network_json(network).await?;
             let hosts = network::parse(&json, choice).map_err(ClientError::from)?;
+            let hub = network::parse_hub(&json, choice).map_err(ClientError::from)?;
             let wallet = match get(&options, "wallet").as_string().as_deref() {
                 None | Some("indexeddb") => crate::wallet::load_or_create().await?,
                 Some("ephemeral") => libp2p::identity::Keypair::generate_ed25519(),
@@ -156,8 +157,9 @@ export interface TransferOptions {
                 }
             };
             let node = Node::start(wallet.clone())?;
+            let client = Client::new(node, &hosts, hub.as_ref(), choice)?;
             Ok(BtfsClient {
-                inner: Rc::new(Client::new(node, &hosts)?),
+                inner: Rc::new(client),
                 wallet,
             })
         }
@@ -187,7 +189,7 @@ export interface TransferOptions {
         /// Number of hosts known from the network description.
         #[wasm_bindgen(getter, js_name = hostCount)]
         pub fn host_count(&self) -> usize {
-            self.inner.hosts.len()
+            self.inner.host_count()
         }
 
         /// `await client.upload(fileOrBlobOrBytes, { onProgress })` → the capability link.

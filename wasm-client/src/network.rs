@@ -3,6 +3,8 @@
 //! `network` is either the devnet's `network.json` object (`{ hosts: [{ peer_id, addrs }] }`)
 //! or an array of multiaddr strings ending in `/p2p/<peer id>`. Each host keeps only the
 //! addresses a browser can dial: WebSocket (`/ws`) and WebRTC-direct (`/webrtc-direct/certhash`).
+//! A network.json with `services.hub` (`{ peer_id, addrs }`) also names the Hub, which the
+//! client asks for hosts to upload to and for hosts not in the file.
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -57,6 +59,13 @@ pub struct BrowserHost {
 #[derive(Deserialize)]
 struct FileShape {
     hosts: Vec<HostShape>,
+    #[serde(default)]
+    services: Services,
+}
+
+#[derive(Deserialize, Default)]
+struct Services {
+    hub: Option<HostShape>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +80,40 @@ fn is_ws(a: &str) -> bool {
 
 fn is_webrtc(a: &str) -> bool {
     a.contains("/webrtc-direct/")
+}
+
+/// Keeps the addresses of `addrs` a browser can dial with `choice`, preferred first.
+pub fn browser_addrs(addrs: &[String], choice: TransportChoice) -> Vec<String> {
+    let ws = addrs.iter().filter(|a| is_ws(a)).cloned();
+    let rtc = addrs.iter().filter(|a| is_webrtc(a)).cloned();
+    match choice {
+        TransportChoice::Auto => ws.chain(rtc).collect(),
+        TransportChoice::WebSocket => ws.collect(),
+        TransportChoice::WebRtc => rtc.collect(),
+    }
+}
+
+/// The Hub named in a network.json (`services.hub`), if any, with its browser addresses.
+pub fn parse_hub(json: &str, choice: TransportChoice) -> Result<Option<BrowserHost>, NetworkError> {
+    if json.trim_start().starts_with('[') {
+        return Ok(None);
+    }
+    let file: FileShape =
+        serde_json::from_str(json).map_err(|e| NetworkError::Shape(e.to_string()))?;
+    let Some(hub) = file.services.hub else {
+        return Ok(None);
+    };
+    let addrs = browser_addrs(&hub.addrs, choice);
+    if addrs.is_empty() {
+        return Err(NetworkError::Shape(format!(
+            "services.hub ({}) has no address a browser can dial",
+            hub.peer_id
+        )));
+    }
+    Ok(Some(BrowserHost {
+        peer_id: hub.peer_id,
+        addrs,
+    }))
 }
 
 /// Parses the JSON text of the `network` option.
@@ -101,13 +144,7 @@ pub fn parse(json: &str, choice: TransportChoice) -> Result<Vec<BrowserHost>, Ne
     let hosts: Vec<BrowserHost> = raw
         .into_iter()
         .filter_map(|h| {
-            let ws = h.addrs.iter().filter(|a| is_ws(a)).cloned();
-            let rtc = h.addrs.iter().filter(|a| is_webrtc(a)).cloned();
-            let addrs: Vec<String> = match choice {
-                TransportChoice::Auto => ws.chain(rtc).collect(),
-                TransportChoice::WebSocket => ws.collect(),
-                TransportChoice::WebRtc => rtc.collect(),
-            };
+            let addrs = browser_addrs(&h.addrs, choice);
             (!addrs.is_empty()).then_some(BrowserHost {
                 peer_id: h.peer_id,
                 addrs,

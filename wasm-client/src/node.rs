@@ -1,11 +1,13 @@
 //! The browser's libp2p node: WebSocket and WebRTC-direct transports, one task that owns the
 //! `Swarm` (a `spawn_local` future), dials by command, and shard requests over
 //! `/btfs/shard/1` streams using the same framing code as the native tenant
-//! (`btfs_core::protocol::exchange`).
+//! (`btfs_core::protocol::exchange`). Hub requests (`btfs_core::hub`) go over libp2p
+//! request-response with the same bounded JSON codec as native nodes.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use btfs_core::hub::{self as hubproto, HubRequest, HubResponse};
 use btfs_core::protocol::{self, Op, RequestHead, Status, PROTOCOL};
 use btfs_core::Root;
 use futures::channel::{mpsc, oneshot};
@@ -14,7 +16,9 @@ use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, ping, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{
+    identify, noise, ping, request_response, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
 
 use crate::error::ClientError;
 
@@ -28,6 +32,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    hub: request_response::json::Behaviour<HubRequest, HubResponse>,
 }
 
 enum Command {
@@ -35,6 +40,12 @@ enum Command {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    Hub {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: HubRequest,
+        reply: oneshot::Sender<Result<HubResponse, String>>,
     },
 }
 
@@ -67,6 +78,16 @@ fn build(keypair: libp2p::identity::Keypair) -> Result<Swarm<Behaviour>, ClientE
             )),
             ping: ping::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
+            hub: request_response::json::Behaviour::with_codec(
+                request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(hubproto::MAX_REQUEST_BYTES)
+                    .set_response_size_maximum(hubproto::MAX_RESPONSE_BYTES),
+                [(
+                    StreamProtocol::new(hubproto::PROTOCOL),
+                    request_response::ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default().with_request_timeout(CONNECT_TIMEOUT),
+            ),
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -140,6 +161,29 @@ impl Node {
         }
     }
 
+    /// Sends a Hub-protocol request and waits for the answer.
+    pub async fn hub_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: HubRequest,
+    ) -> Result<HubResponse, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .clone()
+            .send(Command::Hub {
+                peer,
+                addrs,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await
+            .map_err(|_| ClientError::Stopped)?
+            .map_err(|reason| ClientError::Hub(format!("cannot reach the Hub {peer}: {reason}")))
+    }
+
     /// Stores a blob on `peer`.
     pub async fn put(&self, peer: PeerId, root: Root, blob: &[u8]) -> Result<(), ClientError> {
         let head = RequestHead {
@@ -168,6 +212,10 @@ impl Node {
 
 async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
     let mut dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
+    let mut hub_pending: HashMap<
+        request_response::OutboundRequestId,
+        oneshot::Sender<Result<HubResponse, String>>,
+    > = HashMap::new();
     loop {
         futures::select! {
             cmd = commands.next() => match cmd {
@@ -191,6 +239,10 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                         }
                     }
                 }
+                Some(Command::Hub { peer, addrs, request, reply }) => {
+                    let id = swarm.behaviour_mut().hub.send_request_with_addresses(&peer, request, addrs);
+                    hub_pending.insert(id, reply);
+                }
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
@@ -205,6 +257,22 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                         let _ = r.send(Err(error.to_string()));
                     }
                 }
+                SwarmEvent::Behaviour(BehaviourEvent::Hub(event)) => match event {
+                    request_response::Event::Message {
+                        message: request_response::Message::Response { request_id, response },
+                        ..
+                    } => {
+                        if let Some(r) = hub_pending.remove(&request_id) {
+                            let _ = r.send(Ok(response));
+                        }
+                    }
+                    request_response::Event::OutboundFailure { request_id, error, .. } => {
+                        if let Some(r) = hub_pending.remove(&request_id) {
+                            let _ = r.send(Err(error.to_string()));
+                        }
+                    }
+                    _ => {}
+                },
                 _ => {}
             },
         }

@@ -4,6 +4,7 @@
 //! Memory: one slab in flight (30 MiB at the default 1 MiB shards) plus one 1 MiB read; a `File`
 //! is read with `Blob.slice`, never whole.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -19,8 +20,9 @@ use libp2p::{Multiaddr, PeerId};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::error::{from_js, ClientError};
-use crate::network::BrowserHost;
+use crate::network::{self, BrowserHost, TransportChoice};
 use crate::node::Node;
+use btfs_core::hub::{check_recommendation, HubRequest, HubResponse, RecommendRequest};
 
 const READ_CHUNK: f64 = (1 << 20) as f64;
 const PARALLEL_DIALS: usize = 16;
@@ -35,8 +37,13 @@ pub struct Host {
 /// The client state shared by every call.
 pub struct Client {
     pub node: Node,
-    pub hosts: Vec<Host>,
-    bad: std::cell::RefCell<HashSet<usize>>,
+    /// Known hosts; append-only, so indices stay valid (borrowed only briefly, never across
+    /// an await).
+    hosts: RefCell<Vec<Host>>,
+    /// The network's Hub, if it has one.
+    hub: Option<Host>,
+    choice: TransportChoice,
+    bad: RefCell<HashSet<usize>>,
 }
 
 /// Where one slab's shards went: (root, host index) per shard.
@@ -47,64 +54,173 @@ type SlabUpload<'a> = futures::future::LocalBoxFuture<'a, Result<Placed, ClientE
 /// Reports progress as (done, total) bytes.
 pub type Progress = Rc<dyn Fn(f64, f64)>;
 
+/// Hosts asked of the Hub per upload: 30 per slab plus spares for hosts that fail.
+const UPLOAD_HOSTS: u32 = 45;
+
+fn to_host(h: &BrowserHost) -> Result<Host, ClientError> {
+    let peer: PeerId = h
+        .peer_id
+        .parse()
+        .map_err(|e| ClientError::Js(format!("bad peer id {}: {e}", h.peer_id)))?;
+    let addrs = h
+        .addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .map(|mut a| {
+            if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                a.pop();
+            }
+            a
+        })
+        .collect();
+    Ok(Host { peer, addrs })
+}
+
+fn own_version() -> btfs_core::score::Version {
+    btfs_core::signed::parse_version(env!("CARGO_PKG_VERSION")).unwrap_or((0, 0, 0))
+}
+
 impl Client {
-    pub fn new(node: Node, hosts: &[BrowserHost]) -> Result<Self, ClientError> {
-        let hosts = hosts
-            .iter()
-            .map(|h| {
-                let peer: PeerId = h
-                    .peer_id
-                    .parse()
-                    .map_err(|e| ClientError::Js(format!("bad peer id {}: {e}", h.peer_id)))?;
-                let addrs = h
-                    .addrs
-                    .iter()
-                    .filter_map(|a| a.parse::<Multiaddr>().ok())
-                    .map(|mut a| {
-                        if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
-                            a.pop();
-                        }
-                        a
-                    })
-                    .collect();
-                Ok(Host { peer, addrs })
-            })
-            .collect::<Result<_, ClientError>>()?;
+    pub fn new(
+        node: Node,
+        hosts: &[BrowserHost],
+        hub: Option<&BrowserHost>,
+        choice: TransportChoice,
+    ) -> Result<Self, ClientError> {
+        let hosts = hosts.iter().map(to_host).collect::<Result<_, _>>()?;
         Ok(Self {
             node,
-            hosts,
+            hosts: RefCell::new(hosts),
+            hub: hub.map(to_host).transpose()?,
+            choice,
             bad: Default::default(),
         })
+    }
+
+    /// Number of known hosts.
+    pub fn host_count(&self) -> usize {
+        self.hosts.borrow().len()
+    }
+
+    fn host(&self, i: usize) -> (PeerId, Vec<Multiaddr>) {
+        let h = &self.hosts.borrow()[i];
+        (h.peer, h.addrs.clone())
+    }
+
+    /// Adds (or finds) a host by peer id with its browser-dialable addresses.
+    fn add_host(&self, peer_id: &str, addrs: &[String]) -> Option<usize> {
+        let addrs = network::browser_addrs(addrs, self.choice);
+        let host = to_host(&BrowserHost {
+            peer_id: peer_id.into(),
+            addrs,
+        })
+        .ok()?;
+        let mut hosts = self.hosts.borrow_mut();
+        if let Some(i) = hosts.iter().position(|h| h.peer == host.peer) {
+            return Some(i);
+        }
+        if host.addrs.is_empty() {
+            return None;
+        }
+        hosts.push(host);
+        Some(hosts.len() - 1)
+    }
+
+    async fn ask_hub(&self, request: HubRequest) -> Result<HubResponse, ClientError> {
+        let Some(hub) = &self.hub else {
+            return Err(ClientError::Hub("this network has no Hub".into()));
+        };
+        match self
+            .node
+            .hub_request(hub.peer, hub.addrs.clone(), request)
+            .await?
+        {
+            HubResponse::Error { message } => Err(ClientError::Hub(message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Learns every host the Hub lists whose signed ad verifies.
+    pub async fn refresh_from_hub(&self) -> Result<(), ClientError> {
+        let limit = btfs_core::hub::MAX_COUNT;
+        let HubResponse::Hosts(list) = self.ask_hub(HubRequest::Hosts { limit }).await? else {
+            return Err(ClientError::Hub("unexpected answer to Hosts".into()));
+        };
+        for h in list {
+            let ok =
+                h.ad.verify::<btfs_core::signed::HostAd>()
+                    .is_ok_and(|v| v.peer.to_base58() == h.peer_id && v.body.addrs == h.addrs);
+            if ok {
+                self.add_host(&h.peer_id, &h.addrs);
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the Hub for upload hosts, checks its answer, returns their indices (best first).
+    async fn recommend(&self, layout: &Layout) -> Result<Vec<usize>, ClientError> {
+        let shard = layout
+            .slabs()
+            .map(|s| u64::from(s.shard_size))
+            .max()
+            .unwrap_or(64);
+        let shards = (layout.slab_count() + 1) * TOTAL_SHARDS as u64;
+        let req = RecommendRequest {
+            count: UPLOAD_HOSTS,
+            shard_size: shard,
+            shards_per_host: shards.div_ceil(u64::from(UPLOAD_HOSTS)),
+            duration_days: 30,
+            prefs: Default::default(),
+        };
+        let HubResponse::Recommendation(rec) =
+            self.ask_hub(HubRequest::Recommend(req.clone())).await?
+        else {
+            return Err(ClientError::Hub("unexpected answer to Recommend".into()));
+        };
+        let checked = check_recommendation(&rec, &req, own_version(), TOTAL_SHARDS)
+            .map_err(ClientError::Hub)?;
+        let picked: Vec<usize> = checked
+            .iter()
+            .filter_map(|h| self.add_host(&h.peer_id, &h.addrs))
+            .collect();
+        if picked.len() < TOTAL_SHARDS {
+            return Err(ClientError::Hub(format!(
+                "only {} of the {} recommended hosts offer an address this browser can dial; hosts must listen on WebSocket or WebRTC-direct",
+                picked.len(),
+                checked.len()
+            )));
+        }
+        Ok(picked)
     }
 
     /// Connects to host `i`: its WebSocket addresses first, WebRTC-direct only if those fail
     /// (dialing both at once would let the slower transport win the race).
     async fn connect(&self, i: usize) -> Result<PeerId, ClientError> {
-        let h = &self.hosts[i];
+        let (peer, addrs) = self.host(i);
         let is_rtc = |a: &Multiaddr| {
             a.iter()
                 .any(|p| matches!(p, libp2p::multiaddr::Protocol::WebRTCDirect))
         };
-        let (rtc, ws): (Vec<Multiaddr>, Vec<Multiaddr>) = h.addrs.iter().cloned().partition(is_rtc);
+        let (rtc, ws): (Vec<Multiaddr>, Vec<Multiaddr>) = addrs.into_iter().partition(is_rtc);
         let mut last = ClientError::Dial {
-            peer: h.peer.to_string(),
+            peer: peer.to_string(),
             reason: "no dialable address".into(),
         };
         for group in [ws, rtc] {
             if group.is_empty() {
                 continue;
             }
-            match self.node.connect(h.peer, group).await {
-                Ok(()) => return Ok(h.peer),
+            match self.node.connect(peer, group).await {
+                Ok(()) => return Ok(peer),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    /// Indices of the hosts that answered, and the first dial error seen (for error messages).
-    async fn reachable(&self) -> (Vec<usize>, String) {
-        let results: Vec<Result<usize, ClientError>> = futures::stream::iter(0..self.hosts.len())
+    /// Indices among `candidates` of the hosts that answered, and the first dial error seen.
+    async fn reachable(&self, candidates: Vec<usize>) -> (Vec<usize>, String) {
+        let results: Vec<Result<usize, ClientError>> = futures::stream::iter(candidates)
             .map(|i| async move { self.connect(i).await.map(|_| i) })
             .buffer_unordered(PARALLEL_DIALS)
             .collect()
@@ -113,8 +229,7 @@ impl Client {
             .iter()
             .find_map(|r| r.as_ref().err().map(ToString::to_string))
             .unwrap_or_default();
-        let mut ok: Vec<usize> = results.into_iter().filter_map(Result::ok).collect();
-        ok.sort_unstable();
+        let ok: Vec<usize> = results.into_iter().filter_map(Result::ok).collect();
         (ok, first_error)
     }
 
@@ -165,7 +280,7 @@ impl Client {
         if placed.iter().any(Option::is_none) {
             return Err(ClientError::TooFewHosts {
                 reachable: n - self.bad.borrow().len().min(n),
-                total: self.hosts.len(),
+                total: self.host_count(),
                 first_error: "puts failed on every remaining host".into(),
             });
         }
@@ -182,17 +297,20 @@ impl Client {
     ) -> Result<String, ClientError> {
         let size = blob.size();
         let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
-        let (reachable, first_error) = self.reachable().await;
+        let candidates = match self.hub {
+            Some(_) => self.recommend(&layout).await?,
+            None => (0..self.host_count()).collect(),
+        };
+        let total = candidates.len();
+        let (mut reachable, first_error) = self.reachable(candidates).await;
+        reachable.sort_unstable();
         if reachable.is_empty() {
-            return Err(ClientError::Unreachable {
-                total: self.hosts.len(),
-                first_error,
-            });
+            return Err(ClientError::Unreachable { total, first_error });
         }
         if reachable.len() < TOTAL_SHARDS {
             return Err(ClientError::TooFewHosts {
                 reachable: reachable.len(),
-                total: self.hosts.len(),
+                total,
                 first_error,
             });
         }
@@ -251,10 +369,7 @@ impl Client {
         enc.finish()?;
 
         let (table, records) = btfs_core::placement::records(&placed)?;
-        let host_ids = table
-            .iter()
-            .map(|&i| self.hosts[i].peer.to_bytes())
-            .collect();
+        let host_ids = table.iter().map(|&i| self.host(i).0.to_bytes()).collect();
         let manifest = Manifest::new(
             layout,
             &key,
@@ -279,7 +394,7 @@ impl Client {
 
     /// Finds and verifies a manifest by asking hosts.
     pub async fn fetch_manifest(&self, id: Root) -> Result<Manifest, ClientError> {
-        let n = self.hosts.len();
+        let n = self.host_count();
         let mut unreachable = 0;
         let mut asks = futures::stream::iter(0..n)
             .map(|i| async move {
@@ -384,11 +499,19 @@ impl Client {
     pub async fn open(self: &Rc<Self>, link: &Link) -> Result<Download, ClientError> {
         let manifest = self.fetch_manifest(link.manifest_id).await?;
         let decoder = Decoder::new(&manifest, &link.key)?;
-        let host_map = manifest
-            .hosts()
-            .iter()
-            .map(|id| self.hosts.iter().position(|h| h.peer.to_bytes() == *id))
-            .collect();
+        let map = |hosts: &[Host]| -> Vec<Option<usize>> {
+            manifest
+                .hosts()
+                .iter()
+                .map(|id| hosts.iter().position(|h| h.peer.to_bytes() == *id))
+                .collect()
+        };
+        let mut host_map = map(&self.hosts.borrow());
+        if self.hub.is_some() && host_map.iter().any(Option::is_none) {
+            // Some holders are not known yet: the Hub knows every registered host.
+            self.refresh_from_hub().await?;
+            host_map = map(&self.hosts.borrow());
+        }
         Ok(Download {
             client: self.clone(),
             manifest,

@@ -7,7 +7,7 @@
 //! 10-of-30).
 //!
 //! Engine: on wasm32 built with `simd128` (the workspace's `.cargo/config.toml` enables it) the
-//! work runs on [`crate::simd128`]'s engine, elsewhere on the library's runtime-selected default
+//! work runs on the `simd128` module's engine, elsewhere on the library's runtime-selected default
 //! (AVX2, SSSE3, Neon, or its portable engine). Every engine produces the same bytes.
 
 use reed_solomon_simd::engine::Engine;

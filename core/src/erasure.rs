@@ -5,8 +5,13 @@
 //! (its working set then stays in L2), so both directions walk the shards in [`STRIPE`]-byte
 //! columns and reuse one encoder/decoder. Non-goals: other shard counts (the whole network uses
 //! 10-of-30).
+//!
+//! Engine: on wasm32 built with `simd128` (the workspace's `.cargo/config.toml` enables it) the
+//! work runs on the `simd128` module's engine, elsewhere on the library's runtime-selected default
+//! (AVX2, SSSE3, Neon, or its portable engine). Every engine produces the same bytes.
 
-use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+use reed_solomon_simd::engine::Engine;
+use reed_solomon_simd::rate::{DefaultRateDecoder, DefaultRateEncoder, RateDecoder, RateEncoder};
 use thiserror::Error;
 
 use crate::layout::{DATA_SHARDS, PARITY_SHARDS, TOTAL_SHARDS};
@@ -43,8 +48,24 @@ fn lib(e: reed_solomon_simd::Error) -> ErasureError {
     ErasureError::Library(e.to_string())
 }
 
+/// The engine [`encode`] and [`decode`] use.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+type BestEngine = crate::simd128::Simd128;
+/// The engine [`encode`] and [`decode`] use.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+type BestEngine = reed_solomon_simd::engine::DefaultEngine;
+
 /// Computes the 20 parity shards of `data` (10 shards of `shard_size` bytes, back to back).
 pub fn encode(data: &[u8], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
+    encode_with::<BestEngine>(data, shard_size)
+}
+
+/// [`encode`] on a chosen reed-solomon-simd [`Engine`]: for comparing engines in tests and
+/// benchmarks. The output does not depend on the engine.
+pub fn encode_with<E: Engine + Default>(
+    data: &[u8],
+    shard_size: usize,
+) -> Result<Vec<u8>, ErasureError> {
     if data.len() != DATA_SHARDS * shard_size {
         return Err(ErasureError::ShardLen {
             index: 0,
@@ -53,7 +74,7 @@ pub fn encode(data: &[u8], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
         });
     }
     let mut parity = vec![0u8; PARITY_SHARDS * shard_size];
-    let mut encoder: Option<ReedSolomonEncoder> = None;
+    let mut encoder: Option<DefaultRateEncoder<E>> = None;
     let mut off = 0;
     while off < shard_size {
         let len = STRIPE.min(shard_size - off);
@@ -62,8 +83,10 @@ pub fn encode(data: &[u8], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
                 enc.reset(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?;
                 enc
             }
-            None => encoder
-                .insert(ReedSolomonEncoder::new(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?),
+            None => encoder.insert(
+                DefaultRateEncoder::new(DATA_SHARDS, PARITY_SHARDS, len, E::default(), None)
+                    .map_err(lib)?,
+            ),
         };
         for k in 0..DATA_SHARDS {
             let start = k * shard_size + off;
@@ -85,6 +108,15 @@ pub fn encode(data: &[u8], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
 /// `shards[i]` is shard `i` (0..10 data, 10..30 parity) if available. When all data shards are
 /// present this is a copy; otherwise only the missing data shards are computed.
 pub fn decode(shards: &[Option<&[u8]>], shard_size: usize) -> Result<Vec<u8>, ErasureError> {
+    decode_with::<BestEngine>(shards, shard_size)
+}
+
+/// [`decode`] on a chosen reed-solomon-simd [`Engine`]: for comparing engines in tests and
+/// benchmarks. The output does not depend on the engine.
+pub fn decode_with<E: Engine + Default>(
+    shards: &[Option<&[u8]>],
+    shard_size: usize,
+) -> Result<Vec<u8>, ErasureError> {
     let have = shards
         .iter()
         .take(TOTAL_SHARDS)
@@ -121,7 +153,7 @@ pub fn decode(shards: &[Option<&[u8]>], shard_size: usize) -> Result<Vec<u8>, Er
         .filter_map(|(j, s)| s.map(|s| (j, s)))
         .take(missing)
         .collect();
-    let mut decoder: Option<ReedSolomonDecoder> = None;
+    let mut decoder: Option<DefaultRateDecoder<E>> = None;
     let mut off = 0;
     while off < shard_size {
         let len = STRIPE.min(shard_size - off);
@@ -130,8 +162,10 @@ pub fn decode(shards: &[Option<&[u8]>], shard_size: usize) -> Result<Vec<u8>, Er
                 dec.reset(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?;
                 dec
             }
-            None => decoder
-                .insert(ReedSolomonDecoder::new(DATA_SHARDS, PARITY_SHARDS, len).map_err(lib)?),
+            None => decoder.insert(
+                DefaultRateDecoder::new(DATA_SHARDS, PARITY_SHARDS, len, E::default(), None)
+                    .map_err(lib)?,
+            ),
         };
         for (k, s) in shards[..DATA_SHARDS].iter().enumerate() {
             if let Some(s) = s {
@@ -185,6 +219,31 @@ mod tests {
             }
             assert_eq!(decode(&avail, s).unwrap(), data, "window {start}");
         }
+    }
+
+    /// The parity of a fixed slab, pinned: the native default engine (AVX2/SSSE3/Neon), the
+    /// portable engine and, in the wasm test run, the `simd128` engine must all produce it.
+    #[test]
+    fn parity_is_pinned_on_every_engine_and_target() {
+        // Two stripes, the second short; pseudo-random bytes (xorshift64).
+        let s = STRIPE + 192;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..DATA_SHARDS * s)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let parity = encode(&data, s).unwrap();
+        assert_eq!(parity.len(), PARITY_SHARDS * s);
+        assert_eq!(
+            blake3::hash(&parity).to_hex().as_str(),
+            "0771db17a849589c2d898ace053a08132ba51afb404c0cdc1eeaf316fc00be88"
+        );
+        let portable = encode_with::<reed_solomon_simd::engine::NoSimd>(&data, s).unwrap();
+        assert!(portable == parity, "portable engine differs");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub mod protocol;
 pub mod root;
 pub mod score;
 pub mod signed;
+#[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), test))]
+pub mod simd128;
 
 pub use crypto::ObjectKey;
 pub use decoder::{DecodeError, Decoder};

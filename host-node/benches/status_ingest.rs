@@ -74,6 +74,24 @@ fn row(name: &str, n: usize, d: Duration) {
     );
 }
 
+/// The floor: ed25519 verification alone (same key count and message size, no decoding).
+fn ed25519_alone(wires: &[Vec<u8>]) {
+    let n = wires.len().min(20_000);
+    let signed: Vec<(ed25519::PublicKey, Vec<u8>, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let k = ed25519::Keypair::generate();
+            let msg = wires[i].clone();
+            let sig = k.sign(&msg);
+            (k.public(), msg, sig)
+        })
+        .collect();
+    let t = Instant::now();
+    for (pk, msg, sig) in &signed {
+        assert!(pk.verify(msg, sig));
+    }
+    row("ed25519 signature check alone (floor)", n, t.elapsed());
+}
+
 fn in_process(wires: &[Vec<u8>]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = StatusDb::open(dir.path(), 1_440).expect("db");
@@ -247,6 +265,7 @@ fn main() {
         "path", "reports", "secs", "reports/s"
     );
     println!("|{:-<54}|{:->9}|{:->10}|{:->14}|", "", "", "", "");
+    ed25519_alone(&wires);
     in_process(&wires);
     over_http(http_wires);
 }

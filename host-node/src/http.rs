@@ -422,6 +422,8 @@ impl HttpUrl {
 pub struct ClientResponse {
     /// Status code.
     pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
 }
@@ -490,6 +492,7 @@ async fn request_inner(
             .await
             .map_err(|e| connect(e.to_string()))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let body = Limited::new(resp.into_body(), max_response)
             .collect()
             .await
@@ -504,7 +507,11 @@ async fn request_inner(
                 }
             })?
             .to_bytes();
-        Ok(ClientResponse { status, body })
+        Ok(ClientResponse {
+            status,
+            headers,
+            body,
+        })
     }
     .await;
     driver.abort();

@@ -84,6 +84,13 @@ async fn accepted_report_shows_in_status_metrics_and_page() {
         (peer(&k).as_str(), 1)
     );
 
+    let url = HttpUrl::parse(&svc.url())
+        .unwrap()
+        .join(status::STATUS_PATH);
+    let r = http::request(Method::GET, &url, None, Duration::from_secs(10), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
     let net = status::fetch(&svc.url()).await.unwrap();
     assert_eq!((net.totals.hosts, net.totals.online), (1, 1));
     assert_eq!(net.totals.capacity_bytes, 1 << 30);
@@ -206,9 +213,23 @@ async fn reports_faster_than_the_minimum_interval_get_429() {
         post(&svc.url(), wire(&report(&k, now), &k)).await.0,
         StatusCode::ACCEPTED
     );
-    let (code, body) = post(&svc.url(), wire(&report(&k, now + 1), &k)).await;
-    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let url = HttpUrl::parse(&svc.url())
+        .unwrap()
+        .join(status::REPORTS_PATH);
+    let r = http::request(
+        Method::POST,
+        &url,
+        Some(wire(&report(&k, now + 1), &k)),
+        Duration::from_secs(10),
+        1 << 16,
+    )
+    .await
+    .unwrap();
+    let body = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(body.contains("too many reports"), "{body}");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((29..=30).contains(&retry), "{retry}");
     // Another peer is not affected.
     let k2 = key(2);
     assert_eq!(
@@ -255,6 +276,8 @@ async fn a_restart_on_the_same_dir_keeps_reports_and_history() {
         post(&svc.url(), wire(&report(&k, now + 200), &k)).await.0,
         StatusCode::ACCEPTED
     );
+    svc.flush().await;
+    assert_eq!(svc.reader().history(&peer(&k)).unwrap().len(), 2);
     svc.shutdown().await;
 
     let svc = start(dir.path()).await;
@@ -391,5 +414,33 @@ async fn many_connections_at_once_are_served_within_the_limit() {
         assert_eq!(t.await.unwrap(), StatusCode::ACCEPTED);
     }
     assert_eq!(status::fetch(&svc.url()).await.unwrap().totals.hosts, 50);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StatusOptions {
+        http: http::ServerOptions {
+            header_timeout: Duration::from_millis(200),
+            ..http::ServerOptions::default()
+        },
+        ..StatusOptions::for_tests()
+    };
+    let svc = status::start(dir.path(), any_port(), opts, CancellationToken::new())
+        .await
+        .unwrap();
+    // Half a request head, then silence.
+    let mut s = tokio::net::TcpStream::connect(svc.http_addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET / HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server should close a connection that stalls"
+    );
     svc.shutdown().await;
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hyper::{Method, StatusCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ingest::{self, Ingest, Limits, Rejection};
@@ -24,14 +24,27 @@ use super::{
 };
 use crate::http::{self, Request, Response};
 
+enum ToWriter {
+    Write(Write),
+    Flush(oneshot::Sender<()>),
+}
+
 struct Shared {
     ingest: Mutex<Ingest>,
+    writes: mpsc::Sender<ToWriter>,
     db: Arc<StatusDb>,
     opts: StatusOptions,
     counters: IngestCounters,
 }
 
 impl Shared {
+    async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(ToWriter::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     fn ingest(&self) -> MutexGuard<'_, Ingest> {
         self.ingest.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -77,6 +90,12 @@ impl StatusReader {
         self.shared.network(offset, limit)
     }
 
+    /// Waits until every report accepted so far is committed to the database (history reads
+    /// see committed reports only). Returns at once if the service is stopping.
+    pub async fn flush(&self) {
+        self.shared.flush().await;
+    }
+
     /// A host's stored history, oldest first (reads the database; blocking but short).
     pub fn history(&self, peer_id: &str) -> Result<Vec<Sample>, StatusError> {
         Ok(self.shared.db.history(peer_id)?)
@@ -113,6 +132,11 @@ impl StatusHandle {
         self.reader.latest()
     }
 
+    /// Waits until every report accepted so far is committed to the database.
+    pub async fn flush(&self) {
+        self.reader.flush().await;
+    }
+
     /// Stops serving, commits every accepted report and waits.
     pub async fn shutdown(self) {
         self.cancel.cancel();
@@ -127,7 +151,6 @@ impl StatusHandle {
 
 struct Ctx {
     shared: Arc<Shared>,
-    writes: mpsc::Sender<Write>,
 }
 
 /// Opens `dir/status.redb` (creating it), loads the stored reports and serves the HTTP API on
@@ -165,17 +188,17 @@ pub async fn start(
         Ok(r) => r?,
         Err(e) => return Err(StatusError::Task(e.to_string())),
     };
+    let (writes, rx) = mpsc::channel(opts.write_queue.max(1));
     let shared = Arc::new(Shared {
         ingest: Mutex::new(ingest),
+        writes,
         db: Arc::new(db),
         opts: opts.clone(),
         counters: IngestCounters::default(),
     });
-    let (writes, rx) = mpsc::channel(opts.write_queue.max(1));
     let cancel = cancel.child_token();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
-        writes,
     });
     let server = http::serve(
         listen,
@@ -209,7 +232,7 @@ pub async fn start(
 
 async fn write_loop(
     db: Arc<StatusDb>,
-    mut rx: mpsc::Receiver<Write>,
+    mut rx: mpsc::Receiver<ToWriter>,
     batch_max: usize,
     stop: CancellationToken,
 ) {
@@ -228,20 +251,32 @@ async fn write_loop(
                 }
             }
         };
-        let Some(first) = first else { break };
+        let Some(mut next) = first else { break };
         let mut batch = Vec::with_capacity(batch_max.min(1024));
-        batch.push(first);
-        while batch.len() < batch_max {
+        let mut flushed = Vec::new();
+        loop {
+            match next {
+                ToWriter::Write(w) => batch.push(w),
+                ToWriter::Flush(ack) => flushed.push(ack),
+            }
+            if batch.len() >= batch_max {
+                break;
+            }
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(m) => next = m,
                 Err(_) => break,
             }
         }
         let (db, n) = (db.clone(), batch.len());
-        match tokio::task::spawn_blocking(move || db.write(&batch)).await {
-            Ok(Ok(())) => tracing::trace!(n, "status reports committed"),
-            Ok(Err(e)) => tracing::error!(%e, n, "cannot save status reports"),
-            Err(e) => tracing::error!(%e, n, "status writer task failed"),
+        if n > 0 {
+            match tokio::task::spawn_blocking(move || db.write(&batch)).await {
+                Ok(Ok(())) => tracing::trace!(n, "status reports committed"),
+                Ok(Err(e)) => tracing::error!(%e, n, "cannot save status reports"),
+                Err(e) => tracing::error!(%e, n, "status writer task failed"),
+            }
+        }
+        for ack in flushed {
+            let _ = ack.send(());
         }
     }
 }
@@ -255,16 +290,27 @@ fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 async fn route(ctx: Arc<Ctx>, req: Request) -> Response {
+    let get = req.method == Method::GET;
+    let resp = dispatch(&ctx, &req).await;
+    if get {
+        // Read-only data: web pages on other origins (the devnet's dApp) may read it.
+        resp.with_header("access-control-allow-origin", "*".into())
+    } else {
+        resp
+    }
+}
+
+async fn dispatch(ctx: &Ctx, req: &Request) -> Response {
     let path = req.path.as_str();
     let get = req.method == Method::GET;
     match path {
-        REPORTS_PATH if req.method == Method::POST => post_report(&ctx, &req.body).await,
+        REPORTS_PATH if req.method == Method::POST => post_report(ctx, &req.body).await,
         REPORTS_PATH => method_not_allowed("POST"),
         STATUS_PATH | "/metrics" | "/" if !get => method_not_allowed("GET"),
         STATUS_PATH => {
             let max = ctx.shared.opts.list_limit;
-            let offset = param(&req, "offset").unwrap_or(0);
-            let limit = param(&req, "limit").unwrap_or(max).min(max);
+            let offset = param(req, "offset").unwrap_or(0);
+            let limit = param(req, "limit").unwrap_or(max).min(max);
             Response::json(StatusCode::OK, &ctx.shared.network(offset, limit))
         }
         "/metrics" => {
@@ -284,7 +330,7 @@ async fn route(ctx: Arc<Ctx>, req: Request) -> Response {
         }
         _ => match path.strip_prefix(HOSTS_PATH) {
             Some(_) if !get => method_not_allowed("GET"),
-            Some(peer) => host_detail(&ctx, peer).await,
+            Some(peer) => host_detail(ctx, peer).await,
             None => Response::error(
                 StatusCode::NOT_FOUND,
                 &format!(
@@ -310,6 +356,8 @@ async fn host_detail(ctx: &Ctx, peer: &str) -> Response {
     let Some(host) = ctx.shared.ingest().get(peer, now_ms()) else {
         return not_found();
     };
+    // So the history includes the latest report.
+    ctx.shared.flush().await;
     let (db, peer) = (ctx.shared.db.clone(), peer.to_string());
     match tokio::task::spawn_blocking(move || db.history(&peer)).await {
         Ok(Ok(history)) => Response::json(StatusCode::OK, &HostDetail { host, history }),
@@ -347,7 +395,13 @@ async fn post_report(ctx: &Ctx, body: &[u8]) -> Response {
         record: accepted.record,
         sample: accepted.sample,
     };
-    if ctx.writes.send(write).await.is_err() {
+    if ctx
+        .shared
+        .writes
+        .send(ToWriter::Write(write))
+        .await
+        .is_err()
+    {
         return reject(ctx, Rejection::ShuttingDown);
     }
     ctx.shared.counters.accepted.inc();

@@ -4,7 +4,9 @@
 //! Tables:
 //! - `peers_v1`: key = peer id (base58 text), value = [`PeerRecord`] as JSON (the signed report
 //!   as received; re-verified on load).
-//! - `history_v1`: key = (peer id, slot), value = [`Sample`] as JSON. The slot is
+//! - `history_v1`: key = (peer id, slot), value = a [`Sample`] as 64 bytes: eight little-endian
+//!   u64 in field order (`issued_at_ms`, `received_ms`, `uptime_secs`, `capacity_bytes`,
+//!   `used_bytes`, `shards_held`, `requests_served`, `requests_failed`). The slot is
 //!   `(report number − 1) mod history_len`, so each peer's history is a ring of at most
 //!   `history_len` samples that never needs deleting.
 //!
@@ -93,10 +95,8 @@ impl StatusDb {
                     .map_err(|e| self.err(e))?;
                 let slot =
                     (w.record.reports.saturating_sub(1) % u64::from(self.history_len)) as u32;
-                buf.clear();
-                serde_json::to_writer(&mut buf, &w.sample).map_err(|e| self.err(e))?;
                 history
-                    .insert((peer, slot), buf.as_slice())
+                    .insert((peer, slot), encode_sample(&w.sample).as_slice())
                     .map_err(|e| self.err(e))?;
             }
         }
@@ -128,7 +128,7 @@ impl StatusDb {
             .map_err(|e| self.err(e))?
         {
             let (_, v) = row.map_err(|e| self.err(e))?;
-            if let Ok(s) = serde_json::from_slice::<Sample>(v.value()) {
+            if let Some(s) = decode_sample(v.value()) {
                 out.push(s);
             }
         }
@@ -137,6 +137,46 @@ impl StatusDb {
         out.drain(..excess);
         Ok(out)
     }
+}
+
+const SAMPLE_LEN: usize = 64;
+
+fn encode_sample(s: &Sample) -> [u8; SAMPLE_LEN] {
+    let fields = [
+        s.issued_at_ms,
+        s.received_ms,
+        s.uptime_secs,
+        s.capacity_bytes,
+        s.used_bytes,
+        s.shards_held,
+        s.requests_served,
+        s.requests_failed,
+    ];
+    let mut out = [0u8; SAMPLE_LEN];
+    for (chunk, f) in out.chunks_exact_mut(8).zip(fields) {
+        chunk.copy_from_slice(&f.to_le_bytes());
+    }
+    out
+}
+
+fn decode_sample(b: &[u8]) -> Option<Sample> {
+    if b.len() != SAMPLE_LEN {
+        return None;
+    }
+    let mut f = [0u64; 8];
+    for (v, chunk) in f.iter_mut().zip(b.chunks_exact(8)) {
+        *v = u64::from_le_bytes(chunk.try_into().ok()?);
+    }
+    Some(Sample {
+        issued_at_ms: f[0],
+        received_ms: f[1],
+        uptime_secs: f[2],
+        capacity_bytes: f[3],
+        used_bytes: f[4],
+        shards_held: f[5],
+        requests_served: f[6],
+        requests_failed: f[7],
+    })
 }
 
 #[cfg(test)]
@@ -169,6 +209,25 @@ mod tests {
                 requests_failed: 0,
             },
         }
+    }
+
+    #[test]
+    fn sample_encoding_is_pinned() {
+        let s = Sample {
+            issued_at_ms: 1,
+            received_ms: 2,
+            uptime_secs: 3,
+            capacity_bytes: 4,
+            used_bytes: 5,
+            shards_held: 6,
+            requests_served: 7,
+            requests_failed: 0x0102_0304_0506_0708,
+        };
+        let b = encode_sample(&s);
+        assert_eq!(&b[..16], &[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[56..], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(decode_sample(&b), Some(s));
+        assert_eq!(decode_sample(&b[..63]), None);
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
         hosts: opts.hosts,
         dir: opts.dir.join("devnet"),
         quota: "64GiB".into(),
+        ..DevnetOptions::default()
     };
     let _ = std::fs::remove_dir_all(&dev.dir);
     let (children, network) = devnet::start(&dev).await?;

@@ -105,6 +105,14 @@ pub struct HostConfig {
     pub region: Option<String>,
     /// Longest time between two announcements, in seconds.
     pub announce_interval_secs: u64,
+    /// Status server to push signed reports to (base URL, e.g. `http://127.0.0.1:4004`).
+    pub status_url: Option<String>,
+    /// Time between two status reports, in seconds.
+    pub report_interval_secs: u64,
+    /// Serve this node's Prometheus `/metrics` over HTTP on `listen_ip`.
+    pub metrics: bool,
+    /// Port of `/metrics` (0 = any free port, reused on restart).
+    pub metrics_port: u16,
 }
 
 impl Default for HostConfig {
@@ -124,6 +132,10 @@ impl Default for HostConfig {
             price_per_gib_month: 100,
             region: None,
             announce_interval_secs: 300,
+            status_url: None,
+            report_interval_secs: 60,
+            metrics: true,
+            metrics_port: 0,
         }
     }
 }
@@ -180,6 +192,18 @@ impl HostConfig {
             return Err(ConfigError::Invalid(
                 "announce_interval_secs must be 1..=86400".into(),
             ));
+        }
+        if !(1..=86_400).contains(&self.report_interval_secs) {
+            return Err(ConfigError::Invalid(
+                "report_interval_secs must be 1..=86400".into(),
+            ));
+        }
+        if let Some(u) = &self.status_url {
+            if !u.starts_with("http://") || u.len() > 256 {
+                return Err(ConfigError::Invalid(format!(
+                    "status_url {u:?} must be an http:// URL such as http://127.0.0.1:4004"
+                )));
+            }
         }
         if self.transports.is_empty() {
             return Err(ConfigError::Invalid(

@@ -7,7 +7,8 @@
 //!
 //! Module map: [`config`] → [`identity`] → [`store`] → [`net`] → [`shard_service`] compose a
 //! host in [`node`]; [`tenant`], [`upload`], [`download`] and [`shard_client`] are the tenant;
-//! [`network_file`] and [`devnet`] describe and run a local network.
+//! [`network_file`] and [`devnet`] describe and run a local network; [`hub`] and [`status`] are
+//! the network services, run together by [`service`] (`btfs service`).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -24,6 +25,7 @@ pub mod inbound;
 pub mod net;
 pub mod network_file;
 pub mod node;
+pub mod service;
 pub mod shard_client;
 pub mod shard_service;
 pub mod status;

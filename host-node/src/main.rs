@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use btfs_core::{Link, Root};
@@ -11,6 +12,7 @@ use btfs_host::config::{HostConfig, Transport};
 use btfs_host::devnet::{self, DevnetOptions};
 use btfs_host::network_file::NetworkFile;
 use btfs_host::node::Node;
+use btfs_host::service::{self, ServiceOptions};
 use btfs_host::tenant::Tenant;
 use btfs_host::upload::UploadOptions;
 use btfs_host::{download, hub, shard_client, upload};
@@ -74,6 +76,23 @@ enum Cmd {
         /// Storage quota per host.
         #[arg(long, default_value = "2GiB")]
         quota: String,
+        /// How often the Hub probes every host, in milliseconds (a dead host leaves
+        /// recommendations within two intervals).
+        #[arg(long, default_value_t = 2000)]
+        probe_interval_ms: u64,
+        /// How often hosts re-announce to the Hub and report to Status, in seconds.
+        #[arg(long, default_value_t = 10)]
+        report_interval_secs: u64,
+    },
+    /// Run the network's service node: the Hub (libp2p) and the Status server (HTTP).
+    Service(ServiceArgs),
+    /// Network health at a glance, from the Status server.
+    Status {
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print the Status server's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure end-to-end upload/download speed on a fresh local devnet, beside disk and
     /// single-stream capacity, and the tenant's peak memory.
@@ -152,6 +171,28 @@ enum ShardCmd {
 }
 
 #[derive(Args)]
+struct ServiceArgs {
+    /// Data directory (identity, hub.redb, status.redb, service.json).
+    #[arg(long, env = "BTFS_DATA_DIR", default_value = "btfs-service")]
+    data_dir: PathBuf,
+    /// IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen_ip: IpAddr,
+    /// Status HTTP port (0 = any free port, reused on restart).
+    #[arg(long, default_value_t = 0)]
+    status_port: u16,
+    /// How often the Hub probes every registered host, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    probe_interval_ms: u64,
+    /// How often hosts are expected to announce and report, in seconds.
+    #[arg(long, default_value_t = 300)]
+    report_interval_secs: u64,
+    /// Most hosts the Hub and Status keep.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_hosts: usize,
+}
+
+#[derive(Args)]
 struct HostArgs {
     /// TOML config file (flags and BTFS_* environment variables override it).
     #[arg(long, env = "BTFS_CONFIG")]
@@ -195,6 +236,18 @@ struct HostArgs {
     /// Re-announce to the Hub at least this often, in seconds.
     #[arg(long, env = "BTFS_ANNOUNCE_INTERVAL_SECS")]
     announce_interval_secs: Option<u64>,
+    /// Status server to push signed reports to (e.g. http://127.0.0.1:4004).
+    #[arg(long, env = "BTFS_STATUS_URL")]
+    status_url: Option<String>,
+    /// Seconds between two status reports.
+    #[arg(long, env = "BTFS_REPORT_INTERVAL_SECS")]
+    report_interval_secs: Option<u64>,
+    /// Port of this node's Prometheus /metrics (0 = any free port, reused on restart).
+    #[arg(long, env = "BTFS_METRICS_PORT")]
+    metrics_port: Option<u16>,
+    /// Do not serve /metrics.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -206,6 +259,39 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
         other => Err(format!(
             "unknown transport {other:?}: use tcp, quic, ws or webrtc"
         )),
+    }
+}
+
+impl ServiceArgs {
+    fn into_options(self) -> Result<ServiceOptions> {
+        if !(100..=3_600_000).contains(&self.probe_interval_ms) {
+            bail!("--probe-interval-ms must be between 100 and 3600000");
+        }
+        if !(1..=86_400).contains(&self.report_interval_secs) {
+            bail!("--report-interval-secs must be between 1 and 86400");
+        }
+        if self.max_hosts == 0 || self.max_hosts > 10_000_000 {
+            bail!("--max-hosts must be between 1 and 10000000");
+        }
+        let report = Duration::from_secs(self.report_interval_secs);
+        Ok(ServiceOptions {
+            data_dir: self.data_dir,
+            listen_ip: self.listen_ip,
+            transports: vec![
+                Transport::Tcp,
+                Transport::Quic,
+                Transport::Ws,
+                Transport::Webrtc,
+            ],
+            hub: hub::service::HubOptions {
+                probe_interval: Duration::from_millis(self.probe_interval_ms),
+                announce_interval: report,
+                max_hosts: self.max_hosts,
+                ..Default::default()
+            },
+            status: service::status_options(report, self.max_hosts),
+            status_port: self.status_port,
+        })
     }
 }
 
@@ -229,8 +315,16 @@ impl HostArgs {
             quota,
             max_inbound_streams,
             price_per_gib_month,
-            announce_interval_secs
+            announce_interval_secs,
+            report_interval_secs,
+            metrics_port
         );
+        if self.status_url.is_some() {
+            c.status_url = self.status_url;
+        }
+        if self.no_metrics {
+            c.metrics = false;
+        }
         if self.hub.is_some() {
             c.hub = self.hub;
         }
@@ -426,9 +520,40 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("wrote {} bytes to {}", report.bytes, output.display());
             }
         }
-        Cmd::Devnet { hosts, dir, quota } => {
+        Cmd::Devnet {
+            hosts,
+            dir,
+            quota,
+            probe_interval_ms,
+            report_interval_secs,
+        } => {
             init_tracing("info");
-            devnet::run(DevnetOptions { hosts, dir, quota }).await?;
+            devnet::run(DevnetOptions {
+                hosts,
+                dir,
+                quota,
+                probe_interval: Duration::from_millis(probe_interval_ms),
+                report_interval_secs,
+            })
+            .await?;
+        }
+        Cmd::Service(args) => {
+            init_tracing("info");
+            let opts = args.into_options()?;
+            let service = service::start(opts).await?;
+            let info = service.info();
+            println!("peer id: {}", info.peer_id);
+            for a in &info.addrs {
+                println!("hub listening on {a}");
+            }
+            println!("status: {}", info.status_http);
+            btfs_host::shutdown_signal().await;
+            tracing::info!("shutting down");
+            service.shutdown().await;
+        }
+        Cmd::Status { net, json } => {
+            init_tracing("warn");
+            status(&net.network, json).await?;
         }
         Cmd::Bench {
             hosts,
@@ -571,6 +696,68 @@ async fn hosts(network: &Path, json: bool, limit: u32) -> Result<()> {
         "{} hosts, {online} online (scores for one 1 MiB shard, no price limit)",
         list.len()
     );
+    Ok(())
+}
+
+/// `btfs status`: the Status server's view of the network.
+async fn status(network: &Path, json: bool) -> Result<()> {
+    let nf = NetworkFile::load(network)?;
+    let Some(url) = nf.status_http(network)? else {
+        bail!(
+            "network file {} names no Status server (services.status.http); start a network with `btfs devnet`",
+            network.display()
+        );
+    };
+    let s = btfs_host::status::fetch(&url)
+        .await
+        .with_context(|| format!("cannot read network status from {url}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let t = &s.totals;
+    let failed_pct = if t.requests_served + t.requests_failed == 0 {
+        0.0
+    } else {
+        100.0 * t.requests_failed as f64 / (t.requests_served + t.requests_failed) as f64
+    };
+    println!("network status from {url}");
+    println!(
+        "  {} hosts, {} online ({} reporting late or gone)",
+        t.hosts,
+        t.online,
+        t.hosts.saturating_sub(t.online)
+    );
+    println!(
+        "  storage: {} used of {} ({:.1}%), {} shards",
+        human_bytes(t.used_bytes),
+        human_bytes(t.capacity_bytes),
+        if t.capacity_bytes == 0 {
+            0.0
+        } else {
+            100.0 * t.used_bytes as f64 / t.capacity_bytes as f64
+        },
+        t.shards_held
+    );
+    println!(
+        "  requests: {} served, {} failed ({failed_pct:.2}%)",
+        t.requests_served, t.requests_failed
+    );
+    let late: Vec<_> = s.hosts.iter().filter(|h| !h.online).collect();
+    for h in late.iter().take(10) {
+        let ago = s.generated_at_ms.saturating_sub(h.last_seen_ms) / 1000;
+        println!("  offline: {} (last report {ago} s ago)", h.peer_id);
+    }
+    if late.len() > 10 {
+        println!("  … and {} more offline", late.len() - 10);
+    }
+    if s.hosts_total > s.hosts.len() as u64 {
+        println!(
+            "  (showing {} of {} hosts; --json for the list)",
+            s.hosts.len(),
+            s.hosts_total
+        );
+    }
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Written by `btfs devnet`; read by the CLI (`--network`) and, later, by the browser client.
 //! When `services.hub` is present, uploads ask the Hub which hosts to use (`Recommend`) and
-//! downloads also look hosts up there; otherwise tenants use `hosts` directly.
+//! downloads also look hosts up there; otherwise tenants use `hosts` directly. The Hub's `addrs`
+//! include WebSocket and WebRTC-direct addresses so browsers can reach it too.
+//! `services.status.http` is the base URL of the Status server's HTTP API (`btfs status`).
 //!
 //! ```json
 //! {
@@ -12,7 +14,8 @@
 //!       "addrs": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW...", "..."] }
 //!   ],
 //!   "services": {
-//!     "hub": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW...", "..."] }
+//!     "hub": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW...", "..."] },
+//!     "status": { "http": "http://127.0.0.1:40104" }
 //!   }
 //! }
 //! ```
@@ -172,6 +175,28 @@ impl NetworkFile {
             return Err(entry("no TCP or QUIC address".into()));
         }
         Ok(Some(HubAddr { peer, addrs }))
+    }
+
+    /// The Status server's base URL (`services.status.http`), if the network has one.
+    pub fn status_http(&self, path: &Path) -> Result<Option<String>, NetworkFileError> {
+        let Some(status) = self.services.get("status") else {
+            return Ok(None);
+        };
+        let url = status.get("http").and_then(|v| v.as_str()).ok_or_else(|| {
+            NetworkFileError::Service {
+                path: path.into(),
+                service: "status",
+                why: "missing http (the Status server's base URL)".into(),
+            }
+        })?;
+        if !url.starts_with("http://") {
+            return Err(NetworkFileError::Service {
+                path: path.into(),
+                service: "status",
+                why: format!("http {url:?} is not an http:// URL"),
+            });
+        }
+        Ok(Some(url.to_string()))
     }
 
     /// Parsed hosts; fails on the first malformed entry, naming it.

@@ -1,5 +1,6 @@
 //! The host node's composition root: identity → store → network → shard service → Hub
-//! announcements (when a Hub is configured).
+//! announcements (when a Hub is configured) → Status reports (when a Status URL is configured)
+//! → its own Prometheus `/metrics` (unless disabled).
 //!
 //! [`Node::spawn`] starts everything in dependency order under one cancellation token and
 //! returns a [`NodeHandle`] with the peer id and listen addresses; `shutdown` cancels and waits.
@@ -9,10 +10,12 @@
 //! `node.json` (written once the node listens; read by `btfs devnet` and operators' scripts):
 //! ```json
 //! { "peer_id": "12D3KooW...", "pid": 4242, "addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3..."],
-//!   "ports": { "tcp": 4001, "quic": 4001, "ws": 4002, "webrtc": 4003 } }
+//!   "ports": { "tcp": 4001, "quic": 4001, "ws": 4002, "webrtc": 4003 },
+//!   "metrics_http": "http://127.0.0.1:4005/metrics" }
 //! ```
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,8 @@ use crate::identity::{self, IdentityError};
 use crate::inbound::InboundStreams;
 use crate::net::{self, Listen, Net, NetError};
 use crate::shard_service::{self, Limits, ServiceStats};
+use crate::status::metrics;
+use crate::status::reporter::{self, NodeSource};
 use crate::store::{BlobStore, FsStore, StoreError};
 
 /// A node failed to start.
@@ -49,6 +54,9 @@ pub enum NodeError {
     /// Networking.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve /metrics: {0}; pick another --metrics-port or pass --no-metrics")]
+    Metrics(String),
     /// Data directory.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -71,6 +79,9 @@ pub struct NodeInfo {
     pub addrs: Vec<String>,
     /// Port per transport.
     pub ports: BTreeMap<Transport, u16>,
+    /// This node's Prometheus endpoint (`http://IP:PORT/metrics`), if it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_http: Option<String>,
 }
 
 /// A running node.
@@ -80,6 +91,7 @@ pub struct NodeHandle {
     store: Arc<dyn BlobStore>,
     stats: Arc<ServiceStats>,
     net: Net,
+    metrics: Option<SocketAddr>,
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -104,7 +116,16 @@ impl Node {
         };
         let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(dir, config.quota_bytes()?)?);
 
-        let previous = read_node_info(dir).map(|i| i.ports).unwrap_or_default();
+        let previous_info = read_node_info(dir);
+        let previous_metrics = previous_info.as_ref().and_then(|i| {
+            let url = i.metrics_http.as_deref()?;
+            url.rsplit(':')
+                .next()?
+                .trim_end_matches("/metrics")
+                .parse::<u16>()
+                .ok()
+        });
+        let previous = previous_info.map(|i| i.ports).unwrap_or_default();
         let cancel = CancellationToken::new();
         let listen = config
             .transports
@@ -218,12 +239,60 @@ impl Node {
             )));
         }
 
+        let source = NodeSource::new(peer_id, store.clone(), stats.clone());
+        if let Some(url) = &config.status_url {
+            let key = keypair
+                .clone()
+                .try_into_ed25519()
+                .map_err(|e| ConfigError::Invalid(format!("identity key: {e}")))?;
+            let src = source.clone();
+            tasks.push(
+                reporter::spawn(
+                    url.clone(),
+                    key,
+                    Duration::from_secs(config.report_interval_secs),
+                    move || src.report(),
+                    cancel.child_token(),
+                )
+                .map_err(|e| ConfigError::Invalid(format!("status_url: {e}")))?,
+            );
+        }
+        let metrics = if config.metrics {
+            let port = match config.metrics_port {
+                0 => previous_metrics.unwrap_or(0),
+                p => p,
+            };
+            let serve = |port| {
+                metrics::serve_node_metrics(
+                    SocketAddr::new(config.listen_ip, port),
+                    source.clone(),
+                    cancel.child_token(),
+                )
+            };
+            let server = match serve(port).await {
+                Ok(s) => s,
+                Err(e) if config.metrics_port == 0 && port != 0 => {
+                    tracing::warn!(%e, "previous metrics port unavailable; using a new one");
+                    serve(0)
+                        .await
+                        .map_err(|e| NodeError::Metrics(e.to_string()))?
+                }
+                Err(e) => return Err(NodeError::Metrics(e.to_string())),
+            };
+            let addr = server.addr;
+            tasks.push(tokio::spawn(server.join()));
+            Some(addr)
+        } else {
+            None
+        };
+
         let handle = NodeHandle {
             peer_id,
             addrs,
             store,
             stats,
             net,
+            metrics,
             cancel,
             tasks,
         };
@@ -262,6 +331,11 @@ impl NodeHandle {
         &self.stats
     }
 
+    /// Where this node serves `/metrics`, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
     /// The node's network handle.
     pub fn net(&self) -> &Net {
         &self.net
@@ -278,6 +352,7 @@ impl NodeHandle {
                 .iter()
                 .filter_map(|(t, a)| net::port_of(a).map(|p| (*t, p)))
                 .collect(),
+            metrics_http: self.metrics.map(|a| format!("http://{a}/metrics")),
         }
     }
 

@@ -33,6 +33,21 @@ pub struct Host {
 #[derive(Debug, Clone, Deserialize)]
 struct NetworkJson {
     hosts: Vec<Host>,
+    #[serde(default)]
+    services: serde_json::Value,
+}
+
+/// What the service node records in `service.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceInfo {
+    /// Peer id.
+    pub peer_id: String,
+    /// OS pid.
+    pub pid: u32,
+    /// Multiaddrs ending in /p2p/<peer id>.
+    pub addrs: Vec<String>,
+    /// Status base URL.
+    pub status_http: String,
 }
 
 /// Path of the `btfs` binary under test.
@@ -62,6 +77,10 @@ pub struct Devnet {
     hosts: Vec<Host>,
     /// Hosts restarted by the test (not children of the devnet).
     restarted: Vec<Child>,
+    /// `services` of network.json.
+    services: serde_json::Value,
+    /// The service node's pid (changes when a test restarts it).
+    service_pid: u32,
 }
 
 impl Devnet {
@@ -82,6 +101,8 @@ impl Devnet {
             devnet,
             hosts: Vec::new(),
             restarted: Vec::new(),
+            services: serde_json::Value::Null,
+            service_pid: 0,
         };
         let path = net.network_path();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -94,6 +115,8 @@ impl Devnet {
             if let Ok(bytes) = std::fs::read(&path) {
                 let parsed: NetworkJson = serde_json::from_slice(&bytes)?;
                 net.hosts = parsed.hosts;
+                net.services = parsed.services;
+                net.service_pid = net.service_info()?.pid;
                 return Ok(net);
             }
             if Instant::now() > deadline {
@@ -106,6 +129,96 @@ impl Devnet {
     /// The devnet's network.json.
     pub fn network_path(&self) -> PathBuf {
         self.dir.path().join("network.json")
+    }
+
+    /// The service node's data dir.
+    pub fn service_dir(&self) -> PathBuf {
+        self.dir.path().join("service")
+    }
+
+    /// The service node's `service.json`.
+    pub fn service_info(&self) -> Result<ServiceInfo> {
+        let path = self.service_dir().join("service.json");
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// `services` of network.json.
+    pub fn services(&self) -> &serde_json::Value {
+        &self.services
+    }
+
+    /// `kill -9` the service node (Hub and Status).
+    pub fn kill_service(&mut self) {
+        let pid = self.service_pid;
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        for c in &mut self.restarted {
+            if c.id() == pid {
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Starts the service node again on its data dir with the devnet's intervals; waits until
+    /// it has written service.json with the same peer id and addresses.
+    pub fn restart_service(
+        &mut self,
+        probe_interval_ms: u64,
+        report_interval_secs: u64,
+    ) -> Result<()> {
+        let dir = self.service_dir();
+        let before = self.service_info()?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join("service.log"))?;
+        let child = Command::new(btfs_bin())
+            .arg("service")
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--probe-interval-ms")
+            .arg(probe_interval_ms.to_string())
+            .arg("--report-interval-secs")
+            .arg(report_interval_secs.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        self.restarted.push(child);
+        self.service_pid = pid;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(info) = self.service_info() {
+                if info.pid == pid {
+                    if info.addrs != before.addrs || info.status_http != before.status_http {
+                        bail!("restarted service node changed addresses");
+                    }
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("restarted service node did not listen within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `btfs hosts --json` on this network; returns the array.
+    pub fn hosts_json(&self) -> Result<Vec<serde_json::Value>> {
+        let out = self.btfs(&[
+            "hosts",
+            "--json",
+            "--network",
+            &self.network_path().display().to_string(),
+        ]);
+        if !out.status.success() {
+            bail!(
+                "btfs hosts failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     /// A scratch directory for test files.
@@ -143,10 +256,16 @@ impl Devnet {
             .append(true)
             .create(true)
             .open(dir.join("host.log"))?;
-        let child = Command::new(btfs_bin())
-            .arg("host")
-            .arg("--data-dir")
-            .arg(&dir)
+        let config = dir.join("host.toml");
+        let mut cmd = Command::new(btfs_bin());
+        cmd.arg("host");
+        // The devnet writes each host's config (Hub, Status, intervals) next to its data.
+        if config.exists() {
+            cmd.arg("--config").arg(&config);
+        } else {
+            cmd.arg("--data-dir").arg(&dir);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -233,6 +352,9 @@ impl Drop for Devnet {
         }
         for h in &self.hosts {
             let _ = kill(Pid::from_raw(h.pid as i32), Signal::SIGKILL);
+        }
+        if self.service_pid != 0 {
+            let _ = kill(Pid::from_raw(self.service_pid as i32), Signal::SIGKILL);
         }
     }
 }

@@ -1,0 +1,279 @@
+//! `btfs service`: the network's service node — the Hub on libp2p and the Status server on HTTP,
+//! in one process with one identity.
+//!
+//! Goals: one command an operator (or `btfs devnet`) runs to give a network its Hub and Status;
+//! a restart keeps the peer id, the ports and every record (`hub.redb`, `status.redb`), so hosts
+//! and tenants that know the old addresses keep working.
+//!
+//! Uptime in scores comes from the Hub's own probes, not from Status: a `StatusReport`'s uptime
+//! is what the host says about itself, while a probe is what a tenant would see. Status keeps
+//! the self-reported view for operators (`btfs status`, `/metrics`).
+//!
+//! Non-goals: storing shards (the service node has no shard protocol), several Hubs agreeing
+//! with each other.
+//!
+//! `<data_dir>/service.json` is written once everything listens (read by `btfs devnet`):
+//! ```json
+//! { "peer_id": "12D3KooW...", "pid": 4242,
+//!   "addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3...", "/ip4/127.0.0.1/tcp/4002/ws/p2p/12D3..."],
+//!   "ports": { "tcp": 4001, "ws": 4002, "webrtc": 4003 },
+//!   "status_http": "http://127.0.0.1:4004" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Transport;
+use crate::hub::service::{HubHandle, HubOptions};
+use crate::identity;
+use crate::net::{self, Listen, Net};
+use crate::status::{StatusHandle, StatusOptions};
+
+/// Service node settings.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Identity, databases and `service.json`.
+    pub data_dir: PathBuf,
+    /// Address every listener binds.
+    pub listen_ip: IpAddr,
+    /// libp2p transports (browsers reach the Hub over ws / webrtc).
+    pub transports: Vec<Transport>,
+    /// Hub settings.
+    pub hub: HubOptions,
+    /// Status settings.
+    pub status: StatusOptions,
+    /// Status HTTP port (0 = any free port, reused on restart).
+    pub status_port: u16,
+}
+
+/// What `service.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceInfo {
+    /// Peer id.
+    pub peer_id: String,
+    /// OS process id.
+    pub pid: u32,
+    /// Full multiaddrs including `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+    /// Port per transport, plus `status` for the HTTP port.
+    pub ports: BTreeMap<String, u16>,
+    /// Base URL of the Status HTTP API.
+    pub status_http: String,
+}
+
+impl ServiceInfo {
+    /// Reads `<dir>/service.json`.
+    pub fn read(dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(dir.join("service.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The first address of a transport (e.g. TCP for hosts announcing to the Hub).
+    pub fn addr_of(&self, t: Transport) -> Option<&str> {
+        self.addrs
+            .iter()
+            .find(|a| {
+                a.parse::<Multiaddr>()
+                    .ok()
+                    .and_then(|m| transport_of(&m))
+                    .is_some_and(|x| x == t)
+            })
+            .map(String::as_str)
+    }
+}
+
+/// The transport an address uses.
+pub fn transport_of(a: &Multiaddr) -> Option<Transport> {
+    let mut udp = false;
+    let mut t = None;
+    for p in a.iter() {
+        match p {
+            Protocol::Tcp(_) => t = Some(Transport::Tcp),
+            Protocol::Udp(_) => udp = true,
+            Protocol::Ws(_) => t = Some(Transport::Ws),
+            Protocol::QuicV1 if udp => t = Some(Transport::Quic),
+            Protocol::WebRTCDirect if udp => t = Some(Transport::Webrtc),
+            _ => {}
+        }
+    }
+    t
+}
+
+/// A running service node.
+pub struct ServiceHandle {
+    peer_id: PeerId,
+    info: ServiceInfo,
+    hub: HubHandle,
+    status: StatusHandle,
+    cancel: CancellationToken,
+    net_task: tokio::task::JoinHandle<()>,
+}
+
+impl ServiceHandle {
+    /// Peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// What `service.json` records.
+    pub fn info(&self) -> &ServiceInfo {
+        &self.info
+    }
+
+    /// The Hub.
+    pub fn hub(&self) -> &HubHandle {
+        &self.hub
+    }
+
+    /// The Status server.
+    pub fn status(&self) -> &StatusHandle {
+        &self.status
+    }
+
+    /// Stops everything and waits.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.hub.join().await;
+        self.status.shutdown().await;
+        let _ = self.net_task.await;
+    }
+}
+
+/// Starts the Status server and the Hub; writes `service.json`.
+pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
+    let dir = &opts.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let keypair = identity::load_or_create_keypair(dir)?;
+    let cert = if opts.transports.contains(&Transport::Webrtc) {
+        Some(identity::load_or_create_certificate(dir)?)
+    } else {
+        None
+    };
+    let previous = ServiceInfo::read(dir).map(|i| i.ports).unwrap_or_default();
+    let cancel = CancellationToken::new();
+
+    let status_port = match opts.status_port {
+        0 => previous.get("status").copied().unwrap_or(0),
+        p => p,
+    };
+    let status = match crate::status::start(
+        dir,
+        SocketAddr::new(opts.listen_ip, status_port),
+        opts.status.clone(),
+        cancel.child_token(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        // The remembered port may be taken now: take any.
+        Err(e) if opts.status_port == 0 && status_port != 0 => {
+            tracing::warn!(%e, "previous Status port unavailable; using a new one");
+            crate::status::start(
+                dir,
+                SocketAddr::new(opts.listen_ip, 0),
+                opts.status.clone(),
+                cancel.child_token(),
+            )
+            .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let listen = |reuse: bool| -> Vec<Listen> {
+        opts.transports
+            .iter()
+            .map(|&t| {
+                let key = serde_json::to_value(t)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let port = if reuse {
+                    previous.get(&key).copied().unwrap_or(0)
+                } else {
+                    0
+                };
+                Listen {
+                    transport: t,
+                    addr: net::listen_addr(t, opts.listen_ip, port),
+                }
+            })
+            .collect()
+    };
+    let started = Net::start(
+        keypair.clone(),
+        cert.clone(),
+        None,
+        listen(true),
+        cancel.child_token(),
+    )
+    .await;
+    let (net, addrs, net_task) = match started {
+        Ok(s) => s,
+        Err(e) if !previous.is_empty() => {
+            tracing::warn!(%e, "previous ports unavailable; listening on new ports");
+            Net::start(keypair, cert, None, listen(false), cancel.child_token()).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let peer_id = net.peer_id();
+    let hub = crate::hub::service::start(net.clone(), dir, opts.hub.clone(), cancel.child_token())
+        .await?;
+
+    let mut ports: BTreeMap<String, u16> = addrs
+        .iter()
+        .filter_map(|(t, a)| {
+            let key = serde_json::to_value(t).ok()?.as_str()?.to_string();
+            Some((key, net::port_of(a)?))
+        })
+        .collect();
+    ports.insert("status".into(), status.http_addr.port());
+    let info = ServiceInfo {
+        peer_id: peer_id.to_base58(),
+        pid: std::process::id(),
+        addrs: addrs
+            .iter()
+            .map(|(_, a)| a.clone().with(Protocol::P2p(peer_id)).to_string())
+            .collect(),
+        ports,
+        status_http: status.url(),
+    };
+    write_info(dir, &info)?;
+    tracing::info!(%peer_id, addrs = ?info.addrs, status = %info.status_http, "service node started");
+    Ok(ServiceHandle {
+        peer_id,
+        info,
+        hub,
+        status,
+        cancel,
+        net_task,
+    })
+}
+
+/// Status settings for hosts reporting every `report_interval`, at most `max_hosts` of them.
+pub fn status_options(report_interval: Duration, max_hosts: usize) -> StatusOptions {
+    StatusOptions {
+        max_peers: max_hosts,
+        report_interval,
+        // A host is online while its last report is younger than three intervals.
+        online_window: report_interval * 3,
+        // Accept a report at most twice per interval (a restart reports at once).
+        min_interval: (report_interval / 2).min(Duration::from_secs(30)),
+        ..StatusOptions::default()
+    }
+}
+
+fn write_info(dir: &Path, info: &ServiceInfo) -> Result<()> {
+    let path = dir.join("service.json");
+    let tmp = dir.join("service.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}

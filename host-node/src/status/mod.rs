@@ -52,8 +52,9 @@
 //! Per peer: the latest accepted signed report, first/last-seen times and the report count,
 //! kept until the database is deleted; plus the last [`StatusOptions::history_len`] samples
 //! (default 1,440: a day at one report a minute). Accepted reports are answered `202` once
-//! queued and committed within one batch (milliseconds); a crash can lose the last batch, which
-//! the next reports replace.
+//! queued; the writer commits them in groups (at most [`StatusOptions::commit_linger`], 50 ms,
+//! after the first), so a crash can lose the last ~50 ms of reports, which the next reports
+//! replace. [`StatusHandle::flush`] waits for a commit; `shutdown` commits everything.
 
 pub mod client;
 pub mod ingest;
@@ -140,6 +141,9 @@ pub struct StatusOptions {
     pub write_queue: usize,
     /// Reports committed in one transaction at most.
     pub batch_max: usize,
+    /// How long the writer gathers reports after the first one before committing (group
+    /// commit); a flush commits at once.
+    pub commit_linger: Duration,
     /// HTTP limits.
     pub http: ServerOptions,
 }
@@ -158,6 +162,7 @@ impl Default for StatusOptions {
             metrics_host_limit: 1_000,
             write_queue: 65_536,
             batch_max: 8_192,
+            commit_linger: Duration::from_millis(50),
             http: ServerOptions::default(),
         }
     }

@@ -320,3 +320,55 @@ pub struct ReportAccepted {
 pub fn now_ms() -> u64 {
     crate::hub::service::now_ms()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the `GET /api/v1/status` JSON that `btfs status`, dashboards and the dApp read.
+    #[test]
+    fn network_status_json_is_pinned() {
+        let s = NetworkStatus {
+            generated_at_ms: 3,
+            totals: Totals {
+                hosts: 1,
+                online: 1,
+                capacity_bytes: 100,
+                used_bytes: 40,
+                shards_held: 3,
+                requests_served: 7,
+                requests_failed: 1,
+            },
+            hosts: vec![HostStatus {
+                peer_id: "12D3KooWx".into(),
+                online: true,
+                last_seen_ms: 2,
+                first_seen_ms: 1,
+                issued_at_ms: 2,
+                uptime_secs: 60,
+                capacity_bytes: 100,
+                used_bytes: 40,
+                shards_held: 3,
+                requests_served: 7,
+                requests_failed: 1,
+                version: "0.1.0".into(),
+                reports: 5,
+            }],
+            offset: 0,
+            hosts_total: 1,
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"generated_at_ms":3,"totals":{"hosts":1,"online":1,"capacity_bytes":100,"#,
+                r#""used_bytes":40,"shards_held":3,"requests_served":7,"requests_failed":1},"#,
+                r#""hosts":[{"peer_id":"12D3KooWx","online":true,"last_seen_ms":2,"#,
+                r#""first_seen_ms":1,"issued_at_ms":2,"uptime_secs":60,"capacity_bytes":100,"#,
+                r#""used_bytes":40,"shards_held":3,"requests_served":7,"requests_failed":1,"#,
+                r#""version":"0.1.0","reports":5}],"offset":0,"hosts_total":1}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<NetworkStatus>(&json).unwrap(), s);
+    }
+}

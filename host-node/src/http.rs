@@ -248,6 +248,7 @@ async fn accept_loop<F, Fut>(
         .header_read_timeout(opts.header_timeout)
         .max_buf_size(64 * 1024);
     let opts = Arc::new(opts);
+    let hard_stop = CancellationToken::new();
     loop {
         // Take a slot first: beyond the limit, clients wait in the accept backlog.
         let permit = tokio::select! {
@@ -267,7 +268,8 @@ async fn accept_loop<F, Fut>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (handler, opts, cancel) = (handler.clone(), opts.clone(), cancel.clone());
+        let (handler, opts) = (handler.clone(), opts.clone());
+        let (cancel, hard_stop) = (cancel.clone(), hard_stop.clone());
         let service = hyper::service::service_fn(move |req| {
             let (handler, opts) = (handler.clone(), opts.clone());
             async move {
@@ -290,7 +292,11 @@ async fn accept_loop<F, Fut>(
                 }
                 () = cancel.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    // Dropping the connection after the drain time closes its socket.
+                    tokio::select! {
+                        _ = conn => {}
+                        () = hard_stop.cancelled() => {}
+                    }
                 }
             }
         });
@@ -302,6 +308,8 @@ async fn accept_loop<F, Fut>(
         .is_err()
     {
         tracing::debug!("http connections still open after the drain time; cutting them");
+        hard_stop.cancel();
+        tracker.wait().await;
     }
 }
 

@@ -444,3 +444,34 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
     );
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_cuts_stalled_requests_after_the_drain_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StatusOptions {
+        http: http::ServerOptions {
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            drain: Duration::from_millis(200),
+            ..http::ServerOptions::default()
+        },
+        ..StatusOptions::for_tests()
+    };
+    let svc = status::start(dir.path(), any_port(), opts, CancellationToken::new())
+        .await
+        .unwrap();
+    // A request whose body never finishes.
+    let mut s = tokio::net::TcpStream::connect(svc.http_addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"POST /api/v1/reports HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"kind\"",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(5), svc.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown should not wait for a stalled client"
+    );
+}

@@ -6,7 +6,7 @@
 //! accepted report), rate limit (one accepted report per peer per `min_interval` of server time),
 //! and the peer cap (a new peer is refused once `max_peers` are known).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use btfs_core::signed::{check_fresh, Signed, SignedError, StatusReport, Verified};
 use hyper::StatusCode;
@@ -152,9 +152,9 @@ struct PeerState {
     body: StatusReport,
 }
 
-/// Latest report per peer.
+/// Latest report per peer, ordered by peer id (so listing pages needs no sort).
 pub struct Ingest {
-    peers: HashMap<String, PeerState>,
+    peers: BTreeMap<String, PeerState>,
     limits: Limits,
 }
 
@@ -162,7 +162,7 @@ impl Ingest {
     /// An empty state.
     pub fn new(limits: Limits) -> Self {
         Self {
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             limits,
         }
     }
@@ -282,12 +282,11 @@ impl Ingest {
 
     /// Hosts sorted by peer id, `offset` hosts skipped, at most `limit` returned.
     pub fn hosts(&self, offset: usize, limit: usize, now_ms: u64) -> Vec<HostStatus> {
-        let mut ids: Vec<&String> = self.peers.keys().collect();
-        ids.sort_unstable();
-        ids.into_iter()
+        self.peers
+            .values()
             .skip(offset)
             .take(limit)
-            .filter_map(|id| self.get(id, now_ms))
+            .map(|p| self.host(p, now_ms))
             .collect()
     }
 }

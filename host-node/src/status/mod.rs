@@ -52,8 +52,9 @@
 //! Per peer: the latest accepted signed report, first/last-seen times and the report count,
 //! kept until the database is deleted; plus the last [`StatusOptions::history_len`] samples
 //! (default 1,440: a day at one report a minute). Accepted reports are answered `202` once
-//! queued and committed within one batch (milliseconds); a crash can lose the last batch, which
-//! the next reports replace.
+//! queued; the writer commits them in groups (at most [`StatusOptions::commit_linger`], 50 ms,
+//! after the first), so a crash can lose the last ~50 ms of reports, which the next reports
+//! replace. [`StatusHandle::flush`] waits for a commit; `shutdown` commits everything.
 
 pub mod client;
 pub mod ingest;
@@ -140,6 +141,9 @@ pub struct StatusOptions {
     pub write_queue: usize,
     /// Reports committed in one transaction at most.
     pub batch_max: usize,
+    /// How long the writer gathers reports after the first one before committing (group
+    /// commit); a flush commits at once.
+    pub commit_linger: Duration,
     /// HTTP limits.
     pub http: ServerOptions,
 }
@@ -158,6 +162,7 @@ impl Default for StatusOptions {
             metrics_host_limit: 1_000,
             write_queue: 65_536,
             batch_max: 8_192,
+            commit_linger: Duration::from_millis(50),
             http: ServerOptions::default(),
         }
     }
@@ -314,4 +319,56 @@ pub struct ReportAccepted {
 /// Unix time in ms.
 pub fn now_ms() -> u64 {
     crate::hub::service::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the `GET /api/v1/status` JSON that `btfs status`, dashboards and the dApp read.
+    #[test]
+    fn network_status_json_is_pinned() {
+        let s = NetworkStatus {
+            generated_at_ms: 3,
+            totals: Totals {
+                hosts: 1,
+                online: 1,
+                capacity_bytes: 100,
+                used_bytes: 40,
+                shards_held: 3,
+                requests_served: 7,
+                requests_failed: 1,
+            },
+            hosts: vec![HostStatus {
+                peer_id: "12D3KooWx".into(),
+                online: true,
+                last_seen_ms: 2,
+                first_seen_ms: 1,
+                issued_at_ms: 2,
+                uptime_secs: 60,
+                capacity_bytes: 100,
+                used_bytes: 40,
+                shards_held: 3,
+                requests_served: 7,
+                requests_failed: 1,
+                version: "0.1.0".into(),
+                reports: 5,
+            }],
+            offset: 0,
+            hosts_total: 1,
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"generated_at_ms":3,"totals":{"hosts":1,"online":1,"capacity_bytes":100,"#,
+                r#""used_bytes":40,"shards_held":3,"requests_served":7,"requests_failed":1},"#,
+                r#""hosts":[{"peer_id":"12D3KooWx","online":true,"last_seen_ms":2,"#,
+                r#""first_seen_ms":1,"issued_at_ms":2,"uptime_secs":60,"capacity_bytes":100,"#,
+                r#""used_bytes":40,"shards_held":3,"requests_served":7,"requests_failed":1,"#,
+                r#""version":"0.1.0","reports":5}],"offset":0,"hosts_total":1}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<NetworkStatus>(&json).unwrap(), s);
+    }
 }

@@ -175,10 +175,15 @@ pub async fn start(
         let records = db.load()?;
         let stored = records.len();
         let mut ingest = Ingest::new(limits);
+        let (mut skipped, mut first_error) = (0usize, None);
         for r in records {
             if let Err(e) = ingest.load(r) {
-                tracing::warn!(%e, "skipping a stored status report");
+                skipped += 1;
+                first_error.get_or_insert(e);
             }
+        }
+        if let Some(e) = first_error {
+            tracing::warn!(skipped, first = %e, "skipped stored status reports");
         }
         tracing::info!(peers = ingest.len(), stored, "status database loaded");
         Ok((db, ingest))
@@ -213,6 +218,7 @@ pub async fn start(
         shared.db.clone(),
         rx,
         opts.batch_max.max(1),
+        opts.commit_linger,
         writer_stop.clone(),
     ));
     let task = tokio::spawn(async move {
@@ -234,6 +240,7 @@ async fn write_loop(
     db: Arc<StatusDb>,
     mut rx: mpsc::Receiver<ToWriter>,
     batch_max: usize,
+    linger: std::time::Duration,
     stop: CancellationToken,
 ) {
     let mut closing = false;
@@ -254,18 +261,25 @@ async fn write_loop(
         let Some(mut next) = first else { break };
         let mut batch = Vec::with_capacity(batch_max.min(1024));
         let mut flushed = Vec::new();
+        // Group commit: gather for up to `linger` after the first report (each commit rewrites
+        // the touched pages and syncs, so fewer, larger commits cost far less per report).
+        let until = tokio::time::Instant::now() + linger;
         loop {
             match next {
                 ToWriter::Write(w) => batch.push(w),
                 ToWriter::Flush(ack) => flushed.push(ack),
             }
-            if batch.len() >= batch_max {
+            if batch.len() >= batch_max || !flushed.is_empty() {
                 break;
             }
-            match rx.try_recv() {
-                Ok(m) => next = m,
-                Err(_) => break,
-            }
+            next = match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) if closing => break,
+                Err(_) => match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break,
+                },
+            };
         }
         let (db, n) = (db.clone(), batch.len());
         if n > 0 {

@@ -433,6 +433,37 @@ pub fn bench() -> Result<()> {
     for l in log.lines().filter(|l| l.contains("BENCH_FAIL")) {
         println!("note: {}", l.trim());
     }
+
+    // Peak wasm heap for a large file (its own wasm instance, so nothing else shares the heap).
+    let heap_mib = std::env::var("BTFS_HEAP_BENCH_MIB").unwrap_or_else(|_| "1024".into());
+    let mut cmd = wasm_test_command("browser_heap", &network_json, "");
+    cmd.env("WASM_BINDGEN_TEST_TIMEOUT", "1800")
+        .env("BTFS_HEAP_BENCH_MIB", &heap_mib);
+    let o = cmd.output()?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        eprintln!("{log}");
+        bail!("the browser heap bench failed");
+    }
+    let get = |name: &str| -> Option<f64> {
+        log.lines()
+            .find_map(|l| {
+                l.split_once(&format!("BENCH {name} "))
+                    .map(|(_, v)| v.trim().parse().ok())
+            })
+            .flatten()
+    };
+    let show1 = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.1}"));
+    println!("\n| {heap_mib} MiB file over WebSocket (one wasm instance) | value |\n|---|---|");
+    println!("| wasm heap at start, MiB | {} |", show1(get("heap_start_mib")));
+    println!("| wasm heap after upload (peak so far), MiB | {} |", show1(get("heap_after_upload_mib")));
+    println!("| wasm heap after streamed download (peak), MiB | {} |", show1(get("heap_after_download_mib")));
+    println!("| upload MiB/s | {} |", show1(get("heap_upload_rate")));
+    println!("| streamed download MiB/s | {} |", show1(get("heap_download_rate")));
     drop(net);
     Ok(())
 }

@@ -257,11 +257,21 @@ fn demo(args: &[String]) -> Result<()> {
     let ok = down.status.success() && std::fs::read(&back).ok().as_deref() == Some(&data[..]);
     let b = btfs.display();
     let n = network.display();
+    let status_url = std::fs::read_to_string(&network)
+        .ok()
+        .and_then(|t| {
+            let rest = t.split("\"http\":").nth(1)?;
+            rest.split('"').nth(1).map(String::from)
+        })
+        .unwrap_or_else(|| "(none)".into());
     println!(
-        "\nBTFS devnet is running ({hosts} hosts). Round trip of a 4 MiB file: {}\n\
+        "\nBTFS devnet is running ({hosts} hosts + a service node with the Hub and Status). \
+         Round trip of a 4 MiB file: {}\n\
          \n  link:      {link}\
          \n  upload:    {b} upload FILE --network {n}\
          \n  download:  {b} download LINK -o OUT --network {n}\
+         \n  hosts:     {b} hosts --network {n}\
+         \n  health:    {b} status --network {n}   (page: {status_url}/)\
          \n  host logs: {}/hosts/host-NN/host.log\
          \n\nPress Ctrl-C to stop the network.",
         if ok { "ok" } else { "FAILED" },

@@ -337,6 +337,10 @@ impl HostArgs {
 }
 
 fn init_tracing(default: &str) {
+    // The WebRTC stack logs every ICE/DTLS state change at INFO: keep operators' logs readable.
+    let default = format!(
+        "{default},webrtc=warn,webrtc_ice=warn,webrtc_dtls=warn,webrtc_sctp=warn,webrtc_mdns=warn"
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

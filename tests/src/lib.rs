@@ -152,6 +152,7 @@ impl Devnet {
     pub fn kill_service(&mut self) {
         let pid = self.service_pid;
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        wait_dead(pid);
         for c in &mut self.restarted {
             if c.id() == pid {
                 let _ = c.wait();
@@ -168,27 +169,33 @@ impl Devnet {
     ) -> Result<()> {
         let dir = self.service_dir();
         let before = self.service_info()?;
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(dir.join("service.log"))?;
-        let child = Command::new(btfs_bin())
-            .arg("service")
+        let mut cmd = Command::new(btfs_bin());
+        cmd.arg("service")
             .arg("--data-dir")
             .arg(&dir)
             .arg("--probe-interval-ms")
             .arg(probe_interval_ms.to_string())
             .arg("--report-interval-secs")
-            .arg(report_interval_secs.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+            .arg(report_interval_secs.to_string());
+        let child = spawn_logged(&mut cmd, &dir.join("service.log"))?;
         let pid = child.id();
         self.restarted.push(child);
         self.service_pid = pid;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            if let Some(Ok(Some(status))) = self.restarted.last_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(dir.join("service.log")).unwrap_or_default();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("at ") && !l.starts_with("   "))
+                    .rev()
+                    .take(20)
+                    .collect();
+                bail!(
+                    "restarted service node exited ({status}); its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             if let Ok(info) = self.service_info() {
                 if info.pid == pid {
                     if info.addrs != before.addrs || info.status_http != before.status_http {
@@ -236,10 +243,11 @@ impl Devnet {
         self.hosts.iter().position(|h| h.peer_id == peer_id)
     }
 
-    /// `kill -9` host `i`.
+    /// `kill -9` host `i`, and wait until it is gone (ports and files released).
     pub fn kill_host(&mut self, i: usize) {
         let pid = self.hosts[i].pid;
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        wait_dead(pid);
         // Reap it if it is ours.
         for c in &mut self.restarted {
             if c.id() == pid {
@@ -252,10 +260,6 @@ impl Devnet {
     /// listens.
     pub fn restart_host(&mut self, i: usize) -> Result<()> {
         let dir = self.hosts[i].data_dir.clone();
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(dir.join("host.log"))?;
         let config = dir.join("host.toml");
         let mut cmd = Command::new(btfs_bin());
         cmd.arg("host");
@@ -265,11 +269,7 @@ impl Devnet {
         } else {
             cmd.arg("--data-dir").arg(&dir);
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let child = spawn_logged(&mut cmd, &dir.join("host.log"))?;
         let pid = child.id();
         self.restarted.push(child);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -357,6 +357,43 @@ impl Drop for Devnet {
             let _ = kill(Pid::from_raw(self.service_pid as i32), Signal::SIGKILL);
         }
     }
+}
+
+/// Waits (up to 10 s) until process `pid` has exited: gone, or a zombie waiting for its parent.
+/// `kill` returns before the kernel has torn the process down, and until then its ports and
+/// database locks are still held.
+fn wait_dead(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            // Field 3, after the parenthesised command name, is the state.
+            Ok(stat) => {
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                if matches!(state, Some("Z") | Some("X")) {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `cmd` with stdout and stderr appended to `log`.
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    Ok(cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()?)
 }
 
 /// Writes `len` seeded random bytes to `path`; returns their BLAKE3 hash.

@@ -72,10 +72,16 @@ async fn heap_stays_bounded_for_a_large_file() {
     assert_eq!(blob.size(), f64::from(size) * f64::from(MIB));
 
     let start = js_sys::Date::now();
-    let link = client.upload(blob.into(), JsValue::UNDEFINED).await.unwrap();
+    let link = client
+        .upload(blob.into(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
     let secs = (js_sys::Date::now() - start) / 1000.0;
     log(format!("BENCH heap_after_upload_mib {:.1}", heap_mib()));
-    log(format!("BENCH heap_upload_rate {:.1}", f64::from(size) / secs));
+    log(format!(
+        "BENCH heap_upload_rate {:.1}",
+        f64::from(size) / secs
+    ));
 
     let start = js_sys::Date::now();
     let stream = client.download_stream(link);
@@ -92,7 +98,8 @@ async fn heap_stays_bounded_for_a_large_file() {
             .unwrap()
             .unchecked_into();
         if total == 0.0 && value.length() >= 3 {
-            first_mib_ok = value.get_index(0) == 0 && value.get_index(1) == 0 && value.get_index(2) == 0;
+            first_mib_ok =
+                value.get_index(0) == 0 && value.get_index(1) == 0 && value.get_index(2) == 0;
         }
         total += f64::from(value.length());
     }
@@ -100,6 +107,9 @@ async fn heap_stays_bounded_for_a_large_file() {
     assert_eq!(total, f64::from(size) * f64::from(MIB), "downloaded size");
     assert!(first_mib_ok, "the first bytes came back wrong");
     log(format!("BENCH heap_after_download_mib {:.1}", heap_mib()));
-    log(format!("BENCH heap_download_rate {:.1}", f64::from(size) / secs));
+    log(format!(
+        "BENCH heap_download_rate {:.1}",
+        f64::from(size) / secs
+    ));
     log(format!("BENCH heap_file_mib {size}"));
 }

@@ -319,6 +319,33 @@ fn median_rate(bytes: usize, mut f: impl FnMut()) -> f64 {
     r[1]
 }
 
+/// Runs one browser bench target in headless Chromium; returns its console output.
+fn run_bench_target(target: &str, network_json: &str, env: &[(&str, &str)]) -> Result<String> {
+    let mut cmd = wasm_test_command(target, network_json, "");
+    cmd.envs(env.iter().copied());
+    let o = cmd.output()?;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        eprintln!("{log}");
+        bail!("the browser bench {target} failed");
+    }
+    Ok(log)
+}
+
+/// The value of a `BENCH <name> <value>` line.
+fn bench_value(log: &str, name: &str) -> Option<f64> {
+    log.lines()
+        .find_map(|l| {
+            l.split_once(&format!("BENCH {name} "))
+                .map(|(_, v)| v.trim().parse().ok())
+        })
+        .flatten()
+}
+
 /// `cargo xtask bench-browser`: browser vs native CLI on one devnet, and RS/BLAKE3 in wasm vs
 /// native, all in one run.
 pub fn bench() -> Result<()> {
@@ -384,26 +411,12 @@ pub fn bench() -> Result<()> {
     )?;
     let (cli_up, cli_down) = (cli_rate(&up), cli_rate(&down));
 
-    let mut cmd = wasm_test_command("browser_bench", &network_json, "");
-    cmd.env("WASM_BINDGEN_TEST_TIMEOUT", "600");
-    let o = cmd.output()?;
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    if !o.status.success() {
-        eprintln!("{log}");
-        bail!("the browser bench failed");
-    }
-    let get = |name: &str| -> Option<f64> {
-        log.lines()
-            .find_map(|l| {
-                l.split_once(&format!("BENCH {name} "))
-                    .map(|(_, v)| v.trim().parse().ok())
-            })
-            .flatten()
-    };
+    let log = run_bench_target(
+        "browser_bench",
+        &network_json,
+        &[("WASM_BINDGEN_TEST_TIMEOUT", "600")],
+    )?;
+    let get = |name: &str| bench_value(&log, name);
     let show = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.0}"));
     println!("\n| measurement (same devnet, same run) | MiB/s |\n|---|---|");
     println!("| native CLI upload 64 MiB | {cli_up:.0} |");
@@ -436,34 +449,34 @@ pub fn bench() -> Result<()> {
 
     // Peak wasm heap for a large file (its own wasm instance, so nothing else shares the heap).
     let heap_mib = std::env::var("BTFS_HEAP_BENCH_MIB").unwrap_or_else(|_| "1024".into());
-    let mut cmd = wasm_test_command("browser_heap", &network_json, "");
-    cmd.env("WASM_BINDGEN_TEST_TIMEOUT", "1800")
-        .env("BTFS_HEAP_BENCH_MIB", &heap_mib);
-    let o = cmd.output()?;
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    if !o.status.success() {
-        eprintln!("{log}");
-        bail!("the browser heap bench failed");
-    }
-    let get = |name: &str| -> Option<f64> {
-        log.lines()
-            .find_map(|l| {
-                l.split_once(&format!("BENCH {name} "))
-                    .map(|(_, v)| v.trim().parse().ok())
-            })
-            .flatten()
-    };
+    let log = run_bench_target(
+        "browser_heap",
+        &network_json,
+        &[
+            ("WASM_BINDGEN_TEST_TIMEOUT", "1800"),
+            ("BTFS_HEAP_BENCH_MIB", &heap_mib),
+        ],
+    )?;
+    let get = |name: &str| bench_value(&log, name);
     let show1 = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.1}"));
     println!("\n| {heap_mib} MiB file over WebSocket (one wasm instance) | value |\n|---|---|");
-    println!("| wasm heap at start, MiB | {} |", show1(get("heap_start_mib")));
-    println!("| wasm heap after upload (peak so far), MiB | {} |", show1(get("heap_after_upload_mib")));
-    println!("| wasm heap after streamed download (peak), MiB | {} |", show1(get("heap_after_download_mib")));
+    println!(
+        "| wasm heap at start, MiB | {} |",
+        show1(get("heap_start_mib"))
+    );
+    println!(
+        "| wasm heap after upload (peak so far), MiB | {} |",
+        show1(get("heap_after_upload_mib"))
+    );
+    println!(
+        "| wasm heap after streamed download (peak), MiB | {} |",
+        show1(get("heap_after_download_mib"))
+    );
     println!("| upload MiB/s | {} |", show1(get("heap_upload_rate")));
-    println!("| streamed download MiB/s | {} |", show1(get("heap_download_rate")));
+    println!(
+        "| streamed download MiB/s | {} |",
+        show1(get("heap_download_rate"))
+    );
     drop(net);
     Ok(())
 }

@@ -168,7 +168,8 @@ fn clear_errors_for_bad_input() {
     let o = net.btfs(&["upload", &src.display().to_string()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("too few hosts: 5 of 5"),
+        !o.status.success()
+            && err.contains("the Hub found only 5 of the 30 hosts needed: 5 registered, 0 offline"),
         "{err}"
     );
 
@@ -189,7 +190,27 @@ fn clear_errors_for_bad_input() {
     for i in 0..5 {
         net.kill_host(i);
     }
+    // The Hub notices within two probe intervals (2 s each on a devnet) and says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let o = net.btfs(&["upload", &src.display().to_string()]);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "upload to a dead network succeeded");
+        if err.contains("0 of the 30 hosts needed: 5 registered, 5 offline") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{err}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    net.kill_service();
     let o = net.btfs(&["upload", &src.display().to_string()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot reach the Hub") && err.contains("service node running"),
+        "{err}"
+    );
+    // Downloads fall back to the network file's hosts, all dead too.
+    let o = net.btfs(&["download", &missing, "-o", "/tmp/x"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("network unreachable"), "{err}");
 

@@ -1,6 +1,8 @@
 //! The Status service: every node pushes a signed [`StatusReport`] on an interval; the service
 //! verifies and stores them, and serves network-wide health as JSON, Prometheus text and an HTML
-//! page. The co-located Hub reads hosts' uptime from it ([`StatusReader`]).
+//! page. [`StatusReader`] gives in-process readers (the service node) the same view. The Hub
+//! scores uptime from its own probes rather than from these self-reported figures (see
+//! `docs/architecture.md`, "Decisions worth knowing").
 //!
 //! Goals: a report counts only if it was signed by the peer it names (ed25519 identity key,
 //! [`btfs_core::signed`]), is fresh (within `max_skew` of our clock) and newer than the last one

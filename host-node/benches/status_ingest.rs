@@ -138,9 +138,10 @@ fn in_process(wires: &[Vec<u8>]) {
     let db = StatusDb::open(dir.path(), 1_440).expect("db");
 
     let t = Clock::start();
+    let keys = ingest::KeyCache::new(PEERS);
     let checked: Vec<_> = wires
         .iter()
-        .map(|w| ingest::verify(w).expect("verify"))
+        .map(|w| ingest::verify(w, &keys).expect("verify"))
         .collect();
     t.row("decode + verify only", wires.len());
 
@@ -174,10 +175,11 @@ fn in_process(wires: &[Vec<u8>]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = StatusDb::open(dir.path(), 1_440).expect("db");
     let mut state = Ingest::new(limits());
+    let keys = ingest::KeyCache::new(PEERS);
     let t = Clock::start();
     let mut batch = Vec::with_capacity(BATCH);
     for w in wires {
-        let c = ingest::verify(w).expect("verify");
+        let c = ingest::verify(w, &keys).expect("verify");
         let peer_id = c.body.peer_id.clone();
         let a = state.admit(c, status::now_ms()).expect("admit");
         batch.push(Write {

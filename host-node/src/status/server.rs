@@ -35,6 +35,7 @@ struct Shared {
     db: Arc<StatusDb>,
     opts: StatusOptions,
     counters: IngestCounters,
+    keys: ingest::KeyCache,
 }
 
 impl Shared {
@@ -200,6 +201,7 @@ pub async fn start(
         db: Arc::new(db),
         opts: opts.clone(),
         counters: IngestCounters::default(),
+        keys: ingest::KeyCache::new(opts.max_peers),
     });
     let cancel = cancel.child_token();
     let ctx = Arc::new(Ctx {
@@ -393,7 +395,7 @@ fn reject(ctx: &Ctx, r: Rejection) -> Response {
 }
 
 async fn post_report(ctx: &Ctx, body: &[u8]) -> Response {
-    let checked = match ingest::verify(body) {
+    let checked = match ingest::verify(body, &ctx.shared.keys) {
         Ok(c) => c,
         Err(r) => return reject(ctx, r),
     };

@@ -426,6 +426,13 @@ pub fn listen_addr(t: Transport, ip: std::net::IpAddr, port: u16) -> Multiaddr {
     }
 }
 
+/// Whether a native node dials this address (TCP or QUIC), rather than it being there for
+/// browsers (WebSocket, WebRTC-direct).
+pub fn is_native(a: &Multiaddr) -> bool {
+    !a.iter()
+        .any(|p| matches!(p, Protocol::Ws(_) | Protocol::WebRTCDirect))
+}
+
 /// The TCP/UDP port of an address, if any.
 pub fn port_of(a: &Multiaddr) -> Option<u16> {
     a.iter().find_map(|p| match p {

@@ -164,10 +164,7 @@ impl NetworkFile {
             if matches!(m.iter().last(), Some(Protocol::P2p(_))) {
                 m.pop();
             }
-            let native = !m
-                .iter()
-                .any(|p| matches!(p, Protocol::Ws(_) | Protocol::WebRTCDirect));
-            if native {
+            if crate::net::is_native(&m) {
                 addrs.push(m);
             }
         }

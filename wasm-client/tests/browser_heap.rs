@@ -123,7 +123,10 @@ async fn heap_stays_bounded_for_a_large_file() {
     }
     let secs = (js_sys::Date::now() - start) / 1000.0;
     assert_eq!(total, f64::from(size) * f64::from(MIB), "downloaded size");
-    assert_eq!(mismatches, 0, "downloaded bytes differ from what was uploaded");
+    assert_eq!(
+        mismatches, 0,
+        "downloaded bytes differ from what was uploaded"
+    );
     log(format!("BENCH heap_after_download_mib {:.1}", heap_mib()));
     log(format!(
         "BENCH heap_download_rate {:.1}",

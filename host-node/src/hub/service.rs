@@ -13,14 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use btfs_core::hub::{HubRequest, HubResponse, MAX_COUNT, MAX_EXCLUDE};
 use btfs_core::signed::HostAd;
 use futures::StreamExt;
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::db::{DbError, HubDb};
 use super::registry::Registry;
-use crate::net::{HubCall, Net, NetError};
+use crate::net::{is_native, HubCall, Net, NetError};
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -210,14 +209,7 @@ async fn run(
 /// host's TCP and QUIC addresses (what native tenants use; dialing every transport at once would
 /// set up and tear down WebRTC sessions for nothing), or all of them if it has neither.
 async fn probe(net: &Net, peer: PeerId, addrs: Vec<Multiaddr>, timeout: Duration) -> bool {
-    let native: Vec<Multiaddr> = addrs
-        .iter()
-        .filter(|a| {
-            !a.iter()
-                .any(|p| matches!(p, Protocol::Ws(_) | Protocol::WebRTCDirect))
-        })
-        .cloned()
-        .collect();
+    let native: Vec<Multiaddr> = addrs.iter().filter(|a| is_native(a)).cloned().collect();
     let addrs = if native.is_empty() { addrs } else { native };
     let req = net.hub_request(peer, addrs, HubRequest::Probe);
     matches!(

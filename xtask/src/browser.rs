@@ -147,6 +147,18 @@ fn host_pids(json: &str) -> Vec<u32> {
 
 /// Builds the npm package with wasm-pack and checks that `npm pack` accepts it.
 fn npm_package() -> Result<()> {
+    let pkg = build_pkg()?;
+    run(
+        "npm pack --dry-run",
+        Command::new("npm")
+            .current_dir(pkg)
+            .args(["pack", "--dry-run"]),
+    )
+}
+
+/// Installs wasm-pack if missing and builds the npm package into `wasm-client/pkg/`; returns
+/// that directory.
+pub fn build_pkg() -> Result<PathBuf> {
     if output(Command::new("wasm-pack").arg("--version")).is_none() {
         run(
             "cargo install wasm-pack",
@@ -165,6 +177,7 @@ fn npm_package() -> Result<()> {
             .args(["build", "--target", "web", "--release", "--out-dir", "pkg"])
             .env("CARGO_TARGET_DIR", target_dir()),
     )?;
+    let pkg = crate_dir.join("pkg");
     for file in [
         "package.json",
         "btfs_client.d.ts",
@@ -172,16 +185,67 @@ fn npm_package() -> Result<()> {
         "btfs_client_bg.wasm",
         "README.md",
     ] {
-        if !crate_dir.join("pkg").join(file).exists() {
+        if !pkg.join(file).exists() {
             bail!("wasm-pack did not produce pkg/{file}");
         }
     }
-    run(
-        "npm pack --dry-run",
-        Command::new("npm")
-            .current_dir(crate_dir.join("pkg"))
-            .args(["pack", "--dry-run"]),
-    )
+    Ok(pkg)
+}
+
+/// The dApp page (`www/`) in headless Chromium, served as `cargo xtask demo` serves it: it
+/// connects, uploads a file through the file input, downloads it back, and the CLI downloads the
+/// page's link byte-identical.
+fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
+    eprintln!("\n==> the dApp page (www/) in headless Chromium");
+    let started = Instant::now();
+    let addr = crate::www::serve(
+        crate::www::Roots {
+            www: root().join("www"),
+            pkg: root().join("wasm-client").join("pkg"),
+            network: network.to_path_buf(),
+        },
+        0,
+    )?;
+    let driver = crate::www::Driver::start()?;
+    driver.goto(&format!("http://{addr}/"))?;
+    let minute = std::time::Duration::from_secs(60);
+    let status = driver.wait_text("status", minute, |t| {
+        t.starts_with("connected") || t.contains("rror")
+    })?;
+    if !status.starts_with("connected") || !status.contains("30 hosts known") {
+        bail!("the page did not connect: {status}");
+    }
+    let file = dir.join("page-upload.bin");
+    let data = seeded(3 * MIB + 5, 21);
+    std::fs::write(&file, &data)?;
+    driver.type_into("file", &file.display().to_string())?;
+    driver.click("upload")?;
+    let up = driver.wait_text("up-result", minute, |t| !t.is_empty())?;
+    let link = up
+        .split_whitespace()
+        .next()
+        .filter(|l| l.starts_with("btfs://"))
+        .with_context(|| format!("the page's upload failed: {up}"))?
+        .to_string();
+    driver.click("download")?;
+    let down = driver.wait_text("down-result", minute, |t| !t.is_empty())?;
+    if down != format!("save {} bytes", data.len()) {
+        bail!("the page's download failed: {down}");
+    }
+    let out = dir.join("page-upload.out");
+    btfs_cli(
+        btfs,
+        &["download", &link, "-o", &out.display().to_string()],
+        network,
+    )?;
+    if std::fs::read(&out)? != data {
+        bail!("the page's upload, downloaded with the CLI, differs");
+    }
+    eprintln!(
+        "<== the dApp page: connect, upload, download, CLI interop ok in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
 }
 
 /// `cargo test` of one browser test target in headless Chromium, with the devnet description
@@ -287,6 +351,8 @@ pub fn tests() -> Result<()> {
         }
         eprintln!("browser → CLI interop ok: {name}");
     }
+
+    page_round_trip(&btfs, &net.network, &dir)?;
 
     // Kill 20 of the 30 hosts; the browser still downloads the WebSocket upload.
     for pid in host_pids(&network_json).iter().take(20) {

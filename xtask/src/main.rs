@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 mod browser;
+mod www;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -255,6 +256,20 @@ fn demo(args: &[String]) -> Result<()> {
         .arg(&network)
         .output()?;
     let ok = down.status.success() && std::fs::read(&back).ok().as_deref() == Some(&data[..]);
+    eprintln!("\n==> building the btfs-client npm package for the web page");
+    let page = match browser::build_pkg().and_then(|pkg| {
+        www::serve(
+            www::Roots {
+                www: root().join("www"),
+                pkg,
+                network: network.clone(),
+            },
+            8090,
+        )
+    }) {
+        Ok(addr) => format!("http://{addr}/"),
+        Err(e) => format!("(not available: {e:#})"),
+    };
     let b = btfs.display();
     let n = network.display();
     let status_url = std::fs::read_to_string(&network)
@@ -267,6 +282,7 @@ fn demo(args: &[String]) -> Result<()> {
     println!(
         "\nBTFS devnet is running ({hosts} hosts + a service node with the Hub and Status). \
          Round trip of a 4 MiB file: {}\n\
+         \n  web page:  {page}   (upload and download from the browser)\
          \n  link:      {link}\
          \n  upload:    {b} upload FILE --network {n}\
          \n  download:  {b} download LINK -o OUT --network {n}\

@@ -199,13 +199,30 @@ impl Driver {
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
-        let mut raw = Vec::new();
-        s.take(16 << 20).read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, json) = text
-            .split_once("\r\n\r\n")
-            .context("chromedriver sent no HTTP body")?;
-        let v: serde_json::Value = serde_json::from_str(json)
+        // chromedriver keeps connections open: read the head, then exactly Content-Length bytes.
+        let mut reader = BufReader::new(s.take(16 << 20));
+        let mut head = String::new();
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.trim().eq_ignore_ascii_case("content-length") {
+                    len = v
+                        .trim()
+                        .parse()
+                        .context("bad Content-Length from chromedriver")?;
+                }
+            }
+            if head.is_empty() {
+                head = line.trim_end().to_string();
+            }
+        }
+        let mut json = vec![0u8; len];
+        reader.read_exact(&mut json)?;
+        let v: serde_json::Value = serde_json::from_slice(&json)
             .with_context(|| format!("chromedriver answered {head:?}"))?;
         if !head.starts_with("HTTP/1.1 200") {
             anyhow::bail!("webdriver {method} {path}: {}", v["value"]);

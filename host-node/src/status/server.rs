@@ -64,7 +64,7 @@ impl Shared {
     }
 }
 
-/// Read access to the service's state, cheap to clone (for the co-located Hub).
+/// Read access to the service's state, cheap to clone (for in-process readers of the service node).
 #[derive(Clone)]
 pub struct StatusReader {
     shared: Arc<Shared>,

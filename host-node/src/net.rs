@@ -426,6 +426,40 @@ pub fn listen_addr(t: Transport, ip: std::net::IpAddr, port: u16) -> Multiaddr {
     }
 }
 
+/// Binds a single-port listener with `bind(port)`: the `configured` port, or — when that is 0 —
+/// the port `remembered` from the last run (so addresses survive restarts), falling back to any
+/// free port if the remembered one is taken now. `what` names the listener in the log.
+pub async fn bind_remembered<T, E, F, Fut>(
+    configured: u16,
+    remembered: Option<u16>,
+    what: &str,
+    bind: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: Fn(u16) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let port = match (configured, remembered) {
+        (0, Some(p)) => p,
+        (p, _) => p,
+    };
+    match bind(port).await {
+        Err(e) if configured == 0 && port != 0 => {
+            tracing::warn!(%e, "previous {what} port unavailable; using a new one");
+            bind(0).await
+        }
+        other => other,
+    }
+}
+
+/// The port of an `http://IP:PORT[/path]` URL this node wrote itself (node.json, service.json).
+pub fn port_of_url(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    Some(authority.parse::<std::net::SocketAddr>().ok()?.port())
+}
+
 /// Whether a native node dials this address (TCP or QUIC), rather than it being there for
 /// browsers (WebSocket, WebRTC-direct).
 pub fn is_native(a: &Multiaddr) -> bool {
@@ -439,4 +473,18 @@ pub fn port_of(a: &Multiaddr) -> Option<u16> {
         Protocol::Tcp(p) | Protocol::Udp(p) => Some(p),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_of_urls_we_write() {
+        assert_eq!(port_of_url("http://127.0.0.1:4005/metrics"), Some(4005));
+        assert_eq!(port_of_url("http://127.0.0.1:8090"), Some(8090));
+        assert_eq!(port_of_url("http://[::1]:9000/metrics"), Some(9000));
+        assert_eq!(port_of_url("https://127.0.0.1:1"), None);
+        assert_eq!(port_of_url("http://example.com/"), None);
+    }
 }

@@ -117,14 +117,9 @@ impl Node {
         let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(dir, config.quota_bytes()?)?);
 
         let previous_info = read_node_info(dir);
-        let previous_metrics = previous_info.as_ref().and_then(|i| {
-            let url = i.metrics_http.as_deref()?;
-            url.rsplit(':')
-                .next()?
-                .trim_end_matches("/metrics")
-                .parse::<u16>()
-                .ok()
-        });
+        let previous_metrics = previous_info
+            .as_ref()
+            .and_then(|i| net::port_of_url(i.metrics_http.as_deref()?));
         let previous = previous_info.map(|i| i.ports).unwrap_or_default();
         let cancel = CancellationToken::new();
         let listen = config
@@ -258,27 +253,16 @@ impl Node {
             );
         }
         let metrics = if config.metrics {
-            let port = match config.metrics_port {
-                0 => previous_metrics.unwrap_or(0),
-                p => p,
-            };
-            let serve = |port| {
-                metrics::serve_node_metrics(
-                    SocketAddr::new(config.listen_ip, port),
-                    source.clone(),
-                    cancel.child_token(),
-                )
-            };
-            let server = match serve(port).await {
-                Ok(s) => s,
-                Err(e) if config.metrics_port == 0 && port != 0 => {
-                    tracing::warn!(%e, "previous metrics port unavailable; using a new one");
-                    serve(0)
-                        .await
-                        .map_err(|e| NodeError::Metrics(e.to_string()))?
-                }
-                Err(e) => return Err(NodeError::Metrics(e.to_string())),
-            };
+            let server =
+                net::bind_remembered(config.metrics_port, previous_metrics, "metrics", |port| {
+                    metrics::serve_node_metrics(
+                        SocketAddr::new(config.listen_ip, port),
+                        source.clone(),
+                        cancel.child_token(),
+                    )
+                })
+                .await
+                .map_err(|e| NodeError::Metrics(e.to_string()))?;
             let addr = server.addr;
             tasks.push(tokio::spawn(server.join()));
             Some(addr)

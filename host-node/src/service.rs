@@ -63,8 +63,8 @@ pub struct ServiceInfo {
     pub pid: u32,
     /// Full multiaddrs including `/p2p/<peer id>`.
     pub addrs: Vec<String>,
-    /// Port per transport, plus `status` for the HTTP port.
-    pub ports: BTreeMap<String, u16>,
+    /// Port per transport.
+    pub ports: BTreeMap<Transport, u16>,
     /// Base URL of the Status HTTP API.
     pub status_http: String,
 }
@@ -157,46 +157,29 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
     } else {
         None
     };
-    let previous = ServiceInfo::read(dir).map(|i| i.ports).unwrap_or_default();
+    let previous_info = ServiceInfo::read(dir);
+    let previous_status = previous_info
+        .as_ref()
+        .and_then(|i| net::port_of_url(&i.status_http));
+    let previous = previous_info.map(|i| i.ports).unwrap_or_default();
     let cancel = CancellationToken::new();
 
-    let status_port = match opts.status_port {
-        0 => previous.get("status").copied().unwrap_or(0),
-        p => p,
-    };
-    let status = match crate::status::start(
-        dir,
-        SocketAddr::new(opts.listen_ip, status_port),
-        opts.status.clone(),
-        cancel.child_token(),
-    )
-    .await
-    {
-        Ok(s) => s,
-        // The remembered port may be taken now: take any.
-        Err(e) if opts.status_port == 0 && status_port != 0 => {
-            tracing::warn!(%e, "previous Status port unavailable; using a new one");
-            crate::status::start(
-                dir,
-                SocketAddr::new(opts.listen_ip, 0),
-                opts.status.clone(),
-                cancel.child_token(),
-            )
-            .await?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let status = net::bind_remembered(opts.status_port, previous_status, "Status", |port| {
+        crate::status::start(
+            dir,
+            SocketAddr::new(opts.listen_ip, port),
+            opts.status.clone(),
+            cancel.child_token(),
+        )
+    })
+    .await?;
 
     let listen = |reuse: bool| -> Vec<Listen> {
         opts.transports
             .iter()
             .map(|&t| {
-                let key = serde_json::to_value(t)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
                 let port = if reuse {
-                    previous.get(&key).copied().unwrap_or(0)
+                    previous.get(&t).copied().unwrap_or(0)
                 } else {
                     0
                 };
@@ -227,14 +210,10 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
     let hub = crate::hub::service::start(net.clone(), dir, opts.hub.clone(), cancel.child_token())
         .await?;
 
-    let mut ports: BTreeMap<String, u16> = addrs
+    let ports = addrs
         .iter()
-        .filter_map(|(t, a)| {
-            let key = serde_json::to_value(t).ok()?.as_str()?.to_string();
-            Some((key, net::port_of(a)?))
-        })
+        .filter_map(|(t, a)| Some((*t, net::port_of(a)?)))
         .collect();
-    ports.insert("status".into(), status.http_addr.port());
     let info = ServiceInfo {
         peer_id: peer_id.to_base58(),
         pid: std::process::id(),

@@ -18,6 +18,7 @@ pub mod bench;
 pub mod config;
 pub mod devnet;
 pub mod download;
+pub mod fair_slots;
 pub mod http;
 pub mod hub;
 pub mod identity;

@@ -1,15 +1,15 @@
 //! The host side of `/btfs/shard/1` (wire format: `btfs_core::protocol`).
 //!
 //! Goals: serve put/get/stat with every resource a peer controls bounded — at most
-//! `max_inbound_streams` requests at once and `max_streams_per_peer` per peer (extra streams get
-//! a `Busy` answer without being read), bodies ≤ 4 MiB checked before buffering, a deadline on
+//! `max_inbound_streams` requests at once and `max_streams_per_peer` per peer, shared fairly
+//! between peers (a newcomer evicts idle streams and over-share peers' streams, see
+//! [`FairSlots`]; otherwise extra streams get a `Busy` answer without being read), bodies ≤ 4 MiB checked before buffering, a deadline on
 //! every request, quota checked before the body is read. A put's bytes are hashed and compared
 //! with the declared root before the store sees them; a mismatch stores nothing.
 //! Non-goals: payment and contracts (Escrow work), proofs of storage (Guard work).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use btfs_core::protocol::{
@@ -17,10 +17,11 @@ use btfs_core::protocol::{
 };
 use btfs_core::Root;
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{PeerId, Stream};
+use libp2p::Stream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::fair_slots::{FairSlots, Slot};
 use crate::store::{BlobStore, StoreError};
 
 /// Time allowed for one whole request (header, body, answer).
@@ -41,6 +42,10 @@ pub struct ServiceStats {
     pub refused: AtomicU64,
     /// Streams dropped because the inbound queue was full.
     pub dropped: Arc<AtomicU64>,
+    /// Streams given up to make room for another peer (see [`FairSlots`]).
+    pub evicted: AtomicU64,
+    /// Streams held right now (being served or answered `Busy`).
+    pub open: AtomicU64,
 }
 
 /// Limits on inbound work.
@@ -52,7 +57,16 @@ pub struct Limits {
     pub max_per_peer: usize,
 }
 
+/// Refused or evicted streams being answered `Busy` at once; beyond this they are dropped
+/// unanswered (the peer sees a reset). With the slots, this bounds the streams a host holds.
+pub const MAX_BUSY_ANSWERS: usize = 256;
+
 /// Serves shard streams until cancelled.
+///
+/// Every stream takes a slot in one [`FairSlots`] pool (`max_inbound` slots, `max_per_peer` per
+/// peer) for its whole life. When the pool is full a newcomer evicts a stream that has not sent
+/// its header yet, or else the oldest stream of a peer holding more than its share, so floods of
+/// idle or trickling streams from many identities cannot turn honest requests away.
 pub async fn serve(
     mut incoming: tokio::sync::mpsc::Receiver<crate::inbound::Inbound>,
     store: Arc<dyn BlobStore>,
@@ -60,17 +74,20 @@ pub async fn serve(
     stats: Arc<ServiceStats>,
     cancel: CancellationToken,
 ) {
-    let global = Arc::new(Semaphore::new(limits.max_inbound));
-    let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    let slots = FairSlots::new(limits.max_inbound, limits.max_per_peer);
+    let busy_answers = Arc::new(Semaphore::new(MAX_BUSY_ANSWERS));
     loop {
         let (peer, mut stream) = tokio::select! {
             () = cancel.cancelled() => break,
             next = incoming.recv() => match next { Some(s) => s, None => break },
         };
-        let peer_slot = PeerSlot::take(&per_peer, peer, limits.max_per_peer);
-        let (Ok(permit), Some(peer_slot)) = (global.clone().try_acquire_owned(), peer_slot) else {
+        let Some(slot) = slots.acquire(peer, std::time::Instant::now()) else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "shard stream refused: busy");
+            let Ok(permit) = busy_answers.clone().try_acquire_owned() else {
+                continue; // dropping the stream resets it: the peer still learns no
+            };
+            let open = OpenStream::count(&stats);
             tokio::spawn(async move {
                 let msg = "host busy: too many requests in flight; retry later or use another host";
                 let _ = tokio::time::timeout(
@@ -78,13 +95,33 @@ pub async fn serve(
                     respond(&mut stream, Status::Busy, msg.as_bytes()),
                 )
                 .await;
+                drop((permit, open));
             });
             continue;
         };
         let store = store.clone();
         let stats = stats.clone();
+        let busy_answers = busy_answers.clone();
         tokio::spawn(async move {
-            let outcome = tokio::time::timeout(REQUEST_DEADLINE, handle(&mut stream, store)).await;
+            let open = OpenStream::count(&stats);
+            let work = tokio::time::timeout(REQUEST_DEADLINE, handle(&mut stream, store, &slot));
+            let outcome = tokio::select! {
+                outcome = work => outcome,
+                () = slot.evicted() => {
+                    stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "shard stream evicted for a newcomer");
+                    drop(slot);
+                    if let Ok(_permit) = busy_answers.try_acquire() {
+                        let msg = "host busy: this stream made room for another peer's request; retry later";
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            respond(&mut stream, Status::Busy, msg.as_bytes()),
+                        )
+                        .await;
+                    }
+                    return;
+                }
+            };
             match outcome {
                 Ok(Ok(Status::Ok)) => stats.served.fetch_add(1, Ordering::Relaxed),
                 Ok(Ok(_)) => stats.failed.fetch_add(1, Ordering::Relaxed),
@@ -97,41 +134,24 @@ pub async fn serve(
                     stats.failed.fetch_add(1, Ordering::Relaxed)
                 }
             };
-            drop((permit, peer_slot));
+            drop((slot, open));
         });
     }
 }
 
-/// One peer's share of the per-peer limit, released on drop.
-struct PeerSlot {
-    map: Arc<Mutex<HashMap<PeerId, usize>>>,
-    peer: PeerId,
-}
+/// One stream held by the service, counted in [`ServiceStats::open`] until dropped.
+struct OpenStream(Arc<ServiceStats>);
 
-impl PeerSlot {
-    fn take(map: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId, max: usize) -> Option<Self> {
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(peer).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Self {
-            map: map.clone(),
-            peer,
-        })
+impl OpenStream {
+    fn count(stats: &Arc<ServiceStats>) -> Self {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Self(stats.clone())
     }
 }
 
-impl Drop for PeerSlot {
+impl Drop for OpenStream {
     fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.peer);
-            }
-        }
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -171,11 +191,16 @@ async fn linger(stream: &mut Stream) {
 }
 
 /// Handles one request; returns the status sent.
-async fn handle(stream: &mut Stream, store: Arc<dyn BlobStore>) -> std::io::Result<Status> {
+async fn handle(
+    stream: &mut Stream,
+    store: Arc<dyn BlobStore>,
+    slot: &Slot,
+) -> std::io::Result<Status> {
     let mut head = [0u8; REQUEST_HEAD_LEN];
     tokio::time::timeout(HEADER_DEADLINE, stream.read_exact(&mut head))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request header"))??;
+    slot.set_working();
     let req = match RequestHead::decode(&head) {
         Ok(r) => r,
         Err(e) => {

@@ -39,11 +39,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// The workspace this xtask runs in, found at run time from the current directory (as cargo
+/// finds it), never from a path baked in at compile time: two checkouts sharing one target
+/// directory share one xtask binary, and each must act on its own tree.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        find_workspace(&cwd).unwrap_or(cwd)
+    })
+    .clone()
+}
+
+/// The nearest ancestor of `from` (itself included) whose `Cargo.toml` declares a workspace
+/// with an `xtask` member.
+fn find_workspace(from: &Path) -> Option<PathBuf> {
+    from.ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|t| t.contains("[workspace]") && t.contains("\"xtask\""))
+        })
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn target_dir() -> PathBuf {

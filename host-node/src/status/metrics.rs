@@ -234,6 +234,18 @@ pub fn render_node(source: &NodeSource) -> String {
         "Shard streams dropped because the inbound queue was full",
         s.dropped.load(Ordering::Relaxed),
     );
+    counter(
+        &mut r,
+        "btfs_node_requests_evicted",
+        "Shard streams given up to make room for another peer's request",
+        s.evicted.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut r,
+        "btfs_node_shard_streams_open",
+        "Shard streams held right now (served or being answered busy)",
+        s.open.load(Ordering::Relaxed),
+    );
     let store = &source.store;
     gauge(
         &mut r,

@@ -29,7 +29,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// Path.
         path: PathBuf,
@@ -38,7 +38,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
-    #[error("config file {path} is invalid: {source}")]
+    #[error("config file {path} is invalid")]
     Parse {
         /// Path.
         path: PathBuf,

@@ -143,15 +143,51 @@ fn download_output_and_errors_are_honest() {
         );
     }
 
-    // 2. A special file is written, never replaced (we run as root in CI).
-    let o = run(&net, &["download", &a_link, "-o", "/dev/null"]);
+    // 2. A special file is written, never replaced. As root (CI) the device is a private null
+    //    device made with mknod, so a regression cannot replace the machine's /dev/null.
+    let dev = scratch.join("null-device");
+    let made = Command::new("mknod")
+        .arg(&dev)
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let dev = if made {
+        dev
+    } else {
+        PathBuf::from("/dev/null")
+    };
+    let o = run(
+        &net,
+        &["download", &a_link, "-o", &dev.display().to_string()],
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let ft = std::fs::metadata("/dev/null").unwrap().file_type();
+    let ft = std::fs::metadata(&dev).unwrap().file_type();
     assert!(
         ft.is_char_device(),
-        "/dev/null is no longer a character device"
+        "{} is no longer a character device",
+        dev.display()
     );
-    assert!(part_files(Path::new("/dev")).is_empty());
+    assert!(part_files(dev.parent().unwrap()).is_empty());
+
+    //    A FIFO gets the object's bytes through the pipe and stays a FIFO.
+    let fifo = scratch.join("pipe");
+    let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(ok.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let o = run(
+        &net,
+        &["download", &b_link, "-o", &fifo.display().to_string()],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        reader.join().unwrap() == b,
+        "the FIFO reader got other bytes"
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(part_files(&scratch).is_empty());
 
     // 3. `-o -` streams exactly the object to stdout, and nothing else goes there.
     let o = run(&net, &["download", &a_link, "-o", "-"]);

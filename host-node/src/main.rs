@@ -161,7 +161,7 @@ enum ShardCmd {
         host: Multiaddr,
         /// BLAKE3 root.
         root: Root,
-        /// Output file.
+        /// Output file, or `-` for stdout.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -729,7 +729,10 @@ async fn shard(cmd: ShardCmd) -> Result<()> {
             let verified = root.verify(r?).map_err(|_| {
                 anyhow::anyhow!("the host's bytes do not match root {root}: the blob is corrupt")
             })?;
-            std::fs::write(&output, verified.bytes())?;
+            // Same output rules as downloads: atomic for regular files, in place for devices.
+            let mut out = btfs_host::output::Output::open(&output)?;
+            out.write_all(verified.bytes())?;
+            out.commit()?;
         }
         ShardCmd::Stat { host, root } => {
             let t = tenant_for_addr(&host).await?;

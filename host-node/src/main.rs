@@ -502,17 +502,26 @@ async fn main() -> std::process::ExitCode {
                     transfer.and_then(TransferError::details),
                 );
             }
-            let interrupted = matches!(
-                e.chain().find_map(|c| c.downcast_ref::<TransferError>()),
-                Some(TransferError::Interrupted)
-            );
-            if interrupted {
-                std::process::ExitCode::from(EXIT_INTERRUPTED)
-            } else {
-                std::process::ExitCode::FAILURE
-            }
+            std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// On Ctrl-C or SIGTERM: removes the part files of open outputs, reports, exits 130. Runs on a
+/// runtime worker, so it acts even while the command is blocked in a write to a full pipe or in
+/// opening a FIFO that has no reader yet.
+fn exit_on_signal(json: bool) {
+    tokio::spawn(async move {
+        btfs_host::shutdown_signal().await;
+        btfs_host::output::remove_open_parts();
+        let e = TransferError::Interrupted;
+        eprintln!("error: {e}");
+        if json {
+            print_json_error(e.kind(), &e.to_string(), &[], None);
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::process::exit(i32::from(EXIT_INTERRUPTED));
+    });
 }
 
 /// `{"error": {"kind", "message", "causes", "details"?}}` on stdout: `message` is the outermost
@@ -617,11 +626,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let link = Link::parse(&link)?;
             let tenant = tenant_for(&net.network).await?;
-            // On a signal the download future is dropped, which removes its part file.
-            let report = tokio::select! {
-                r = download::download(&tenant, &link, &output, progress_bar("download")) => r,
-                () = btfs_host::shutdown_signal() => Err(TransferError::Interrupted),
-            };
+            exit_on_signal(json);
+            let report =
+                download::download(&tenant, &link, &output, progress_bar("download")).await;
             tenant.shutdown().await;
             let report = report.context("download failed")?;
             for c in &report.corrupt_shards {

@@ -6,8 +6,11 @@
 //!   bytes go to a temporary file in the same directory, created exclusively (`O_EXCL`) under a
 //!   random name `.OUT.<16 hex>.btfs-part`, fsynced, then renamed over `OUT`. Two downloads into
 //!   one path each have their own part file, so the target ends as one whole object or the
-//!   other, never a mix; a failed download removes its part file (also when the future is
-//!   dropped, e.g. on Ctrl-C) and leaves an existing target untouched.
+//!   other, never a mix; a failed download removes its part file and leaves an existing target
+//!   untouched. A signal ends the process without running destructors, so open part files are
+//!   also listed for [`remove_open_parts`], which the CLI's Ctrl-C/SIGTERM handler calls before
+//!   it exits (that handler runs on a runtime worker, so it works even while the download is
+//!   blocked writing into a full pipe).
 //! - a target that exists and is not a regular file (character or block device, FIFO, terminal)
 //!   is opened for writing and written in place, never replaced: as root,
 //!   `btfs download LINK -o /dev/null` leaves `/dev/null` a device.
@@ -26,8 +29,28 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use thiserror::Error;
+
+/// Part files of outputs not yet committed or dropped.
+static OPEN_PARTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn open_parts() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    OPEN_PARTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn forget_part(part: &Path) {
+    open_parts().retain(|p| p != part);
+}
+
+/// Removes the part file of every output still open. For a signal handler that is about to end
+/// the process: the outputs' destructors will not run.
+pub fn remove_open_parts() {
+    for part in open_parts().drain(..) {
+        let _ = std::fs::remove_file(part);
+    }
+}
 
 /// The `-o` argument that means stdout.
 pub const STDOUT: &str = "-";
@@ -206,6 +229,7 @@ impl Output {
                     // Make the rename itself durable; not every filesystem supports it.
                     let _ = dir.sync_all();
                 }
+                forget_part(&part);
                 result
             }
             Some(Sink::Stream { file, name }) => match file.sync_all() {
@@ -230,6 +254,7 @@ impl Drop for Output {
     fn drop(&mut self) {
         if let Some(Sink::Replace { part, .. }) = &self.sink {
             let _ = std::fs::remove_file(part);
+            forget_part(part);
         }
     }
 }
@@ -250,7 +275,10 @@ fn create_part(target: &Path) -> std::io::Result<(File, PathBuf)> {
     for _ in 0..8 {
         let part = dir.join(format!(".{name}.{:016x}.btfs-part", rand::random::<u64>()));
         match OpenOptions::new().write(true).create_new(true).open(&part) {
-            Ok(f) => return Ok((f, part)),
+            Ok(f) => {
+                open_parts().push(part.clone());
+                return Ok((f, part));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(e),
         }
@@ -314,6 +342,22 @@ mod tests {
         drop(out);
         assert_eq!(std::fs::read(&target).unwrap(), b"old");
         assert_eq!(entries(dir.path()), ["out.bin"]);
+    }
+
+    /// `remove_open_parts` itself is exercised end to end by the devnet Ctrl-C test (calling it
+    /// here would race the other tests' part files).
+    #[test]
+    fn open_part_files_are_listed_until_committed_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Output::open(&dir.path().join("out.bin")).unwrap();
+        let part = out.part_path().unwrap().to_path_buf();
+        assert!(open_parts().contains(&part));
+        out.commit().unwrap();
+        assert!(!open_parts().contains(&part));
+        let out = Output::open(&dir.path().join("out.bin")).unwrap();
+        let part = out.part_path().unwrap().to_path_buf();
+        drop(out);
+        assert!(!open_parts().contains(&part));
     }
 
     #[test]

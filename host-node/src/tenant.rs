@@ -78,7 +78,7 @@ pub enum TransferError {
         failures: FetchFailures,
     },
     /// Stopped by Ctrl-C or SIGTERM.
-    #[error("interrupted: the transfer was stopped by a signal; no partial output was kept")]
+    #[error("interrupted by a signal: the transfer did not finish (a download's temporary file was removed; stdout or a special file holds only a prefix)")]
     Interrupted,
     /// The manifest is malformed.
     #[error(transparent)]

@@ -253,6 +253,40 @@ fn download_output_and_errors_are_honest() {
     );
     assert!(!sig_out.exists());
 
+    //    Ctrl-C also works while the CLI is blocked opening a FIFO that has no reader.
+    let lonely = scratch.join("lonely-pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&lonely)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = cmd(
+        &net,
+        &["download", &a_link, "-o", &lonely.display().to_string()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the FIFO open did not block"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("Ctrl-C did not stop a download blocked on a FIFO within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+
     // 5. 21 corrupt shards of slab 1: the download fails naming corruption, keeps the existing
     //    target, leaves no part file, and a stream to stdout is a strict, authenticated prefix.
     let manifest = manifest_of(&net, &a_link).unwrap();

@@ -91,7 +91,7 @@ fn json_error(o: &Output) -> serde_json::Value {
 #[test]
 fn download_output_and_errors_are_honest() {
     let t0 = Instant::now();
-    let net = Devnet::start(30).unwrap();
+    let mut net = Devnet::start(30).unwrap();
     let started = t0.elapsed();
     let scratch = net.scratch().to_path_buf();
     let a_src = scratch.join("a.bin");
@@ -102,6 +102,12 @@ fn download_output_and_errors_are_honest() {
     let b = std::fs::read(&b_src).unwrap();
     let a_link = upload(&net, &a_src);
     let b_link = upload(&net, &b_src);
+    let c_src = scratch.join("c.bin");
+    random_file(&c_src, 300 * KIB, 93).unwrap();
+    let c_link = upload(&net, &c_src);
+    let d_src = scratch.join("d.bin");
+    random_file(&d_src, 300 * KIB, 94).unwrap();
+    let d_link = upload(&net, &d_src);
     let uploaded = t0.elapsed();
 
     let out_dir = scratch.join("out");
@@ -411,6 +417,37 @@ fn download_output_and_errors_are_honest() {
         .output()
         .unwrap();
     assert_eq!(json_error(&o)["error"]["kind"], "usage");
+
+    // 9. Shards deleted from 21 hosts' disks: "missing", not "corrupt" or "down".
+    let manifest = manifest_of(&net, &c_link).unwrap();
+    for shard in 0..21 {
+        let (host, root) = shard_location(&net, &manifest, 0, shard).unwrap();
+        std::fs::remove_file(blob_path(&net.hosts()[host].data_dir, &root.to_hex())).unwrap();
+    }
+    let o = run(&net, &["download", &c_link, "-o", &out_s, "--json"]);
+    let v = json_error(&o);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("0 corrupt, 0 unreachable, 21 missing"),
+        "{err}"
+    );
+    assert!(err.contains("no longer hold"), "{err}");
+    assert_eq!(v["error"]["kind"], "shards_missing", "{v}");
+    assert_eq!(v["error"]["details"]["failures"]["missing"], 21, "{v}");
+
+    // 10. 21 hosts killed: now the hosts really are down, and the error says that.
+    for i in 9..30 {
+        net.kill_host(i);
+    }
+    let o = run(&net, &["download", &d_link, "-o", &out_s, "--json"]);
+    let v = json_error(&o);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("0 corrupt, 21 unreachable, 0 missing"),
+        "{err}"
+    );
+    assert!(err.contains("Too many hosts are down"), "{err}");
+    assert_eq!(v["error"]["kind"], "shards_unreachable", "{v}");
 
     // The original download target is intact through all of it.
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");

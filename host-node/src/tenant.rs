@@ -3,6 +3,11 @@
 //! Goals: upload and download stream slab by slab with bounded memory and bounded parallelism;
 //! failures are retried on other hosts; every error says what to do. Until the Hub lands, hosts
 //! come from the network file. See [`crate::upload`] and [`crate::download`].
+//!
+//! Errors ([`TransferError`]) are typed down to the reason: a lost slab or manifest carries
+//! [`FetchFailures`] (corrupt hosts, unreachable, missing, refused counts), its message and
+//! [`TransferError::kind`] follow the dominant [`FailureKind`], and no message repeats its
+//! `source()`.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -29,7 +29,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// Path.
         path: PathBuf,
@@ -38,7 +38,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
-    #[error("config file {path} is invalid: {source}")]
+    #[error("config file {path} is invalid")]
     Parse {
         /// Path.
         path: PathBuf,
@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(c.transports, vec![Transport::Tcp]);
         assert_eq!(c.max_inbound_streams, 64);
         std::fs::write(&p, "qouta = 1\n").unwrap();
-        let err = HostConfig::from_file(&p).unwrap_err().to_string();
+        // The parser's message is the cause, printed once by whoever walks the chain.
+        let err = anyhow::Error::new(HostConfig::from_file(&p).unwrap_err());
+        let err = format!("{err:#}");
         assert!(err.contains("qouta"), "{err}");
+        assert!(err.contains("c.toml is invalid"), "{err}");
     }
 }

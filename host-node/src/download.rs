@@ -6,14 +6,20 @@
 //! slabs:    up to 2 slabs fetching ahead of the decoder; per slab 10 fetches start (data
 //!           shards first: decoding is a copy when all 10 arrive); a failure, a corrupt shard
 //!           or no progress for HEDGE_AFTER starts another fetch on a host not yet asked
-//! output:   written to OUT.btfs-part, fsynced, renamed to OUT only when every block verified
+//! output:   see [`crate::output`]: a regular file is written to a unique, exclusively created
+//!           `.OUT.<random>.btfs-part` beside it, fsynced and renamed over OUT only when every
+//!           block authenticated; a special file (device, FIFO, terminal) or stdout (`-o -`) is
+//!           written in place, block by authenticated block
 //! ```
 //!
 //! Hosts that failed once are asked last for later slabs. Memory: ~3 slabs of shards.
+//!
+//! Every failed fetch is classified ([`FailureKind`]: corrupt, unreachable, missing, refused) so
+//! a failed download names the reason that really stopped it, for the manifest
+//! ([`TransferError::ManifestLost`]) and for each slab ([`TransferError::SlabLost`]).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use btfs_core::{Decoder, Link, Manifest, Root, VerifiedShard, DATA_SHARDS, TOTAL_SHARDS};
@@ -22,8 +28,9 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::shard_client::{self, ShardError};
-use crate::tenant::{Tenant, TransferError};
+use crate::output::Output;
+use crate::shard_client;
+use crate::tenant::{FailureKind, FetchFailures, Tenant, TransferError};
 
 /// Start one more fetch when a slab made no progress for this long.
 pub const HEDGE_AFTER: Duration = Duration::from_millis(1500);
@@ -67,10 +74,11 @@ pub struct DownloadReport {
 /// Fetches and verifies the manifest named by `link`.
 pub async fn fetch_manifest(tenant: &Tenant, id: Root) -> Result<Manifest, TransferError> {
     let n = tenant.hosts().len();
-    let mut unreachable = 0;
+    let mut dial_failed = 0;
+    let mut failures = FetchFailures::default();
     let mut asks = futures::stream::iter(0..n)
         .map(|i| async move {
-            let peer = tenant.connect(i).await.map_err(|_| true)?;
+            let peer = tenant.connect(i).await.map_err(|_| None)?;
             let mut control = tenant.net().control();
             let bytes = shard_client::get(
                 &mut control,
@@ -79,29 +87,39 @@ pub async fn fetch_manifest(tenant: &Tenant, id: Root) -> Result<Manifest, Trans
                 btfs_core::manifest::MAX_MANIFEST_LEN as u32,
             )
             .await
-            .map_err(|_| false)?;
+            .map_err(|e| {
+                tracing::info!(error = %e, "manifest fetch failed");
+                Some((i, FailureKind::of(&e)))
+            })?;
             // Only bytes that hash to the id are parsed.
-            let verified = id.verify(bytes).map_err(|_| false)?;
-            Manifest::decode(verified.bytes()).map_err(|e| {
-                tracing::warn!(error = %e, "manifest with a valid id failed to parse");
-                false
-            })
+            let verified = id
+                .verify(bytes)
+                .map_err(|_| Some((i, FailureKind::Corrupt)))?;
+            // Every copy that hashes to the id is the same bytes: a parse failure is final.
+            Ok(Manifest::decode(verified.bytes()))
         })
         .buffer_unordered(MANIFEST_FANOUT);
     while let Some(r) = asks.next().await {
         match r {
-            Ok(m) => return Ok(m),
-            Err(true) => unreachable += 1,
-            Err(false) => {}
+            Ok(parsed) => return Ok(parsed?),
+            Err(None) => {
+                dial_failed += 1;
+                failures.record(FailureKind::Unreachable, String::new);
+            }
+            Err(Some((i, kind))) => {
+                if kind == FailureKind::Corrupt {
+                    tracing::warn!(host = %tenant.hosts()[i].peer, "manifest copy failed verification");
+                }
+                failures.record(kind, || tenant.hosts()[i].peer.to_string());
+            }
         }
     }
-    if unreachable == n {
+    if dial_failed == n {
         return Err(TransferError::Unreachable { total: n });
     }
-    Err(TransferError::ManifestNotFound {
+    Err(TransferError::ManifestLost {
         id: id.to_hex(),
-        asked: n,
-        unreachable,
+        failures,
     })
 }
 
@@ -113,6 +131,9 @@ pub async fn download(
     progress: ProgressBar,
 ) -> Result<DownloadReport, TransferError> {
     let started = Instant::now();
+    // Open the output first: a bad path fails before any network work. Opening a FIFO waits
+    // for its reader.
+    let mut file = tokio::task::block_in_place(|| Output::open(out))?;
     let manifest = fetch_manifest(tenant, link.manifest_id).await?;
     let mut decoder = Decoder::new(&manifest, &link.key)?;
     let layout = *manifest.layout();
@@ -131,12 +152,6 @@ pub async fn download(
         .map(|id| by_peer.get(id).copied())
         .collect();
 
-    let part = part_path(out);
-    let output = |source| TransferError::Output {
-        path: out.display().to_string(),
-        source,
-    };
-    let mut file = std::fs::File::create(&part).map_err(output)?;
     let mut report = DownloadReport {
         name: decoder.header().name.clone(),
         slabs: layout.slab_count(),
@@ -157,32 +172,21 @@ pub async fn download(
             let plain = tokio::task::block_in_place(|| {
                 decoder.decode_slab(fetched.index, &fetched.shards)
             })?;
-            tokio::task::block_in_place(|| file.write_all(&plain)).map_err(output)?;
+            tokio::task::block_in_place(|| file.write_all(&plain))?;
             report.bytes += plain.len() as u64;
             progress.inc(plain.len() as u64);
         }
         Ok(())
     }
     .await;
-    let finished = result.and_then(|()| {
-        decoder.finish()?;
-        file.sync_all().map_err(output)?;
-        std::fs::rename(&part, out).map_err(output)
-    });
-    if let Err(e) = finished {
-        let _ = std::fs::remove_file(&part);
-        return Err(e);
-    }
+    // On any error `file` is dropped here, which removes a part file and leaves the target.
+    result?;
+    decoder.finish()?;
+    tokio::task::block_in_place(|| file.commit())?;
     progress.finish_and_clear();
     report.elapsed_ms = started.elapsed().as_millis();
     report.peak_rss_bytes = crate::peak_rss_bytes();
     Ok(report)
-}
-
-fn part_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".btfs-part");
-    out.with_file_name(name)
 }
 
 struct FetchedSlab {
@@ -190,12 +194,6 @@ struct FetchedSlab {
     shards: Vec<Option<VerifiedShard>>,
     failed: usize,
     corrupt: Vec<CorruptShard>,
-}
-
-enum FetchFailure {
-    Unreachable,
-    Missing,
-    Corrupt,
 }
 
 /// Fetches 10 verified shards of slab `index`, starting extra fetches on failure or slowness.
@@ -222,33 +220,30 @@ async fn fetch_slab(
     let fetch = |k: usize| async move {
         let root = record[k].root;
         let Some(h) = host_map[usize::from(record[k].host)] else {
-            return (k, None, Err(FetchFailure::Unreachable));
+            // The manifest names a host this tenant has no address for.
+            return (k, None, Err(FailureKind::Unreachable));
         };
         let result = async {
             let peer = tenant
                 .connect(h)
                 .await
-                .map_err(|_| FetchFailure::Unreachable)?;
+                .map_err(|_| FailureKind::Unreachable)?;
             let mut control = tenant.net().control();
             let bytes = shard_client::get(&mut control, peer, root, shard_size)
                 .await
                 .map_err(|e| {
                     tracing::info!(slab = index, shard = k, error = %e, "shard fetch failed");
-                    match e {
-                        ShardError::Open { .. } | ShardError::Timeout { .. } => {
-                            FetchFailure::Unreachable
-                        }
-                        _ => FetchFailure::Missing,
-                    }
+                    FailureKind::of(&e)
                 })?;
-            root.verify(bytes).map_err(|_| FetchFailure::Corrupt)
+            root.verify(bytes).map_err(|_| FailureKind::Corrupt)
         }
         .await;
         (k, Some(h), result)
     };
 
     let mut shards: Vec<Option<VerifiedShard>> = vec![None; TOTAL_SHARDS];
-    let (mut have, mut failed, mut unreachable, mut missing) = (0, 0, 0, 0);
+    let (mut have, mut failed) = (0, 0);
+    let mut failures = FetchFailures::default();
     let mut corrupt = Vec::new();
     let mut running = FuturesUnordered::new();
     for k in order.by_ref().take(DATA_SHARDS) {
@@ -272,15 +267,13 @@ async fn fetch_slab(
                         if let Some(h) = host {
                             tenant.mark_bad(h);
                         }
-                        match why {
-                            FetchFailure::Unreachable => unreachable += 1,
-                            FetchFailure::Missing => missing += 1,
-                            FetchFailure::Corrupt => {
-                                let host = host.map(|h| tenant.hosts()[h].peer.to_string()).unwrap_or_default();
-                                tracing::warn!(slab = index, shard = k, %host, "shard failed verification; fetching another");
-                                corrupt.push(CorruptShard { slab: index, shard: k, host });
-                            }
+                        let peer = || host.map(|h| tenant.hosts()[h].peer.to_string()).unwrap_or_default();
+                        if why == FailureKind::Corrupt {
+                            let host = peer();
+                            tracing::warn!(slab = index, shard = k, %host, "shard failed verification; fetching another");
+                            corrupt.push(CorruptShard { slab: index, shard: k, host });
                         }
+                        failures.record(why, peer);
                     }
                 }
                 if let Some(k) = order.next() {
@@ -300,9 +293,7 @@ async fn fetch_slab(
         return Err(TransferError::SlabLost {
             slab: index,
             have,
-            unreachable,
-            corrupt: corrupt.len(),
-            missing,
+            failures,
         });
     }
     Ok(FetchedSlab {

@@ -20,7 +20,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum IdentityError {
     /// File I/O.
-    #[error("identity file {path}: {source}")]
+    #[error("identity file {path}")]
     Io {
         /// Path.
         path: String,

@@ -6,9 +6,10 @@
 //! ([`node::Node::spawn`]) or as real processes (the `btfs` binary).
 //!
 //! Module map: [`config`] → [`identity`] → [`store`] → [`net`] → [`shard_service`] compose a
-//! host in [`node`]; [`tenant`], [`upload`], [`download`] and [`shard_client`] are the tenant;
-//! [`network_file`] and [`devnet`] describe and run a local network; [`hub`] and [`status`] are
-//! the network services, run together by [`service`] (`btfs service`).
+//! host in [`node`]; [`tenant`], [`upload`], [`download`] (writing through [`output`]) and
+//! [`shard_client`] are the tenant; [`network_file`] and [`devnet`] describe and run a local
+//! network; [`hub`] and [`status`] are the network services, run together by [`service`]
+//! (`btfs service`).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -26,6 +27,7 @@ pub mod inbound;
 pub mod net;
 pub mod network_file;
 pub mod node;
+pub mod output;
 pub mod service;
 pub mod shard_client;
 pub mod shard_service;

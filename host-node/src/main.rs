@@ -13,7 +13,7 @@ use btfs_host::devnet::{self, DevnetOptions};
 use btfs_host::network_file::NetworkFile;
 use btfs_host::node::Node;
 use btfs_host::service::{self, ServiceOptions};
-use btfs_host::tenant::Tenant;
+use btfs_host::tenant::{Tenant, TransferError};
 use btfs_host::upload::UploadOptions;
 use btfs_host::{download, hub, shard_client, upload};
 use clap::{Args, Parser, Subcommand};
@@ -53,15 +53,20 @@ enum Cmd {
         json: bool,
     },
     /// Fetch, verify and decrypt an object from its link.
+    ///
+    /// A regular file OUTPUT is replaced only when every block authenticated. A special file
+    /// (device, FIFO, terminal) and stdout (`-o -`) receive authenticated blocks as they are
+    /// decoded: if the download fails midway they hold a truncated prefix (never wrong bytes)
+    /// and the exit status is non-zero.
     Download {
         /// The btfs:// link printed by upload.
         link: String,
-        /// Output file.
+        /// Output file, or `-` for stdout.
         #[arg(short, long)]
         output: PathBuf,
         #[command(flatten)]
         net: NetworkArg,
-        /// Print a JSON report on stdout.
+        /// Print a JSON report on stdout (a JSON error object on failure). Not with `-o -`.
         #[arg(long)]
         json: bool,
     },
@@ -156,7 +161,7 @@ enum ShardCmd {
         host: Multiaddr,
         /// BLAKE3 root.
         root: Root,
-        /// Output file.
+        /// Output file, or `-` for stdout.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -404,7 +409,10 @@ async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> Resu
         return tenant_for(network).await;
     };
     let len = std::fs::metadata(file)
-        .with_context(|| format!("cannot read {}", file.display()))?
+        .map_err(|source| TransferError::Input {
+            path: file.display().to_string(),
+            source,
+        })?
         .len();
     let layout = btfs_core::Layout::new(len, shard_size)?;
     let shard = layout
@@ -447,17 +455,124 @@ async fn tenant_for_addr(addr: &Multiaddr) -> Result<Tenant> {
     Ok(t)
 }
 
+impl Cmd {
+    /// Whether the command was asked for JSON output (errors are then JSON on stdout too).
+    fn json(&self) -> bool {
+        match self {
+            Cmd::Upload { json, .. }
+            | Cmd::Download { json, .. }
+            | Cmd::Status { json, .. }
+            | Cmd::Hosts { json, .. } => *json,
+            _ => false,
+        }
+    }
+}
+
+/// Exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     btfs_host::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let usage = !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if usage && std::env::args_os().any(|a| a == "--json") {
+                let message = e.kind().to_string();
+                let detail = e.render().to_string();
+                print_json_error("usage", &message, &[detail.trim().to_string()], None);
+            }
+            e.exit();
+        }
+    };
+    let json = cli.command.json();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if json {
+                let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+                let transfer = e.chain().find_map(|c| c.downcast_ref::<TransferError>());
+                print_json_error(
+                    error_kind(&e),
+                    &e.to_string(),
+                    &causes,
+                    transfer.and_then(TransferError::details),
+                );
+            }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// On Ctrl-C or SIGTERM: removes the part files of open outputs, reports, exits 130. Runs on a
+/// runtime worker, so it acts even while the command is blocked in a write to a full pipe or in
+/// opening a FIFO that has no reader yet.
+fn exit_on_signal(json: bool) {
+    tokio::spawn(async move {
+        btfs_host::shutdown_signal().await;
+        btfs_host::output::remove_open_parts();
+        let e = TransferError::Interrupted;
+        eprintln!("error: {e}");
+        if json {
+            print_json_error(e.kind(), &e.to_string(), &[], None);
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::process::exit(i32::from(EXIT_INTERRUPTED));
+    });
+}
+
+/// `{"error": {"kind", "message", "causes", "details"?}}` on stdout: `message` is the outermost
+/// error, `causes` the chain below it, each once.
+fn print_json_error(
+    kind: &str,
+    message: &str,
+    causes: &[String],
+    details: Option<serde_json::Value>,
+) {
+    let mut error = serde_json::json!({
+        "kind": kind,
+        "message": message,
+        "causes": causes,
+    });
+    if let Some(d) = details {
+        error["details"] = d;
+    }
+    let doc = serde_json::json!({ "error": error });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+    );
+}
+
+/// A machine-readable name for the error: the first typed error in the chain that has one.
+fn error_kind(e: &anyhow::Error) -> &'static str {
+    for c in e.chain() {
+        if let Some(t) = c.downcast_ref::<TransferError>() {
+            return t.kind();
+        }
+        if c.is::<btfs_host::network_file::NetworkFileError>() {
+            return "network_file";
+        }
+        if c.is::<btfs_core::link::LinkError>() {
+            return "bad_link";
+        }
+        if c.is::<btfs_host::hub::client::HubClientError>() {
+            return "hub";
+        }
+        if c.is::<btfs_host::status::StatusError>() {
+            return "status";
+        }
+        if c.is::<shard_client::ShardError>() {
+            return "shard";
+        }
+        if c.is::<btfs_host::output::OutputError>() {
+            return "output";
+        }
+    }
+    "error"
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -506,8 +621,12 @@ async fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             init_tracing("warn");
+            if json && output.as_os_str() == btfs_host::output::STDOUT {
+                bail!("--json cannot be combined with -o -: stdout carries the object's bytes; write to a file, or drop --json");
+            }
             let link = Link::parse(&link)?;
             let tenant = tenant_for(&net.network).await?;
+            exit_on_signal(json);
             let report =
                 download::download(&tenant, &link, &output, progress_bar("download")).await;
             tenant.shutdown().await;
@@ -617,7 +736,10 @@ async fn shard(cmd: ShardCmd) -> Result<()> {
             let verified = root.verify(r?).map_err(|_| {
                 anyhow::anyhow!("the host's bytes do not match root {root}: the blob is corrupt")
             })?;
-            std::fs::write(&output, verified.bytes())?;
+            // Same output rules as downloads: atomic for regular files, in place for devices.
+            let mut out = btfs_host::output::Output::open(&output)?;
+            out.write_all(verified.bytes())?;
+            out.commit()?;
         }
         ShardCmd::Stat { host, root } => {
             let t = tenant_for_addr(&host).await?;

@@ -34,7 +34,7 @@ use crate::hub::HubAddr;
 #[non_exhaustive]
 pub enum NetworkFileError {
     /// Missing or unreadable.
-    #[error("cannot read network file {path}: {source}. Start a local network with `btfs devnet --dir DIR` and pass --network DIR/network.json")]
+    #[error("cannot read network file {path} (start a local network with `btfs devnet --dir DIR` and pass --network DIR/network.json)")]
     Read {
         /// Path.
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum NetworkFileError {
         source: std::io::Error,
     },
     /// Not valid JSON of this shape.
-    #[error("network file {path} is invalid: {source}")]
+    #[error("network file {path} is invalid")]
     Parse {
         /// Path.
         path: PathBuf,

@@ -58,7 +58,7 @@ pub enum NodeError {
     #[error("cannot serve /metrics: {0}; pick another --metrics-port or pass --no-metrics")]
     Metrics(String),
     /// Data directory.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir {
         /// Path.
         path: PathBuf,

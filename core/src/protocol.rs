@@ -213,7 +213,9 @@ impl RequestHead {
                     max: MAX_CLAIM_LEN,
                 })
             }
-            Op::Claim if len == 0 || !len.is_multiple_of(32) => return Err(FrameError::ClaimLength(len)),
+            Op::Claim if len == 0 || !len.is_multiple_of(32) => {
+                return Err(FrameError::ClaimLength(len))
+            }
             Op::Claim => {}
             Op::Get | Op::Stat | Op::Release if len != 0 => {
                 return Err(FrameError::UnexpectedBody(op))

@@ -58,7 +58,7 @@ pub enum UploadError {
     #[error(transparent)]
     Transfer(#[from] TransferError),
     /// A host did not confirm keeping its shards; the upload was rolled back.
-    #[error("host {host} did not confirm keeping its {roots} shards of this upload, so the upload was undone; retry: {source}")]
+    #[error("host {host} did not confirm keeping its {roots} shards of this upload, so the upload was undone; retry")]
     Claim {
         /// The host.
         host: libp2p::PeerId,

@@ -1,8 +1,9 @@
 //! `btfs bench`: end-to-end throughput of a local devnet, beside the capacity of its stages.
 //!
 //! Measured in one run, on the same machine:
-//! 1. disk: 1 MiB blobs written through the host's `FsStore` (temp file, fsync, rename, fsync of
-//!    the directory) by 30 writers at once, as 30 hosts do during an upload;
+//! 1. disk: 1 MiB blobs written through the host's `FsStore` (hold record commit, temp file,
+//!    fsync, rename, fsync of the directory) by 30 writers at once, as 30 hosts do during an
+//!    upload;
 //! 2. libp2p single stream: sequential 4 MiB GETs from one host over one TCP+Noise+Yamux
 //!    connection (the shard protocol, blob served from the page cache);
 //! 3. end to end: `btfs upload` and `btfs download` of a random file (real CLI processes) to a
@@ -259,13 +260,14 @@ fn disk_capacity(dir: &Path) -> Result<f64> {
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
+    let holder = libp2p::PeerId::random();
     let started = Instant::now();
     std::thread::scope(|s| {
         for mine in &blobs {
             let store = store.clone();
             s.spawn(move || {
                 for (root, blob) in mine {
-                    let _ = store.put(root, blob);
+                    let _ = store.put(root, blob, holder, 0);
                 }
             });
         }

@@ -16,6 +16,8 @@
 //! price_per_gib_month = 100     # asking price, in the ledger's smallest unit
 //! region = "eu-west"            # optional, helps tenants pick nearby hosts
 //! announce_interval_secs = 300  # re-announce at least this often
+//! unclaimed_grace_secs = 3600   # drop blobs no completed upload claimed after this long
+//! sweep_interval_secs = 60      # how often to look for them
 //! ```
 
 use std::net::IpAddr;
@@ -113,6 +115,12 @@ pub struct HostConfig {
     pub metrics: bool,
     /// Port of `/metrics` (0 = any free port, reused on restart).
     pub metrics_port: u16,
+    /// Grace period of an unclaimed hold, in seconds: a blob that no completed upload claimed
+    /// is dropped this long after its last put (see `btfs_core::protocol`). Must exceed the
+    /// longest upload.
+    pub unclaimed_grace_secs: u64,
+    /// Time between two sweeps for expired unclaimed holds, in seconds.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for HostConfig {
@@ -136,6 +144,8 @@ impl Default for HostConfig {
             report_interval_secs: 60,
             metrics: true,
             metrics_port: 0,
+            unclaimed_grace_secs: 3600,
+            sweep_interval_secs: 60,
         }
     }
 }
@@ -204,6 +214,16 @@ impl HostConfig {
                     "status_url {u:?} must be an http:// URL such as http://127.0.0.1:4004"
                 )));
             }
+        }
+        if !(1..=30 * 86_400).contains(&self.unclaimed_grace_secs) {
+            return Err(ConfigError::Invalid(
+                "unclaimed_grace_secs must be 1..=2592000 (30 days)".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.sweep_interval_secs) {
+            return Err(ConfigError::Invalid(
+                "sweep_interval_secs must be 1..=86400".into(),
+            ));
         }
         if self.transports.is_empty() {
             return Err(ConfigError::Invalid(

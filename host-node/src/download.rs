@@ -88,7 +88,7 @@ pub async fn fetch_manifest(tenant: &Tenant, id: Root) -> Result<Manifest, Trans
             )
             .await
             .map_err(|e| {
-                tracing::info!(error = %e, "manifest fetch failed");
+                tracing::info!(error = ?e, "manifest fetch failed");
                 Some((i, FailureKind::of(&e)))
             })?;
             // Only bytes that hash to the id are parsed.
@@ -232,7 +232,7 @@ async fn fetch_slab(
             let bytes = shard_client::get(&mut control, peer, root, shard_size)
                 .await
                 .map_err(|e| {
-                    tracing::info!(slab = index, shard = k, error = %e, "shard fetch failed");
+                    tracing::info!(slab = index, shard = k, error = ?e, "shard fetch failed");
                     FailureKind::of(&e)
                 })?;
             root.verify(bytes).map_err(|_| FailureKind::Corrupt)

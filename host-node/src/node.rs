@@ -1,4 +1,5 @@
-//! The host node's composition root: identity → store → network → shard service → Hub
+//! The host node's composition root: identity → store → network → shard service and its
+//! sweep of unclaimed blobs → Hub
 //! announcements (when a Hub is configured) → Status reports (when a Status URL is configured)
 //! → its own Prometheus `/metrics` (unless disabled).
 //!
@@ -196,7 +197,14 @@ impl Node {
             cancel.child_token(),
         ));
 
-        let mut tasks = vec![service, net_task];
+        let sweeper = tokio::spawn(shard_service::sweep(
+            store.clone(),
+            Duration::from_secs(config.unclaimed_grace_secs),
+            Duration::from_secs(config.sweep_interval_secs),
+            cancel.child_token(),
+        ));
+
+        let mut tasks = vec![sweeper, service, net_task];
         if let Some(hub) = &config.hub {
             let hub = HubAddr::parse(hub).map_err(ConfigError::Invalid)?;
             let key = keypair

@@ -1,12 +1,15 @@
 //! The requester side of `/btfs/shard/1` (wire format: `btfs_core::protocol`).
 //!
 //! One request per stream; every answer is bounded before it is buffered (a GET's body may not
-//! exceed the size the manifest promises), and every request has a deadline.
+//! exceed the size the manifest promises), and every request has a deadline. A refusal sent
+//! before the body was read arrives at once (`btfs_core::protocol::exchange` reads while it
+//! writes), so a full or busy host costs a round trip, not the deadline.
 
 use std::time::Duration;
 
 use btfs_core::protocol::{
-    self, ExchangeError, FrameError, Op, RequestHead, Status, MAX_BLOB_LEN, PROTOCOL,
+    self, ExchangeError, FrameError, Op, RequestHead, Status, MAX_BLOB_LEN, MAX_CLAIM_ROOTS,
+    PROTOCOL,
 };
 use btfs_core::Root;
 use libp2p::{PeerId, StreamProtocol};
@@ -28,7 +31,7 @@ pub enum ShardError {
         reason: String,
     },
     /// The stream broke.
-    #[error("shard stream to {peer} failed: {source}")]
+    #[error("shard stream to {peer} failed")]
     Io {
         /// Peer.
         peer: PeerId,
@@ -47,7 +50,7 @@ pub enum ShardError {
         message: String,
     },
     /// The host sent a malformed or oversized answer.
-    #[error("host {peer} sent a bad answer: {source}")]
+    #[error("host {peer} sent a bad answer")]
     Frame {
         /// Peer.
         peer: PeerId,
@@ -133,9 +136,44 @@ pub async fn put(
     let head = RequestHead {
         op: Op::Put,
         root,
-        len: blob.len() as u32,
+        // Over 4 GiB saturates: the host refuses anything over 4 MiB as too large.
+        len: u32::try_from(blob.len()).unwrap_or(u32::MAX),
     };
     request(control, peer, head, blob, 0).await.map(|_| ())
+}
+
+/// Drops this tenant's hold on `root` at `peer` (the host deletes the blob when no hold is
+/// left). Only a blob this peer put can be released.
+pub async fn release(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    root: Root,
+) -> Result<(), ShardError> {
+    let head = RequestHead {
+        op: Op::Release,
+        root,
+        len: 0,
+    };
+    request(control, peer, head, &[], 0).await.map(|_| ())
+}
+
+/// Claims this tenant's holds on `roots` at `peer` for a completed upload (one CLAIM per
+/// [`MAX_CLAIM_ROOTS`] roots).
+pub async fn claim(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    roots: &[Root],
+) -> Result<(), ShardError> {
+    for chunk in roots.chunks(MAX_CLAIM_ROOTS as usize) {
+        let body = protocol::claim_body(chunk);
+        let head = RequestHead {
+            op: Op::Claim,
+            root: Root::from_bytes([0; 32]),
+            len: body.len() as u32,
+        };
+        request(control, peer, head, &body, 0).await?;
+    }
+    Ok(())
 }
 
 /// Fetches a blob of at most `max_len` bytes. The caller verifies it against `root`.

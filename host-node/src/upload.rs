@@ -6,19 +6,28 @@
 //! reader thread: read 1 MiB → Encoder (AEAD, RS, BLAKE3) ─slab─▶ channel(1)
 //!   └▶ up to `slabs_in_flight` slabs uploading, 30 puts each in parallel, one per host
 //!        └▶ a failed put moves that shard to a host not yet used by the slab
-//! finally: the manifest goes to 30 distinct hosts; the link is printed
+//! then:    the manifest goes to 30 distinct hosts
+//! finally: one CLAIM per host used, listing every root it holds for the object (shards and
+//!          manifest); the link is printed only when every host confirmed
 //! ```
+//!
+//! Nothing lost, nothing left behind: every put attempt whose outcome may have stored bytes is
+//! written down before it starts. If the upload fails (a read error, too few hosts, a claim
+//! refused), everything written down is RELEASEd, best effort within [`RELEASE_BUDGET`]; after
+//! a success, the attempts that are not part of the object (a put that timed out, then moved)
+//! are released. What a crashed or killed upload leaves behind, hosts sweep after their grace
+//! period, because it was never claimed (see `btfs_core::protocol`).
 //!
 //! Memory: at most `slabs_in_flight + 1` slabs alive (30 MiB each at the default 1 MiB shards),
 //! plus the transport's send buffers.
 //! Host choice: slab `i` starts at host `(30·i) mod n` of the reachable hosts, so load spreads
 //! evenly over a network larger than 30 hosts.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
 use btfs_core::{
@@ -29,11 +38,48 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::shard_client;
+use crate::shard_client::{self, ShardError};
 use crate::tenant::{Tenant, TransferError};
 
 /// Tries per host before a shard moves to another host.
 const PUT_ATTEMPTS_PER_HOST: usize = 2;
+/// Tries per host of a CLAIM.
+const CLAIM_ATTEMPTS: usize = 2;
+/// Longest time spent releasing what a failed upload placed.
+pub const RELEASE_BUDGET: Duration = Duration::from_secs(15);
+/// Releases and claims in flight at once.
+const CLEANUP_PARALLEL: usize = 16;
+
+/// An upload failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// Reading, encoding or placing failed.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// A host did not confirm keeping its shards; the upload was rolled back.
+    #[error("host {host} did not confirm keeping its {roots} shards of this upload, so the upload was undone; retry")]
+    Claim {
+        /// The host.
+        host: libp2p::PeerId,
+        /// How many roots it should have kept.
+        roots: usize,
+        /// Why.
+        #[source]
+        source: ShardError,
+    },
+}
+
+/// Every (root, host index) whose put may have stored bytes: written down before each put
+/// attempt, removed again when the host refused (a refusal stores nothing).
+#[derive(Default)]
+struct Placements(Mutex<HashSet<(Root, usize)>>);
+
+impl Placements {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(Root, usize)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 /// Read size of the input file.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -74,13 +120,115 @@ pub struct UploadReport {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// Uploads the file at `path`; returns its link.
+/// Uploads the file at `path`; returns its link. On failure, releases what it placed.
 pub async fn upload(
     tenant: &Tenant,
     path: &Path,
     opts: UploadOptions,
     progress: ProgressBar,
-) -> Result<UploadReport, TransferError> {
+) -> Result<UploadReport, UploadError> {
+    let placements = Placements::default();
+    let placed = place(tenant, path, opts, progress, &placements).await;
+    let outcome = match placed {
+        Ok((report, kept)) => match claim_all(tenant, &kept).await {
+            Ok(()) => {
+                // Attempts that are not part of the object (e.g. a put that timed out, then
+                // moved) are let go.
+                placements.lock().retain(|p| !kept.contains(p));
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(UploadError::Transfer(e)),
+    };
+    let leftovers: Vec<(Root, usize)> = placements.lock().iter().copied().collect();
+    release_all(tenant, &leftovers).await;
+    outcome
+}
+
+/// Claims, on each host, every root it holds for the object; all hosts in parallel.
+async fn claim_all(tenant: &Tenant, kept: &HashSet<(Root, usize)>) -> Result<(), UploadError> {
+    let mut by_host: BTreeMap<usize, Vec<Root>> = BTreeMap::new();
+    for &(root, h) in kept {
+        by_host.entry(h).or_default().push(root);
+    }
+    let claims = futures::stream::iter(by_host)
+        .map(|(h, roots)| async move {
+            let mut last = None;
+            for _ in 0..CLAIM_ATTEMPTS {
+                let result = async {
+                    let peer = tenant.connect(h).await.map_err(|e| ShardError::Open {
+                        peer: tenant.hosts()[h].peer,
+                        reason: e.to_string(),
+                    })?;
+                    shard_client::claim(&mut tenant.net().control(), peer, &roots).await
+                }
+                .await;
+                match result {
+                    Ok(()) => return Ok(()),
+                    // A refusal will not change on retry.
+                    Err(e) if e.status().is_some() => {
+                        last = Some(e);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(UploadError::Claim {
+                host: tenant.hosts()[h].peer,
+                roots: roots.len(),
+                source: last.unwrap_or(ShardError::Timeout {
+                    peer: tenant.hosts()[h].peer,
+                    secs: 0,
+                }),
+            })
+        })
+        .buffer_unordered(CLEANUP_PARALLEL);
+    let results: Vec<Result<(), UploadError>> = claims.collect().await;
+    results.into_iter().collect()
+}
+
+/// Releases `what`, best effort, within [`RELEASE_BUDGET`].
+async fn release_all(tenant: &Tenant, what: &[(Root, usize)]) {
+    if what.is_empty() {
+        return;
+    }
+    let released = std::sync::atomic::AtomicUsize::new(0);
+    let work = futures::stream::iter(what)
+        .for_each_concurrent(CLEANUP_PARALLEL, |&(root, h)| {
+            let released = &released;
+            async move {
+                let Ok(peer) = tenant.connect(h).await else {
+                    return;
+                };
+                match shard_client::release(&mut tenant.net().control(), peer, root).await {
+                    Ok(()) => {
+                        released.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // The put never landed (or the host lost it): nothing to release.
+                    Err(e) if e.status() == Some(btfs_core::protocol::Status::NotFound) => {}
+                    Err(e) => tracing::info!(%peer, %root, error = ?e, "release failed; the host sweeps it after its grace period"),
+                }
+            }
+        });
+    let finished = tokio::time::timeout(RELEASE_BUDGET, work).await.is_ok();
+    tracing::info!(
+        placed = what.len(),
+        released = released.load(std::sync::atomic::Ordering::Relaxed),
+        finished,
+        "released the shards of an unfinished upload attempt"
+    );
+}
+
+/// Reads, encodes and places the file; returns the report and every (root, host) the object
+/// keeps. Writes each put attempt into `placements` first.
+async fn place(
+    tenant: &Tenant,
+    path: &Path,
+    opts: UploadOptions,
+    progress: ProgressBar,
+    placements: &Placements,
+) -> Result<(UploadReport, HashSet<(Root, usize)>), TransferError> {
     let started = Instant::now();
     let input = |source| TransferError::Input {
         path: path.display().to_string(),
@@ -140,11 +288,12 @@ pub async fn upload(
                 Some(Ok((slab, slot))) => {
                     let (placer, progress, failed) = (&placer, progress.clone(), failed_puts.clone());
                     in_flight.push(async move {
+                        let placer = (placer, placements);
                         let _slot = slot;
                         let idx = slab.layout.index;
                         let blobs: Vec<(Root, &[u8])> =
                             (0..TOTAL_SHARDS).map(|k| (slab.roots[k], slab.shard(k))).collect();
-                        let hosts = placer.put_spread(tenant, &blobs, idx as usize, &progress, &failed).await?;
+                        let hosts = placer.0.put_spread(tenant, &blobs, idx as usize, &progress, &failed, placer.1).await?;
                         let placed: Vec<(Root, usize)> = slab.roots.iter().copied().zip(hosts).collect();
                         Ok::<_, TransferError>((idx, placed))
                     });
@@ -183,12 +332,25 @@ pub async fn upload(
     let bytes = manifest.encode();
     let id = Root::of(&bytes);
     let copies: Vec<(Root, &[u8])> = (0..TOTAL_SHARDS).map(|_| (id, bytes.as_slice())).collect();
-    placer
-        .put_spread(tenant, &copies, 0, &ProgressBar::hidden(), &failed_puts)
+    let manifest_hosts = placer
+        .put_spread(
+            tenant,
+            &copies,
+            0,
+            &ProgressBar::hidden(),
+            &failed_puts,
+            placements,
+        )
         .await?;
     progress.finish_and_clear();
+    let kept: HashSet<(Root, usize)> = placed
+        .iter()
+        .flatten()
+        .copied()
+        .chain(manifest_hosts.into_iter().map(|h| (id, h)))
+        .collect();
 
-    Ok(UploadReport {
+    let report = UploadReport {
         link: Link {
             manifest_id: id,
             key,
@@ -200,7 +362,8 @@ pub async fn upload(
         failed_puts: failed_puts.load(std::sync::atomic::Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis(),
         peak_rss_bytes: crate::peak_rss_bytes(),
-    })
+    };
+    Ok((report, kept))
 }
 
 /// Closes the slot semaphore when the upload ends, so a waiting reader thread stops.
@@ -298,6 +461,7 @@ impl Placer {
         slab: usize,
         progress: &ProgressBar,
         failed_puts: &std::sync::atomic::AtomicUsize,
+        placements: &Placements,
     ) -> Result<Vec<usize>, TransferError> {
         let n = self.hosts.len();
         let start = (slab * TOTAL_SHARDS) % n;
@@ -325,6 +489,7 @@ impl Placer {
                     // A broken stream or connection is retried once on the same host before the
                     // shard moves elsewhere; a refusal (full, busy, mismatch) moves it at once.
                     for attempt in 1..=PUT_ATTEMPTS_PER_HOST {
+                        placements.lock().insert((root, h));
                         let result = async {
                             let peer = tenant.connect(h).await.map_err(|e| (e.to_string(), true))?;
                             let mut control = tenant.net().control();
@@ -333,6 +498,10 @@ impl Placer {
                                 .map_err(|e| (e.to_string(), e.status().is_none()))
                         }
                         .await;
+                        if matches!(result, Err((_, false))) {
+                            // Refused: the host stored nothing for us.
+                            placements.lock().remove(&(root, h));
+                        }
                         match result {
                             Ok(()) => {
                                 progress.inc(bytes.len() as u64);
@@ -342,10 +511,10 @@ impl Placer {
                                 failed_puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 let host = tenant.hosts()[h].peer;
                                 if transient && attempt < PUT_ATTEMPTS_PER_HOST {
-                                    tracing::info!(%host, error = %e, "put failed; retrying on the same host");
+                                    tracing::info!(%host, error = ?e, "put failed; retrying on the same host");
                                     continue;
                                 }
-                                tracing::warn!(%host, error = %e, "put failed; moving shard to another host");
+                                tracing::warn!(%host, error = ?e, "put failed; moving shard to another host");
                                 self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
                                 tenant.mark_bad(h);
                                 break;

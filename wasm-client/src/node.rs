@@ -189,9 +189,35 @@ impl Node {
         let head = RequestHead {
             op: Op::Put,
             root,
-            len: blob.len() as u32,
+            // Over 4 GiB saturates: the host refuses anything over 4 MiB as too large.
+            len: u32::try_from(blob.len()).unwrap_or(u32::MAX),
         };
         self.request(peer, head, blob, 0).await.map(|_| ())
+    }
+
+    /// Drops this client's hold on `root` at `peer` (the host deletes the blob when no hold is
+    /// left); only a blob this client put can be released.
+    pub async fn release(&self, peer: PeerId, root: Root) -> Result<(), ClientError> {
+        let head = RequestHead {
+            op: Op::Release,
+            root,
+            len: 0,
+        };
+        self.request(peer, head, &[], 0).await.map(|_| ())
+    }
+
+    /// Claims this client's holds on `roots` at `peer` for a completed upload.
+    pub async fn claim(&self, peer: PeerId, roots: &[Root]) -> Result<(), ClientError> {
+        for chunk in roots.chunks(protocol::MAX_CLAIM_ROOTS as usize) {
+            let body = protocol::claim_body(chunk);
+            let head = RequestHead {
+                op: Op::Claim,
+                root: Root::from_bytes([0; 32]),
+                len: body.len() as u32,
+            };
+            self.request(peer, head, &body, 0).await?;
+        }
+        Ok(())
     }
 
     /// Fetches a blob of at most `max_len` bytes (the caller verifies it).

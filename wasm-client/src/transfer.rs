@@ -3,6 +3,13 @@
 //!
 //! Memory: one slab in flight (30 MiB at the default 1 MiB shards) plus one 1 MiB read; a `File`
 //! is read with `Blob.slice`, never whole.
+//!
+//! Holds (rules in `btfs_core::protocol`), as in the native upload: every put attempt that may
+//! have stored bytes is written down before it starts; a completed upload sends one CLAIM per
+//! host listing every root that host keeps for the object (shards and manifest) and returns
+//! the link only when every host confirmed; a failed one RELEASEs everything it wrote down,
+//! best effort within [`RELEASE_BUDGET`]. What a closed tab leaves behind, hosts sweep after
+//! their grace period.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -27,6 +34,13 @@ use btfs_core::hub::{check_recommendation, HubRequest, HubResponse, RecommendReq
 const READ_CHUNK: f64 = (1 << 20) as f64;
 const PARALLEL_DIALS: usize = 16;
 const MANIFEST_FANOUT: usize = 8;
+/// Releases and claims in flight at once (≤ 8 streams per WebRTC connection).
+const CLEANUP_PARALLEL: usize = 8;
+/// Longest time spent releasing what a failed upload placed.
+const RELEASE_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Every (root, host index) whose put may have stored bytes.
+type Placements = RefCell<HashSet<(Root, usize)>>;
 
 /// A host ready to dial.
 pub struct Host {
@@ -247,6 +261,7 @@ impl Client {
         reachable: &[usize],
         blobs: &[(Root, &[u8])],
         start: usize,
+        placements: &Placements,
     ) -> Result<Vec<usize>, ClientError> {
         let n = reachable.len();
         let mut order: Vec<usize> = (0..n).map(|i| reachable[(start + i) % n]).collect();
@@ -259,11 +274,16 @@ impl Client {
                 loop {
                     let h = queue.borrow_mut().pop()?;
                     for attempt in 0..2 {
+                        placements.borrow_mut().insert((root, h));
                         let result = async {
                             let peer = self.connect(h).await?;
                             self.node.put(peer, root, bytes).await
                         }
                         .await;
+                        if matches!(result, Err(ClientError::Shard { refused: true, .. })) {
+                            // Refused: the host stored nothing for us.
+                            placements.borrow_mut().remove(&(root, h));
+                        }
                         match result {
                             Ok(()) => return Some(h),
                             Err(ClientError::Shard { refused: false, .. }) if attempt == 0 => {
@@ -287,7 +307,8 @@ impl Client {
         Ok(placed.into_iter().flatten().collect())
     }
 
-    /// Encrypts, encodes and stores `blob`; returns its link.
+    /// Encrypts, encodes and stores `blob`; returns its link. On failure, releases what it
+    /// placed.
     pub async fn upload(
         &self,
         blob: &web_sys::Blob,
@@ -295,6 +316,95 @@ impl Client {
         mime: String,
         progress: Option<Progress>,
     ) -> Result<String, ClientError> {
+        let placements = Placements::default();
+        let outcome = match self.place(blob, name, mime, progress, &placements).await {
+            Ok((link, kept)) => match self.claim_all(&kept).await {
+                Ok(()) => {
+                    // Attempts that are not part of the object are let go.
+                    placements.borrow_mut().retain(|p| !kept.contains(p));
+                    Ok(link)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let leftovers: Vec<(Root, usize)> = placements.borrow().iter().copied().collect();
+        self.release_all(&leftovers).await;
+        outcome
+    }
+
+    /// One CLAIM per host, listing every root it keeps for the object.
+    async fn claim_all(&self, kept: &HashSet<(Root, usize)>) -> Result<(), ClientError> {
+        let mut by_host: std::collections::BTreeMap<usize, Vec<Root>> = Default::default();
+        for &(root, h) in kept {
+            by_host.entry(h).or_default().push(root);
+        }
+        let results: Vec<Result<(), ClientError>> = futures::stream::iter(by_host)
+            .map(|(h, roots)| async move {
+                let mut last = None;
+                for _ in 0..2 {
+                    let result = async {
+                        let peer = self.connect(h).await?;
+                        self.node.claim(peer, &roots).await
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            let refused = matches!(e, ClientError::Shard { refused: true, .. });
+                            last = Some(e);
+                            if refused {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let why = last.map(|e| e.to_string()).unwrap_or_default();
+                Err(ClientError::Shard {
+                    peer: self.host(h).0.to_string(),
+                    reason: format!(
+                        "the host did not confirm keeping its {} shards of this upload, so the upload was undone; retry ({why})",
+                        roots.len()
+                    ),
+                    refused: true,
+                })
+            })
+            .buffer_unordered(CLEANUP_PARALLEL)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Releases `what`, best effort, within [`RELEASE_BUDGET`].
+    async fn release_all(&self, what: &[(Root, usize)]) {
+        if what.is_empty() {
+            return;
+        }
+        let work = futures::stream::iter(what).for_each_concurrent(
+            CLEANUP_PARALLEL,
+            |&(root, h)| async move {
+                if let Ok(peer) = self.connect(h).await {
+                    // A failure here is swept by the host after its grace period.
+                    let _ = self.node.release(peer, root).await;
+                }
+            },
+        );
+        let timeout = futures_timer::Delay::new(RELEASE_BUDGET);
+        futures::select! {
+            () = futures::FutureExt::fuse(work) => {},
+            () = futures::FutureExt::fuse(timeout) => {},
+        }
+    }
+
+    /// Reads, encodes and places the object; returns its link and every (root, host) it keeps.
+    async fn place(
+        &self,
+        blob: &web_sys::Blob,
+        name: String,
+        mime: String,
+        progress: Option<Progress>,
+        placements: &Placements,
+    ) -> Result<(String, HashSet<(Root, usize)>), ClientError> {
         let size = blob.size();
         let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
         let candidates = match self.hub {
@@ -362,7 +472,9 @@ impl Client {
                     .map(|k| (slab.roots[k], slab.shard(k)))
                     .collect();
                 let start = slab.layout.index as usize * TOTAL_SHARDS;
-                let hosts = self.put_spread(reachable, &blobs, start).await?;
+                let hosts = self
+                    .put_spread(reachable, &blobs, start, placements)
+                    .await?;
                 Ok(slab.roots.iter().copied().zip(hosts).collect())
             }));
         }
@@ -381,15 +493,22 @@ impl Client {
         let id = Root::of(&bytes);
         let copies: Vec<(Root, &[u8])> =
             (0..TOTAL_SHARDS).map(|_| (id, bytes.as_slice())).collect();
-        self.put_spread(&reachable, &copies, 0).await?;
+        let manifest_hosts = self.put_spread(&reachable, &copies, 0, placements).await?;
         if let Some(p) = &progress {
             p(size, size);
         }
-        Ok(Link {
+        let kept = placed
+            .iter()
+            .flatten()
+            .copied()
+            .chain(manifest_hosts.into_iter().map(|h| (id, h)))
+            .collect();
+        let link = Link {
             manifest_id: id,
             key,
         }
-        .to_string())
+        .to_string();
+        Ok((link, kept))
     }
 
     /// Finds and verifies a manifest by asking hosts.

@@ -110,7 +110,11 @@ async fn garbage_and_oversized_requests_get_errors_and_the_host_keeps_serving() 
     let err = shard_client::get(&mut control, peer, root, 99_999)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        cause.as_deref().is_some_and(|c| c.contains("exceeds the limit")),
+        "{err}: {cause:?}"
+    );
 
     tenant.shutdown().await;
     node.shutdown().await;

@@ -84,6 +84,11 @@ impl HubHandle {
         self.len() == 0
     }
 
+    /// "Does the Hub hold a valid ad for this peer?", for Status admission.
+    pub fn known_hosts(&self) -> Arc<dyn crate::status::KnownHosts> {
+        self.registry.clone()
+    }
+
     /// Waits for the Hub task (after its cancellation token fired).
     pub async fn join(self) {
         let _ = self.task.await;

@@ -58,6 +58,7 @@
 //! after the first), so a crash can lose the last ~50 ms of reports, which the next reports
 //! replace. [`StatusHandle::flush`] waits for a commit; `shutdown` commits everything.
 
+pub mod admission;
 pub mod client;
 pub mod ingest;
 pub mod metrics;
@@ -74,6 +75,7 @@ use thiserror::Error;
 
 use crate::http::{HttpError, ServerOptions};
 
+pub use admission::{Admission, KnownHosts};
 pub use client::{fetch, fetch_host};
 pub use server::{start, StatusHandle, StatusReader};
 
@@ -146,6 +148,20 @@ pub struct StatusOptions {
     /// How long the writer gathers reports after the first one before committing (group
     /// commit); a flush commits at once.
     pub commit_linger: Duration,
+    /// Who may report ([`admission`]; default: nobody, so a Status service must be told).
+    pub admission: Admission,
+    /// A peer silent this long is forgotten, in memory and in `status.redb`.
+    pub forget_after: Duration,
+    /// Largest capacity one host may report (whatever it advertised).
+    pub max_capacity_bytes: u64,
+    /// Most requests per second a host's counters may grow by.
+    pub max_request_rate: u64,
+    /// New peers one source address (IPv4, IPv6 /64) may introduce per `new_peer_window`.
+    pub new_peers_per_source: u32,
+    /// The window of `new_peers_per_source`.
+    pub new_peer_window: Duration,
+    /// Source addresses tracked for the new-peer budget at most.
+    pub max_sources: usize,
     /// HTTP limits.
     pub http: ServerOptions,
 }
@@ -165,13 +181,21 @@ impl Default for StatusOptions {
             write_queue: 65_536,
             batch_max: 8_192,
             commit_linger: Duration::from_millis(50),
+            admission: Admission::default(),
+            forget_after: Duration::from_secs(7 * 86_400),
+            max_capacity_bytes: 1 << 50,
+            max_request_rate: 100_000,
+            new_peers_per_source: 64,
+            new_peer_window: Duration::from_secs(600),
+            max_sources: 65_536,
             http: ServerOptions::default(),
         }
     }
 }
 
 impl StatusOptions {
-    /// Short intervals for tests: report every 200 ms, rate limit 100 ms.
+    /// Short intervals for tests: report every 200 ms, rate limit 100 ms; admits nobody until
+    /// the test sets [`StatusOptions::admission`].
     pub fn for_tests() -> Self {
         let report_interval = Duration::from_millis(200);
         Self {
@@ -316,6 +340,30 @@ pub struct ReportAccepted {
     pub reports: u64,
     /// When the service wants the next report, in seconds.
     pub next_report_secs: u64,
+}
+
+impl StatusOptions {
+    /// The pure admission limits of these options.
+    pub fn limits(&self) -> ingest::Limits {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        ingest::Limits {
+            max_peers: self.max_peers,
+            min_interval_ms: ms(self.min_interval),
+            max_skew_ms: ms(self.max_skew),
+            online_window_ms: ms(self.online_window),
+            forget_after_ms: ms(self.forget_after),
+            max_capacity_bytes: self.max_capacity_bytes,
+            max_request_rate: self.max_request_rate,
+            new_peers_per_source: self.new_peers_per_source,
+            new_peer_window_ms: ms(self.new_peer_window),
+            max_sources: self.max_sources,
+        }
+    }
+
+    /// How often silent peers are looked for: a tenth of `forget_after`, 50 ms to 10 min.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.forget_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(600))
+    }
 }
 
 /// Unix time in ms.

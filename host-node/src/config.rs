@@ -16,6 +16,14 @@
 //! price_per_gib_month = 100     # asking price, in the ledger's smallest unit
 //! region = "eu-west"            # optional, helps tenants pick nearby hosts
 //! announce_interval_secs = 300  # re-announce at least this often
+//!
+//! [connections]                 # libp2p connection limits (these are the defaults)
+//! max_established = 1024        # inbound + outbound
+//! max_established_incoming = 768
+//! max_established_outgoing = 1024
+//! max_established_per_peer = 8
+//! max_pending_incoming = 128    # inbound handshakes in progress
+//! max_pending_outgoing = 512    # dials in progress
 //! ```
 
 use std::net::IpAddr;
@@ -113,6 +121,8 @@ pub struct HostConfig {
     pub metrics: bool,
     /// Port of `/metrics` (0 = any free port, reused on restart).
     pub metrics_port: u16,
+    /// libp2p connection limits (a TOML table, so it comes last).
+    pub connections: crate::net::ConnLimits,
 }
 
 impl Default for HostConfig {
@@ -136,6 +146,7 @@ impl Default for HostConfig {
             report_interval_secs: 60,
             metrics: true,
             metrics_port: 0,
+            connections: crate::net::ConnLimits::default(),
         }
     }
 }
@@ -183,6 +194,7 @@ impl HostConfig {
         if let Some(h) = &self.hub {
             crate::hub::HubAddr::parse(h).map_err(ConfigError::Invalid)?;
         }
+        self.connections.validate().map_err(ConfigError::Invalid)?;
         if self.region.as_ref().is_some_and(|r| r.len() > 64) {
             return Err(ConfigError::Invalid(
                 "region must be at most 64 bytes".into(),

@@ -7,6 +7,12 @@
 //! libp2p request-response with JSON bodies bounded at both ends; any node answers the Hub's
 //! `Probe` itself, and a node that runs a Hub takes the other requests from
 //! [`Net::serve_hub`]'s bounded queue. Non-goals: peer discovery (network file and Hub).
+//!
+//! Connections are bounded by libp2p's `connection-limits` behaviour ([`ConnLimits`]): per peer
+//! and in total, established and pending, inbound and outbound; a connection over a limit is
+//! denied during the handshake (the peer sees its dial fail) and the node keeps serving the
+//! others. Streams stay bounded separately (shard service: per-peer and total concurrency;
+//! Hub protocol: 64 concurrent request-response streams per connection, a bounded queue).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +26,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    identify, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    connection_limits, identify, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -60,9 +67,93 @@ pub enum NetError {
     Stopped,
 }
 
-/// The node's behaviour: identify, ping, and generic protocol streams.
+/// Connection limits of one swarm (libp2p `connection-limits`). Per-peer limits bound what one
+/// identity can hold; the totals bound the node whatever the number of identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnLimits {
+    /// Established connections at most, inbound and outbound together.
+    pub max_established: u32,
+    /// Established inbound connections at most.
+    pub max_established_incoming: u32,
+    /// Established outbound connections at most.
+    pub max_established_outgoing: u32,
+    /// Established connections with one peer at most.
+    pub max_established_per_peer: u32,
+    /// Inbound connections still in their handshake at most.
+    pub max_pending_incoming: u32,
+    /// Outbound connections still being dialed at most.
+    pub max_pending_outgoing: u32,
+}
+
+impl Default for ConnLimits {
+    /// Hosts and tenants: 1,024 connections (768 inbound), 8 per peer, 128 inbound handshakes,
+    /// 512 dials in flight (an upload dials every host of the network file).
+    fn default() -> Self {
+        Self {
+            max_established: 1_024,
+            max_established_incoming: 768,
+            max_established_outgoing: 1_024,
+            max_established_per_peer: 8,
+            max_pending_incoming: 128,
+            max_pending_outgoing: 512,
+        }
+    }
+}
+
+impl ConnLimits {
+    /// The service node (Hub): every host keeps a connection for announcements and probes, so
+    /// the totals scale with the hosts expected (at least the defaults).
+    pub fn for_service(max_hosts: usize) -> Self {
+        let d = Self::default();
+        let hosts = u32::try_from(max_hosts).unwrap_or(u32::MAX);
+        let total = hosts
+            .saturating_add(hosts / 4)
+            .clamp(d.max_established, 65_536);
+        Self {
+            max_established: total,
+            max_established_incoming: total,
+            max_established_outgoing: total,
+            max_pending_incoming: 512,
+            ..d
+        }
+    }
+
+    /// Checks that every limit is at least 1.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = [
+            ("max_established", self.max_established),
+            ("max_established_incoming", self.max_established_incoming),
+            ("max_established_outgoing", self.max_established_outgoing),
+            ("max_established_per_peer", self.max_established_per_peer),
+            ("max_pending_incoming", self.max_pending_incoming),
+            ("max_pending_outgoing", self.max_pending_outgoing),
+        ];
+        match all.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(format!(
+                "connection limit {name} must be at least 1 (0 would refuse every connection)"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn behaviour(&self) -> connection_limits::Behaviour {
+        connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(self.max_established))
+                .with_max_established_incoming(Some(self.max_established_incoming))
+                .with_max_established_outgoing(Some(self.max_established_outgoing))
+                .with_max_established_per_peer(Some(self.max_established_per_peer))
+                .with_max_pending_incoming(Some(self.max_pending_incoming))
+                .with_max_pending_outgoing(Some(self.max_pending_outgoing)),
+        )
+    }
+}
+
+/// The node's behaviour: connection limits, identify, ping, and generic protocol streams.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
@@ -126,6 +217,7 @@ async fn build_swarm(
     keypair: Keypair,
     webrtc: Option<libp2p_webrtc::tokio::Certificate>,
     inbound: Option<InboundStreams>,
+    limits: ConnLimits,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let cert = match webrtc {
@@ -151,6 +243,7 @@ async fn build_swarm(
         .await
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| Behaviour {
+            limits: limits.behaviour(),
             identify: identify::Behaviour::new(
                 identify::Config::new("/btfs/id/1".into(), key.public())
                     .with_agent_version(AGENT.into()),
@@ -178,9 +271,7 @@ async fn build_swarm(
 }
 
 impl Net {
-    /// Starts the swarm task; listens on `listen` and returns once every listener has an
-    /// address (with the actual port and, for WebRTC, the certificate hash). Inbound shard
-    /// streams go to `inbound`'s queue (hosts); client nodes pass `None`.
+    /// [`Net::start_with`] the default [`ConnLimits`] (tenants).
     pub async fn start(
         keypair: Keypair,
         webrtc: Option<libp2p_webrtc::tokio::Certificate>,
@@ -188,8 +279,31 @@ impl Net {
         listen: Vec<Listen>,
         cancel: CancellationToken,
     ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
+        Self::start_with(
+            keypair,
+            webrtc,
+            inbound,
+            listen,
+            ConnLimits::default(),
+            cancel,
+        )
+        .await
+    }
+
+    /// Starts the swarm task with connection `limits`; listens on `listen` and returns once
+    /// every listener has an address (with the actual port and, for WebRTC, the certificate
+    /// hash). Inbound shard streams go to `inbound`'s queue (hosts); client nodes pass `None`.
+    pub async fn start_with(
+        keypair: Keypair,
+        webrtc: Option<libp2p_webrtc::tokio::Certificate>,
+        inbound: Option<InboundStreams>,
+        listen: Vec<Listen>,
+        limits: ConnLimits,
+        cancel: CancellationToken,
+    ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
+        limits.validate().map_err(NetError::Setup)?;
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = build_swarm(keypair, webrtc, inbound).await?;
+        let mut swarm = build_swarm(keypair, webrtc, inbound, limits).await?;
         let mut pending_listen = HashMap::new();
         for l in listen {
             let id = swarm

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Transport;
 use crate::hub::service::{HubHandle, HubOptions};
 use crate::identity;
-use crate::net::{self, Listen, Net};
+use crate::net::{self, ConnLimits, Listen, Net};
 use crate::status::{Admission, StatusHandle, StatusOptions};
 
 /// Service node settings.
@@ -56,6 +56,8 @@ pub struct ServiceOptions {
     pub status: StatusOptions,
     /// Status HTTP port (0 = any free port, reused on restart).
     pub status_port: u16,
+    /// libp2p connection limits ([`ConnLimits::for_service`] of the Hub's `max_hosts` suits).
+    pub connections: ConnLimits,
 }
 
 /// What `service.json` records.
@@ -184,11 +186,12 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
             })
             .collect()
     };
-    let started = Net::start(
+    let started = Net::start_with(
         keypair.clone(),
         cert.clone(),
         None,
         listen(true),
+        opts.connections,
         cancel.child_token(),
     )
     .await;
@@ -196,7 +199,15 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
         Ok(s) => s,
         Err(e) if !previous.is_empty() => {
             tracing::warn!(%e, "previous ports unavailable; listening on new ports");
-            Net::start(keypair, cert, None, listen(false), cancel.child_token()).await?
+            Net::start_with(
+                keypair,
+                cert,
+                None,
+                listen(false),
+                opts.connections,
+                cancel.child_token(),
+            )
+            .await?
         }
         Err(e) => return Err(e.into()),
     };

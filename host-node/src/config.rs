@@ -24,6 +24,7 @@
 //! max_established_per_peer = 8
 //! max_pending_incoming = 128    # inbound handshakes in progress
 //! max_pending_outgoing = 512    # dials in progress
+//! max_incoming_per_ip = 64      # inbound from one IP address (IPv6: /64), any peer ids
 //! ```
 
 use std::net::IpAddr;

@@ -206,6 +206,10 @@ struct ServiceArgs {
     /// libp2p connections one peer may hold at once.
     #[arg(long, default_value_t = 8)]
     max_connections_per_peer: u32,
+    /// Inbound libp2p connections one IP address (IPv6: /64) may hold at once, whatever peer
+    /// ids they use.
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_ip: u32,
 }
 
 #[derive(Args)]
@@ -307,6 +311,7 @@ impl ServiceArgs {
             connections.max_established_outgoing = n;
         }
         connections.max_established_per_peer = self.max_connections_per_peer;
+        connections.max_incoming_per_ip = self.max_connections_per_ip;
         connections.validate().map_err(anyhow::Error::msg)?;
         Ok(ServiceOptions {
             data_dir: self.data_dir,

@@ -9,7 +9,8 @@
 //! [`Net::serve_hub`]'s bounded queue. Non-goals: peer discovery (network file and Hub).
 //!
 //! Connections are bounded by libp2p's `connection-limits` behaviour ([`ConnLimits`]): per peer
-//! and in total, established and pending, inbound and outbound; a connection over a limit is
+//! and in total, established and pending, inbound and outbound; and per remote IP address
+//! ([`crate::ip_limit`], since peer ids are free to make); a connection over a limit is
 //! denied during the handshake (the peer sees its dial fail) and the node keeps serving the
 //! others. Streams stay bounded separately (shard service: per-peer and total concurrency;
 //! Hub protocol: 64 concurrent request-response streams per connection, a bounded queue).
@@ -84,11 +85,15 @@ pub struct ConnLimits {
     pub max_pending_incoming: u32,
     /// Outbound connections still being dialed at most.
     pub max_pending_outgoing: u32,
+    /// Inbound connections (pending or established) from one IP address (IPv6: /64) at most,
+    /// whatever peer ids they claim ([`crate::ip_limit`]).
+    pub max_incoming_per_ip: u32,
 }
 
 impl Default for ConnLimits {
-    /// Hosts and tenants: 1,024 connections (768 inbound), 8 per peer, 128 inbound handshakes,
-    /// 512 dials in flight (an upload dials every host of the network file).
+    /// Hosts and tenants: 1,024 connections (768 inbound), 8 per peer, 64 inbound per IP
+    /// address, 128 inbound handshakes, 512 dials in flight (an upload dials every host of the
+    /// network file).
     fn default() -> Self {
         Self {
             max_established: 1_024,
@@ -97,13 +102,15 @@ impl Default for ConnLimits {
             max_established_per_peer: 8,
             max_pending_incoming: 128,
             max_pending_outgoing: 512,
+            max_incoming_per_ip: 64,
         }
     }
 }
 
 impl ConnLimits {
     /// The service node (Hub): every host keeps a connection for announcements and probes, so
-    /// the totals scale with the hosts expected (at least the defaults).
+    /// the totals scale with the hosts expected (at least the defaults); 256 inbound per IP
+    /// address (hosts behind one NAT).
     pub fn for_service(max_hosts: usize) -> Self {
         let d = Self::default();
         let hosts = u32::try_from(max_hosts).unwrap_or(u32::MAX);
@@ -115,6 +122,7 @@ impl ConnLimits {
             max_established_incoming: total,
             max_established_outgoing: total,
             max_pending_incoming: 512,
+            max_incoming_per_ip: 256,
             ..d
         }
     }
@@ -128,6 +136,7 @@ impl ConnLimits {
             ("max_established_per_peer", self.max_established_per_peer),
             ("max_pending_incoming", self.max_pending_incoming),
             ("max_pending_outgoing", self.max_pending_outgoing),
+            ("max_incoming_per_ip", self.max_incoming_per_ip),
         ];
         match all.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(format!(
@@ -154,6 +163,7 @@ impl ConnLimits {
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     limits: connection_limits::Behaviour,
+    per_ip: crate::ip_limit::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
@@ -244,6 +254,7 @@ async fn build_swarm(
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| Behaviour {
             limits: limits.behaviour(),
+            per_ip: crate::ip_limit::Behaviour::new(limits.max_incoming_per_ip),
             identify: identify::Behaviour::new(
                 identify::Config::new("/btfs/id/1".into(), key.public())
                     .with_agent_version(AGENT.into()),

@@ -1,6 +1,7 @@
 //! libp2p connection limits on a real host (TCP on 127.0.0.1, real swarms as attackers): one
 //! peer opening many connections, and many fresh peers opening one each, stay within the
-//! configured limits, and the host keeps serving a client that was connected before.
+//! configured limits (per peer, inbound total, per IP address), and the host keeps serving a
+//! client that was connected before; slots come back when the attackers leave.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -160,6 +161,42 @@ async fn many_fresh_peers_get_at_most_the_total_and_the_host_keeps_serving() {
     println!("30 fresh peers: {open} connections survive (limit 6 inbound, 1 taken)");
     assert!(open <= 5, "{open} inbound connections over the limit");
     still_served(&net, host.peer_id(), root).await;
+    cancel.cancel();
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_at_most_its_per_ip_connections_whatever_the_peer_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ConnLimits {
+        max_incoming_per_ip: 4,
+        ..ConnLimits::default()
+    };
+    let host = start_host(dir.path(), limits).await;
+    // From 127.0.0.1, connected first (1 of that address's 4).
+    let (net, cancel, root) = client_with_a_blob(&host).await;
+    let dial = |s: &mut Swarm<dummy::Behaviour>| {
+        s.dial(
+            DialOpts::peer_id(host.peer_id())
+                .addresses(vec![tcp_addr(&host)])
+                .build(),
+        )
+        .unwrap();
+    };
+    let mut flood: Vec<_> = (0..20).map(|_| attacker()).collect();
+    flood.iter_mut().for_each(dial);
+    let open: usize = drive(&mut flood, Duration::from_secs(3)).await.iter().sum();
+    println!("20 fresh peers from 127.0.0.1: {open} connections survive (limit 4, 1 taken)");
+    assert!(open <= 3, "{open} connections from one address");
+    still_served(&net, host.peer_id(), root).await;
+    // The address's slots come back once the attackers leave.
+    drop(flood);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut later: Vec<_> = (0..3).map(|_| attacker()).collect();
+    later.iter_mut().for_each(dial);
+    let open_later: usize = drive(&mut later, Duration::from_secs(2)).await.iter().sum();
+    println!("after the flood left: {open_later} of 3 new peers connect");
+    assert_eq!(open_later, 3, "slots are released when connections close");
     cancel.cancel();
     host.shutdown().await;
 }

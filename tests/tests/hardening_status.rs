@@ -9,9 +9,14 @@
 //! - With 500 idle sockets held open (and reopened when closed) from one address, a Status
 //!   request from another address answers within 1 s, and every host's report still arrives.
 //!
+//! - 1,000 raw TCP connections from one address held against a host's libp2p port (reopened
+//!   when closed): the host holds at most its per-address share (64 pending/inbound) plus a
+//!   little, and still serves a shard to a tenant within 5 s.
+//!
 //! "Another client" is another loopback source address (127.0.0.x): hosts report from
 //! 127.0.0.1, the flood comes from 127.0.0.2, the slowloris from 127.0.0.5, the probe client
-//! from 127.0.0.6.
+//! from 127.0.0.6, the libp2p connection flood from 127.0.0.7. The two tests take turns (one
+//! devnet at a time on a small machine).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -231,8 +236,12 @@ fn assert_plausible(status: &Value, net: &Devnet) {
     }
 }
 
+/// One devnet at a time.
+static DEVNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn forged_report_flood_and_slowloris_leave_status_bounded_and_responsive() {
+    let _one = DEVNET.lock().unwrap_or_else(|p| p.into_inner());
     let net = Devnet::start(30).unwrap();
     let addr = status_addr(&net);
     let pid = net.service_info().unwrap().pid;
@@ -422,4 +431,125 @@ fn forged_report_flood_and_slowloris_leave_status_bounded_and_responsive() {
         "every host's report arrives during the slowloris"
     );
     assert_plausible(&status_json(&net), &net);
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn a_libp2p_connection_flood_from_one_address_leaves_the_host_serving() {
+    let _one = DEVNET.lock().unwrap_or_else(|p| p.into_inner());
+    let net = Devnet::start(30).unwrap();
+    let host = &net.hosts()[0];
+    let tcp = host
+        .addrs
+        .iter()
+        .find(|a| a.contains("/tcp/") && !a.contains("/ws"))
+        .expect("a TCP address")
+        .clone();
+    let port: u16 = tcp
+        .split("/tcp/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let blob = net.scratch().join("blob");
+    std::fs::write(&blob, b"served under a connection flood").unwrap();
+    let out = net.btfs(&["shard", "put", "--host", &tcp, &blob.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = blake3::hash(b"served under a connection flood")
+        .to_hex()
+        .to_string();
+    let get = |name: &str| {
+        let dest = net.scratch().join(name);
+        let t = Instant::now();
+        let out = net.btfs(&[
+            "shard",
+            "get",
+            "--host",
+            &tcp,
+            &root,
+            "-o",
+            &dest.display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            b"served under a connection flood"
+        );
+        t.elapsed()
+    };
+    let calm = get("calm");
+    let fds0 = open_fds(host.pid);
+
+    let attacking = Arc::new(AtomicBool::new(true));
+    let tried = Arc::new(AtomicU64::new(0));
+    let attacker = {
+        let (attacking, tried) = (attacking.clone(), tried.clone());
+        std::thread::spawn(move || {
+            let open = || -> Option<TcpStream> {
+                let s = connect_from([127, 0, 0, 7], target).ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            };
+            let mut socks: Vec<Option<TcpStream>> = (0..1000).map(|_| open()).collect();
+            while attacking.load(Ordering::Relaxed) {
+                for slot in &mut socks {
+                    let closed = match slot {
+                        Some(s) => {
+                            let mut b = [0u8; 1024];
+                            match s.read(&mut b) {
+                                Ok(0) => true,
+                                Ok(_) => false, // the host's handshake bytes: keep stalling
+                                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                            }
+                        }
+                        None => true,
+                    };
+                    if closed {
+                        *slot = open();
+                        tried.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let mut worst = Duration::ZERO;
+    let mut fds_peak = 0;
+    for i in 0..3 {
+        worst = worst.max(get(&format!("flood-{i}")));
+        fds_peak = fds_peak.max(open_fds(host.pid));
+    }
+    let reopened = tried.load(Ordering::Relaxed);
+    attacking.store(false, Ordering::Relaxed);
+    attacker.join().unwrap();
+    println!(
+        "libp2p flood: 1000 sockets from 127.0.0.7 ({reopened} reopened after the host closed \
+         them); host fds {fds0} -> peak {fds_peak}; shard get {calm:.1?} calm, {worst:.1?} worst \
+         under flood"
+    );
+    assert!(
+        reopened >= 500,
+        "the host should close connections over the limit ({reopened})"
+    );
+    assert!(fds_peak < fds0 + 64 + 64, "host fds {fds0} -> {fds_peak}");
+    assert!(
+        worst < Duration::from_secs(5),
+        "shard get took {worst:?} under the flood"
+    );
 }

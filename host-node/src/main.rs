@@ -190,7 +190,8 @@ struct ServiceArgs {
     /// Most hosts the Hub and Status keep.
     #[arg(long, default_value_t = 1_000_000)]
     max_hosts: usize,
-    /// New hosts one IP address (IPv6: /64) may introduce to Status per 10 minutes.
+    /// New hosts one IP address (IPv6: /64) may register at the Hub, and introduce to Status,
+    /// per 10 minutes.
     #[arg(long, default_value_t = 64)]
     new_hosts_per_ip: u32,
     /// Status forgets a host that has not reported for this many seconds.
@@ -326,6 +327,7 @@ impl ServiceArgs {
                 probe_interval: Duration::from_millis(self.probe_interval_ms),
                 announce_interval: report,
                 max_hosts: self.max_hosts,
+                new_hosts_per_ip: self.new_hosts_per_ip,
                 ..Default::default()
             },
             status,

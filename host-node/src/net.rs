@@ -180,6 +180,8 @@ pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct HubCall {
     /// The requesting peer (authenticated by the connection).
     pub peer: PeerId,
+    /// The IP address the request's connection comes from, if it has one.
+    pub source: Option<std::net::IpAddr>,
     /// The request.
     pub request: HubRequest,
     /// Where the answer goes.
@@ -431,6 +433,9 @@ async fn run(
         oneshot::Sender<Result<HubResponse, NetError>>,
     > = HashMap::new();
     let mut hub_answers = FuturesUnordered::new();
+    // Remote IP per connection (bounded by the connection limits), for the Hub's per-address
+    // budget of new hosts.
+    let mut remote_ips: HashMap<libp2p::swarm::ConnectionId, std::net::IpAddr> = HashMap::new();
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -473,14 +478,15 @@ async fn run(
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(BehaviourEvent::Hub(event)) => match event {
-                    request_response::Event::Message { peer, message, .. } => match message {
+                    request_response::Event::Message { peer, connection_id, message } => match message {
                         request_response::Message::Request { request, channel, .. } => {
                             let immediate = match (&request, &hub_calls) {
                                 (HubRequest::Probe, _) => Some(HubResponse::Pong),
                                 (_, None) => Some(HubResponse::Error { message: "this node is not a Hub; find the Hub's address in the network file (services.hub)".into() }),
                                 (_, Some(calls)) => {
                                     let (reply, rx) = oneshot::channel();
-                                    match calls.try_send(HubCall { peer, request, reply }) {
+                                    let source = remote_ips.get(&connection_id).copied();
+                                    match calls.try_send(HubCall { peer, source, request, reply }) {
                                         Ok(()) => {
                                             hub_answers.push(async move { (channel, rx.await) });
                                             continue;
@@ -509,7 +515,10 @@ async fn run(
                     }
                     request_response::Event::ResponseSent { .. } => {}
                 },
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                    if let Some(ip) = crate::ip_limit::ip_of(endpoint.get_remote_address()) {
+                        remote_ips.insert(connection_id, ip);
+                    }
                     for r in dials.remove(&peer_id).unwrap_or_default() {
                         let _ = r.send(Ok(()));
                     }
@@ -520,6 +529,9 @@ async fn run(
                     for r in dials.remove(&peer).unwrap_or_default() {
                         let _ = r.send(Err(NetError::Dial { peer, reason: error.to_string() }));
                     }
+                }
+                SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                    remote_ips.remove(&connection_id);
                 }
                 SwarmEvent::NewListenAddr { address, .. } => tracing::debug!(%address, "listening"),
                 SwarmEvent::IncomingConnectionError { error, .. } => tracing::debug!(%error, "inbound connection failed"),

@@ -4,16 +4,15 @@
 //! [`ServerOptions::max_body`], checked against `Content-Length` before reading and enforced
 //! while reading), connections at once per client address
 //! ([`ServerOptions::max_connections_per_ip`]; IPv4 /32, IPv6 /64) and in total
-//! ([`ServerOptions::max_connections`]), time to send the request head and time to send the body;
-//! so one client holding many idle sockets (a slowloris) uses up only its own share and never
-//! slows anyone else. The accept loop never waits for a free slot: a connection over either
-//! limit gets `503` (`Retry-After: 1`, `Connection: close`) as soon as its request head arrives
-//! (within 1 s, or it is closed), so clients within their share never queue behind it in the
-//! kernel's accept backlog.
-//! a graceful stop when the cancellation token fires (in-flight requests get
-//! [`ServerOptions::drain`] to finish). The client side is just enough for our own tools: one
-//! request per connection to an `http://host:port/path` URL, with a deadline and a bound on the
-//! response size.
+//! ([`ServerOptions::max_connections`]), time to send the request head and time to send the
+//! body; a graceful stop when the cancellation token fires (in-flight requests get
+//! [`ServerOptions::drain`] to finish). One client holding many idle sockets (a slowloris) uses
+//! up only its own share and never slows anyone else: the accept loop never waits for a free
+//! slot, and a connection over either limit gets `503` (`Retry-After: 1`, `Connection: close`)
+//! as soon as its request head arrives (within 1 s, or it is closed), so clients within their
+//! share never queue behind it in the kernel's accept backlog. The client side is just enough
+//! for our own tools: one request per connection to an `http://host:port/path` URL, with a
+//! deadline and a bound on the response size.
 //!
 //! Non-goals: TLS, HTTP/2, routing frameworks, URLs other than plain `http://`.
 

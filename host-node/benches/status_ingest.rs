@@ -14,12 +14,13 @@
 //! `reports / CPU-second` is what one fully available core does.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use btfs_core::signed::{Signed, StatusReport};
 use btfs_host::status::ingest::{self, Ingest, Limits};
-use btfs_host::status::store::{StatusDb, Write};
-use btfs_host::status::{self, StatusOptions, REPORTS_PATH};
+use btfs_host::status::store::{Op, StatusDb, Write};
+use btfs_host::status::{self, Admission, StatusOptions, REPORTS_PATH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -31,16 +32,31 @@ const PEERS: usize = 10_000;
 const PER_PEER: usize = 5;
 const BATCH: usize = 8_192;
 const CONNECTIONS: usize = 32;
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-fn make_reports(base_ms: u64, seed: u64) -> Vec<Vec<u8>> {
-    let keys: Vec<ed25519::Keypair> = (0..PEERS)
+/// Admits exactly the bench's peers of `seed` (the allow-list rule of a Status without a Hub).
+fn admission(seed: u64) -> Admission {
+    Admission::AllowList(Arc::new(
+        keys(seed)
+            .iter()
+            .map(|k| PublicKey::from(k.public()).to_peer_id())
+            .collect(),
+    ))
+}
+
+fn keys(seed: u64) -> Vec<ed25519::Keypair> {
+    (0..PEERS)
         .map(|i| {
             let mut b = [0u8; 32];
             b[..8].copy_from_slice(&(i as u64).to_le_bytes());
             b[8..16].copy_from_slice(&seed.to_le_bytes());
             ed25519::Keypair::from(ed25519::SecretKey::try_from_bytes(b).expect("key"))
         })
-        .collect();
+        .collect()
+}
+
+fn make_reports(base_ms: u64, seed: u64) -> Vec<Vec<u8>> {
+    let keys = keys(seed);
     let mut out = Vec::with_capacity(PEERS * PER_PEER);
     // Round by round, so each peer's reports arrive in order, as from real nodes.
     for round in 0..PER_PEER {
@@ -68,6 +84,7 @@ fn limits() -> Limits {
         min_interval_ms: 0,
         max_skew_ms: u64::MAX / 4,
         online_window_ms: 180_000,
+        ..Limits::for_tests()
     }
 }
 
@@ -133,7 +150,7 @@ fn ed25519_alone(wires: &[Vec<u8>]) {
     t.row("ed25519 signature check alone (floor)", n);
 }
 
-fn in_process(wires: &[Vec<u8>]) {
+fn in_process(wires: &[Vec<u8>], admission: &Admission) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = StatusDb::open(dir.path(), 1_440).expect("db");
 
@@ -141,23 +158,29 @@ fn in_process(wires: &[Vec<u8>]) {
     let keys = ingest::KeyCache::new(PEERS);
     let checked: Vec<_> = wires
         .iter()
-        .map(|w| ingest::verify(w, &keys).expect("verify"))
+        .map(|w| {
+            let mut c = ingest::verify(w, &keys, admission).expect("verify");
+            if let Some(s) = c.new_signer.take() {
+                keys.put(s);
+            }
+            c
+        })
         .collect();
     t.row("decode + verify only", wires.len());
 
     let mut state = Ingest::new(limits());
     let t = Clock::start();
     let now = status::now_ms();
-    let writes: Vec<Write> = checked
+    let writes: Vec<Op> = checked
         .into_iter()
         .map(|c| {
             let peer_id = c.body.peer_id.clone();
-            let a = state.admit(c, now).expect("admit");
-            Write {
+            let a = state.admit(c, LOCAL, now).expect("admit");
+            Op::Put(Write {
                 peer_id,
                 record: a.record,
                 sample: a.sample,
-            }
+            })
         })
         .collect();
     t.row("admit only (freshness, rate limit, state)", wires.len());
@@ -179,14 +202,18 @@ fn in_process(wires: &[Vec<u8>]) {
     let t = Clock::start();
     let mut batch = Vec::with_capacity(BATCH);
     for w in wires {
-        let c = ingest::verify(w, &keys).expect("verify");
+        let mut c = ingest::verify(w, &keys, admission).expect("verify");
+        let new_signer = c.new_signer.take();
         let peer_id = c.body.peer_id.clone();
-        let a = state.admit(c, status::now_ms()).expect("admit");
-        batch.push(Write {
+        let a = state.admit(c, LOCAL, status::now_ms()).expect("admit");
+        if let Some(s) = new_signer {
+            keys.put(s);
+        }
+        batch.push(Op::Put(Write {
             peer_id,
             record: a.record,
             sample: a.sample,
-        });
+        }));
         if batch.len() == BATCH {
             db.write(&batch).expect("write");
             batch.clear();
@@ -219,7 +246,7 @@ async fn client(addr: SocketAddr, wires: Vec<Vec<u8>>) -> usize {
     accepted
 }
 
-fn over_http(wires: Vec<Vec<u8>>, server_threads: usize) {
+fn over_http(wires: Vec<Vec<u8>>, admission: Admission, server_threads: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -241,6 +268,13 @@ fn over_http(wires: Vec<Vec<u8>>, server_threads: usize) {
                 max_peers: PEERS * 2,
                 min_interval: Duration::ZERO,
                 max_skew: Duration::from_secs(1 << 30),
+                admission,
+                // Every bench client is one loopback address.
+                new_peers_per_source: u32::MAX,
+                http: btfs_host::http::ServerOptions {
+                    max_connections_per_ip: CONNECTIONS,
+                    ..Default::default()
+                },
                 ..StatusOptions::default()
             };
             let svc = status::start(
@@ -318,7 +352,7 @@ fn main() {
         "", "", "", "", "", ""
     );
     ed25519_alone(&wires);
-    in_process(&wires);
-    over_http(http_wires, 1);
-    over_http(http_wires_mt, 2);
+    in_process(&wires, &admission(1));
+    over_http(http_wires, admission(2), 1);
+    over_http(http_wires_mt, admission(3), 2);
 }

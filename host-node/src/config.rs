@@ -18,6 +18,15 @@
 //! announce_interval_secs = 300  # re-announce at least this often
 //! unclaimed_grace_secs = 3600   # drop blobs no completed upload claimed after this long
 //! sweep_interval_secs = 60      # how often to look for them
+//!
+//! [connections]                 # libp2p connection limits (these are the defaults)
+//! max_established = 1024        # inbound + outbound
+//! max_established_incoming = 768
+//! max_established_outgoing = 1024
+//! max_established_per_peer = 8
+//! max_pending_incoming = 128    # inbound handshakes in progress
+//! max_pending_outgoing = 512    # dials in progress
+//! max_incoming_per_ip = 64      # inbound from one IP address (IPv6: /64), any peer ids
 //! ```
 
 use std::net::IpAddr;
@@ -121,6 +130,8 @@ pub struct HostConfig {
     pub unclaimed_grace_secs: u64,
     /// Time between two sweeps for expired unclaimed holds, in seconds.
     pub sweep_interval_secs: u64,
+    /// libp2p connection limits (a TOML table, so it comes last).
+    pub connections: crate::net::ConnLimits,
 }
 
 impl Default for HostConfig {
@@ -146,6 +157,7 @@ impl Default for HostConfig {
             metrics_port: 0,
             unclaimed_grace_secs: 3600,
             sweep_interval_secs: 60,
+            connections: crate::net::ConnLimits::default(),
         }
     }
 }
@@ -193,6 +205,7 @@ impl HostConfig {
         if let Some(h) = &self.hub {
             crate::hub::HubAddr::parse(h).map_err(ConfigError::Invalid)?;
         }
+        self.connections.validate().map_err(ConfigError::Invalid)?;
         if self.region.as_ref().is_some_and(|r| r.len() > 64) {
             return Err(ConfigError::Invalid(
                 "region must be at most 64 bytes".into(),

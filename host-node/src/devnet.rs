@@ -86,7 +86,12 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
             .arg("--probe-interval-ms")
             .arg(opts.probe_interval.as_millis().to_string())
             .arg("--report-interval-secs")
-            .arg(opts.report_interval_secs.to_string()),
+            .arg(opts.report_interval_secs.to_string())
+            // Every devnet host reports from one loopback address.
+            .arg("--new-hosts-per-ip")
+            .arg(opts.hosts.max(64).to_string())
+            .arg("--max-connections-per-ip")
+            .arg((opts.hosts + 256).to_string()),
         &service_dir.join("service.log"),
     )
     .context("cannot start the service node")?;

@@ -2,17 +2,22 @@
 //!
 //! Goals: every resource a remote peer controls is bounded — request bodies (413 beyond
 //! [`ServerOptions::max_body`], checked against `Content-Length` before reading and enforced
-//! while reading), connections at once ([`ServerOptions::max_connections`]; further clients wait
-//! in the kernel's accept backlog), time to send the request head and time to send the body;
-//! a graceful stop when the cancellation token fires (in-flight requests get
-//! [`ServerOptions::drain`] to finish). The client side is just enough for our own tools: one
-//! request per connection to an `http://host:port/path` URL, with a deadline and a bound on the
-//! response size.
+//! while reading), connections at once per client address
+//! ([`ServerOptions::max_connections_per_ip`]; IPv4 /32, IPv6 /64) and in total
+//! ([`ServerOptions::max_connections`]), time to send the request head and time to send the
+//! body; a graceful stop when the cancellation token fires (in-flight requests get
+//! [`ServerOptions::drain`] to finish). One client holding many idle sockets (a slowloris) uses
+//! up only its own share and never slows anyone else: the accept loop never waits for a free
+//! slot, and a connection over either limit gets `503` (`Retry-After: 1`, `Connection: close`)
+//! as soon as its request head arrives (within 1 s, or it is closed), so clients within their
+//! share never queue behind it in the kernel's accept backlog. The client side is just enough
+//! for our own tools: one request per connection to an `http://host:port/path` URL, with a
+//! deadline and a bound on the response size.
 //!
 //! Non-goals: TLS, HTTP/2, routing frameworks, URLs other than plain `http://`.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +89,8 @@ pub struct ServerOptions {
     pub max_body: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one client address (IPv4 /32, IPv6 /64).
+    pub max_connections_per_ip: usize,
     /// Time a client has to send a request head (also the keep-alive idle limit).
     pub header_timeout: Duration,
     /// Time a client has to send the request body once the head arrived.
@@ -97,6 +104,7 @@ impl Default for ServerOptions {
         Self {
             max_body: 64 * 1024,
             max_connections: 256,
+            max_connections_per_ip: 16,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(5),
@@ -241,6 +249,8 @@ async fn accept_loop<F, Fut>(
     Fut: Future<Output = Response> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::new(opts.max_connections_per_ip.max(1)));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let tracker = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -250,11 +260,6 @@ async fn accept_loop<F, Fut>(
     let opts = Arc::new(opts);
     let hard_stop = CancellationToken::new();
     loop {
-        // Take a slot first: beyond the limit, clients wait in the accept backlog.
-        let permit = tokio::select! {
-            () = cancel.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (stream, remote) = tokio::select! {
             () = cancel.cancelled() => break,
             a = listener.accept() => match a {
@@ -266,6 +271,25 @@ async fn accept_loop<F, Fut>(
                     continue;
                 }
             },
+        };
+        // This client's share first, then a slot of the total; over either: refuse at once.
+        let Some(share) = per_ip.take(remote.ip()) else {
+            refuse(
+                stream,
+                &refusals,
+                &tracker,
+                "too many connections from your address; close some and retry",
+            );
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refuse(
+                stream,
+                &refusals,
+                &tracker,
+                "the server is at its connection limit; retry in a second",
+            );
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let (handler, opts) = (handler.clone(), opts.clone());
@@ -282,7 +306,7 @@ async fn accept_loop<F, Fut>(
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         tracker.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, share);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -311,6 +335,102 @@ async fn accept_loop<F, Fut>(
         hard_stop.cancel();
         tracker.wait().await;
     }
+}
+
+/// Open connections per client address, each bounded.
+struct PerIp {
+    limit: usize,
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerIp`]; given back on drop.
+struct Share {
+    key: IpAddr,
+    table: Arc<PerIp>,
+}
+
+impl PerIp {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Default::default(),
+        }
+    }
+
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Share> {
+        let key = client_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Share {
+            key,
+            table: self.clone(),
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The address a client's connections are counted under: IPv4 as is, IPv6 by /64 (one
+/// customer's network), IPv4-mapped IPv6 as IPv4.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Refused connections answered at once (beyond: closed without an answer).
+const MAX_REFUSING: usize = 256;
+/// How long a refused connection has to send its request head before it is closed.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Answers a connection over a limit: reads its first request head (for at most
+/// [`REFUSE_LINGER`]) and answers `503` with `Retry-After: 1` and `Connection: close`, never
+/// calling the handler or reading a body. Answering after the request head, not before, is what
+/// HTTP clients understand (an answer before the request reads as a broken connection). At most
+/// [`MAX_REFUSING`] connections are being refused at once; beyond that they are closed at once.
+fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>, tracker: &TaskTracker, why: &'static str) {
+    tracing::debug!(why, "http connection refused");
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSE_LINGER)
+        .keep_alive(false)
+        .max_buf_size(16 * 1024);
+    let service = hyper::service::service_fn(move |_req| async move {
+        let r = Response::error(StatusCode::SERVICE_UNAVAILABLE, why)
+            .with_header("retry-after", "1".into())
+            .with_header("connection", "close".into());
+        Ok::<_, std::convert::Infallible>(r.into_hyper())
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tracker.spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(REFUSE_LINGER * 2, conn).await;
+    });
 }
 
 async fn read_request(

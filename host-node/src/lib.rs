@@ -24,6 +24,7 @@ pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod inbound;
+pub mod ip_limit;
 pub mod net;
 pub mod network_file;
 pub mod node;

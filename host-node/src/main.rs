@@ -195,6 +195,27 @@ struct ServiceArgs {
     /// Most hosts the Hub and Status keep.
     #[arg(long, default_value_t = 1_000_000)]
     max_hosts: usize,
+    /// New hosts one IP address (IPv6: /64) may register at the Hub, and introduce to Status,
+    /// per 10 minutes.
+    #[arg(long, default_value_t = 64)]
+    new_hosts_per_ip: u32,
+    /// Status forgets a host that has not reported for this many seconds.
+    #[arg(long, default_value_t = 7 * 86_400)]
+    forget_after_secs: u64,
+    /// Status HTTP connections one IP address (IPv6: /64) may hold at once.
+    #[arg(long, default_value_t = 16)]
+    http_connections_per_ip: usize,
+    /// libp2p connections at most, inbound and outbound (default: 1.25 × --max-hosts, at
+    /// least 1024, at most 65536).
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// libp2p connections one peer may hold at once.
+    #[arg(long, default_value_t = 8)]
+    max_connections_per_peer: u32,
+    /// Inbound libp2p connections one IP address (IPv6: /64) may hold at once, whatever peer
+    /// ids they use.
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_ip: u32,
 }
 
 #[derive(Args)]
@@ -278,7 +299,26 @@ impl ServiceArgs {
         if self.max_hosts == 0 || self.max_hosts > 10_000_000 {
             bail!("--max-hosts must be between 1 and 10000000");
         }
+        if !(1..=315_360_000).contains(&self.forget_after_secs) {
+            bail!("--forget-after-secs must be between 1 and 315360000 (ten years)");
+        }
+        if self.http_connections_per_ip == 0 || self.max_connections_per_peer == 0 {
+            bail!("--http-connections-per-ip and --max-connections-per-peer must be at least 1");
+        }
         let report = Duration::from_secs(self.report_interval_secs);
+        let mut status = service::status_options(report, self.max_hosts);
+        status.new_peers_per_source = self.new_hosts_per_ip;
+        status.forget_after = Duration::from_secs(self.forget_after_secs);
+        status.http.max_connections_per_ip = self.http_connections_per_ip;
+        let mut connections = btfs_host::net::ConnLimits::for_service(self.max_hosts);
+        if let Some(n) = self.max_connections {
+            connections.max_established = n;
+            connections.max_established_incoming = n;
+            connections.max_established_outgoing = n;
+        }
+        connections.max_established_per_peer = self.max_connections_per_peer;
+        connections.max_incoming_per_ip = self.max_connections_per_ip;
+        connections.validate().map_err(anyhow::Error::msg)?;
         Ok(ServiceOptions {
             data_dir: self.data_dir,
             listen_ip: self.listen_ip,
@@ -292,10 +332,12 @@ impl ServiceArgs {
                 probe_interval: Duration::from_millis(self.probe_interval_ms),
                 announce_interval: report,
                 max_hosts: self.max_hosts,
+                new_hosts_per_ip: self.new_hosts_per_ip,
                 ..Default::default()
             },
-            status: service::status_options(report, self.max_hosts),
+            status,
             status_port: self.status_port,
+            connections,
         })
     }
 }

@@ -7,6 +7,13 @@
 //! libp2p request-response with JSON bodies bounded at both ends; any node answers the Hub's
 //! `Probe` itself, and a node that runs a Hub takes the other requests from
 //! [`Net::serve_hub`]'s bounded queue. Non-goals: peer discovery (network file and Hub).
+//!
+//! Connections are bounded by libp2p's `connection-limits` behaviour ([`ConnLimits`]): per peer
+//! and in total, established and pending, inbound and outbound; and per remote IP address
+//! ([`crate::ip_limit`], since peer ids are free to make); a connection over a limit is
+//! denied during the handshake (the peer sees its dial fail) and the node keeps serving the
+//! others. Streams stay bounded separately (shard service: per-peer and total concurrency;
+//! Hub protocol: 64 concurrent request-response streams per connection, a bounded queue).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +27,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    identify, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    connection_limits, identify, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -60,9 +68,102 @@ pub enum NetError {
     Stopped,
 }
 
-/// The node's behaviour: identify, ping, and generic protocol streams.
+/// Connection limits of one swarm (libp2p `connection-limits`). Per-peer limits bound what one
+/// identity can hold; the totals bound the node whatever the number of identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnLimits {
+    /// Established connections at most, inbound and outbound together.
+    pub max_established: u32,
+    /// Established inbound connections at most.
+    pub max_established_incoming: u32,
+    /// Established outbound connections at most.
+    pub max_established_outgoing: u32,
+    /// Established connections with one peer at most.
+    pub max_established_per_peer: u32,
+    /// Inbound connections still in their handshake at most.
+    pub max_pending_incoming: u32,
+    /// Outbound connections still being dialed at most.
+    pub max_pending_outgoing: u32,
+    /// Inbound connections (pending or established) from one IP address (IPv6: /64) at most,
+    /// whatever peer ids they claim ([`crate::ip_limit`]).
+    pub max_incoming_per_ip: u32,
+}
+
+impl Default for ConnLimits {
+    /// Hosts and tenants: 1,024 connections (768 inbound), 8 per peer, 64 inbound per IP
+    /// address, 128 inbound handshakes, 512 dials in flight (an upload dials every host of the
+    /// network file).
+    fn default() -> Self {
+        Self {
+            max_established: 1_024,
+            max_established_incoming: 768,
+            max_established_outgoing: 1_024,
+            max_established_per_peer: 8,
+            max_pending_incoming: 128,
+            max_pending_outgoing: 512,
+            max_incoming_per_ip: 64,
+        }
+    }
+}
+
+impl ConnLimits {
+    /// The service node (Hub): every host keeps a connection for announcements and probes, so
+    /// the totals scale with the hosts expected (at least the defaults); 256 inbound per IP
+    /// address (hosts behind one NAT).
+    pub fn for_service(max_hosts: usize) -> Self {
+        let d = Self::default();
+        let hosts = u32::try_from(max_hosts).unwrap_or(u32::MAX);
+        let total = hosts
+            .saturating_add(hosts / 4)
+            .clamp(d.max_established, 65_536);
+        Self {
+            max_established: total,
+            max_established_incoming: total,
+            max_established_outgoing: total,
+            max_pending_incoming: 512,
+            max_incoming_per_ip: 256,
+            ..d
+        }
+    }
+
+    /// Checks that every limit is at least 1.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = [
+            ("max_established", self.max_established),
+            ("max_established_incoming", self.max_established_incoming),
+            ("max_established_outgoing", self.max_established_outgoing),
+            ("max_established_per_peer", self.max_established_per_peer),
+            ("max_pending_incoming", self.max_pending_incoming),
+            ("max_pending_outgoing", self.max_pending_outgoing),
+            ("max_incoming_per_ip", self.max_incoming_per_ip),
+        ];
+        match all.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(format!(
+                "connection limit {name} must be at least 1 (0 would refuse every connection)"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn behaviour(&self) -> connection_limits::Behaviour {
+        connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(self.max_established))
+                .with_max_established_incoming(Some(self.max_established_incoming))
+                .with_max_established_outgoing(Some(self.max_established_outgoing))
+                .with_max_established_per_peer(Some(self.max_established_per_peer))
+                .with_max_pending_incoming(Some(self.max_pending_incoming))
+                .with_max_pending_outgoing(Some(self.max_pending_outgoing)),
+        )
+    }
+}
+
+/// The node's behaviour: connection limits, identify, ping, and generic protocol streams.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    limits: connection_limits::Behaviour,
+    per_ip: crate::ip_limit::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
@@ -79,6 +180,8 @@ pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct HubCall {
     /// The requesting peer (authenticated by the connection).
     pub peer: PeerId,
+    /// The IP address the request's connection comes from, if it has one.
+    pub source: Option<std::net::IpAddr>,
     /// The request.
     pub request: HubRequest,
     /// Where the answer goes.
@@ -126,6 +229,7 @@ async fn build_swarm(
     keypair: Keypair,
     webrtc: Option<libp2p_webrtc::tokio::Certificate>,
     inbound: Option<InboundStreams>,
+    limits: ConnLimits,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let cert = match webrtc {
@@ -151,6 +255,8 @@ async fn build_swarm(
         .await
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| Behaviour {
+            limits: limits.behaviour(),
+            per_ip: crate::ip_limit::Behaviour::new(limits.max_incoming_per_ip),
             identify: identify::Behaviour::new(
                 identify::Config::new("/btfs/id/1".into(), key.public())
                     .with_agent_version(AGENT.into()),
@@ -178,9 +284,7 @@ async fn build_swarm(
 }
 
 impl Net {
-    /// Starts the swarm task; listens on `listen` and returns once every listener has an
-    /// address (with the actual port and, for WebRTC, the certificate hash). Inbound shard
-    /// streams go to `inbound`'s queue (hosts); client nodes pass `None`.
+    /// [`Net::start_with`] the default [`ConnLimits`] (tenants).
     pub async fn start(
         keypair: Keypair,
         webrtc: Option<libp2p_webrtc::tokio::Certificate>,
@@ -188,8 +292,31 @@ impl Net {
         listen: Vec<Listen>,
         cancel: CancellationToken,
     ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
+        Self::start_with(
+            keypair,
+            webrtc,
+            inbound,
+            listen,
+            ConnLimits::default(),
+            cancel,
+        )
+        .await
+    }
+
+    /// Starts the swarm task with connection `limits`; listens on `listen` and returns once
+    /// every listener has an address (with the actual port and, for WebRTC, the certificate
+    /// hash). Inbound shard streams go to `inbound`'s queue (hosts); client nodes pass `None`.
+    pub async fn start_with(
+        keypair: Keypair,
+        webrtc: Option<libp2p_webrtc::tokio::Certificate>,
+        inbound: Option<InboundStreams>,
+        listen: Vec<Listen>,
+        limits: ConnLimits,
+        cancel: CancellationToken,
+    ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
+        limits.validate().map_err(NetError::Setup)?;
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = build_swarm(keypair, webrtc, inbound).await?;
+        let mut swarm = build_swarm(keypair, webrtc, inbound, limits).await?;
         let mut pending_listen = HashMap::new();
         for l in listen {
             let id = swarm
@@ -306,6 +433,9 @@ async fn run(
         oneshot::Sender<Result<HubResponse, NetError>>,
     > = HashMap::new();
     let mut hub_answers = FuturesUnordered::new();
+    // Remote IP per connection (bounded by the connection limits), for the Hub's per-address
+    // budget of new hosts.
+    let mut remote_ips: HashMap<libp2p::swarm::ConnectionId, std::net::IpAddr> = HashMap::new();
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -348,14 +478,15 @@ async fn run(
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(BehaviourEvent::Hub(event)) => match event {
-                    request_response::Event::Message { peer, message, .. } => match message {
+                    request_response::Event::Message { peer, connection_id, message } => match message {
                         request_response::Message::Request { request, channel, .. } => {
                             let immediate = match (&request, &hub_calls) {
                                 (HubRequest::Probe, _) => Some(HubResponse::Pong),
                                 (_, None) => Some(HubResponse::Error { message: "this node is not a Hub; find the Hub's address in the network file (services.hub)".into() }),
                                 (_, Some(calls)) => {
                                     let (reply, rx) = oneshot::channel();
-                                    match calls.try_send(HubCall { peer, request, reply }) {
+                                    let source = remote_ips.get(&connection_id).copied();
+                                    match calls.try_send(HubCall { peer, source, request, reply }) {
                                         Ok(()) => {
                                             hub_answers.push(async move { (channel, rx.await) });
                                             continue;
@@ -384,7 +515,10 @@ async fn run(
                     }
                     request_response::Event::ResponseSent { .. } => {}
                 },
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                    if let Some(ip) = crate::ip_limit::ip_of(endpoint.get_remote_address()) {
+                        remote_ips.insert(connection_id, ip);
+                    }
                     for r in dials.remove(&peer_id).unwrap_or_default() {
                         let _ = r.send(Ok(()));
                     }
@@ -395,6 +529,9 @@ async fn run(
                     for r in dials.remove(&peer).unwrap_or_default() {
                         let _ = r.send(Err(NetError::Dial { peer, reason: error.to_string() }));
                     }
+                }
+                SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                    remote_ips.remove(&connection_id);
                 }
                 SwarmEvent::NewListenAddr { address, .. } => tracing::debug!(%address, "listening"),
                 SwarmEvent::IncomingConnectionError { error, .. } => tracing::debug!(%error, "inbound connection failed"),

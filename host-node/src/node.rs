@@ -144,11 +144,12 @@ impl Node {
         let queue = config.max_inbound_streams * 2;
         let (inbound, incoming) = InboundStreams::new(protocol.clone(), queue);
         let dropped = inbound.dropped();
-        let started = Net::start(
+        let started = Net::start_with(
             keypair.clone(),
             cert.clone(),
             Some(inbound),
             listen.clone(),
+            config.connections,
             cancel.child_token(),
         )
         .await;
@@ -167,11 +168,12 @@ impl Node {
                     .collect();
                 let (inbound, incoming) = InboundStreams::new(protocol, queue);
                 let dropped = inbound.dropped();
-                let (net, addrs, task) = Net::start(
+                let (net, addrs, task) = Net::start_with(
                     keypair.clone(),
                     cert,
                     Some(inbound),
                     fresh,
+                    config.connections,
                     cancel.child_token(),
                 )
                 .await?;

@@ -5,6 +5,10 @@
 //! a restart keeps the peer id, the ports and every record (`hub.redb`, `status.redb`), so hosts
 //! and tenants that know the old addresses keep working.
 //!
+//! Start order: identity → libp2p swarm → Hub (loads `hub.redb`) → Status (loads
+//! `status.redb`, admitting only hosts the Hub registry holds a valid signed ad for:
+//! [`crate::status::admission`]).
+//!
 //! Uptime in scores comes from the Hub's own probes, not from Status: a `StatusReport`'s uptime
 //! is what the host says about itself, while a probe is what a tenant would see. Status keeps
 //! the self-reported view for operators (`btfs status`, `/metrics`).
@@ -34,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Transport;
 use crate::hub::service::{HubHandle, HubOptions};
 use crate::identity;
-use crate::net::{self, Listen, Net};
-use crate::status::{StatusHandle, StatusOptions};
+use crate::net::{self, ConnLimits, Listen, Net};
+use crate::status::{Admission, StatusHandle, StatusOptions};
 
 /// Service node settings.
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ pub struct ServiceOptions {
     pub status: StatusOptions,
     /// Status HTTP port (0 = any free port, reused on restart).
     pub status_port: u16,
+    /// libp2p connection limits ([`ConnLimits::for_service`] of the Hub's `max_hosts` suits).
+    pub connections: ConnLimits,
 }
 
 /// What `service.json` records.
@@ -164,16 +170,6 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
     let previous = previous_info.map(|i| i.ports).unwrap_or_default();
     let cancel = CancellationToken::new();
 
-    let status = net::bind_remembered(opts.status_port, previous_status, "Status", |port| {
-        crate::status::start(
-            dir,
-            SocketAddr::new(opts.listen_ip, port),
-            opts.status.clone(),
-            cancel.child_token(),
-        )
-    })
-    .await?;
-
     let listen = |reuse: bool| -> Vec<Listen> {
         opts.transports
             .iter()
@@ -190,11 +186,12 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
             })
             .collect()
     };
-    let started = Net::start(
+    let started = Net::start_with(
         keypair.clone(),
         cert.clone(),
         None,
         listen(true),
+        opts.connections,
         cancel.child_token(),
     )
     .await;
@@ -202,13 +199,36 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
         Ok(s) => s,
         Err(e) if !previous.is_empty() => {
             tracing::warn!(%e, "previous ports unavailable; listening on new ports");
-            Net::start(keypair, cert, None, listen(false), cancel.child_token()).await?
+            Net::start_with(
+                keypair,
+                cert,
+                None,
+                listen(false),
+                opts.connections,
+                cancel.child_token(),
+            )
+            .await?
         }
         Err(e) => return Err(e.into()),
     };
     let peer_id = net.peer_id();
     let hub = crate::hub::service::start(net.clone(), dir, opts.hub.clone(), cancel.child_token())
         .await?;
+    // Status admits only hosts the Hub holds a valid signed ad for, so it starts after the Hub
+    // loaded its registry.
+    let status_opts = StatusOptions {
+        admission: Admission::Hub(hub.known_hosts()),
+        ..opts.status.clone()
+    };
+    let status = net::bind_remembered(opts.status_port, previous_status, "Status", |port| {
+        crate::status::start(
+            dir,
+            SocketAddr::new(opts.listen_ip, port),
+            status_opts.clone(),
+            cancel.child_token(),
+        )
+    })
+    .await?;
 
     let ports = addrs
         .iter()

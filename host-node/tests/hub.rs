@@ -267,3 +267,73 @@ async fn forged_and_relayed_ads_are_refused() {
     }
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_registers_a_bounded_number_of_new_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::spawn(tcp_config(dir.path())).await.unwrap();
+    let cancel = CancellationToken::new();
+    let opts = HubOptions {
+        probe_interval: PROBE,
+        new_hosts_per_ip: 2,
+        ..HubOptions::default()
+    };
+    let hub_handle = service::start(node.net().clone(), dir.path(), opts, cancel.clone())
+        .await
+        .unwrap();
+    let hub = HubNode {
+        node,
+        hub: hub_handle,
+        cancel,
+    };
+    // Four fresh identities, all from 127.0.0.1, each announcing itself.
+    let announce = |key: Keypair, issued_at_ms: u64| {
+        let hub_peer = hub.node.peer_id();
+        let hub_addr = hub.addr();
+        async move {
+            let cancel = CancellationToken::new();
+            let (net, _, _) = Net::start(key.clone(), None, None, Vec::new(), cancel.clone())
+                .await
+                .unwrap();
+            let ad = HostAd {
+                peer_id: key.public().to_peer_id().to_base58(),
+                addrs: vec!["/ip4/127.0.0.1/tcp/9".into()],
+                capacity_bytes: 1 << 30,
+                free_bytes: 1 << 30,
+                price_per_gib_month: 1,
+                version: "0.1.0".into(),
+                region: None,
+                issued_at_ms,
+            };
+            let s = Signed::sign(&ad, &key.try_into_ed25519().unwrap()).unwrap();
+            let r = net
+                .hub_request(hub_peer, vec![hub_addr], HubRequest::Announce(s))
+                .await
+                .unwrap();
+            cancel.cancel();
+            r
+        }
+    };
+    let now = service::now_ms();
+    let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
+    for k in &keys[..2] {
+        let r = announce(k.clone(), now).await;
+        assert!(matches!(r, HubResponse::Accepted { .. }), "{r:?}");
+    }
+    for k in &keys[2..] {
+        match announce(k.clone(), now).await {
+            HubResponse::Refused { reason } => {
+                assert!(
+                    reason.contains("already registered 2 new hosts"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // A registered host keeps announcing from the same address.
+    let r = announce(keys[0].clone(), now + 1).await;
+    assert!(matches!(r, HubResponse::Accepted { .. }), "{r:?}");
+    assert_eq!(hub.hub.len(), 2);
+    hub.stop().await;
+}

@@ -143,6 +143,16 @@ pub enum AnnounceError {
     Full(usize),
 }
 
+/// Status admits a report when the Hub registry holds a verified ad for its signer (see
+/// [`crate::status::admission`]).
+impl crate::status::KnownHosts for std::sync::Mutex<Registry> {
+    fn advertised_capacity(&self, peer: &PeerId) -> Option<u64> {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .advertised_capacity(peer)
+    }
+}
+
 /// Verified hosts and their history.
 pub struct Registry {
     entries: Vec<Entry>,
@@ -358,6 +368,13 @@ impl Registry {
             .iter()
             .map(|e| (e.peer, e.addrs.clone()))
             .collect()
+    }
+
+    /// The capacity in the host's current (verified) ad, if registered.
+    pub fn advertised_capacity(&self, peer: &PeerId) -> Option<u64> {
+        self.index
+            .get(peer)
+            .map(|&i| self.entries[i].body.capacity_bytes)
     }
 
     /// The addresses of one host, if registered.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::db::{DbError, HubDb};
 use super::registry::Registry;
 use crate::net::{is_native, HubCall, Net, NetError};
+use crate::status::admission::NewPeerBudget;
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -34,6 +35,13 @@ pub struct HubOptions {
     pub max_skew: Duration,
     /// Probes in flight at once.
     pub probe_concurrency: usize,
+    /// New hosts one IP address (IPv6: /64) may register per `new_host_window` (the same
+    /// budget Status applies, [`crate::status::admission::NewPeerBudget`]), so fresh keys from
+    /// one machine cannot fill the registry — and with it Status, which admits what the Hub
+    /// knows.
+    pub new_hosts_per_ip: u32,
+    /// The window of `new_hosts_per_ip`.
+    pub new_host_window: Duration,
 }
 
 impl Default for HubOptions {
@@ -44,6 +52,8 @@ impl Default for HubOptions {
             max_hosts: 1_000_000,
             max_skew: Duration::from_secs(300),
             probe_concurrency: 64,
+            new_hosts_per_ip: 64,
+            new_host_window: Duration::from_secs(600),
         }
     }
 }
@@ -82,6 +92,11 @@ impl HubHandle {
     /// Whether no host is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// "Does the Hub hold a valid ad for this peer?", for Status admission.
+    pub fn known_hosts(&self) -> Arc<dyn crate::status::KnownHosts> {
+        self.registry.clone()
     }
 
     /// Waits for the Hub task (after its cancellation token fired).
@@ -149,12 +164,17 @@ async fn run(
     let mut tick = tokio::time::interval(opts.probe_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round_running = false;
+    let mut budget = NewPeerBudget::new(
+        opts.new_hosts_per_ip,
+        u64::try_from(opts.new_host_window.as_millis()).unwrap_or(u64::MAX),
+        65_536,
+    );
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             call = calls.recv() => {
                 let Some(call) = call else { break };
-                let probe_new = handle(call, &db, &registry, &opts).await;
+                let probe_new = handle(call, &db, &registry, &opts, &mut budget).await;
                 if let Some((peer, addrs)) = probe_new {
                     let (net, tx, timeout) = (net.clone(), probe_tx.clone(), opts.probe_interval);
                     tokio::spawn(async move {
@@ -224,9 +244,11 @@ async fn handle(
     db: &Arc<HubDb>,
     registry: &Arc<Mutex<Registry>>,
     opts: &HubOptions,
+    budget: &mut NewPeerBudget,
 ) -> Option<(PeerId, Vec<Multiaddr>)> {
     let HubCall {
         peer,
+        source,
         request,
         reply,
     } = call;
@@ -237,18 +259,29 @@ async fn handle(
                 reason: e.to_string(),
             },
             Ok(ad) => {
-                let result = lock(registry).announce(
-                    ad,
-                    signed,
-                    peer,
-                    now_ms(),
-                    opts.max_skew.as_millis() as u64,
-                );
+                let now = now_ms();
+                let known = lock(registry).advertised_capacity(&ad.peer).is_some();
+                let over_budget = match source {
+                    Some(ip) if !known && ad.peer == peer => budget.check(ip, now).err(),
+                    _ => None,
+                };
+                let result = match over_budget {
+                    Some(wait_ms) => Err(format!(
+                        "this address already registered {} new hosts recently; a new host \
+                         from it is accepted again in {} s",
+                        opts.new_hosts_per_ip,
+                        wait_ms.div_ceil(1000)
+                    )),
+                    None => lock(registry)
+                        .announce(ad, signed, peer, now, opts.max_skew.as_millis() as u64)
+                        .map_err(|e| e.to_string()),
+                };
                 match result {
-                    Err(e) => HubResponse::Refused {
-                        reason: e.to_string(),
-                    },
+                    Err(reason) => HubResponse::Refused { reason },
                     Ok(new) => {
+                        if let (true, Some(ip)) = (new, source) {
+                            budget.spend(ip, now);
+                        }
                         save(db, registry).await;
                         probe_now = lock(registry)
                             .probe_targets_of(&peer)

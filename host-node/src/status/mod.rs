@@ -5,29 +5,39 @@
 //! `docs/architecture.md`, "Decisions worth knowing").
 //!
 //! Goals: a report counts only if it was signed by the peer it names (ed25519 identity key,
-//! [`btfs_core::signed`]), is fresh (within `max_skew` of our clock) and newer than the last one
-//! accepted from that peer, so a captured report can be neither replayed nor forged; every input
-//! is bounded (64 KiB bodies, 256 connections, one accepted report per peer per
-//! `min_interval`, at most `max_peers` peers); ingest reaches ≥ 20,000 verified reports/s on one
-//! core (verification runs outside any lock; a writer task commits accepted reports to redb in
-//! batches); a restart keeps everything ([`store`]).
+//! [`btfs_core::signed`]), that peer is known to the network ([`admission`]: the Hub holds a
+//! valid signed ad for it, or — without a Hub — it is on the operator's allow-list), it is
+//! fresh (within `max_skew` of our clock) and newer than the last one accepted from that peer,
+//! so a captured report can be neither replayed nor forged, and its figures are plausible
+//! ([`ingest::check_plausible`]: `used ≤ capacity ≤` the advertised capacity, counters never go
+//! backwards without a restart), so one report cannot poison the totals. Every input is bounded:
+//! 64 KiB bodies; 16 HTTP connections per client address and 256 in total ([`crate::http`]);
+//! one accepted report per peer per `min_interval`; `new_peers_per_source` new peers per source
+//! address per `new_peer_window`; at most `max_peers` peers; peers silent for `forget_after`
+//! are forgotten in memory and on disk, so memory and `status.redb` stay bounded under any
+//! flood. Ingest reaches ≥ 20,000 verified reports/s on one core (verification runs outside any
+//! lock; a writer task commits accepted reports to redb in batches); a restart keeps everything
+//! that is not forgotten ([`store`]).
 //!
-//! Non-goals: several Status services agreeing with each other; per-IP rate limits (the
-//! connection limit bounds what one client can hold; per-peer limits apply after the signature
-//! check, so nobody can spend another peer's quota); long-term time series (a bounded
-//! per-peer history is kept; Prometheus scraping `/metrics` is the place for long series).
-//!
+//! Non-goals: several Status services agreeing with each other; long-term time series (a
+//! bounded per-peer history is kept; Prometheus scraping `/metrics` is the place for long
+//! series); checking a host's figures against what it really stores (the Guard's job).
+
 //! ## HTTP API
 //!
 //! | method & path | answer |
 //! |---|---|
-//! | `POST /api/v1/reports` | body: a [`Signed`](btfs_core::signed::Signed) envelope of a `StatusReport` (JSON, ≤ 64 KiB). `202 {"peer_id", "reports", "next_report_secs"}` when accepted; otherwise `{"error": "..."}` with 400 (not an envelope, wrong kind, bad field, stale or replayed), 401 (bad signature, or the body names another peer than the key), 413 (body too large), 429 (sooner than `min_interval` after the last accepted report; `Retry-After` header in seconds), 503 (peer cap reached, or stopping) |
+//! | `POST /api/v1/reports` | body: a [`Signed`](btfs_core::signed::Signed) envelope of a `StatusReport` (JSON, ≤ 64 KiB). `202 {"peer_id", "reports", "next_report_secs"}` when accepted; otherwise `{"error": "..."}` with 400 (not an envelope, wrong kind, bad field, stale or replayed), 401 (bad signature, or the body names another peer than the key), 403 (the network does not know the signer: no ad at the Hub / not on the allow-list), 413 (body too large), 422 (implausible figures, or counters backwards without a restart), 429 (sooner than `min_interval` after the last accepted report, or the source address introduced its share of new peers; `Retry-After` header in seconds), 503 (peer cap reached, or stopping) |
 //! | `GET /api/v1/status[?offset=N&limit=M]` | [`NetworkStatus`]: totals and hosts sorted by peer id (default limit [`StatusOptions::list_limit`]) |
 //! | `GET /api/v1/hosts/<peer id>` | [`HostDetail`]: one host and its stored history; 404 if unknown |
 //! | `GET /metrics` | Prometheus text: `btfs_network_*` totals, `btfs_host_*{peer_id}` per host (first [`StatusOptions::metrics_host_limit`] by peer id), `btfs_status_reports_accepted_total`, `btfs_status_reports_rejected_total{reason}` |
 //! | `GET /` | an HTML page: totals and a host table |
 //!
 //! Anything else is `404 {"error"}`; a known path with the wrong method is 405 with `Allow`.
+//! A connection over the HTTP limits (per client address, total) is answered `503` with
+//! `Retry-After: 1` before any route runs. Metrics reasons of refused reports: `malformed`,
+//! `too_large`, `bad_signature`, `wrong_peer`, `unknown_peer`, `stale`, `rate_limited`,
+//! `new_peer_limit`, `implausible`, `counters_backwards`, `full`, `shutting_down`.
 //!
 //! Wire formats: a report is `{"kind": "btfs/status-report/1", "public_key", "payload",
 //! "signature"}` with `payload` the JSON text of [`StatusReport`] (see [`btfs_core::signed`]).
@@ -51,13 +61,18 @@
 //!
 //! ## Retention
 //!
-//! Per peer: the latest accepted signed report, first/last-seen times and the report count,
-//! kept until the database is deleted; plus the last [`StatusOptions::history_len`] samples
-//! (default 1,440: a day at one report a minute). Accepted reports are answered `202` once
+//! Per peer: the latest accepted signed report, first/last-seen times and the report count;
+//! plus the last [`StatusOptions::history_len`] samples (default 1,440: a day at one report a
+//! minute). A peer that has not reported for [`StatusOptions::forget_after`] (default 7 days)
+//! is forgotten: removed from memory by a sweep every [`StatusOptions::sweep_interval`], its
+//! record and history deleted from `status.redb`; on open, expired records and records of
+//! peers admission no longer knows are deleted and the file is compacted. A forgotten peer
+//! that reports again is a new peer (first seen anew). Accepted reports are answered `202` once
 //! queued; the writer commits them in groups (at most [`StatusOptions::commit_linger`], 50 ms,
 //! after the first), so a crash can lose the last ~50 ms of reports, which the next reports
 //! replace. [`StatusHandle::flush`] waits for a commit; `shutdown` commits everything.
 
+pub mod admission;
 pub mod client;
 pub mod ingest;
 pub mod metrics;
@@ -74,6 +89,7 @@ use thiserror::Error;
 
 use crate::http::{HttpError, ServerOptions};
 
+pub use admission::{Admission, KnownHosts};
 pub use client::{fetch, fetch_host};
 pub use server::{start, StatusHandle, StatusReader};
 
@@ -146,6 +162,20 @@ pub struct StatusOptions {
     /// How long the writer gathers reports after the first one before committing (group
     /// commit); a flush commits at once.
     pub commit_linger: Duration,
+    /// Who may report ([`admission`]; default: nobody, so a Status service must be told).
+    pub admission: Admission,
+    /// A peer silent this long is forgotten, in memory and in `status.redb`.
+    pub forget_after: Duration,
+    /// Largest capacity one host may report (whatever it advertised).
+    pub max_capacity_bytes: u64,
+    /// Most requests per second a host's counters may grow by.
+    pub max_request_rate: u64,
+    /// New peers one source address (IPv4, IPv6 /64) may introduce per `new_peer_window`.
+    pub new_peers_per_source: u32,
+    /// The window of `new_peers_per_source`.
+    pub new_peer_window: Duration,
+    /// Source addresses tracked for the new-peer budget at most.
+    pub max_sources: usize,
     /// HTTP limits.
     pub http: ServerOptions,
 }
@@ -165,13 +195,21 @@ impl Default for StatusOptions {
             write_queue: 65_536,
             batch_max: 8_192,
             commit_linger: Duration::from_millis(50),
+            admission: Admission::default(),
+            forget_after: Duration::from_secs(7 * 86_400),
+            max_capacity_bytes: 1 << 50,
+            max_request_rate: 100_000,
+            new_peers_per_source: 64,
+            new_peer_window: Duration::from_secs(600),
+            max_sources: 65_536,
             http: ServerOptions::default(),
         }
     }
 }
 
 impl StatusOptions {
-    /// Short intervals for tests: report every 200 ms, rate limit 100 ms.
+    /// Short intervals for tests: report every 200 ms, rate limit 100 ms; admits nobody until
+    /// the test sets [`StatusOptions::admission`].
     pub fn for_tests() -> Self {
         let report_interval = Duration::from_millis(200);
         Self {
@@ -316,6 +354,30 @@ pub struct ReportAccepted {
     pub reports: u64,
     /// When the service wants the next report, in seconds.
     pub next_report_secs: u64,
+}
+
+impl StatusOptions {
+    /// The pure admission limits of these options.
+    pub fn limits(&self) -> ingest::Limits {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        ingest::Limits {
+            max_peers: self.max_peers,
+            min_interval_ms: ms(self.min_interval),
+            max_skew_ms: ms(self.max_skew),
+            online_window_ms: ms(self.online_window),
+            forget_after_ms: ms(self.forget_after),
+            max_capacity_bytes: self.max_capacity_bytes,
+            max_request_rate: self.max_request_rate,
+            new_peers_per_source: self.new_peers_per_source,
+            new_peer_window_ms: ms(self.new_peer_window),
+            max_sources: self.max_sources,
+        }
+    }
+
+    /// How often silent peers are looked for: a tenth of `forget_after`, 50 ms to 10 min.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.forget_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(600))
+    }
 }
 
 /// Unix time in ms.

@@ -1,6 +1,7 @@
 //! A node's side of Status: sign a [`StatusReport`] and POST it to the service on start and then
-//! every interval. Failures are logged and retried with backoff (1 s doubling up to the
-//! interval); the reporter never panics and never blocks the node (it is its own task, and each
+//! every interval. Failures, and refusals that pass soon (403: its Hub has not registered the
+//! node's ad yet; 503: the service is busy), are logged and retried with backoff (1 s
+//! doubling up to the interval); other refusals wait for the next interval; the reporter never panics and never blocks the node (it is its own task, and each
 //! attempt has a deadline).
 
 use std::sync::Arc;
@@ -91,6 +92,19 @@ pub fn spawn(
                         tracing::debug!(%url, reports = accepted.reports, "status reported");
                         backoff = Duration::from_secs(1).min(interval);
                         interval
+                    }
+                    // Not yet known (403): the Hub may not have processed this node's first
+                    // announcement yet (both start together); busy (503): the service is at a
+                    // connection limit. Both pass soon: retry with backoff.
+                    Err(
+                        e @ StatusError::Refused {
+                            status: 403 | 503, ..
+                        },
+                    ) => {
+                        tracing::info!(%e, retry_in = ?backoff, "status report not taken yet");
+                        let b = backoff;
+                        backoff = (backoff * 2).min(interval);
+                        b
                     }
                     Err(e @ StatusError::Refused { .. }) => {
                         tracing::warn!(%e, "the status service refused this node's report");

@@ -6,8 +6,13 @@
 //! falls behind, ingest waits). The writer takes whatever is queued (up to `batch_max`) and
 //! commits it in one transaction on a blocking thread. On stop, the HTTP server drains first,
 //! then the writer commits what is left, so `shutdown().await` loses nothing.
+//!
+//! A sweeper task forgets peers silent for `forget_after` every
+//! [`StatusOptions::sweep_interval`]: it removes them from [`Ingest`] and queues an
+//! [`Op::Forget`] for the writer. Opening skips (and deletes) stored records that are expired
+//! or whose peer admission no longer knows, then compacts the file if it deleted any.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,9 +20,9 @@ use hyper::{Method, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::ingest::{self, Ingest, Limits, Rejection};
+use super::ingest::{self, Ingest, Loaded, Rejection};
 use super::metrics::{self, IngestCounters};
-use super::store::{StatusDb, Write};
+use super::store::{Op, StatusDb, Write};
 use super::{
     now_ms, page, HostDetail, HostStatus, NetworkStatus, ReportAccepted, Sample, StatusError,
     StatusOptions, Totals, HOSTS_PATH, REPORTS_PATH, STATUS_PATH,
@@ -25,7 +30,7 @@ use super::{
 use crate::http::{self, Request, Response};
 
 enum ToWriter {
-    Write(Write),
+    Write(Op),
     Flush(oneshot::Sender<()>),
 }
 
@@ -163,28 +168,45 @@ pub async fn start(
     opts: StatusOptions,
     cancel: CancellationToken,
 ) -> Result<StatusHandle, StatusError> {
-    let limits = Limits {
-        max_peers: opts.max_peers,
-        min_interval_ms: opts.min_interval.as_millis() as u64,
-        max_skew_ms: opts.max_skew.as_millis() as u64,
-        online_window_ms: opts.online_window.as_millis() as u64,
-    };
+    let limits = opts.limits();
     let (dir, history_len) = (dir.to_path_buf(), opts.history_len);
+    let admission = opts.admission.clone();
     // Opening re-verifies every stored report: seconds for 100,000 peers, so off the runtime.
     let loaded = tokio::task::spawn_blocking(move || -> Result<_, StatusError> {
-        let db = StatusDb::open(&dir, history_len)?;
+        let mut db = StatusDb::open(&dir, history_len)?;
         let records = db.load()?;
         let stored = records.len();
         let mut ingest = Ingest::new(limits);
         let (mut skipped, mut first_error) = (0usize, None);
-        for r in records {
-            if let Err(e) = ingest.load(r) {
-                skipped += 1;
-                first_error.get_or_insert(e);
+        let mut forget = Vec::new();
+        let now = now_ms();
+        for (peer_id, r) in records {
+            let last_seen_ms = r.last_seen_ms;
+            match ingest.load(r, &admission, now) {
+                Ok(Loaded::Kept) => {}
+                Ok(Loaded::Expired | Loaded::Unknown) => forget.push(Op::Forget {
+                    peer_id,
+                    last_seen_ms,
+                }),
+                Err(e) => {
+                    skipped += 1;
+                    first_error.get_or_insert(e);
+                }
             }
         }
         if let Some(e) = first_error {
             tracing::warn!(skipped, first = %e, "skipped stored status reports");
+        }
+        if !forget.is_empty() {
+            let before = db.file_len();
+            db.write(&forget)?;
+            db.compact()?;
+            tracing::info!(
+                forgotten = forget.len(),
+                before,
+                after = db.file_len(),
+                "forgot stored peers that are expired or unknown to the network"
+            );
         }
         tracing::info!(peers = ingest.len(), stored, "status database loaded");
         Ok((db, ingest))
@@ -223,8 +245,10 @@ pub async fn start(
         opts.commit_linger,
         writer_stop.clone(),
     ));
+    let sweeper = tokio::spawn(sweep_loop(shared.clone(), cancel.clone()));
     let task = tokio::spawn(async move {
         server.join().await;
+        let _ = sweeper.await;
         writer_stop.cancel();
         let _ = writer.await;
         tracing::debug!("status service stopped");
@@ -236,6 +260,31 @@ pub async fn start(
         cancel,
         task,
     })
+}
+
+async fn sweep_loop(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.opts.sweep_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let gone = shared.ingest().expire(now_ms());
+        if gone.is_empty() {
+            continue;
+        }
+        tracing::debug!(n = gone.len(), "forgetting silent peers");
+        for (peer_id, last_seen_ms) in gone {
+            let op = Op::Forget {
+                peer_id,
+                last_seen_ms,
+            };
+            if shared.writes.send(ToWriter::Write(op)).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn write_loop(
@@ -320,7 +369,9 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Response {
     let path = req.path.as_str();
     let get = req.method == Method::GET;
     match path {
-        REPORTS_PATH if req.method == Method::POST => post_report(ctx, &req.body).await,
+        REPORTS_PATH if req.method == Method::POST => {
+            post_report(ctx, &req.body, req.remote.ip()).await
+        }
         REPORTS_PATH => method_not_allowed("POST"),
         STATUS_PATH | "/metrics" | "/" if !get => method_not_allowed("GET"),
         STATUS_PATH => {
@@ -386,25 +437,27 @@ fn reject(ctx: &Ctx, r: Rejection) -> Response {
     ctx.shared.counters.rejected(r.reason());
     tracing::debug!(reason = r.reason(), "status report refused: {r}");
     let resp = Response::error(r.status(), &r.to_string());
-    match r {
-        Rejection::RateLimited { retry_after_ms } => {
-            resp.with_header("retry-after", retry_after_ms.div_ceil(1000).to_string())
-        }
-        _ => resp,
+    match r.retry_after_ms() {
+        Some(ms) => resp.with_header("retry-after", ms.div_ceil(1000).to_string()),
+        None => resp,
     }
 }
 
-async fn post_report(ctx: &Ctx, body: &[u8]) -> Response {
-    let checked = match ingest::verify(body, &ctx.shared.keys) {
+async fn post_report(ctx: &Ctx, body: &[u8], source: IpAddr) -> Response {
+    let mut checked = match ingest::verify(body, &ctx.shared.keys, &ctx.shared.opts.admission) {
         Ok(c) => c,
         Err(r) => return reject(ctx, r),
     };
+    let new_signer = checked.new_signer.take();
     let peer_id = checked.body.peer_id.clone();
-    let admitted = ctx.shared.ingest().admit(checked, now_ms());
+    let admitted = ctx.shared.ingest().admit(checked, source, now_ms());
     let accepted = match admitted {
         Ok(a) => a,
         Err(r) => return reject(ctx, r),
     };
+    if let Some(s) = new_signer {
+        ctx.shared.keys.put(s);
+    }
     let reports = accepted.record.reports;
     let write = Write {
         peer_id: peer_id.clone(),
@@ -414,7 +467,7 @@ async fn post_report(ctx: &Ctx, body: &[u8]) -> Response {
     if ctx
         .shared
         .writes
-        .send(ToWriter::Write(write))
+        .send(ToWriter::Write(Op::Put(write)))
         .await
         .is_err()
     {

@@ -10,7 +10,10 @@
 //!   `(report number − 1) mod history_len`, so each peer's history is a ring of at most
 //!   `history_len` samples that never needs deleting.
 //!
-//! Writes come in batches ([`StatusDb::write`]): one transaction per batch, however many reports.
+//! Writes come in batches ([`StatusDb::write`]): one transaction per batch, however many reports;
+//! a batch can also forget peers ([`Op::Forget`]: the record and its history rows are deleted).
+//! Deleted pages are reused by later writes; [`StatusDb::compact`] (run on open after a large
+//! clean-up) gives them back to the file system, so the file stays bounded by the peers kept.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +42,21 @@ pub struct Write {
     pub record: PeerRecord,
     /// The report's history sample.
     pub sample: Sample,
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Save an accepted report.
+    Put(Write),
+    /// Forget a peer, if its stored record was last seen at or before `last_seen_ms` (a peer
+    /// that reported again meanwhile is kept).
+    Forget {
+        /// The peer (base58).
+        peer_id: String,
+        /// Its last-seen time when it was forgotten in memory.
+        last_seen_ms: u64,
+    },
 }
 
 /// The Status database.
@@ -79,39 +97,75 @@ impl StatusDb {
         }
     }
 
-    /// Writes a batch in one transaction.
-    pub fn write(&self, batch: &[Write]) -> Result<(), DbError> {
+    /// Applies a batch in one transaction, in order.
+    pub fn write(&self, batch: &[Op]) -> Result<(), DbError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
             let mut history = tx.open_table(HISTORY).map_err(|e| self.err(e))?;
             let mut buf = Vec::with_capacity(1024);
-            for w in batch {
-                let peer = w.peer_id.as_str();
-                buf.clear();
-                serde_json::to_writer(&mut buf, &w.record).map_err(|e| self.err(e))?;
-                peers
-                    .insert(peer, buf.as_slice())
-                    .map_err(|e| self.err(e))?;
-                let slot =
-                    (w.record.reports.saturating_sub(1) % u64::from(self.history_len)) as u32;
-                history
-                    .insert((peer, slot), encode_sample(&w.sample).as_slice())
-                    .map_err(|e| self.err(e))?;
+            for op in batch {
+                match op {
+                    Op::Put(w) => {
+                        let peer = w.peer_id.as_str();
+                        buf.clear();
+                        serde_json::to_writer(&mut buf, &w.record).map_err(|e| self.err(e))?;
+                        peers
+                            .insert(peer, buf.as_slice())
+                            .map_err(|e| self.err(e))?;
+                        let slot = (w.record.reports.saturating_sub(1)
+                            % u64::from(self.history_len))
+                            as u32;
+                        history
+                            .insert((peer, slot), encode_sample(&w.sample).as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    Op::Forget {
+                        peer_id,
+                        last_seen_ms,
+                    } => {
+                        let peer = peer_id.as_str();
+                        let stored = peers
+                            .get(peer)
+                            .map_err(|e| self.err(e))?
+                            .map(|v| serde_json::from_slice::<PeerRecord>(v.value()));
+                        let newer =
+                            matches!(&stored, Some(Ok(r)) if r.last_seen_ms > *last_seen_ms);
+                        if stored.is_none() || newer {
+                            continue;
+                        }
+                        peers.remove(peer).map_err(|e| self.err(e))?;
+                        history
+                            .retain_in((peer, 0u32)..=(peer, u32::MAX), |_, _| false)
+                            .map_err(|e| self.err(e))?;
+                    }
+                }
             }
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Every stored record; unreadable rows are skipped with a warning (never fatal).
-    pub fn load(&self) -> Result<Vec<PeerRecord>, DbError> {
+    /// Gives deleted pages back to the file system (needs exclusive access: call before the
+    /// database is shared). Returns whether anything was compacted.
+    pub fn compact(&mut self) -> Result<bool, DbError> {
+        self.db.compact().map_err(|e| self.err(e))
+    }
+
+    /// The database file's size in bytes.
+    pub fn file_len(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Every stored record with its peer id; unreadable rows are skipped with a warning (never
+    /// fatal).
+    pub fn load(&self) -> Result<Vec<(String, PeerRecord)>, DbError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(PEERS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
             match serde_json::from_slice::<PeerRecord>(v.value()) {
-                Ok(r) => out.push(r),
+                Ok(r) => out.push((k.value().to_string(), r)),
                 Err(e) => tracing::warn!(peer = k.value(), %e, "skipping unreadable status record"),
             }
         }
@@ -184,8 +238,8 @@ mod tests {
     use super::*;
     use btfs_core::signed::Signed;
 
-    fn write(peer: &str, n: u64) -> Write {
-        Write {
+    fn write(peer: &str, n: u64) -> Op {
+        Op::Put(Write {
             peer_id: peer.into(),
             record: PeerRecord {
                 report: Signed {
@@ -208,7 +262,7 @@ mod tests {
                 requests_served: n,
                 requests_failed: 0,
             },
-        }
+        })
     }
 
     #[test]
@@ -249,8 +303,32 @@ mod tests {
         assert_eq!(h, [3, 4, 5]);
         assert_eq!(db.history("b").unwrap().len(), 1);
         assert!(db.history("c").unwrap().is_empty());
-        let mut loaded: Vec<u64> = db.load().unwrap().iter().map(|r| r.reports).collect();
+        let mut loaded: Vec<u64> = db.load().unwrap().iter().map(|r| r.1.reports).collect();
         loaded.sort_unstable();
         assert_eq!(loaded, [1, 5]);
+    }
+
+    #[test]
+    fn forgetting_deletes_record_and_history_unless_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StatusDb::open(dir.path(), 4).unwrap();
+        let batch: Vec<_> = (1..=3)
+            .map(|n| write("a", n))
+            .chain([write("b", 9)])
+            .collect();
+        db.write(&batch).unwrap();
+        let forget = |peer: &str, last_seen_ms| Op::Forget {
+            peer_id: peer.into(),
+            last_seen_ms,
+        };
+        // "b" reported (last seen 9) after it was forgotten at 5: kept.
+        db.write(&[forget("a", 3), forget("b", 5), forget("c", 1)])
+            .unwrap();
+        assert!(db.history("a").unwrap().is_empty());
+        let left: Vec<String> = db.load().unwrap().into_iter().map(|r| r.0).collect();
+        assert_eq!(left, ["b"]);
+        assert_eq!(db.history("b").unwrap().len(), 1);
+        db.compact().unwrap();
+        assert!(db.file_len() > 0);
     }
 }

@@ -274,3 +274,17 @@ fn seeds_pass_their_bodies() {
 }
 
 // ---- regression tests for fuzzing findings (docs/fuzzing.md) ----
+
+/// Finding 1 (`manifest`, header property): a header whose name is over `MAX_NAME_LEN` (or whose
+/// media type is over `MAX_MIME_LEN`) opened, although `Manifest::new` refuses to write one; now
+/// `open_header` refuses it. The inputs are header plaintexts, as the target seals them.
+#[test]
+fn finding_1_overlong_header_fields_are_refused_on_open() {
+    for name in [
+        "regression-header-name-over-limit",
+        "regression-header-mime-over-limit",
+    ] {
+        let data = std::fs::read(corpus_dir("manifest").join(name)).unwrap();
+        fuzz_bodies::manifest(&data);
+    }
+}

@@ -18,6 +18,8 @@ pub mod bench;
 pub mod config;
 pub mod devnet;
 pub mod download;
+#[doc(hidden)]
+pub mod fuzz_bodies;
 pub mod http;
 pub mod hub;
 pub mod identity;

@@ -231,28 +231,42 @@ async fn handle(
         reply,
     } = call;
     let mut probe_now = None;
+    let (response, accepted) = answer(&mut lock(registry), peer, request, now_ms(), opts);
+    if accepted {
+        save(db, registry).await;
+        probe_now = lock(registry)
+            .probe_targets_of(&peer)
+            .map(|addrs| (peer, addrs));
+    }
+    let _ = reply.send(response);
+    probe_now
+}
+
+/// The Hub's answer to `request` from `peer` at `now_ms`, and whether it accepted an ad (then
+/// the caller saves the registry before replying and probes the host). No I/O, so the fuzz
+/// target `hub_serve` drives exactly what a Hub does with a request.
+pub fn answer(
+    registry: &mut Registry,
+    peer: PeerId,
+    request: HubRequest,
+    now_ms: u64,
+    opts: &HubOptions,
+) -> (HubResponse, bool) {
+    let mut accepted = false;
     let response = match request {
         HubRequest::Announce(signed) => match signed.verify::<HostAd>() {
             Err(e) => HubResponse::Refused {
                 reason: e.to_string(),
             },
             Ok(ad) => {
-                let result = lock(registry).announce(
-                    ad,
-                    signed,
-                    peer,
-                    now_ms(),
-                    opts.max_skew.as_millis() as u64,
-                );
+                let result =
+                    registry.announce(ad, signed, peer, now_ms, opts.max_skew.as_millis() as u64);
                 match result {
                     Err(e) => HubResponse::Refused {
                         reason: e.to_string(),
                     },
                     Ok(new) => {
-                        save(db, registry).await;
-                        probe_now = lock(registry)
-                            .probe_targets_of(&peer)
-                            .map(|addrs| (peer, addrs));
+                        accepted = true;
                         tracing::debug!(%peer, new, "host announced");
                         HubResponse::Accepted {
                             next_announce_secs: opts.announce_interval.as_secs(),
@@ -271,14 +285,13 @@ async fn handle(
                     message: format!("at most {MAX_EXCLUDE} excluded hosts per request"),
                 }
             } else {
-                HubResponse::Recommendation(lock(registry).recommend(&req))
+                HubResponse::Recommendation(registry.recommend(&req))
             }
         }
         HubRequest::Hosts { limit } => {
-            HubResponse::Hosts(lock(registry).hosts(limit.min(MAX_COUNT) as usize))
+            HubResponse::Hosts(registry.hosts(limit.min(MAX_COUNT) as usize))
         }
         HubRequest::Probe => HubResponse::Pong,
     };
-    let _ = reply.send(response);
-    probe_now
+    (response, accepted)
 }

@@ -57,7 +57,7 @@ pub fn fuzz_host_ad(seed: u8) -> Signed {
         free_bytes: 1 << 39,
         price_per_gib_month: 10 + u64::from(seed),
         version: env!("CARGO_PKG_VERSION").into(),
-        region: Some(if seed % 2 == 0 { "eu" } else { "us" }.into()),
+        region: Some(if seed.is_multiple_of(2) { "eu" } else { "us" }.into()),
         issued_at_ms: HUB_NOW_MS,
     };
     Signed::sign(&ad, &key).expect("the fuzz ad is within bounds")

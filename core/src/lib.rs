@@ -19,6 +19,8 @@ pub mod crypto;
 pub mod decoder;
 pub mod encoder;
 pub mod erasure;
+#[doc(hidden)]
+pub mod fuzz_bodies;
 pub mod hub;
 pub mod layout;
 pub mod link;

@@ -225,6 +225,14 @@ impl Manifest {
         };
         let name = text("name")?;
         let mime = text("mime")?;
+        // The bounds `new` enforces, so an opened header is one a client could have written
+        // (found by the `manifest` fuzz target's header property, docs/fuzzing.md).
+        if name.len() > MAX_NAME_LEN {
+            return Err(field("name", format!("longer than {MAX_NAME_LEN} bytes")));
+        }
+        if mime.len() > MAX_MIME_LEN {
+            return Err(field("mime", format!("longer than {MAX_MIME_LEN} bytes")));
+        }
         Ok(ObjectHeader { name, mime })
     }
 
@@ -450,6 +458,43 @@ mod tests {
             b[i] ^= 0x80;
             let _ = Manifest::decode(&b); // must not panic
         }
+    }
+
+    /// Fuzzing finding: a header sealed with a name over `MAX_NAME_LEN` (or a media type over
+    /// `MAX_MIME_LEN`) used to open, although `new` refuses to write one.
+    #[test]
+    fn opened_headers_keep_the_bounds_new_enforces() {
+        let (key, m) = sample();
+        for (name, mime, field) in [(MAX_NAME_LEN + 1, 0, "name"), (0, MAX_MIME_LEN + 1, "mime")] {
+            let mut plain = vec![1u8];
+            for len in [name, mime] {
+                plain.extend_from_slice(&(len as u16).to_le_bytes());
+                plain.extend(std::iter::repeat_n(b'a', len));
+            }
+            let forged = Manifest {
+                sealed_header: key.seal_header(&plain),
+                ..m.clone()
+            };
+            let back = Manifest::decode(&forged.encode()).unwrap();
+            let err = back.open_header(&key).unwrap_err();
+            assert!(
+                matches!(&err, ManifestError::Field { field: f, .. } if *f == field),
+                "{err}"
+            );
+        }
+        let at_limit = ObjectHeader {
+            name: "n".repeat(MAX_NAME_LEN),
+            mime: "m".repeat(MAX_MIME_LEN),
+        };
+        let ok = Manifest::new(
+            *m.layout(),
+            &key,
+            &at_limit,
+            m.hosts().to_vec(),
+            m.slabs().to_vec(),
+        )
+        .unwrap();
+        assert_eq!(ok.open_header(&key).unwrap(), at_limit);
     }
 
     #[test]

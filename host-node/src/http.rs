@@ -433,11 +433,17 @@ fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>, tracker: &TaskTracker, w
     });
 }
 
-async fn read_request(
-    req: hyper::Request<hyper::body::Incoming>,
+/// Reads a request's body within the limits (`pub(crate)` and generic over the body so the
+/// `status_api` fuzz target drives it without a socket).
+pub(crate) async fn read_request<B>(
+    req: hyper::Request<B>,
     remote: SocketAddr,
     opts: &ServerOptions,
-) -> Result<Request, Response> {
+) -> Result<Request, Response>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let too_large = || {
         Response::error(
             StatusCode::PAYLOAD_TOO_LARGE,

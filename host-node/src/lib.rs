@@ -20,6 +20,8 @@ pub mod config;
 pub mod devnet;
 pub mod download;
 pub mod fair_slots;
+#[doc(hidden)]
+pub mod fuzz_bodies;
 pub mod http;
 pub mod hub;
 pub mod identity;

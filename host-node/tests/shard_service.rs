@@ -112,7 +112,9 @@ async fn garbage_and_oversized_requests_get_errors_and_the_host_keeps_serving() 
         .unwrap_err();
     let cause = std::error::Error::source(&err).map(ToString::to_string);
     assert!(
-        cause.as_deref().is_some_and(|c| c.contains("exceeds the limit")),
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("exceeds the limit")),
         "{err}: {cause:?}"
     );
 

@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 mod browser;
+mod fuzz;
 mod www;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
@@ -25,8 +26,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("demo") => demo(&args[1..]),
         Some("bench-browser") => browser::bench(),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench-browser>\n  test           run every check and test (what CI runs)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)");
+            eprintln!("usage: cargo xtask <test|demo|bench-browser|fuzz>\n  test           run every check and test (what CI runs)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)\n  fuzz [--time SECS] [TARGET...]  fuzzing campaigns on nightly (default: every target, 600 s each)");
             return ExitCode::from(2);
         }
     };

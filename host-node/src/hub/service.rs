@@ -253,16 +253,47 @@ async fn handle(
         reply,
     } = call;
     let mut probe_now = None;
+    let (response, accepted) = answer(
+        &mut lock(registry),
+        budget,
+        peer,
+        source,
+        request,
+        now_ms(),
+        opts,
+    );
+    if accepted {
+        save(db, registry).await;
+        probe_now = lock(registry)
+            .probe_targets_of(&peer)
+            .map(|addrs| (peer, addrs));
+    }
+    let _ = reply.send(response);
+    probe_now
+}
+
+/// The Hub's answer to `request` from `peer` at `now_ms`, and whether it accepted an ad (then
+/// the caller saves the registry before replying and probes the host). No I/O, so the fuzz
+/// target `hub_serve` drives exactly what a Hub does with a request.
+pub fn answer(
+    registry: &mut Registry,
+    budget: &mut NewPeerBudget,
+    peer: PeerId,
+    source: Option<std::net::IpAddr>,
+    request: HubRequest,
+    now_ms: u64,
+    opts: &HubOptions,
+) -> (HubResponse, bool) {
+    let mut accepted = false;
     let response = match request {
         HubRequest::Announce(signed) => match signed.verify::<HostAd>() {
             Err(e) => HubResponse::Refused {
                 reason: e.to_string(),
             },
             Ok(ad) => {
-                let now = now_ms();
-                let known = lock(registry).advertised_capacity(&ad.peer).is_some();
+                let known = registry.advertised_capacity(&ad.peer).is_some();
                 let over_budget = match source {
-                    Some(ip) if !known && ad.peer == peer => budget.check(ip, now).err(),
+                    Some(ip) if !known && ad.peer == peer => budget.check(ip, now_ms).err(),
                     _ => None,
                 };
                 let result = match over_budget {
@@ -272,20 +303,17 @@ async fn handle(
                         opts.new_hosts_per_ip,
                         wait_ms.div_ceil(1000)
                     )),
-                    None => lock(registry)
-                        .announce(ad, signed, peer, now, opts.max_skew.as_millis() as u64)
+                    None => registry
+                        .announce(ad, signed, peer, now_ms, opts.max_skew.as_millis() as u64)
                         .map_err(|e| e.to_string()),
                 };
                 match result {
                     Err(reason) => HubResponse::Refused { reason },
                     Ok(new) => {
                         if let (true, Some(ip)) = (new, source) {
-                            budget.spend(ip, now);
+                            budget.spend(ip, now_ms);
                         }
-                        save(db, registry).await;
-                        probe_now = lock(registry)
-                            .probe_targets_of(&peer)
-                            .map(|addrs| (peer, addrs));
+                        accepted = true;
                         tracing::debug!(%peer, new, "host announced");
                         HubResponse::Accepted {
                             next_announce_secs: opts.announce_interval.as_secs(),
@@ -304,14 +332,13 @@ async fn handle(
                     message: format!("at most {MAX_EXCLUDE} excluded hosts per request"),
                 }
             } else {
-                HubResponse::Recommendation(lock(registry).recommend(&req))
+                HubResponse::Recommendation(registry.recommend(&req))
             }
         }
         HubRequest::Hosts { limit } => {
-            HubResponse::Hosts(lock(registry).hosts(limit.min(MAX_COUNT) as usize))
+            HubResponse::Hosts(registry.hosts(limit.min(MAX_COUNT) as usize))
         }
         HubRequest::Probe => HubResponse::Pong,
     };
-    let _ = reply.send(response);
-    probe_now
+    (response, accepted)
 }

@@ -159,15 +159,12 @@ struct Ctx {
     shared: Arc<Shared>,
 }
 
-/// Opens `dir/status.redb` (creating it), loads the stored reports and serves the HTTP API on
-/// `listen` (port 0 picks a free port: read [`StatusHandle::http_addr`]) until `cancel` fires
-/// or [`StatusHandle::shutdown`].
-pub async fn start(
+/// Opens `dir/status.redb` (creating it) and loads the stored reports: the state [`start`]
+/// serves, and the queue its writer task commits from.
+async fn open(
     dir: &Path,
-    listen: SocketAddr,
-    opts: StatusOptions,
-    cancel: CancellationToken,
-) -> Result<StatusHandle, StatusError> {
+    opts: &StatusOptions,
+) -> Result<(Arc<Shared>, mpsc::Receiver<ToWriter>), StatusError> {
     let limits = opts.limits();
     let (dir, history_len) = (dir.to_path_buf(), opts.history_len);
     let admission = opts.admission.clone();
@@ -225,6 +222,19 @@ pub async fn start(
         counters: IngestCounters::default(),
         keys: ingest::KeyCache::new(opts.max_peers),
     });
+    Ok((shared, rx))
+}
+
+/// Opens `dir/status.redb` (creating it), loads the stored reports and serves the HTTP API on
+/// `listen` (port 0 picks a free port: read [`StatusHandle::http_addr`]) until `cancel` fires
+/// or [`StatusHandle::shutdown`].
+pub async fn start(
+    dir: &Path,
+    listen: SocketAddr,
+    opts: StatusOptions,
+    cancel: CancellationToken,
+) -> Result<StatusHandle, StatusError> {
+    let (shared, rx) = open(dir, &opts).await?;
     let cancel = cancel.child_token();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -482,4 +492,44 @@ async fn post_report(ctx: &Ctx, body: &[u8], source: IpAddr) -> Response {
             next_report_secs: ctx.shared.opts.report_interval.as_secs().max(1),
         },
     )
+}
+
+/// The HTTP API without a listener: the state and routes [`start`] serves, one request at a
+/// time, for driving the service in-process (the `status_api` fuzz target does). Needs a tokio
+/// runtime (its writer task commits accepted reports as in [`start`]).
+pub struct Api {
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Api {
+    /// Opens `dir/status.redb` (creating it) and starts the writer task.
+    pub async fn open(dir: &Path, opts: StatusOptions) -> Result<Self, StatusError> {
+        let (shared, rx) = open(dir, &opts).await?;
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(write_loop(
+            shared.db.clone(),
+            rx,
+            opts.batch_max.max(1),
+            opts.commit_linger,
+            stop.clone(),
+        ));
+        Ok(Self {
+            ctx: Arc::new(Ctx { shared }),
+            stop,
+            writer,
+        })
+    }
+
+    /// Answers one request exactly as the HTTP server would.
+    pub async fn handle(&self, req: Request) -> Response {
+        route(self.ctx.clone(), req).await
+    }
+
+    /// Commits every accepted report and stops the writer.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.writer.await;
+    }
 }

@@ -1,0 +1,290 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/*`, minimized by `cargo fuzz cmin`
+//! after each campaign) through the same bodies the libFuzzer targets run
+//! ([`btfs_core::fuzz_bodies`]), on stable, so every interesting input found so far, and every
+//! crash found and fixed, stays checked in CI. `write_seeds` (ignored) regenerates the seed
+//! inputs made from real encodings; `cargo xtask fuzz` runs it before a campaign.
+//!
+//! Named regression tests for the findings of the campaigns (docs/fuzzing.md) are at the end.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use btfs_core::fuzz_bodies::{self, FUZZ_KEY, FUZZ_VERSION};
+use btfs_core::hub::{self, ExclusionCounts, HubRequest, HubResponse, RankedHost};
+use btfs_core::layout::Layout;
+use btfs_core::manifest::{Manifest, ObjectHeader, ShardRecord, SlabRecord};
+use btfs_core::score::{self, HostFacts};
+use btfs_core::signed::{HostAd, Signed, StatusReport};
+use btfs_core::{Link, ObjectKey, Root};
+use libp2p_identity::ed25519;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+/// Runs every corpus file of `target` through `body`; fails naming each input that panics.
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = corpus_dir(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the corpus {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let data = std::fs::read(f).unwrap();
+            catch_unwind(AssertUnwindSafe(|| body(&data))).is_err()
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(failed.is_empty(), "corpus inputs that fail: {failed:#?}");
+    eprintln!("{target}: {} corpus inputs replayed", files.len());
+}
+
+#[test]
+fn manifest_corpus() {
+    replay("manifest", fuzz_bodies::manifest);
+}
+
+#[test]
+fn link_corpus() {
+    replay("link", fuzz_bodies::link);
+}
+
+#[test]
+fn frames_corpus() {
+    replay("frames", fuzz_bodies::frames);
+}
+
+#[test]
+fn hub_request_corpus() {
+    replay("hub_request", fuzz_bodies::hub_request);
+}
+
+#[test]
+fn hub_response_corpus() {
+    replay("hub_response", fuzz_bodies::hub_response);
+}
+
+#[test]
+fn signed_corpus() {
+    replay("signed", fuzz_bodies::signed);
+}
+
+#[test]
+fn signed_tamper_corpus() {
+    replay("signed_tamper", fuzz_bodies::signed_tamper);
+}
+
+// ---- seeds from real encodings ----
+
+fn key(seed: u8) -> ed25519::Keypair {
+    ed25519::Keypair::from(ed25519::SecretKey::try_from_bytes([seed; 32]).unwrap())
+}
+
+fn peer(k: &ed25519::Keypair) -> String {
+    libp2p_identity::PublicKey::from(k.public())
+        .to_peer_id()
+        .to_base58()
+}
+
+fn sample_manifest(plain_len: u64, shard: u32, header: &ObjectHeader) -> Manifest {
+    let layout = Layout::new(plain_len, shard).unwrap();
+    let hosts: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + usize::from(i % 3)]).collect();
+    let slabs: Vec<SlabRecord> = (0..layout.slab_count())
+        .map(|s| {
+            std::array::from_fn(|i| ShardRecord {
+                root: Root::of(&[s as u8, i as u8]),
+                host: ((i as u64 + s * 7) % 40) as u16,
+            })
+        })
+        .collect();
+    Manifest::new(
+        layout,
+        &ObjectKey::from_bytes(FUZZ_KEY),
+        header,
+        hosts,
+        slabs,
+    )
+    .unwrap()
+}
+
+fn ad(k: &ed25519::Keypair, price: u64) -> HostAd {
+    HostAd {
+        peer_id: peer(k),
+        addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        capacity_bytes: 1 << 30,
+        free_bytes: 1 << 30,
+        price_per_gib_month: price,
+        version: "0.1.0".into(),
+        region: Some("eu".into()),
+        issued_at_ms: 1_000,
+    }
+}
+
+fn ranked(seed: u8) -> RankedHost {
+    let k = key(seed);
+    let ad = ad(&k, 10 + u64::from(seed));
+    let facts = HostFacts {
+        online: true,
+        free_bytes: ad.free_bytes,
+        uptime: 1.0,
+        age_days: 1.0,
+        rtt_ms: None,
+        region: ad.region.clone(),
+        price: ad.price_per_gib_month,
+        version: (0, 1, 0),
+        audits_passed: 0,
+        audits_failed: 0,
+    };
+    let req = fuzz_bodies::fuzz_recommend_request();
+    let score = score::score(&facts, &hub::score_request(&req, FUZZ_VERSION));
+    RankedHost {
+        peer_id: ad.peer_id.clone(),
+        addrs: ad.addrs.clone(),
+        score,
+        excluded: None,
+        facts,
+        estimated_cost: hub::cost(ad.price_per_gib_month, req.shard_size, req.duration_days),
+        subnet: "127.0.0.0/24".into(),
+        ad: Signed::sign(&ad, &k).unwrap(),
+    }
+}
+
+fn report(k: &ed25519::Keypair) -> StatusReport {
+    StatusReport {
+        peer_id: peer(k),
+        issued_at_ms: 1_700_000_000_000,
+        uptime_secs: 3600,
+        capacity_bytes: 1 << 30,
+        used_bytes: 1 << 20,
+        shards_held: 3,
+        requests_served: 7,
+        requests_failed: 1,
+        version: "0.1.0".into(),
+    }
+}
+
+/// The seed inputs, by target and name.
+fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let named = ObjectHeader {
+        name: "photo.jpg".into(),
+        mime: "image/jpeg".into(),
+    };
+    let small = sample_manifest(100, 4096, &named);
+    let two_slabs = sample_manifest(100_000, 4096, &ObjectHeader::default());
+    let big_shards = sample_manifest(3 << 20, 1 << 20, &named);
+    let rec = HubResponse::Recommendation(hub::Recommendation {
+        hosts: vec![ranked(1), ranked(2)],
+        registered: 3,
+        qualified: 2,
+        excluded: ExclusionCounts {
+            offline: 1,
+            ..ExclusionCounts::default()
+        },
+    });
+    let k = key(1);
+    let ad_env = Signed::sign(&ad(&k, 10), &k).unwrap();
+    let report_env = Signed::sign(&report(&k), &k).unwrap();
+    let json = |v: &dyn erased::Json| v.json();
+    let link = Link {
+        manifest_id: small.id(),
+        key: ObjectKey::from_bytes(FUZZ_KEY),
+    };
+    vec![
+        ("manifest", "one_slab", small.encode()),
+        ("manifest", "two_slabs", two_slabs.encode()),
+        ("manifest", "big_shards", big_shards.encode()),
+        (
+            "manifest",
+            "header_plain",
+            b"\x01\x05\x00a.txt\x0a\x00text/plain".to_vec(),
+        ),
+        ("link", "real", link.to_string().into_bytes()),
+        ("hub_response", "recommendation", json(&rec)),
+        (
+            "hub_response",
+            "hosts",
+            json(&HubResponse::Hosts(vec![ranked(3)])),
+        ),
+        (
+            "hub_request",
+            "announce",
+            json(&HubRequest::Announce(ad_env.clone())),
+        ),
+        ("signed", "host_ad", json(&ad_env)),
+        ("signed", "status_report", json(&report_env)),
+    ]
+}
+
+/// Object-safe JSON encoding for the seed table.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Vec<u8> {
+            serde_json::to_vec_pretty(self).unwrap()
+        }
+    }
+}
+
+/// Writes the seeds into `fuzz/corpus/<target>/seed-<name>` (run by `cargo xtask fuzz`).
+#[test]
+#[ignore = "writes into fuzz/corpus; run by cargo xtask fuzz"]
+fn write_seeds() {
+    for (target, name, data) in seeds() {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+    }
+}
+
+/// The seeds themselves pass every body (so a campaign starts from valid, deep inputs).
+#[test]
+fn seeds_pass_their_bodies() {
+    for (target, name, data) in seeds() {
+        let body: fn(&[u8]) = match target {
+            "manifest" => fuzz_bodies::manifest,
+            "link" => fuzz_bodies::link,
+            "hub_response" => fuzz_bodies::hub_response,
+            "hub_request" => fuzz_bodies::hub_request,
+            "signed" => fuzz_bodies::signed,
+            other => panic!("no body for {other}"),
+        };
+        let ok = catch_unwind(AssertUnwindSafe(|| body(&data))).is_ok();
+        assert!(ok, "seed {target}/{name} fails its body");
+    }
+    // And the recommendation seed really is one a tenant accepts.
+    let data = &seeds()[5].2;
+    let HubResponse::Recommendation(rec) = serde_json::from_slice(data).unwrap() else {
+        panic!("not a recommendation");
+    };
+    let req = fuzz_bodies::fuzz_recommend_request();
+    assert_eq!(
+        hub::check_recommendation(&rec, &req, FUZZ_VERSION, 2)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+// ---- regression tests for fuzzing findings (docs/fuzzing.md) ----
+
+/// Finding 1 (`manifest`, header property): a header whose name is over `MAX_NAME_LEN` (or whose
+/// media type is over `MAX_MIME_LEN`) opened, although `Manifest::new` refuses to write one; now
+/// `open_header` refuses it. The inputs are header plaintexts, as the target seals them.
+#[test]
+fn finding_1_overlong_header_fields_are_refused_on_open() {
+    for name in [
+        "regression-header-name-over-limit",
+        "regression-header-mime-over-limit",
+    ] {
+        let data = std::fs::read(corpus_dir("manifest").join(name)).unwrap();
+        fuzz_bodies::manifest(&data);
+    }
+}

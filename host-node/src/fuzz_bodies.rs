@@ -1,0 +1,367 @@
+//! The bodies of the fuzz targets over btfs-host's decoders and request handlers (`fuzz/` runs
+//! them under libFuzzer; `host-node/tests/fuzz_corpus.rs` replays the committed corpus through
+//! the same functions on stable, in CI). Core's decoders are in `btfs_core::fuzz_bodies`.
+//!
+//! Goals: what a remote peer or a shared file reaches without a socket — the network file and
+//! the URLs in it, a Hub's handling of a request ([`crate::hub::service::answer`] on a real
+//! [`Registry`]), and the Status HTTP API from an already-parsed HTTP request
+//! ([`crate::http`]'s body reading, then [`crate::status::server::Api`], the routes the server
+//! runs, over a real database). Beyond "no panic": an honest Hub's recommendation passes the
+//! tenant's own check after a JSON round trip, and every Status answer is well-formed JSON or
+//! text with a sensible status code. A violated property panics (how a fuzz target reports).
+//! Non-goals: hyper's own HTTP/1 parser and libp2p's codecs (upstream fuzzes them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use btfs_core::hub::{self as core_hub, HubRequest, HubResponse};
+use btfs_core::signed::{HostAd, Signed, Signer, StatusReport};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, StatusCode};
+use libp2p::PeerId;
+
+use crate::http::{HttpUrl, ServerOptions};
+use crate::hub::registry::{own_version, Registry};
+use crate::hub::service::{answer, HubOptions};
+use crate::network_file::NetworkFile;
+use crate::status::server::Api;
+use crate::status::{StatusOptions, HOSTS_PATH, REPORTS_PATH, STATUS_PATH};
+
+/// The clock of [`hub_serve`] (fixed, so runs are reproducible): the seed hosts' ads are
+/// issued at this time.
+pub const HUB_NOW_MS: u64 = 1_000_000;
+
+/// The ed25519 key of fuzz identity `seed` (the seed corpora sign with the same keys).
+pub fn fuzz_key(seed: u8) -> libp2p::identity::ed25519::Keypair {
+    let secret = libp2p::identity::ed25519::SecretKey::try_from_bytes([seed | 0x80; 32])
+        .expect("any 32 bytes are an ed25519 secret key");
+    libp2p::identity::ed25519::Keypair::from(secret)
+}
+
+fn peer_of(key: &libp2p::identity::ed25519::Keypair) -> PeerId {
+    libp2p::identity::PublicKey::from(key.public()).to_peer_id()
+}
+
+/// The signed ad of fuzz host `seed`, issued at [`HUB_NOW_MS`] (what [`hub_serve`]'s registry
+/// holds, and what its seed corpus re-announces).
+pub fn fuzz_host_ad(seed: u8) -> Signed {
+    let key = fuzz_key(seed);
+    let ad = HostAd {
+        peer_id: peer_of(&key).to_base58(),
+        addrs: vec![format!("/ip4/10.0.{seed}.1/tcp/4001")],
+        capacity_bytes: 1 << 40,
+        free_bytes: 1 << 39,
+        price_per_gib_month: 10 + u64::from(seed),
+        version: env!("CARGO_PKG_VERSION").into(),
+        region: Some(if seed.is_multiple_of(2) { "eu" } else { "us" }.into()),
+        issued_at_ms: HUB_NOW_MS,
+    };
+    Signed::sign(&ad, &key).expect("the fuzz ad is within bounds")
+}
+
+/// `network.json` as read by the CLI (`--network`; a file someone else may have written):
+/// parse, then every accessor (Hub entry, Status URL, host entries), the Status URL through
+/// [`HttpUrl::parse`] and joined with an API path; and the whole input as a URL too.
+pub fn network_file(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        http_url(text);
+    }
+    if data.len() > 1 << 20 {
+        return;
+    }
+    let Ok(file) = serde_json::from_slice::<NetworkFile>(data) else {
+        return;
+    };
+    let path = Path::new("network.json");
+    if let Ok(Some(hub)) = file.hub(path) {
+        assert!(!hub.addrs.is_empty());
+        assert!(hub.addrs.iter().all(crate::net::is_native));
+    }
+    if let Ok(Some(url)) = file.status_http(path) {
+        http_url(&url);
+    }
+    if let Ok(hosts) = file.known_hosts(path) {
+        assert_eq!(hosts.len(), file.hosts.len());
+    }
+    // What `btfs devnet` writes reads back the same.
+    let json = serde_json::to_vec(&file).expect("a parsed network file serializes");
+    let back: NetworkFile = serde_json::from_slice(&json).expect("its JSON parses");
+    assert_eq!(back.bootstrap, file.bootstrap);
+    assert_eq!(back.hosts, file.hosts);
+}
+
+fn http_url(text: &str) {
+    let Ok(url) = HttpUrl::parse(text) else {
+        return;
+    };
+    assert!(url.path.starts_with('/'), "{url:?}");
+    let (host, port) = url
+        .authority
+        .rsplit_once(':')
+        .expect("a parsed authority has a port");
+    assert!(!host.is_empty() && port.parse::<u16>().is_ok(), "{url:?}");
+    // The client puts the path in the request line and the authority in Host.
+    let joined = url.join(STATUS_PATH);
+    assert!(joined.path.ends_with(STATUS_PATH));
+}
+
+/// One Hub request, as the Hub's libp2p codec hands it over (JSON, bounded), answered by
+/// [`answer`] on a registry of three probed hosts; the `peer` it came from is the ad's signer
+/// or, when the input's last byte is odd, someone else (a relayed ad). The answer must
+/// serialize within [`core_hub::MAX_RESPONSE_BYTES`], and a recommendation must pass the
+/// tenant's [`core_hub::check_recommendation`] after the JSON round trip.
+pub fn hub_serve(data: &[u8]) {
+    if data.len() as u64 > core_hub::MAX_REQUEST_BYTES {
+        return;
+    }
+    let Ok(request) = serde_json::from_slice::<HubRequest>(data) else {
+        return;
+    };
+    let opts = HubOptions::default();
+    let mut registry = Registry::new(8);
+    for seed in 0..3 {
+        let ad = fuzz_host_ad(seed);
+        let verified = ad.verify::<HostAd>().expect("fuzz ads verify");
+        let peer = verified.peer;
+        registry
+            .announce(verified, ad, peer, HUB_NOW_MS, 60_000)
+            .expect("fuzz ads are accepted");
+        for _ in 0..3 {
+            registry.record_probe(&peer, true, HUB_NOW_MS);
+        }
+    }
+    registry.refresh_all(HUB_NOW_MS);
+    let relayed = data.last().is_some_and(|b| b % 2 == 1);
+    let peer = match &request {
+        HubRequest::Announce(s) if !relayed => Signer::decode(&s.public_key)
+            .map(|s| s.peer())
+            .unwrap_or_else(|_| peer_of(&fuzz_key(9))),
+        _ => peer_of(&fuzz_key(9)),
+    };
+    let recommend = match &request {
+        HubRequest::Recommend(r) => Some(r.clone()),
+        _ => None,
+    };
+    let mut budget = crate::status::admission::NewPeerBudget::new(
+        opts.new_hosts_per_ip,
+        u64::try_from(opts.new_host_window.as_millis()).unwrap_or(u64::MAX),
+        1024,
+    );
+    let source = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let (response, accepted) = answer(
+        &mut registry,
+        &mut budget,
+        peer,
+        source,
+        request,
+        HUB_NOW_MS,
+        &opts,
+    );
+    assert_eq!(accepted, matches!(response, HubResponse::Accepted { .. }));
+    let json = serde_json::to_vec(&response).expect("a Hub answer serializes");
+    assert!(
+        json.len() as u64 <= core_hub::MAX_RESPONSE_BYTES,
+        "a Hub answer of {} bytes is over the limit tenants accept",
+        json.len()
+    );
+    let back: HubResponse = serde_json::from_slice(&json).expect("a Hub answer parses");
+    if let (Some(req), HubResponse::Recommendation(rec)) = (recommend, back) {
+        if let Err(e) = core_hub::check_recommendation(&rec, &req, own_version(), rec.hosts.len()) {
+            panic!("an honest Hub's recommendation fails the tenant's check: {e}\n{rec:?}");
+        }
+    }
+}
+
+/// The Status service with its database, on a runtime of its own (made once per process).
+struct StatusFixture {
+    runtime: tokio::runtime::Runtime,
+    api: Api,
+    max_body: usize,
+}
+
+fn status_fixture() -> &'static StatusFixture {
+    static FIXTURE: OnceLock<StatusFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let dir = std::env::temp_dir().join(format!("btfs-fuzz-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let opts = StatusOptions {
+            min_interval: Duration::ZERO,
+            commit_linger: Duration::ZERO,
+            history_len: 8,
+            max_peers: 64,
+            list_limit: 100,
+            http: ServerOptions {
+                max_body: 4096,
+                ..ServerOptions::default()
+            },
+            ..StatusOptions::for_tests()
+        };
+        let max_body = opts.http.max_body;
+        let api = runtime
+            .block_on(Api::open(&dir, opts))
+            .expect("the Status database opens");
+        StatusFixture {
+            runtime,
+            api,
+            max_body,
+        }
+    })
+}
+
+/// One Status HTTP request, already parsed by hyper: the input picks the method, the path (an
+/// API path or any bytes), a query, a declared `Content-Length` and the body — raw bytes, or a
+/// status report freshly signed by one of four fuzz identities with fields from the input (so
+/// admission, totals and history are reached, not only the signature check). The request goes
+/// through the server's body reading (`http::read_request`) and the service's routes; every
+/// answer must be a known status with a JSON body for JSON answers.
+pub fn status_api(data: &[u8]) {
+    let fx = status_fixture();
+    let mut r = Input(data);
+    let method = match r.u8() % 8 {
+        0 | 1 => Method::GET,
+        2 | 3 => Method::POST,
+        4 => Method::PUT,
+        5 => Method::HEAD,
+        6 => Method::DELETE,
+        _ => Method::OPTIONS,
+    };
+    let seed = r.u8();
+    let peer = peer_of(&fuzz_key(seed % 4)).to_base58();
+    let mut path = match r.u8() % 8 {
+        0 => STATUS_PATH.to_string(),
+        1 => REPORTS_PATH.to_string(),
+        2 => format!("{HOSTS_PATH}{peer}"),
+        3 => format!("{HOSTS_PATH}{}", r.text()),
+        4 => "/metrics".into(),
+        5 => "/".into(),
+        _ => r.text(),
+    };
+    if r.u8() % 2 == 0 {
+        path.push('?');
+        path.push_str(&r.text());
+    }
+    let declared = (r.u8() % 4 == 0).then(|| r.text());
+    let body: Vec<u8> = if r.u8() % 2 == 0 {
+        let key = fuzz_key(seed % 4);
+        let now = crate::status::now_ms();
+        let skew = i64::from(r.u16() as i16) * 100;
+        let report = StatusReport {
+            peer_id: peer.clone(),
+            issued_at_ms: now.saturating_add_signed(skew),
+            uptime_secs: r.u64(),
+            capacity_bytes: r.u64(),
+            used_bytes: r.u64(),
+            shards_held: r.u64(),
+            requests_served: r.u64(),
+            requests_failed: r.u64(),
+            version: r.text(),
+        };
+        match Signed::sign(&report, &key) {
+            Ok(s) => serde_json::to_vec(&s).expect("an envelope serializes"),
+            Err(_) => r.rest().to_vec(),
+        }
+    } else {
+        r.rest().to_vec()
+    };
+    let mut builder = hyper::Request::builder().method(method).uri(path.as_str());
+    if let Some(n) = &declared {
+        builder = builder.header(hyper::header::CONTENT_LENGTH, n.as_str());
+    }
+    // hyper refuses such request lines and headers before any of our code sees them.
+    let Ok(req) = builder.body(Full::new(Bytes::from(body))) else {
+        return;
+    };
+    let remote = SocketAddr::from(([127, 0, 0, 1], 40_000));
+    let opts = ServerOptions {
+        max_body: fx.max_body,
+        ..ServerOptions::default()
+    };
+    let response = fx.runtime.block_on(async {
+        match crate::http::read_request(req, remote, &opts).await {
+            Ok(req) => fx.api.handle(req).await,
+            Err(refused) => refused,
+        }
+    });
+    let known = [
+        StatusCode::OK,
+        StatusCode::ACCEPTED,
+        StatusCode::BAD_REQUEST,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::NOT_FOUND,
+        StatusCode::METHOD_NOT_ALLOWED,
+        StatusCode::REQUEST_TIMEOUT,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ];
+    assert!(
+        known.contains(&response.status),
+        "unexpected status {} for {path:?}",
+        response.status
+    );
+    if response.content_type == "application/json" {
+        let v: serde_json::Value =
+            serde_json::from_slice(&response.body).expect("a JSON answer parses");
+        if !response.status.is_success() {
+            assert!(v.get("error").is_some_and(|e| e.is_string()), "{v}");
+        }
+    }
+}
+
+/// Reads fuzz input front to back; past the end every read gives zeros.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        head
+    }
+    fn rest(&mut self) -> &[u8] {
+        self.take(usize::MAX)
+    }
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        let b = self.take(N);
+        a[..b.len()].copy_from_slice(b);
+        a
+    }
+    fn u8(&mut self) -> u8 {
+        self.array::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+    /// A length byte, then that many bytes as (lossy) UTF-8.
+    fn text(&mut self) -> String {
+        let n = usize::from(self.u8());
+        String::from_utf8_lossy(self.take(n)).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_accept_empty_and_tiny_inputs() {
+        for f in [network_file, hub_serve, status_api] {
+            f(&[]);
+            f(&[0]);
+            f(&[0xff; 64]);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Replays the committed fuzz corpus of btfs-host's targets (`fuzz/corpus/<target>/*`) through
+//! the same bodies libFuzzer runs ([`btfs_host::fuzz_bodies`]), on stable, in CI. `write_seeds`
+//! (ignored) regenerates the seed inputs made from real encodings; `cargo xtask fuzz` runs it.
+//! Core's targets replay in `core/tests/fuzz_corpus.rs`; named regression tests for findings
+//! are at the end (docs/fuzzing.md lists them).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use btfs_core::hub::HubRequest;
+use btfs_host::fuzz_bodies::{self, fuzz_host_ad};
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+/// Runs every corpus file of `target` through `body`; fails naming each input that panics.
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = corpus_dir(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the corpus {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let data = std::fs::read(f).unwrap();
+            catch_unwind(AssertUnwindSafe(|| body(&data))).is_err()
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(failed.is_empty(), "corpus inputs that fail: {failed:#?}");
+    eprintln!("{target}: {} corpus inputs replayed", files.len());
+}
+
+#[test]
+fn network_file_corpus() {
+    replay("network_file", fuzz_bodies::network_file);
+}
+
+#[test]
+fn hub_serve_corpus() {
+    replay("hub_serve", fuzz_bodies::hub_serve);
+}
+
+#[test]
+fn status_api_corpus() {
+    replay("status_api", fuzz_bodies::status_api);
+}
+
+/// The seed inputs made from real encodings, by target and name.
+fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let announce = |seed: u8, tail: &str| {
+        let mut v = serde_json::to_vec(&HubRequest::Announce(fuzz_host_ad(seed))).unwrap();
+        v.extend_from_slice(tail.as_bytes());
+        v
+    };
+    vec![
+        // A new host, sent by its signer (the last byte is even): accepted.
+        ("hub_serve", "announce_new", announce(5, "\n")),
+        // A known host's ad again: not newer than the one held, refused.
+        ("hub_serve", "announce_again", announce(0, "\n")),
+        // Relayed by another peer (the last byte, '}', is odd): refused.
+        ("hub_serve", "announce_relayed", announce(6, "")),
+    ]
+}
+
+/// Writes the seeds into `fuzz/corpus/<target>/seed-<name>` (run by `cargo xtask fuzz`).
+#[test]
+#[ignore = "writes into fuzz/corpus; run by cargo xtask fuzz"]
+fn write_seeds() {
+    for (target, name, data) in seeds() {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+    }
+}
+
+#[test]
+fn seeds_pass_their_bodies() {
+    for (target, name, data) in seeds() {
+        assert_eq!(target, "hub_serve");
+        let ok = catch_unwind(AssertUnwindSafe(|| fuzz_bodies::hub_serve(&data))).is_ok();
+        assert!(ok, "seed {target}/{name} fails its body");
+    }
+}
+
+// ---- regression tests for fuzzing findings (docs/fuzzing.md) ----

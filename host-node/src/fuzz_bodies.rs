@@ -199,6 +199,10 @@ fn status_fixture() -> &'static StatusFixture {
             history_len: 8,
             max_peers: 64,
             list_limit: 100,
+            // The fuzz keys are the network's hosts, so reports reach ingest's deeper rules.
+            admission: crate::status::admission::Admission::AllowList(std::sync::Arc::new(
+                (0..4).map(|seed| peer_of(&fuzz_key(seed))).collect(),
+            )),
             http: ServerOptions {
                 max_body: 4096,
                 ..ServerOptions::default()
@@ -296,10 +300,12 @@ pub fn status_api(data: &[u8]) {
         StatusCode::ACCEPTED,
         StatusCode::BAD_REQUEST,
         StatusCode::UNAUTHORIZED,
+        StatusCode::FORBIDDEN,
         StatusCode::NOT_FOUND,
         StatusCode::METHOD_NOT_ALLOWED,
         StatusCode::REQUEST_TIMEOUT,
         StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::UNPROCESSABLE_ENTITY,
         StatusCode::TOO_MANY_REQUESTS,
         StatusCode::SERVICE_UNAVAILABLE,
     ];

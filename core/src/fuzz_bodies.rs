@@ -439,6 +439,28 @@ fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Runs every file of the corpus directory `dir` through `body` (what CI does on stable with
+/// the committed corpus); panics naming each input whose body panicked.
+pub fn replay_corpus(dir: &std::path::Path, body: fn(&[u8])) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read the corpus {}: {e}", dir.display()))
+        .map(|e| e.expect("a readable corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let data = std::fs::read(f).expect("a readable corpus input");
+            catch_unwind(AssertUnwindSafe(|| body(&data))).is_err()
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(failed.is_empty(), "corpus inputs that fail: {failed:#?}");
+    eprintln!("{}: {} corpus inputs replayed", dir.display(), files.len());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,23 +26,7 @@ fn corpus_dir(target: &str) -> PathBuf {
 
 /// Runs every corpus file of `target` through `body`; fails naming each input that panics.
 fn replay(target: &str, body: fn(&[u8])) {
-    let dir = corpus_dir(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read the corpus {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "the corpus {} is empty", dir.display());
-    let failed: Vec<String> = files
-        .iter()
-        .filter(|f| {
-            let data = std::fs::read(f).unwrap();
-            catch_unwind(AssertUnwindSafe(|| body(&data))).is_err()
-        })
-        .map(|f| f.display().to_string())
-        .collect();
-    assert!(failed.is_empty(), "corpus inputs that fail: {failed:#?}");
-    eprintln!("{target}: {} corpus inputs replayed", files.len());
+    fuzz_bodies::replay_corpus(&corpus_dir(target), body);
 }
 
 #[test]

@@ -177,14 +177,31 @@ impl Devnet {
             .arg(probe_interval_ms.to_string())
             .arg("--report-interval-secs")
             .arg(report_interval_secs.to_string());
-        let child = spawn_logged(&mut cmd, &dir.join("service.log"))?;
-        let pid = child.id();
+        let log_path = dir.join("service.log");
+        let log_len = || std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
+        let mut log_from = log_len();
+        let child = spawn_logged(&mut cmd, &log_path)?;
+        let mut pid = child.id();
         self.restarted.push(child);
         self.service_pid = pid;
         let deadline = Instant::now() + Duration::from_secs(60);
+        // A process killed while inside a disk write dies only when the write returns, and
+        // until then it holds its database locks and ports: a restart that finds them still
+        // held exits with "Database already open", and is tried again for a while.
+        let retry_until = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(Ok(Some(status))) = self.restarted.last_mut().map(Child::try_wait) {
-                let log = std::fs::read_to_string(dir.join("service.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let new_part = log.get(log_from..).unwrap_or_default();
+                if new_part.contains("Cannot acquire lock") && Instant::now() < retry_until {
+                    std::thread::sleep(Duration::from_millis(500));
+                    log_from = log_len();
+                    let child = spawn_logged(&mut cmd, &log_path)?;
+                    pid = child.id();
+                    self.restarted.push(child);
+                    self.service_pid = pid;
+                    continue;
+                }
                 let tail: Vec<&str> = log
                     .lines()
                     .filter(|l| !l.trim_start().starts_with("at ") && !l.starts_with("   "))

@@ -323,40 +323,7 @@ pub fn status_api(data: &[u8]) {
     }
 }
 
-/// Reads fuzz input front to back; past the end every read gives zeros.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        head
-    }
-    fn rest(&mut self) -> &[u8] {
-        self.take(usize::MAX)
-    }
-    fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut a = [0u8; N];
-        let b = self.take(N);
-        a[..b.len()].copy_from_slice(b);
-        a
-    }
-    fn u8(&mut self) -> u8 {
-        self.array::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.array())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.array())
-    }
-    /// A length byte, then that many bytes as (lossy) UTF-8.
-    fn text(&mut self) -> String {
-        let n = usize::from(self.u8());
-        String::from_utf8_lossy(self.take(n)).into_owned()
-    }
-}
+use btfs_core::fuzz_bodies::Bytes as Input;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@
 pub mod crypto;
 pub mod decoder;
 pub mod encoder;
+pub mod engine;
 pub mod erasure;
 #[doc(hidden)]
 pub mod fuzz_bodies;

@@ -1,0 +1,149 @@
+//! Claims and releases after the data moved: shared by [`super::upload`] and
+//! [`super::repair`].
+//!
+//! Claims: one CLAIM per host (at most `MAX_CLAIM_ROOTS` roots each) of every root the object
+//! keeps there; a refusal, or `attempts` failures, is final. Releases: best effort, every
+//! failure ignored, whatever is not done by the deadline is cancelled (hosts sweep unclaimed
+//! blobs after their grace period).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use super::ops::Ops;
+use super::{Failure, HostId, Request, Why};
+use crate::protocol::MAX_CLAIM_ROOTS;
+use crate::root::Root;
+
+/// A claim that could not be made.
+pub(crate) struct ClaimFailed {
+    pub host: HostId,
+    pub roots: usize,
+    pub failure: Failure,
+}
+
+#[derive(Default)]
+pub(crate) struct Cleanup {
+    claims: Vec<(HostId, Vec<Root>, u8)>,
+    next_claim: usize,
+    claims_done: usize,
+    releases: VecDeque<(Root, HostId)>,
+    deadline: Duration,
+    pub released: usize,
+}
+
+impl Cleanup {
+    /// Claims for every (root, host) in `kept`.
+    pub fn claims(kept: &BTreeSet<(Root, HostId)>) -> Self {
+        let mut by_host: BTreeMap<HostId, Vec<Root>> = BTreeMap::new();
+        for &(root, host) in kept {
+            by_host.entry(host).or_default().push(root);
+        }
+        let mut claims = Vec::new();
+        for (host, roots) in by_host {
+            for chunk in roots.chunks(MAX_CLAIM_ROOTS as usize) {
+                claims.push((host, chunk.to_vec(), 0));
+            }
+        }
+        Self {
+            claims,
+            ..Self::default()
+        }
+    }
+
+    fn start_claim<T>(&mut self, i: usize, why: Why, ops: &mut Ops<T>, now: Duration, tag: T) {
+        let (host, roots, tries) = &mut self.claims[i];
+        *tries += 1;
+        let request = Request::Claim {
+            roots: roots.clone(),
+        };
+        ops.start(*host, request, why, tag, now, false);
+    }
+
+    /// Starts claims while fewer than `parallel` ops are in flight.
+    pub fn schedule_claims<T>(
+        &mut self,
+        ops: &mut Ops<T>,
+        now: Duration,
+        parallel: usize,
+        tag: impl Fn(usize) -> T,
+    ) {
+        while ops.len() < parallel.max(1) && self.next_claim < self.claims.len() {
+            let i = self.next_claim;
+            self.next_claim += 1;
+            self.start_claim(i, Why::Cleanup, ops, now, tag(i));
+        }
+    }
+
+    /// Whether every claim succeeded.
+    pub fn claimed(&self) -> bool {
+        self.claims_done == self.claims.len()
+    }
+
+    /// Claim `i` ended (`None`: success). A transient failure is retried while tries remain.
+    pub fn claim_ended<T>(
+        &mut self,
+        i: usize,
+        failure: Option<Failure>,
+        attempts: u8,
+        ops: &mut Ops<T>,
+        now: Duration,
+        tag: T,
+    ) -> Result<(), ClaimFailed> {
+        let Some(f) = failure else {
+            self.claims_done += 1;
+            return Ok(());
+        };
+        let Some((host, roots, tries)) = self.claims.get(i) else {
+            return Ok(());
+        };
+        if f.is_answer() || *tries >= attempts {
+            return Err(ClaimFailed {
+                host: *host,
+                roots: roots.len(),
+                failure: f,
+            });
+        }
+        self.start_claim(i, Why::Retry, ops, now, tag);
+        Ok(())
+    }
+
+    /// Starts releasing `what` until `deadline`.
+    pub fn release(&mut self, what: impl IntoIterator<Item = (Root, HostId)>, deadline: Duration) {
+        self.releases = what.into_iter().collect();
+        self.deadline = deadline;
+    }
+
+    /// The release deadline.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Starts releases; returns whether releasing is over (all ended, or the deadline passed,
+    /// in which case every op was cancelled).
+    pub fn schedule_releases<T>(
+        &mut self,
+        ops: &mut Ops<T>,
+        now: Duration,
+        parallel: usize,
+        tag: impl Fn() -> T,
+    ) -> bool {
+        if now >= self.deadline {
+            ops.cancel_all();
+            self.releases.clear();
+        }
+        while ops.len() < parallel.max(1) {
+            let Some((root, host)) = self.releases.pop_front() else {
+                break;
+            };
+            ops.start(
+                host,
+                Request::Release { root },
+                Why::Cleanup,
+                tag(),
+                now,
+                false,
+            );
+        }
+        ops.is_empty() && self.releases.is_empty()
+    }
+}

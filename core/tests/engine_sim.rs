@@ -1,0 +1,597 @@
+//! The transfer machines against the simulated network (`btfs_core::engine::sim`): thousands
+//! of seeded runs with dead, hung, slow, corrupt, full, busy, flapping and lying hosts. The
+//! same tests run natively and in wasm32 (Node).
+//!
+//! A failing run panics with its seed; replay one with `BTFS_SIM_SEED=<seed> cargo test -p
+//! btfs-core --test engine_sim`. `BTFS_SIM_RUNS=<n>` multiplies the number of seeds (long
+//! campaigns outside CI).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use btfs_core::engine::download::{Download, DownloadConfig, DownloadError};
+use btfs_core::engine::repair::{Repair, RepairConfig, RepairError};
+use btfs_core::engine::sim::{Fault, Rng, SimNet};
+use btfs_core::engine::upload::{Upload, UploadConfig, UploadError, UploadReport};
+use btfs_core::engine::{HostId, Timing};
+use btfs_core::{Encoder, Layout, Link, Manifest, ObjectHeader, ObjectKey, Root, TOTAL_SHARDS};
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+fn runs(base: u64) -> std::ops::Range<u64> {
+    if let Some(seed) = option_env_seed() {
+        return seed..seed + 1;
+    }
+    let mult = std::env::var("BTFS_SIM_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1);
+    0..base * mult
+}
+
+fn option_env_seed() -> Option<u64> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::env::var("BTFS_SIM_SEED").ok()?.parse().ok()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        None
+    }
+}
+
+/// Runs `f` for every seed; a failure names its seed.
+fn for_seeds(test: &str, base: u64, f: impl Fn(u64) -> Result<(), String>) {
+    for seed in runs(base) {
+        if let Err(e) = f(seed) {
+            panic!("{test}: seed {seed} failed (replay: BTFS_SIM_SEED={seed}): {e}");
+        }
+    }
+}
+
+fn plaintext(rng: &mut Rng, max: u64) -> Vec<u8> {
+    let len = rng.below(max);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+fn shard_size(rng: &mut Rng) -> u32 {
+    [1024, 2048, 4096][rng.below(3) as usize]
+}
+
+/// Uploads `plain` through the machine; the encoder feeds it slab by slab as the machine
+/// accepts them (checking the backpressure on the way).
+fn upload(
+    net: &mut SimNet,
+    plain: &[u8],
+    shard: u32,
+    candidates: Vec<HostId>,
+    seed: u64,
+) -> Result<(Result<UploadReport, UploadError>, Upload), String> {
+    let layout = Layout::new(plain.len() as u64, shard).map_err(|e| e.to_string())?;
+    let key = ObjectKey::from_bytes([seed as u8; 32]);
+    let header = ObjectHeader {
+        name: format!("object-{seed}"),
+        mime: "application/octet-stream".into(),
+    };
+    let cfg = UploadConfig::default();
+    let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, net.now);
+    let mut enc = Some(Encoder::new(&key, layout));
+    let mut fed = 0usize;
+    let mut pending = None;
+    let mut refused_ok = true;
+    let result = net.run(&mut m, |m, _| {
+        let Some(e) = enc.as_mut() else { return false };
+        if pending.is_none() {
+            loop {
+                match e.next_slab() {
+                    Ok(Some(s)) => {
+                        pending = Some(s);
+                        break;
+                    }
+                    Ok(None) if fed < plain.len() => {
+                        let n = e.feed(&plain[fed..]).unwrap_or(0);
+                        fed += n;
+                    }
+                    Ok(None) => break,
+                    Err(_) => break,
+                }
+            }
+        }
+        match pending.take() {
+            Some(s) => {
+                let wanted = m.wants_slab();
+                match m.push_slab(s) {
+                    Ok(()) => {
+                        refused_ok &= wanted;
+                        true
+                    }
+                    Err(s) => {
+                        refused_ok &= !wanted;
+                        pending = Some(*s);
+                        false
+                    }
+                }
+            }
+            None => {
+                if let Some(e) = enc.take() {
+                    if e.finish().is_err() {
+                        m.abort();
+                    } else {
+                        m.finish_input();
+                    }
+                    return true;
+                }
+                false
+            }
+        }
+    });
+    result.map_err(|e| format!("upload run: {e:?}"))?;
+    if !refused_ok {
+        return Err("push_slab accepted a slab it did not want, or refused one it wanted".into());
+    }
+    let r = m.take_result().ok_or("upload finished without a result")?;
+    if net.stats.max_in_flight > cfg.max_in_flight() {
+        return Err(format!(
+            "upload had {} ops in flight, bound {}",
+            net.stats.max_in_flight,
+            cfg.max_in_flight()
+        ));
+    }
+    Ok((r, m))
+}
+
+fn download(
+    net: &mut SimNet,
+    link: &Link,
+    candidates: Vec<HostId>,
+) -> Result<Result<Vec<u8>, DownloadError>, String> {
+    let mut m = Download::new(link.clone(), candidates, DownloadConfig::default(), net.now);
+    let mut out = Vec::new();
+    net.run(&mut m, |m, _| match m.poll_output() {
+        Some(p) => {
+            out.extend_from_slice(&p);
+            true
+        }
+        None => false,
+    })
+    .map_err(|e| format!("download run: {e:?}"))?;
+    while let Some(p) = m.poll_output() {
+        out.extend_from_slice(&p);
+    }
+    if net.stats.max_in_flight > m.max_in_flight() {
+        return Err(format!(
+            "download had {} ops in flight, bound {}",
+            net.stats.max_in_flight,
+            m.max_in_flight()
+        ));
+    }
+    match m
+        .take_result()
+        .ok_or("download finished without a result")?
+    {
+        Ok(report) => {
+            if report.bytes != out.len() as u64 {
+                return Err(format!(
+                    "report says {} bytes, got {}",
+                    report.bytes,
+                    out.len()
+                ));
+            }
+            Ok(Ok(out))
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+fn fresh_stats(net: &mut SimNet) {
+    net.stats = Default::default();
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        net.trace = std::env::var_os("BTFS_SIM_TRACE").is_some();
+    }
+}
+
+fn check_hedges(net: &SimNet) -> Result<(), String> {
+    if net.stats.early_hedges > 0 {
+        return Err(format!(
+            "{} hedges started before any op reached the hedge deadline",
+            net.stats.early_hedges
+        ));
+    }
+    Ok(())
+}
+
+fn honest_upload(
+    seed: u64,
+    hosts: usize,
+    max_len: u64,
+) -> Result<(SimNet, Vec<u8>, UploadReport), String> {
+    let mut rng = Rng::new(seed);
+    let mut net = SimNet::new(seed, &vec![Fault::Honest; hosts]);
+    let plain = plaintext(&mut rng, max_len);
+    let shard = shard_size(&mut rng);
+    let ids = net.ids();
+    let (r, _) = upload(&mut net, &plain, shard, ids, seed)?;
+    let report = r.map_err(|e| format!("honest upload failed: {e}"))?;
+    Ok((net, plain, report))
+}
+
+fn manifest_of(net: &SimNet, report: &UploadReport) -> Result<Manifest, String> {
+    let id = report.link.manifest_id;
+    let host = report.manifest_hosts.first().ok_or("no manifest host")?;
+    let bytes = net
+        .host(*host)
+        .and_then(|h| h.blobs.get(&id))
+        .ok_or("manifest not stored")?;
+    Manifest::decode(bytes).map_err(|e| e.to_string())
+}
+
+const DOWNLOAD_FAULTS: [Fault; 8] = [
+    Fault::Dead,
+    Fault::Hung,
+    Fault::DiesAt(Duration::from_millis(30)),
+    Fault::Slow(20),
+    Fault::Corrupt,
+    Fault::Busy(50),
+    Fault::Flapping(Duration::from_millis(40)),
+    Fault::Honest,
+];
+
+/// Whenever ≥ 10 honest shards per slab (and one manifest copy) stay reachable, the bytes come
+/// back identical; otherwise the error names a slab that really had fewer than 10, or the
+/// manifest. A corrupt shard never reaches the decoder (no decode error, ever).
+#[test]
+fn downloads_survive_any_faults_that_leave_ten_honest_shards() {
+    for_seeds("download", 800, |seed| {
+        let mut rng = Rng::new(seed ^ 0xD0);
+        let hosts = 30 + rng.below(16) as usize;
+        let (mut net, plain, report) = honest_upload(seed, hosts, 60_000)?;
+        // Faults after the upload.
+        let faulty = rng.below(hosts as u64 + 1) as usize;
+        let ids = net.ids();
+        let mut faults = BTreeMap::new();
+        for &id in ids.iter().take(faulty) {
+            let f = DOWNLOAD_FAULTS[rng.below(DOWNLOAD_FAULTS.len() as u64) as usize];
+            faults.insert(id, f);
+        }
+        let good = |h: &HostId| {
+            matches!(
+                faults.get(h).copied().unwrap_or(Fault::Honest),
+                Fault::Honest | Fault::Slow(_)
+            )
+        };
+        for (&id, &f) in &faults {
+            net.host_mut(id).ok_or("host")?.fault = f;
+        }
+        let good_shards: Vec<usize> = report
+            .placement
+            .iter()
+            .map(|s| s.iter().filter(|h| good(h)).count())
+            .collect();
+        let manifest_ok = report.manifest_hosts.iter().any(good);
+        fresh_stats(&mut net);
+        let mut candidates = ids.clone();
+        // Tenants know the hosts in some order of their own.
+        for i in (1..candidates.len()).rev() {
+            candidates.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let got = download(&mut net, &report.link, candidates)?;
+        check_hedges(&net)?;
+        let guaranteed = manifest_ok && good_shards.iter().all(|&g| g >= 10);
+        match got {
+            Ok(bytes) if bytes == plain => Ok(()),
+            Ok(_) => Err("download returned different bytes".into()),
+            Err(DownloadError::SlabLost {
+                slab,
+                have,
+                failures,
+            }) => {
+                if guaranteed {
+                    return Err(format!("slab {slab} lost with {have} verified ({failures}) although every slab had ≥10 honest shards: {good_shards:?}"));
+                }
+                if have >= 10 || failures.total() == 0 {
+                    return Err(format!(
+                        "slab {slab} lost with inconsistent counts: {have} verified, {failures}"
+                    ));
+                }
+                Ok(())
+            }
+            Err(DownloadError::ManifestLost { failures, .. }) if !manifest_ok || !guaranteed => {
+                if failures.total() == 0 {
+                    return Err("manifest lost without a failure".into());
+                }
+                Ok(())
+            }
+            Err(DownloadError::Unreachable { .. }) if !manifest_ok => Ok(()),
+            Err(e) => Err(format!("unexpected error (guaranteed {guaranteed}): {e}")),
+        }
+    });
+}
+
+/// A third of the hosts hung (connection open, nothing answered): the download costs about one
+/// hedge deadline, not a timeout per slab.
+#[test]
+fn a_third_of_hosts_hung_costs_one_hedge_deadline() {
+    for_seeds("hung", 60, |seed| {
+        let mut rng = Rng::new(seed ^ 0x40);
+        let (mut net, plain, report) = honest_upload(seed, 30, 200_000)?;
+        let ids = net.ids();
+        let hung: BTreeSet<usize> = (0..10)
+            .map(|i| (i * 3 + rng.below(3) as usize) % 30)
+            .collect();
+        for &i in &hung {
+            net.host_mut(ids[i]).ok_or("host")?.fault = Fault::Hung;
+        }
+        fresh_stats(&mut net);
+        let got = download(&mut net, &report.link, ids)?;
+        if got.map_err(|e| e.to_string())? != plain {
+            return Err("different bytes".into());
+        }
+        check_hedges(&net)?;
+        let bound = Timing::default().hedge_min * 2 + Duration::from_millis(500);
+        if net.stats.elapsed > bound {
+            return Err(format!(
+                "took {:?} of virtual time with {} hung hosts over {} slabs (bound {bound:?})",
+                net.stats.elapsed,
+                hung.len(),
+                report.slabs
+            ));
+        }
+        Ok(())
+    });
+}
+
+const UPLOAD_FAULTS: [Fault; 8] = [
+    Fault::Dead,
+    Fault::Hung,
+    Fault::Full,
+    Fault::Busy(60),
+    Fault::Slow(30),
+    Fault::Corrupt,
+    Fault::DiesAt(Duration::from_millis(25)),
+    Fault::Flapping(Duration::from_millis(30)),
+];
+
+/// Uploads place 30 distinct hosts per slab and keep exactly what they claim; they succeed
+/// whenever ≥ 30 hosts take puts faithfully, and a failed upload leaves nothing on any host
+/// that could be asked to release.
+#[test]
+fn uploads_place_distinct_hosts_and_leave_nothing_behind() {
+    for_seeds("upload", 700, |seed| {
+        let mut rng = Rng::new(seed ^ 0x0F);
+        let hosts = 30 + rng.below(20) as usize;
+        let mut faults = vec![Fault::Honest; hosts];
+        let faulty = rng.below(hosts as u64 / 2 + 2) as usize;
+        for f in faults.iter_mut().take(faulty) {
+            *f = UPLOAD_FAULTS[rng.below(UPLOAD_FAULTS.len() as u64) as usize];
+        }
+        for i in (1..faults.len()).rev() {
+            faults.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let mut net = SimNet::new(seed, &faults);
+        let plain = plaintext(&mut rng, 60_000);
+        let shard = shard_size(&mut rng);
+        let ids = net.ids();
+        let faithful = |f: Fault| matches!(f, Fault::Honest | Fault::Slow(_) | Fault::Corrupt);
+        let willing = faults.iter().filter(|&&f| faithful(f)).count();
+        let (result, _) = upload(&mut net, &plain, shard, ids.clone(), seed)?;
+        check_hedges(&net)?;
+        // What every host holds now.
+        let held: BTreeSet<(Root, HostId)> = net
+            .hosts
+            .iter()
+            .flat_map(|h| h.blobs.keys().map(move |&r| (r, h.id)))
+            .collect();
+        let may_leak = |h: &HostId| {
+            let f = net.host(*h).map(|h| h.fault);
+            matches!(
+                f,
+                Some(Fault::DiesAt(_) | Fault::Flapping(_) | Fault::Busy(_))
+            )
+        };
+        match result {
+            Ok(report) => {
+                let mut kept = BTreeSet::new();
+                for (s, hosts) in report.placement.iter().enumerate() {
+                    let distinct: BTreeSet<_> = hosts.iter().collect();
+                    if hosts.len() != TOTAL_SHARDS || distinct.len() != TOTAL_SHARDS {
+                        return Err(format!("slab {s} is on {} distinct hosts", distinct.len()));
+                    }
+                    for &h in hosts {
+                        if !faithful(net.host(h).ok_or("host")?.fault) && !may_leak(&h) {
+                            return Err(format!(
+                                "slab {s} placed on a {:?} host",
+                                net.host(h).map(|h| h.fault)
+                            ));
+                        }
+                    }
+                }
+                let manifest = manifest_of(&net, &report)?;
+                for (s, rec) in manifest.slabs().iter().enumerate() {
+                    for (k, shard) in rec.iter().enumerate() {
+                        let h = report.placement[s][k];
+                        let host = net.host(h).ok_or("host")?;
+                        if !host.claimed.contains(&shard.root) {
+                            return Err(format!("slab {s} shard {k} not claimed on its host"));
+                        }
+                        kept.insert((shard.root, h));
+                    }
+                }
+                for &h in &report.manifest_hosts {
+                    kept.insert((report.link.manifest_id, h));
+                }
+                for &(r, h) in held.difference(&kept) {
+                    if !may_leak(&h) {
+                        return Err(format!(
+                            "{} left on {h} ({:?}) although not part of the object",
+                            r.to_hex(),
+                            net.host(h).map(|x| x.fault)
+                        ));
+                    }
+                }
+                // And the object reads back, with every host honest again.
+                for h in net.hosts.iter_mut() {
+                    h.fault = Fault::Honest;
+                }
+                fresh_stats(&mut net);
+                match download(&mut net, &report.link, ids)? {
+                    Ok(b) if b == plain => Ok(()),
+                    Ok(_) => Err("read back different bytes".into()),
+                    Err(e) => Err(format!("read back failed: {e}")),
+                }
+            }
+            Err(UploadError::TooFewHosts { .. } | UploadError::Unreachable { .. })
+                if willing < 30 + 4 =>
+            {
+                for &(r, h) in &held {
+                    if !may_leak(&h) {
+                        return Err(format!("failed upload left {} on {h}", r.to_hex()));
+                    }
+                }
+                Ok(())
+            }
+            Err(UploadError::Claim { .. }) if faults.iter().any(|f| !faithful(*f)) => Ok(()),
+            Err(e) => Err(format!(
+                "upload failed with {willing} faithful hosts of {hosts}: {e}"
+            )),
+        }
+    });
+}
+
+/// A host that answers puts OK but stores nothing is caught by the claim: the upload fails,
+/// says which host, and releases what it placed.
+#[test]
+fn a_lying_host_is_caught_by_the_claim() {
+    for_seeds("lying", 100, |seed| {
+        let mut faults = vec![Fault::Honest; 32];
+        faults[(seed % 32) as usize] = Fault::Lying;
+        let mut net = SimNet::new(seed, &faults);
+        let mut rng = Rng::new(seed);
+        let plain = plaintext(&mut rng, 30_000);
+        let ids = net.ids();
+        let liar = ids[(seed % 32) as usize];
+        let (r, _) = upload(&mut net, &plain, 1024, ids, seed)?;
+        match r {
+            Err(UploadError::Claim { host, .. }) if host == liar => {}
+            Ok(report)
+                if report.placement.iter().all(|s| !s.contains(&liar))
+                    && !report.manifest_hosts.contains(&liar) => {}
+            other => {
+                return Err(format!(
+                    "expected a claim failure naming the liar, got {other:?}"
+                ))
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Repair rebuilds exactly the lost shards, byte-identical (same roots), on hosts that hold
+/// nothing of that slab, whenever 10 honest shards per slab remain.
+#[test]
+fn repair_restores_exactly_the_lost_shards() {
+    for_seeds("repair", 600, |seed| {
+        let mut rng = Rng::new(seed ^ 0x4E);
+        let hosts = 40 + rng.below(30) as usize;
+        let (mut net, _, report) = honest_upload(seed, hosts, 50_000)?;
+        let manifest = manifest_of(&net, &report)?;
+        // Lose some shards: delete them from their hosts.
+        let mut lost: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+        for (s, rec) in manifest.slabs().iter().enumerate() {
+            let n = rng.below(21);
+            for _ in 0..n {
+                let k = rng.below(30) as usize;
+                let h = report.placement[s][k];
+                net.host_mut(h).ok_or("host")?.blobs.remove(&rec[k].root);
+                lost.entry(s as u64).or_default().insert(k);
+            }
+        }
+        // Some other hosts misbehave too.
+        let ids = net.ids();
+        let mut bad = BTreeSet::new();
+        for _ in 0..rng.below(6) {
+            let i = rng.below(hosts as u64) as usize;
+            let f =
+                [Fault::Hung, Fault::Corrupt, Fault::Slow(10), Fault::Dead][rng.below(4) as usize];
+            net.host_mut(ids[i]).ok_or("host")?.fault = f;
+            if f != Fault::Slow(10) {
+                bad.insert(ids[i]);
+            }
+        }
+        let enough = manifest.slabs().iter().enumerate().all(|(s, rec)| {
+            (0..30)
+                .filter(|k| !lost.get(&(s as u64)).is_some_and(|l| l.contains(k)))
+                .filter(|&k| !bad.contains(&report.placement[s][k]))
+                .count()
+                >= 10
+                && rec.len() == 30
+        });
+        fresh_stats(&mut net);
+        let mut m = Repair::new(
+            manifest.clone(),
+            lost.clone(),
+            ids,
+            RepairConfig::default(),
+            net.now,
+        )
+        .map_err(|e| e.to_string())?;
+        net.run(&mut m, |_, _| false)
+            .map_err(|e| format!("{e:?}"))?;
+        check_hedges(&net)?;
+        match m.take_result().ok_or("no result")? {
+            Ok(r) => {
+                let got: BTreeSet<(u64, usize)> =
+                    r.repaired.iter().map(|x| (x.slab, x.shard)).collect();
+                let want: BTreeSet<(u64, usize)> = lost
+                    .iter()
+                    .flat_map(|(&s, ks)| ks.iter().map(move |&k| (s, k)))
+                    .collect();
+                if got != want {
+                    return Err(format!("repaired {got:?}, lost {want:?}"));
+                }
+                for x in &r.repaired {
+                    let rec = &manifest.slabs()[x.slab as usize];
+                    if x.root != rec[x.shard].root {
+                        return Err("repaired shard has another root".into());
+                    }
+                    if report.placement[x.slab as usize].contains(&x.host) {
+                        return Err(format!(
+                            "slab {} shard {} placed on a host of the slab",
+                            x.slab, x.shard
+                        ));
+                    }
+                    let host = net.host(x.host).ok_or("host")?;
+                    let bytes = host.blobs.get(&x.root).ok_or("repaired shard not stored")?;
+                    if Root::of(bytes) != x.root || !host.claimed.contains(&x.root) {
+                        return Err("repaired shard stored wrong or unclaimed".into());
+                    }
+                }
+                let per_slab: BTreeMap<u64, BTreeSet<HostId>> =
+                    r.repaired.iter().fold(BTreeMap::new(), |mut m, x| {
+                        m.entry(x.slab).or_default().insert(x.host);
+                        m
+                    });
+                for (s, hs) in per_slab {
+                    if hs.len() != lost[&s].len() {
+                        return Err(format!("slab {s}: repaired shards share hosts"));
+                    }
+                }
+                Ok(())
+            }
+            Err(RepairError::SlabLost { .. }) if !enough => Ok(()),
+            Err(RepairError::TooFewHosts { .. }) if hosts - 30 < 20 || !bad.is_empty() => Ok(()),
+            Err(e) => Err(format!("repair failed (enough shards: {enough}): {e}")),
+        }
+    });
+}
+
+/// The same seed gives the same run: failures replay exactly.
+#[test]
+fn runs_are_deterministic() {
+    let run = |seed| {
+        let (net, _, report) = honest_upload(seed, 35, 40_000).unwrap();
+        (net.stats.started, net.now, report.placement)
+    };
+    assert_eq!(run(7), run(7));
+}

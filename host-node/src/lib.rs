@@ -19,6 +19,7 @@ pub mod bench;
 pub mod config;
 pub mod devnet;
 pub mod download;
+pub mod drive;
 pub mod fair_slots;
 #[doc(hidden)]
 pub mod fuzz_bodies;

@@ -6,30 +6,23 @@
 //!
 //! Errors ([`TransferError`]) are typed down to the reason: a lost slab or manifest carries
 //! [`FetchFailures`] (corrupt hosts, unreachable, missing, refused counts), its message and
-//! [`TransferError::kind`] follow the dominant [`FailureKind`], and no message repeats its
+//! [`TransferError::kind`] follow the dominant [`FailureClass`], and no message repeats its
 //! `source()`.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use btfs_core::protocol::Status;
-
 use crate::net::{Net, NetError};
 use crate::network_file::KnownHost;
 use crate::output::OutputError;
-use crate::shard_client::ShardError;
 
 /// How long a dial may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Dials in flight at once.
-pub const MAX_PARALLEL_DIALS: usize = 32;
 
 /// An upload or download failed.
 ///
@@ -112,16 +105,16 @@ impl TransferError {
             Self::Unreachable { .. } => "network_unreachable",
             Self::TooFewHosts { .. } => "too_few_hosts",
             Self::ManifestLost { failures, .. } => match failures.reason() {
-                FailureKind::Corrupt => "manifest_corrupt",
-                FailureKind::Unreachable => "manifest_unreachable",
-                FailureKind::Missing => "not_found",
-                FailureKind::Refused => "manifest_refused",
+                FailureClass::Corrupt => "manifest_corrupt",
+                FailureClass::Unreachable => "manifest_unreachable",
+                FailureClass::Missing => "not_found",
+                FailureClass::Refused => "manifest_refused",
             },
             Self::SlabLost { failures, .. } => match failures.reason() {
-                FailureKind::Corrupt => "shards_corrupt",
-                FailureKind::Unreachable => "shards_unreachable",
-                FailureKind::Missing => "shards_missing",
-                FailureKind::Refused => "shards_refused",
+                FailureClass::Corrupt => "shards_corrupt",
+                FailureClass::Unreachable => "shards_unreachable",
+                FailureClass::Missing => "shards_missing",
+                FailureClass::Refused => "shards_refused",
             },
             Self::Interrupted => "interrupted",
             Self::Manifest(_) => "bad_manifest",
@@ -154,167 +147,20 @@ impl TransferError {
     }
 }
 
-/// Why one fetch (of a shard, or of a manifest copy) failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// The host answered with bytes that are not the blob: they do not hash to its root, or the
-    /// answer was malformed or oversized.
-    Corrupt,
-    /// No connection or stream, the stream broke, or no answer in time.
-    Unreachable,
-    /// The host said it does not hold the blob.
-    Missing,
-    /// The host refused for another reason (busy, internal error).
-    Refused,
-}
+pub use btfs_core::engine::{FailureClass, FetchFailures};
 
-impl FailureKind {
-    /// Classifies a failed shard request.
-    pub fn of(e: &ShardError) -> Self {
-        match e {
-            ShardError::Open { .. } | ShardError::Timeout { .. } | ShardError::Io { .. } => {
-                Self::Unreachable
-            }
-            ShardError::Frame { .. } => Self::Corrupt,
-            ShardError::Refused {
-                status: Status::NotFound,
-                ..
-            } => Self::Missing,
-            _ => Self::Refused,
-        }
-    }
-}
-
-/// Counts of failed fetches by [`FailureKind`], with the hosts that sent corrupt bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct FetchFailures {
-    /// Peer ids of hosts that sent corrupt bytes (one entry per corrupt fetch).
-    pub corrupt_hosts: Vec<String>,
-    /// Fetches that found no connection or answer.
-    pub unreachable: usize,
-    /// Hosts that do not hold the blob.
-    pub missing: usize,
-    /// Hosts that refused otherwise.
-    pub refused: usize,
-}
-
-/// Corrupt hosts named in a message; the rest are counted (`--json` lists them all).
-const HOSTS_NAMED: usize = 3;
-
-impl FetchFailures {
-    /// Records one failed fetch from `host`.
-    pub fn record(&mut self, kind: FailureKind, host: impl FnOnce() -> String) {
-        match kind {
-            FailureKind::Corrupt => self.corrupt_hosts.push(host()),
-            FailureKind::Unreachable => self.unreachable += 1,
-            FailureKind::Missing => self.missing += 1,
-            FailureKind::Refused => self.refused += 1,
-        }
-    }
-
-    /// Failures of this kind.
-    pub fn count(&self, kind: FailureKind) -> usize {
-        match kind {
-            FailureKind::Corrupt => self.corrupt_hosts.len(),
-            FailureKind::Unreachable => self.unreachable,
-            FailureKind::Missing => self.missing,
-            FailureKind::Refused => self.refused,
-        }
-    }
-
-    /// Every failed fetch.
-    pub fn total(&self) -> usize {
-        self.corrupt_hosts.len() + self.unreachable + self.missing + self.refused
-    }
-
-    /// The reason that stopped the transfer: the most frequent kind (ties: corrupt, missing,
-    /// refused, unreachable — the more specific finding wins).
-    pub fn reason(&self) -> FailureKind {
-        if self.total() == 0 {
-            return FailureKind::Unreachable;
-        }
-        [
-            FailureKind::Corrupt,
-            FailureKind::Missing,
-            FailureKind::Refused,
-            FailureKind::Unreachable,
-        ]
-        .into_iter()
-        .rev()
-        .max_by_key(|&k| self.count(k))
-        .unwrap_or(FailureKind::Unreachable)
-    }
-
-    /// What to do when too few shards of a slab could be had.
-    fn shard_advice(&self) -> &'static str {
-        match self.reason() {
-            FailureKind::Corrupt => "Hosts returned corrupt shards: the object cannot be rebuilt from this network's copies",
-            FailureKind::Unreachable => "Too many hosts are down; retry later",
-            FailureKind::Missing => "The hosts no longer hold the shards: the object was lost or removed",
-            FailureKind::Refused => "Hosts refused (busy or failing); retry later",
-        }
-    }
-}
-
-impl std::fmt::Display for FetchFailures {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} corrupt", self.corrupt_hosts.len())?;
-        if !self.corrupt_hosts.is_empty() {
-            let mut distinct: Vec<&str> = Vec::new();
-            for h in &self.corrupt_hosts {
-                if !distinct.contains(&h.as_str()) {
-                    distinct.push(h);
-                }
-            }
-            let named = distinct.len().min(HOSTS_NAMED);
-            write!(
-                f,
-                " (host{} {}",
-                if distinct.len() == 1 { "" } else { "s" },
-                distinct[..named].join(", ")
-            )?;
-            if distinct.len() > named {
-                write!(f, " and {} more", distinct.len() - named)?;
-            }
-            f.write_str(")")?;
-        }
-        write!(
-            f,
-            ", {} unreachable, {} missing",
-            self.unreachable, self.missing
-        )?;
-        if self.refused > 0 {
-            write!(f, ", {} refused", self.refused)?;
-        }
-        Ok(())
-    }
-}
+/// What `--network` hint ends a not-found message.
+const NOT_FOUND_HINT: &str =
+    "Check the link and that --network names the network it was uploaded to";
 
 fn manifest_lost(id: &str, failures: &FetchFailures) -> String {
-    let asked = failures.total();
-    match failures.reason() {
-        FailureKind::Missing => format!(
-            "object not found: no host has manifest {id} (of {asked} hosts asked: {failures}). Check the link and that --network names the network it was uploaded to"
-        ),
-        FailureKind::Corrupt => format!(
-            "cannot read manifest {id}: the manifest copies were corrupt (of {asked} hosts asked: {failures}). The hosts hold damaged copies; the object cannot be opened from this network"
-        ),
-        FailureKind::Unreachable => format!(
-            "cannot fetch manifest {id}: too many hosts are unreachable (of {asked} hosts asked: {failures}). Retry later"
-        ),
-        FailureKind::Refused => format!(
-            "cannot fetch manifest {id}: the hosts refused (of {asked} hosts asked: {failures}). Retry later"
-        ),
-    }
+    failures.manifest_lost_message(id, NOT_FOUND_HINT)
 }
 
 /// A client node plus the hosts it knows.
 pub struct Tenant {
     net: Net,
     hosts: Vec<KnownHost>,
-    /// Hosts that failed during this session; tried last.
-    bad: Mutex<HashSet<usize>>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -329,7 +175,6 @@ impl Tenant {
         Ok(Self {
             net,
             hosts,
-            bad: Mutex::default(),
             cancel,
             task,
         })
@@ -338,7 +183,6 @@ impl Tenant {
     /// Replaces the known hosts (before any transfer starts), e.g. with the Hub's picks.
     pub fn set_hosts(&mut self, hosts: Vec<KnownHost>) {
         self.hosts = hosts;
-        self.bad.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The known hosts.
@@ -365,29 +209,12 @@ impl Tenant {
         }
     }
 
-    /// Connects to every known host; returns the indices that answered, in file order.
-    pub async fn reachable(&self) -> Vec<usize> {
-        let mut ok: Vec<usize> = futures::stream::iter(0..self.hosts.len())
-            .map(|i| async move { self.connect(i).await.ok().map(|_| i) })
-            .buffer_unordered(MAX_PARALLEL_DIALS)
-            .filter_map(|x| async move { x })
+    /// Every known host's addresses in dial order, for the transfer driver.
+    pub fn dial_addrs(&self) -> HashMap<PeerId, Vec<Multiaddr>> {
+        self.hosts
+            .iter()
+            .map(|h| (h.peer, preferred_addrs(&h.addrs)))
             .collect()
-            .await;
-        ok.sort_unstable();
-        ok
-    }
-
-    /// Remembers that host `i` failed.
-    pub fn mark_bad(&self, i: usize) {
-        self.bad.lock().unwrap_or_else(|p| p.into_inner()).insert(i);
-    }
-
-    /// Whether host `i` failed before.
-    pub fn is_bad(&self, i: usize) -> bool {
-        self.bad
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&i)
     }
 
     /// Stops the client node.
@@ -446,8 +273,8 @@ mod tests {
 
     fn corrupt(n: usize) -> FetchFailures {
         let mut f = FetchFailures::default();
-        for i in 0..n {
-            f.record(FailureKind::Corrupt, || format!("peer{i}"));
+        for h in btfs_core::engine::sim::host_ids(n) {
+            f.record(btfs_core::engine::Failure::Corrupt, Some(h));
         }
         f
     }
@@ -476,7 +303,7 @@ mod tests {
     #[test]
     fn slab_lost_names_corrupt_shards_and_their_hosts() {
         let mut f = corrupt(21);
-        assert_eq!(f.reason(), FailureKind::Corrupt);
+        assert_eq!(f.reason(), FailureClass::Corrupt);
         let e = TransferError::SlabLost {
             slab: 3,
             have: 9,
@@ -485,16 +312,20 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("slab 3: only 9 of the 10"), "{text}");
         assert!(
-            text.contains(
-                "21 corrupt (hosts peer0, peer1, peer2 and 18 more), 0 unreachable, 0 missing"
-            ),
+            text.contains(&{
+                let ids = btfs_core::engine::sim::host_ids(3);
+                format!(
+                    "21 corrupt (hosts {}, {}, {} and 18 more), 0 unreachable, 0 missing",
+                    ids[0], ids[1], ids[2]
+                )
+            }),
             "{text}"
         );
         assert!(text.contains("corrupt shards"), "{text}");
         assert!(!text.contains("down"), "{text}");
         assert_eq!(e.kind(), "shards_corrupt");
         f.unreachable = 22;
-        assert_eq!(f.reason(), FailureKind::Unreachable);
+        assert_eq!(f.reason(), FailureClass::Unreachable);
     }
 
     #[test]
@@ -526,13 +357,13 @@ mod tests {
     fn ties_prefer_the_more_specific_reason() {
         let mut f = corrupt(5);
         f.unreachable = 5;
-        assert_eq!(f.reason(), FailureKind::Corrupt);
+        assert_eq!(f.reason(), FailureClass::Corrupt);
         let f = FetchFailures {
             missing: 3,
             unreachable: 3,
             ..Default::default()
         };
-        assert_eq!(f.reason(), FailureKind::Missing);
-        assert_eq!(FetchFailures::default().reason(), FailureKind::Unreachable);
+        assert_eq!(f.reason(), FailureClass::Missing);
+        assert_eq!(FetchFailures::default().reason(), FailureClass::Unreachable);
     }
 }

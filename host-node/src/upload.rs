@@ -1,54 +1,36 @@
 //! `btfs upload`: file → encrypted, erasure-coded slabs → 30 distinct hosts per slab → link.
 //!
-//! Pipeline (each stage overlaps the others):
+//! Every decision (which hosts, retries, moving a shard to a spare host, hedging a slow put,
+//! spreading the manifest, claiming, releasing) is core's [`btfs_core::engine::upload`]
+//! machine; this file reads and encodes the file and drives the machine with
+//! [`crate::drive::Runner`].
 //!
 //! ```text
-//! reader thread: read 1 MiB → Encoder (AEAD, RS, BLAKE3) ─slab─▶ channel(1)
-//!   └▶ up to `slabs_in_flight` slabs uploading, 30 puts each in parallel, one per host
-//!        └▶ a failed put moves that shard to a host not yet used by the slab
-//! then:    the manifest goes to 30 distinct hosts
-//! finally: one CLAIM per host used, listing every root it holds for the object (shards and
-//!          manifest); the link is printed only when every host confirmed
+//! reader thread: read 1 MiB → Encoder (AEAD, RS, BLAKE3) ─slab─▶ channel, one slab per grant
+//!   └▶ the Upload machine takes a slab while it places fewer than `slabs_in_flight`
+//! then:    the machine spreads the manifest, claims, releases leftovers; the link is printed
+//!          only when every host confirmed
 //! ```
 //!
-//! Nothing lost, nothing left behind: every put attempt whose outcome may have stored bytes is
-//! written down before it starts. If the upload fails (a read error, too few hosts, a claim
-//! refused), everything written down is RELEASEd, best effort within [`RELEASE_BUDGET`]; after
-//! a success, the attempts that are not part of the object (a put that timed out, then moved)
-//! are released. What a crashed or killed upload leaves behind, hosts sweep after their grace
-//! period, because it was never claimed (see `btfs_core::protocol`).
-//!
-//! Memory: at most `slabs_in_flight + 1` slabs alive (30 MiB each at the default 1 MiB shards),
-//! plus the transport's send buffers.
-//! Host choice: slab `i` starts at host `(30·i) mod n` of the reachable hosts, so load spreads
-//! evenly over a network larger than 30 hosts.
+//! Memory: the reader encodes a slab only when granted one, and grants keep the machine's slabs
+//! plus the one being read at `slabs_in_flight + 1` (30 MiB each at the default 1 MiB shards),
+//! plus the transport's send buffers. What a crashed or killed upload leaves behind, hosts sweep
+//! after their grace period, because it was never claimed (see `btfs_core::protocol`).
 
-use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
 
+use btfs_core::engine::upload::{self as machine, Upload, UploadConfig};
+use btfs_core::engine::{Failure, HostId, Machine};
 use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
-use btfs_core::{
-    EncodedSlab, Encoder, Link, Manifest, ObjectHeader, ObjectKey, Root, TOTAL_SHARDS,
-};
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use btfs_core::{EncodedSlab, Encoder, ObjectHeader, ObjectKey};
 use indicatif::ProgressBar;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 
-use crate::shard_client::{self, ShardError};
+use crate::drive::Runner;
 use crate::tenant::{Tenant, TransferError};
-
-/// Tries per host before a shard moves to another host.
-const PUT_ATTEMPTS_PER_HOST: usize = 2;
-/// Tries per host of a CLAIM.
-const CLAIM_ATTEMPTS: usize = 2;
-/// Longest time spent releasing what a failed upload placed.
-pub const RELEASE_BUDGET: Duration = Duration::from_secs(15);
-/// Releases and claims in flight at once.
-const CLEANUP_PARALLEL: usize = 16;
 
 /// An upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,28 +40,17 @@ pub enum UploadError {
     #[error(transparent)]
     Transfer(#[from] TransferError),
     /// A host did not confirm keeping its shards; the upload was rolled back.
-    #[error("host {host} did not confirm keeping its {roots} shards of this upload, so the upload was undone; retry")]
+    #[error("host {host} did not confirm keeping its {roots} shards of this upload ({failure}), so the upload was undone; retry")]
     Claim {
         /// The host.
         host: libp2p::PeerId,
         /// How many roots it should have kept.
         roots: usize,
         /// Why.
-        #[source]
-        source: ShardError,
+        failure: Failure,
     },
 }
 
-/// Every (root, host index) whose put may have stored bytes: written down before each put
-/// attempt, removed again when the host refused (a refusal stores nothing).
-#[derive(Default)]
-struct Placements(Mutex<HashSet<(Root, usize)>>);
-
-impl Placements {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(Root, usize)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 /// Read size of the input file.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -96,7 +67,7 @@ impl Default for UploadOptions {
     fn default() -> Self {
         Self {
             shard_size: DEFAULT_SHARD_SIZE,
-            slabs_in_flight: 2,
+            slabs_in_flight: UploadConfig::default().slabs_in_flight,
         }
     }
 }
@@ -114,121 +85,21 @@ pub struct UploadReport {
     pub hosts_used: usize,
     /// Put attempts that failed (then retried or moved to another host).
     pub failed_puts: usize,
+    /// Puts started because another passed its hedge deadline.
+    pub hedged_puts: usize,
     /// Wall time.
     pub elapsed_ms: u128,
     /// Peak resident memory of this process, if known.
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// Uploads the file at `path`; returns its link. On failure, releases what it placed.
+/// Uploads the file at `path`; returns its link. On failure, what was placed is released.
 pub async fn upload(
     tenant: &Tenant,
     path: &Path,
     opts: UploadOptions,
     progress: ProgressBar,
 ) -> Result<UploadReport, UploadError> {
-    let placements = Placements::default();
-    let placed = place(tenant, path, opts, progress, &placements).await;
-    let outcome = match placed {
-        Ok((report, kept)) => match claim_all(tenant, &kept).await {
-            Ok(()) => {
-                // Attempts that are not part of the object (e.g. a put that timed out, then
-                // moved) are let go.
-                placements.lock().retain(|p| !kept.contains(p));
-                Ok(report)
-            }
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(UploadError::Transfer(e)),
-    };
-    let leftovers: Vec<(Root, usize)> = placements.lock().iter().copied().collect();
-    release_all(tenant, &leftovers).await;
-    outcome
-}
-
-/// Claims, on each host, every root it holds for the object; all hosts in parallel.
-async fn claim_all(tenant: &Tenant, kept: &HashSet<(Root, usize)>) -> Result<(), UploadError> {
-    let mut by_host: BTreeMap<usize, Vec<Root>> = BTreeMap::new();
-    for &(root, h) in kept {
-        by_host.entry(h).or_default().push(root);
-    }
-    let claims = futures::stream::iter(by_host)
-        .map(|(h, roots)| async move {
-            let mut last = None;
-            for _ in 0..CLAIM_ATTEMPTS {
-                let result = async {
-                    let peer = tenant.connect(h).await.map_err(|e| ShardError::Open {
-                        peer: tenant.hosts()[h].peer,
-                        reason: e.to_string(),
-                    })?;
-                    shard_client::claim(&mut tenant.net().control(), peer, &roots).await
-                }
-                .await;
-                match result {
-                    Ok(()) => return Ok(()),
-                    // A refusal will not change on retry.
-                    Err(e) if e.status().is_some() => {
-                        last = Some(e);
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(UploadError::Claim {
-                host: tenant.hosts()[h].peer,
-                roots: roots.len(),
-                source: last.unwrap_or(ShardError::Timeout {
-                    peer: tenant.hosts()[h].peer,
-                    secs: 0,
-                }),
-            })
-        })
-        .buffer_unordered(CLEANUP_PARALLEL);
-    let results: Vec<Result<(), UploadError>> = claims.collect().await;
-    results.into_iter().collect()
-}
-
-/// Releases `what`, best effort, within [`RELEASE_BUDGET`].
-async fn release_all(tenant: &Tenant, what: &[(Root, usize)]) {
-    if what.is_empty() {
-        return;
-    }
-    let released = std::sync::atomic::AtomicUsize::new(0);
-    let work = futures::stream::iter(what)
-        .for_each_concurrent(CLEANUP_PARALLEL, |&(root, h)| {
-            let released = &released;
-            async move {
-                let Ok(peer) = tenant.connect(h).await else {
-                    return;
-                };
-                match shard_client::release(&mut tenant.net().control(), peer, root).await {
-                    Ok(()) => {
-                        released.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    // The put never landed (or the host lost it): nothing to release.
-                    Err(e) if e.status() == Some(btfs_core::protocol::Status::NotFound) => {}
-                    Err(e) => tracing::info!(%peer, %root, error = ?e, "release failed; the host sweeps it after its grace period"),
-                }
-            }
-        });
-    let finished = tokio::time::timeout(RELEASE_BUDGET, work).await.is_ok();
-    tracing::info!(
-        placed = what.len(),
-        released = released.load(std::sync::atomic::Ordering::Relaxed),
-        finished,
-        "released the shards of an unfinished upload attempt"
-    );
-}
-
-/// Reads, encodes and places the file; returns the report and every (root, host) the object
-/// keeps. Writes each put attempt into `placements` first.
-async fn place(
-    tenant: &Tenant,
-    path: &Path,
-    opts: UploadOptions,
-    progress: ProgressBar,
-    placements: &Placements,
-) -> Result<(UploadReport, HashSet<(Root, usize)>), TransferError> {
     let started = Instant::now();
     let input = |source| TransferError::Input {
         path: path.display().to_string(),
@@ -237,302 +108,204 @@ async fn place(
     let file = std::fs::File::open(path).map_err(input)?;
     let meta = file.metadata().map_err(input)?;
     if !meta.is_file() {
-        return Err(input(std::io::Error::other("not a regular file")));
+        return Err(input(std::io::Error::other("not a regular file")).into());
     }
-    let layout = Layout::new(meta.len(), opts.shard_size)?;
-
-    let reachable = tenant.reachable().await;
-    if reachable.is_empty() {
-        return Err(TransferError::Unreachable {
-            total: tenant.hosts().len(),
-        });
-    }
-    if reachable.len() < TOTAL_SHARDS {
-        return Err(TransferError::TooFewHosts {
-            reachable: reachable.len(),
-            total: tenant.hosts().len(),
-        });
-    }
-
+    let layout = Layout::new(meta.len(), opts.shard_size).map_err(TransferError::from)?;
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
     let key = ObjectKey::from_bytes(key);
-    progress.set_length(layout.slabs().map(|s| u64::from(s.shard_size) * 30).sum());
+    let header = ObjectHeader {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        mime: String::new(),
+    };
+    let cfg = UploadConfig {
+        slabs_in_flight: opts.slabs_in_flight.max(1),
+        ..UploadConfig::default()
+    };
+    let candidates: Vec<HostId> = tenant.hosts().iter().map(|h| HostId::new(h.peer)).collect();
+    let mut runner = Runner::new(tenant.net().clone(), tenant.dial_addrs());
+    let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, runner.now());
+    progress.set_length(m.progress().1);
 
-    // Reader + encoder on a blocking thread. A slab needs a slot from the moment its data is
-    // read until its last put finishes, so at most `slabs_in_flight + 1` slabs are alive.
-    let slots = Arc::new(Semaphore::new(opts.slabs_in_flight.max(1) + 1));
-    let _close_slots = CloseOnDrop(slots.clone());
-    let (tx, mut rx) =
-        mpsc::channel::<Result<(EncodedSlab, OwnedSemaphorePermit), TransferError>>(1);
-    let reader_key = key.clone();
+    // The reader encodes one slab per grant.
+    let (grant_tx, grant_rx) = std_mpsc::channel::<()>();
+    let (slab_tx, mut slab_rx) = mpsc::unbounded_channel::<Result<EncodedSlab, TransferError>>();
     let path_text = path.display().to_string();
     let reader = tokio::task::spawn_blocking(move || {
-        let result = encode_file(file, &reader_key, layout, &tx, &slots, &path_text);
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
+        if let Err(e) = encode_file(file, &key, layout, &grant_rx, &slab_tx, &path_text) {
+            let _ = slab_tx.send(Err(e));
         }
     });
 
-    let placer = Placer::new(reachable);
-    let failed_puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // Per slab: (shard root, tenant host index) for shards 0..30.
-    let mut placed: Vec<Vec<(Root, usize)>> = vec![Vec::new(); layout.slab_count() as usize];
-    let mut in_flight = FuturesUnordered::new();
-    let mut input_done = false;
-    loop {
+    let slabs = layout.slab_count() as usize;
+    let (mut granted, mut outstanding) = (0usize, 0usize);
+    let mut ready: Option<EncodedSlab> = None;
+    let mut input_open = true;
+    let mut input_error: Option<TransferError> = None;
+    while !m.is_finished() {
+        runner.apply_all(&mut m);
+        // Grants: the machine's slabs plus those read or being read stay ≤ slabs_in_flight + 1.
+        while granted < slabs && m.slabs_held() + outstanding < cfg.slabs_in_flight + 1 {
+            if grant_tx.send(()).is_err() {
+                break;
+            }
+            granted += 1;
+            outstanding += 1;
+        }
+        if let Some(slab) = ready.take() {
+            if m.wants_slab() {
+                outstanding -= 1;
+                if let Err(back) = m.push_slab(slab) {
+                    ready = Some(*back);
+                }
+                continue;
+            }
+            ready = Some(slab);
+        }
+        if m.is_finished() {
+            break;
+        }
+        let timeout = m.poll_timeout().map(|t| runner.instant(t));
         tokio::select! {
-            slab = rx.recv(), if !input_done && in_flight.len() < opts.slabs_in_flight.max(1) => match slab {
-                None => input_done = true,
-                Some(Err(e)) => return Err(e),
-                Some(Ok((slab, slot))) => {
-                    let (placer, progress, failed) = (&placer, progress.clone(), failed_puts.clone());
-                    in_flight.push(async move {
-                        let placer = (placer, placements);
-                        let _slot = slot;
-                        let idx = slab.layout.index;
-                        let blobs: Vec<(Root, &[u8])> =
-                            (0..TOTAL_SHARDS).map(|k| (slab.roots[k], slab.shard(k))).collect();
-                        let hosts = placer.0.put_spread(tenant, &blobs, idx as usize, &progress, &failed, placer.1).await?;
-                        let placed: Vec<(Root, usize)> = slab.roots.iter().copied().zip(hosts).collect();
-                        Ok::<_, TransferError>((idx, placed))
-                    });
+            (op, outcome) = runner.next() => {
+                let now = runner.now();
+                m.handle_event(op, outcome, now);
+            }
+            slab = slab_rx.recv(), if ready.is_none() && input_open => match slab {
+                Some(Ok(s)) => ready = Some(s),
+                Some(Err(e)) => {
+                    input_error = Some(e);
+                    input_open = false;
+                    m.abort();
+                }
+                None => {
+                    input_open = false;
+                    m.finish_input();
                 }
             },
-            done = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(done) = done {
-                    let (idx, slab_placed) = done?;
-                    placed[idx as usize] = slab_placed;
-                }
-            },
-            else => break,
+            () = crate::drive::sleep_until(timeout) => {
+                let now = runner.now();
+                m.handle_timeout(now);
+            }
         }
+        progress.set_position(m.progress().0);
     }
+    drop(grant_tx);
     let _ = reader.await;
-    if placed.iter().any(Vec::is_empty) {
-        return Err(TransferError::Input {
-            path: path.display().to_string(),
-            source: std::io::Error::other("the reader stopped before the end of the file"),
-        });
-    }
-    let (table, records) = btfs_core::placement::records(&placed)?;
-    let host_ids = table
-        .iter()
-        .map(|&i| tenant.hosts()[i].peer.to_bytes())
-        .collect();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let header = ObjectHeader {
-        name,
-        mime: String::new(),
+    let result = m
+        .take_result()
+        .unwrap_or(Err(machine::UploadError::Aborted));
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return Err(upload_error(e, input_error, tenant)),
     };
-    let manifest = Manifest::new(layout, &key, &header, host_ids, records)?;
-    let bytes = manifest.encode();
-    let id = Root::of(&bytes);
-    let copies: Vec<(Root, &[u8])> = (0..TOTAL_SHARDS).map(|_| (id, bytes.as_slice())).collect();
-    let manifest_hosts = placer
-        .put_spread(
-            tenant,
-            &copies,
-            0,
-            &ProgressBar::hidden(),
-            &failed_puts,
-            placements,
-        )
-        .await?;
     progress.finish_and_clear();
-    let kept: HashSet<(Root, usize)> = placed
-        .iter()
-        .flatten()
-        .copied()
-        .chain(manifest_hosts.into_iter().map(|h| (id, h)))
-        .collect();
-
-    let report = UploadReport {
-        link: Link {
-            manifest_id: id,
-            key,
-        }
-        .to_string(),
-        bytes: layout.plain_len(),
-        slabs: layout.slab_count(),
-        hosts_used: table.len(),
-        failed_puts: failed_puts.load(std::sync::atomic::Ordering::Relaxed),
+    Ok(UploadReport {
+        link: report.link.to_string(),
+        bytes: report.bytes,
+        slabs: report.slabs,
+        hosts_used: report.hosts_used,
+        failed_puts: report.failed_puts,
+        hedged_puts: report.hedged_puts,
         elapsed_ms: started.elapsed().as_millis(),
         peak_rss_bytes: crate::peak_rss_bytes(),
-    };
-    Ok((report, kept))
+    })
 }
 
-/// Closes the slot semaphore when the upload ends, so a waiting reader thread stops.
-struct CloseOnDrop(Arc<Semaphore>);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close();
+/// The CLI's error for the machine's.
+fn upload_error(
+    e: machine::UploadError,
+    input: Option<TransferError>,
+    tenant: &Tenant,
+) -> UploadError {
+    use machine::UploadError as E;
+    let total = tenant.hosts().len();
+    match e {
+        E::Aborted => input.unwrap_or(TransferError::Interrupted).into(),
+        E::Unreachable { .. } => TransferError::Unreachable { total }.into(),
+        E::TooFewHosts { reachable, .. } => TransferError::TooFewHosts { reachable, total }.into(),
+        E::Claim {
+            host,
+            roots,
+            failure,
+        } => UploadError::Claim {
+            host: host.peer(),
+            roots,
+            failure,
+        },
+        E::Input { got, expected } => input
+            .unwrap_or_else(|| TransferError::Input {
+                path: String::new(),
+                source: std::io::Error::other(format!(
+                    "the reader stopped at slab {got} of {expected}"
+                )),
+            })
+            .into(),
+        E::Manifest(m) => TransferError::Manifest(m).into(),
+        other => TransferError::Input {
+            path: String::new(),
+            source: std::io::Error::other(other.to_string()),
+        }
+        .into(),
     }
 }
 
-type SlabMsg = Result<(EncodedSlab, OwnedSemaphorePermit), TransferError>;
-
+/// Reads and encodes the file, one slab per grant, until the grants stop or the file ends.
 fn encode_file(
     mut file: std::fs::File,
     key: &ObjectKey,
     layout: Layout,
-    tx: &mpsc::Sender<SlabMsg>,
-    slots: &Arc<Semaphore>,
+    grants: &std_mpsc::Receiver<()>,
+    tx: &mpsc::UnboundedSender<Result<EncodedSlab, TransferError>>,
     path: &str,
 ) -> Result<(), TransferError> {
     let mut enc = Encoder::new(key, layout);
     let mut buf = vec![0u8; READ_CHUNK];
-    // `None` when the uploader has gone away.
-    let acquire = || futures::executor::block_on(slots.clone().acquire_owned()).ok();
-    let Some(first) = acquire() else {
-        return Ok(());
-    };
-    let mut slot = Some(first);
-    // Sends every finished slab with its slot; then takes a slot for the next one.
-    let mut send = |enc: &mut Encoder| -> Result<bool, TransferError> {
-        while let Some(slab) = enc.next_slab()? {
-            let Some(permit) = slot.take().or_else(acquire) else {
-                return Ok(false);
-            };
-            if tx.blocking_send(Ok((slab, permit))).is_err() {
-                return Ok(false); // uploader gave up
+    let mut rest: Vec<u8> = Vec::new();
+    let mut eof = false;
+    for _ in 0..layout.slab_count() {
+        if grants.recv().is_err() {
+            return Ok(()); // the uploader gave up
+        }
+        let slab = loop {
+            if let Some(slab) = enc.next_slab()? {
+                break slab;
             }
+            if rest.is_empty() {
+                if eof {
+                    // `finish` names how short the file was.
+                    enc.finish()?;
+                    return Err(TransferError::Input {
+                        path: path.into(),
+                        source: std::io::Error::other("the file ended before its size"),
+                    });
+                }
+                let n = file.read(&mut buf).map_err(|source| TransferError::Input {
+                    path: path.into(),
+                    source,
+                })?;
+                if n == 0 {
+                    eof = true;
+                    continue;
+                }
+                rest.extend_from_slice(&buf[..n]);
+            }
+            let used = enc.feed(&rest)?;
+            rest.drain(..used);
+        };
+        if tx.send(Ok(slab)).is_err() {
+            return Ok(());
         }
-        if slot.is_none() {
-            slot = acquire();
-        }
-        Ok(slot.is_some())
-    };
-    if !send(&mut enc)? {
-        return Ok(());
     }
-    loop {
-        let n = file.read(&mut buf).map_err(|source| TransferError::Input {
+    if !rest.is_empty() || file.read(&mut buf[..1]).is_ok_and(|n| n > 0) {
+        return Err(TransferError::Input {
             path: path.into(),
-            source,
-        })?;
-        if n == 0 {
-            break;
-        }
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            rest = &rest[enc.feed(rest)?..];
-            if !send(&mut enc)? {
-                return Ok(());
-            }
-        }
+            source: std::io::Error::other("the file grew while it was read"),
+        });
     }
     enc.finish()?;
     Ok(())
-}
-
-/// Chooses hosts for shards: distinct per slab, rotating across slabs, avoiding failed hosts.
-struct Placer {
-    /// Reachable host indices (into the tenant's host list).
-    hosts: Vec<usize>,
-    failed: Mutex<HashSet<usize>>,
-}
-
-impl Placer {
-    fn new(hosts: Vec<usize>) -> Self {
-        Self {
-            hosts,
-            failed: Mutex::default(),
-        }
-    }
-
-    fn is_failed(&self, h: usize) -> bool {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&h)
-    }
-
-    /// Puts `blobs[k]` on a distinct host each; returns the host of each.
-    async fn put_spread(
-        &self,
-        tenant: &Tenant,
-        blobs: &[(Root, &[u8])],
-        slab: usize,
-        progress: &ProgressBar,
-        failed_puts: &std::sync::atomic::AtomicUsize,
-        placements: &Placements,
-    ) -> Result<Vec<usize>, TransferError> {
-        let n = self.hosts.len();
-        let start = (slab * TOTAL_SHARDS) % n;
-        // Rotation order for this slab; the first `blobs.len()` healthy ones are the first choice.
-        let order: Vec<usize> = (0..n).map(|i| self.hosts[(start + i) % n]).collect();
-        let healthy: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&h| !self.is_failed(h))
-            .collect();
-        let spare: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&h| self.is_failed(h))
-            .collect();
-        let mut queue: Vec<usize> = healthy.into_iter().chain(spare).collect();
-        queue.reverse(); // pop() takes from the front of the order
-        let queue = Mutex::new(queue);
-        let next_host = || queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
-
-        let puts = blobs.iter().map(|&(root, bytes)| {
-            let next_host = &next_host;
-            async move {
-                while let Some(h) = next_host() {
-                    // A broken stream or connection is retried once on the same host before the
-                    // shard moves elsewhere; a refusal (full, busy, mismatch) moves it at once.
-                    for attempt in 1..=PUT_ATTEMPTS_PER_HOST {
-                        placements.lock().insert((root, h));
-                        let result = async {
-                            let peer = tenant.connect(h).await.map_err(|e| (e.to_string(), true))?;
-                            let mut control = tenant.net().control();
-                            shard_client::put(&mut control, peer, root, bytes)
-                                .await
-                                .map_err(|e| (e.to_string(), e.status().is_none()))
-                        }
-                        .await;
-                        if matches!(result, Err((_, false))) {
-                            // Refused: the host stored nothing for us.
-                            placements.lock().remove(&(root, h));
-                        }
-                        match result {
-                            Ok(()) => {
-                                progress.inc(bytes.len() as u64);
-                                return Ok(h);
-                            }
-                            Err((e, transient)) => {
-                                failed_puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let host = tenant.hosts()[h].peer;
-                                if transient && attempt < PUT_ATTEMPTS_PER_HOST {
-                                    tracing::info!(%host, error = ?e, "put failed; retrying on the same host");
-                                    continue;
-                                }
-                                tracing::warn!(%host, error = ?e, "put failed; moving shard to another host");
-                                self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(h);
-                                tenant.mark_bad(h);
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(())
-            }
-        });
-        let results = futures::future::join_all(puts).await;
-        let placed: Vec<usize> = results.iter().filter_map(|r| r.ok()).collect();
-        if placed.len() < blobs.len() {
-            return Err(TransferError::TooFewHosts {
-                reachable: n - self.failed.lock().unwrap_or_else(|p| p.into_inner()).len(),
-                total: tenant.hosts().len(),
-            });
-        }
-        Ok(placed)
-    }
 }

@@ -251,6 +251,22 @@ pub enum Failure {
     Refused,
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Unreachable => "unreachable",
+            Self::Timeout => "no answer in time",
+            Self::Full => "its quota is full",
+            Self::Busy => "busy",
+            Self::RootMismatch => "the bytes did not match their root",
+            Self::Corrupt => "a corrupt answer",
+            Self::NotFound => "it does not hold the blob",
+            Self::Forbidden => "forbidden",
+            Self::Refused => "refused",
+        })
+    }
+}
+
 impl Failure {
     /// The failure a refusing status means (`None` for `Ok`).
     pub fn from_status(status: Status) -> Option<Self> {

@@ -109,7 +109,7 @@ pub enum RepairError {
         slab: u64,
     },
     /// A new host did not confirm keeping its shards.
-    #[error("host {host} did not confirm keeping {roots} repaired shards ({failure:?}); the repair was undone")]
+    #[error("host {host} did not confirm keeping {roots} repaired shards ({failure}); the repair was undone")]
     Claim {
         /// The host.
         host: HostId,

@@ -95,7 +95,7 @@ pub enum UploadError {
         total: usize,
     },
     /// A host did not confirm keeping its shards.
-    #[error("host {host} did not confirm keeping its {roots} shards of this upload ({failure:?}), so the upload was undone; retry")]
+    #[error("host {host} did not confirm keeping its {roots} shards of this upload ({failure}), so the upload was undone; retry")]
     Claim {
         /// The host.
         host: HostId,
@@ -329,6 +329,17 @@ impl Upload {
     /// Most ops ever in flight at once.
     pub fn ops_high_water(&self) -> usize {
         self.ops.high_water()
+    }
+
+    /// Slabs the machine holds (waiting or being placed): with the driver's read-ahead, this
+    /// bounds the memory of an upload.
+    pub fn slabs_held(&self) -> usize {
+        self.waiting.len() + self.slab_sets()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UploadConfig {
+        &self.cfg
     }
 
     /// Every (root, host) a put may have stored that is neither kept nor released yet.

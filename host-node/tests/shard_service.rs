@@ -5,10 +5,10 @@ use btfs_core::protocol::{
     Op, RequestHead, ResponseHead, Status, MAX_BLOB_LEN, PROTOCOL, RESPONSE_HEAD_LEN,
 };
 use btfs_core::Root;
-use btfs_host::config::{HostConfig, Transport};
-use btfs_host::network_file::KnownHost;
-use btfs_host::node::Node;
-use btfs_host::shard_client;
+use btfs_host::host::config::{HostConfig, Transport};
+use btfs_host::host::Node;
+use btfs_host::tenant::network_file::KnownHost;
+use btfs_host::tenant::shard_client;
 use btfs_host::tenant::Tenant;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::StreamProtocol;

@@ -44,7 +44,7 @@ const RSS_BOUND: u64 = 400 << 20;
 /// request slots (`max_inbound_streams`) plus `shard_service::MAX_BUSY_ANSWERS` being refused,
 /// plus a few evicted a moment ago whose tasks have not yet noticed (their slot already went to
 /// the newcomer).
-const STREAMS_BOUND: u64 = 64 + btfs_host::shard_service::MAX_BUSY_ANSWERS as u64 + 32;
+const STREAMS_BOUND: u64 = 64 + btfs_host::host::shard_server::MAX_BUSY_ANSWERS as u64 + 32;
 /// An honest request to the flooded host must be answered within this.
 const HONEST_DEADLINE: Duration = Duration::from_secs(1);
 

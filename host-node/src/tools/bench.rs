@@ -20,10 +20,10 @@ use anyhow::{bail, Context, Result};
 use btfs_core::Root;
 use rand::RngCore;
 
-use crate::devnet::{self, DevnetOptions};
-use crate::network_file::NetworkFile;
-use crate::store::{BlobStore, FsStore};
+use crate::host::store::{BlobStore, FsStore};
+use crate::tenant::network_file::NetworkFile;
 use crate::tenant::Tenant;
+use crate::tools::devnet::{self, DevnetOptions};
 
 /// Bench settings.
 #[derive(Debug, Clone)]
@@ -290,11 +290,12 @@ async fn single_stream(network: &NetworkFile, path: &Path) -> Result<f64> {
     rand::thread_rng().fill_bytes(&mut blob);
     let root = Root::of(&blob);
     let mut control = tenant.net().control();
-    crate::shard_client::put(&mut control, peer, root, &blob).await?;
+    crate::tenant::shard_client::put(&mut control, peer, root, &blob).await?;
     let rounds = 64u64;
     let started = Instant::now();
     for _ in 0..rounds {
-        let got = crate::shard_client::get(&mut control, peer, root, blob.len() as u32).await?;
+        let got =
+            crate::tenant::shard_client::get(&mut control, peer, root, blob.len() as u32).await?;
         if got.len() != blob.len() {
             bail!("short read");
         }

@@ -1,5 +1,6 @@
-//! `btfs service`: the network's service node — the Hub on libp2p and the Status server on HTTP,
-//! in one process with one identity.
+//! The network services ([`hub`], [`status`]) and the service node that runs them: `btfs
+//! service` is the Hub on libp2p and the Status server on HTTP, in one process with one
+//! identity and no storage.
 //!
 //! Goals: one command an operator (or `btfs devnet`) runs to give a network its Hub and Status;
 //! a restart keeps the peer id, the ports and every record (`hub.redb`, `status.redb`), so hosts
@@ -7,7 +8,7 @@
 //!
 //! Start order: identity → libp2p swarm → Hub (loads `hub.redb`) → Status (loads
 //! `status.redb`, admitting only hosts the Hub registry holds a valid signed ad for:
-//! [`crate::status::admission`]).
+//! [`crate::services::status::admission`]).
 //!
 //! Uptime in scores comes from the Hub's own probes, not from Status: a `StatusReport`'s uptime
 //! is what the host says about itself, while a probe is what a tenant would see. Status keeps
@@ -24,6 +25,9 @@
 //!   "status_http": "http://127.0.0.1:4004" }
 //! ```
 
+pub mod hub;
+pub mod status;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,15 +39,15 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Transport;
-use crate::hub::service::{HubHandle, HubOptions};
-use crate::identity;
+use crate::host::config::Transport;
+use crate::host::identity;
 use crate::net::{self, ConnLimits, Listen, Net};
-use crate::status::{Admission, StatusHandle, StatusOptions};
+use crate::services::hub::server::{HubHandle, HubOptions};
+use crate::services::status::{Admission, StatusHandle, StatusOptions};
 
 /// Service node settings.
 #[derive(Debug, Clone)]
-pub struct ServiceOptions {
+pub struct ServiceNodeOptions {
     /// Identity, databases and `service.json`.
     pub data_dir: PathBuf,
     /// Address every listener binds.
@@ -62,7 +66,7 @@ pub struct ServiceOptions {
 
 /// What `service.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ServiceInfo {
+pub struct ServiceNodeInfo {
     /// Peer id.
     pub peer_id: String,
     /// OS process id.
@@ -75,7 +79,7 @@ pub struct ServiceInfo {
     pub status_http: String,
 }
 
-impl ServiceInfo {
+impl ServiceNodeInfo {
     /// Reads `<dir>/service.json`.
     pub fn read(dir: &Path) -> Option<Self> {
         let bytes = std::fs::read(dir.join("service.json")).ok()?;
@@ -114,23 +118,23 @@ pub fn transport_of(a: &Multiaddr) -> Option<Transport> {
 }
 
 /// A running service node.
-pub struct ServiceHandle {
+pub struct ServiceNodeHandle {
     peer_id: PeerId,
-    info: ServiceInfo,
+    info: ServiceNodeInfo,
     hub: HubHandle,
     status: StatusHandle,
     cancel: CancellationToken,
     net_task: tokio::task::JoinHandle<()>,
 }
 
-impl ServiceHandle {
+impl ServiceNodeHandle {
     /// Peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
     }
 
     /// What `service.json` records.
-    pub fn info(&self) -> &ServiceInfo {
+    pub fn info(&self) -> &ServiceNodeInfo {
         &self.info
     }
 
@@ -154,7 +158,7 @@ impl ServiceHandle {
 }
 
 /// Starts the Status server and the Hub; writes `service.json`.
-pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
+pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
     let dir = &opts.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keypair = identity::load_or_create_keypair(dir)?;
@@ -163,7 +167,7 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
     } else {
         None
     };
-    let previous_info = ServiceInfo::read(dir);
+    let previous_info = ServiceNodeInfo::read(dir);
     let previous_status = previous_info
         .as_ref()
         .and_then(|i| net::port_of_url(&i.status_http));
@@ -212,8 +216,13 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
         Err(e) => return Err(e.into()),
     };
     let peer_id = net.peer_id();
-    let hub = crate::hub::service::start(net.clone(), dir, opts.hub.clone(), cancel.child_token())
-        .await?;
+    let hub = crate::services::hub::server::start(
+        net.clone(),
+        dir,
+        opts.hub.clone(),
+        cancel.child_token(),
+    )
+    .await?;
     // Status admits only hosts the Hub holds a valid signed ad for, so it starts after the Hub
     // loaded its registry.
     let status_opts = StatusOptions {
@@ -221,7 +230,7 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
         ..opts.status.clone()
     };
     let status = net::bind_remembered(opts.status_port, previous_status, "Status", |port| {
-        crate::status::start(
+        crate::services::status::start(
             dir,
             SocketAddr::new(opts.listen_ip, port),
             status_opts.clone(),
@@ -234,7 +243,7 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
         .iter()
         .filter_map(|(t, a)| Some((*t, net::port_of(a)?)))
         .collect();
-    let info = ServiceInfo {
+    let info = ServiceNodeInfo {
         peer_id: peer_id.to_base58(),
         pid: std::process::id(),
         addrs: addrs
@@ -246,7 +255,7 @@ pub async fn start(opts: ServiceOptions) -> Result<ServiceHandle> {
     };
     write_info(dir, &info)?;
     tracing::info!(%peer_id, addrs = ?info.addrs, status = %info.status_http, "service node started");
-    Ok(ServiceHandle {
+    Ok(ServiceNodeHandle {
         peer_id,
         info,
         hub,
@@ -269,7 +278,7 @@ pub fn status_options(report_interval: Duration, max_hosts: usize) -> StatusOpti
     }
 }
 
-fn write_info(dir: &Path, info: &ServiceInfo) -> Result<()> {
+fn write_info(dir: &Path, info: &ServiceNodeInfo) -> Result<()> {
     let path = dir.join("service.json");
     let tmp = dir.join("service.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)

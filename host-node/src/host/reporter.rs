@@ -12,10 +12,10 @@ use libp2p::identity::ed25519;
 use libp2p::PeerId;
 use tokio_util::sync::CancellationToken;
 
-use super::{client, now_ms, StatusError};
-use crate::http::HttpUrl;
-use crate::shard_service::ServiceStats;
-use crate::store::BlobStore;
+use crate::host::shard_server::ServiceStats;
+use crate::host::store::BlobStore;
+use crate::net::http::HttpUrl;
+use crate::services::status::{client, now_ms, StatusError};
 
 /// Where a node's numbers come from (for reports and for its own `/metrics`).
 #[derive(Clone)]

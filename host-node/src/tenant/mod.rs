@@ -2,12 +2,18 @@
 //!
 //! Goals: upload and download stream slab by slab with bounded memory and bounded parallelism;
 //! failures are retried on other hosts; every error says what to do. Until the Hub lands, hosts
-//! come from the network file. See [`crate::upload`] and [`crate::download`].
+//! come from the network file. See [`crate::tenant::upload`] and [`crate::tenant::download`].
 //!
 //! Errors ([`TransferError`]) are typed down to the reason: a lost slab or manifest carries
 //! [`FetchFailures`] (corrupt hosts, unreachable, missing, refused counts), its message and
 //! [`TransferError::kind`] follow the dominant [`FailureKind`], and no message repeats its
 //! `source()`.
+
+pub mod download;
+pub mod network_file;
+pub mod output;
+pub mod shard_client;
+pub mod upload;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -22,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use btfs_core::protocol::Status;
 
 use crate::net::{Net, NetError};
-use crate::network_file::KnownHost;
-use crate::output::OutputError;
-use crate::shard_client::ShardError;
+use crate::tenant::network_file::KnownHost;
+use crate::tenant::output::OutputError;
+use crate::tenant::shard_client::ShardError;
 
 /// How long a dial may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

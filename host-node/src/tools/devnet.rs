@@ -28,11 +28,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::config::{HostConfig, Transport};
-use crate::hub::HubAddr;
-use crate::network_file::{HostEntry, NetworkFile};
-use crate::node::NodeInfo;
-use crate::service::ServiceInfo;
+use crate::host::config::{HostConfig, Transport};
+use crate::host::NodeInfo;
+use crate::services::hub::HubAddr;
+use crate::services::ServiceNodeInfo;
+use crate::tenant::network_file::{HostEntry, NetworkFile};
 use crate::tenant::Tenant;
 
 /// Devnet settings.
@@ -177,7 +177,7 @@ fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
         .spawn()?)
 }
 
-async fn wait_for_service(dir: &Path, child: &mut Child) -> Result<ServiceInfo> {
+async fn wait_for_service(dir: &Path, child: &mut Child) -> Result<ServiceNodeInfo> {
     let pid = child.id().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -187,7 +187,7 @@ async fn wait_for_service(dir: &Path, child: &mut Child) -> Result<ServiceInfo> 
                 dir.join("service.log").display()
             );
         }
-        if let Some(info) = ServiceInfo::read(dir) {
+        if let Some(info) = ServiceNodeInfo::read(dir) {
             if info.pid == pid {
                 return Ok(info);
             }
@@ -218,7 +218,9 @@ async fn wait_until_listed(
             break Err(anyhow::anyhow!("the service node exited ({status})"));
         }
         let online =
-            match crate::hub::client::hosts(tenant.net(), hub, btfs_core::hub::MAX_COUNT).await {
+            match crate::services::hub::client::hosts(tenant.net(), hub, btfs_core::hub::MAX_COUNT)
+                .await
+            {
                 Ok(list) => list
                     .iter()
                     .filter(|h| h.facts.online && want.contains(h.peer_id.as_str()))

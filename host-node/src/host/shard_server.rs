@@ -32,8 +32,8 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::fair_slots::{FairSlots, Slot};
-use crate::store::{BlobStore, StoreError};
+use crate::host::fair_slots::{FairSlots, Slot};
+use crate::host::store::{BlobStore, StoreError};
 
 /// Time allowed for one whole request (header, body, answer).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
@@ -82,7 +82,7 @@ pub const MAX_BUSY_ANSWERS: usize = 256;
 /// its header yet, or else the oldest stream of a peer holding more than its share, so floods of
 /// idle or trickling streams from many identities cannot turn honest requests away.
 pub async fn serve(
-    mut incoming: tokio::sync::mpsc::Receiver<crate::inbound::Inbound>,
+    mut incoming: tokio::sync::mpsc::Receiver<crate::host::inbound::Inbound>,
     store: Arc<dyn BlobStore>,
     limits: Limits,
     stats: Arc<ServiceStats>,

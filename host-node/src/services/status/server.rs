@@ -1,4 +1,4 @@
-//! The running Status service: the HTTP routes of [`super`] over [`crate::http`], the shared
+//! The running Status service: the HTTP routes of [`super`] over [`crate::net::http`], the shared
 //! in-memory [`Ingest`] state, and a writer task that commits accepted reports in batches.
 //!
 //! A report is verified on the connection's task without any lock (the expensive part), then
@@ -27,7 +27,7 @@ use super::{
     now_ms, page, HostDetail, HostStatus, NetworkStatus, ReportAccepted, Sample, StatusError,
     StatusOptions, Totals, HOSTS_PATH, REPORTS_PATH, STATUS_PATH,
 };
-use crate::http::{self, Request, Response};
+use crate::net::http::{self, Request, Response};
 
 enum ToWriter {
     Write(Op),

@@ -27,7 +27,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::hub::HubAddr;
+use crate::services::hub::HubAddr;
 
 /// The network file could not be used.
 #[derive(Debug, Error)]

@@ -1,5 +1,5 @@
 //! A `NetworkBehaviour` that bounds inbound libp2p connections per remote IP address (IPv4 /32,
-//! IPv6 /64, the rule of [`crate::http::client_key`]).
+//! IPv6 /64, the rule of [`crate::net::http::client_key`]).
 //!
 //! libp2p's `connection-limits` bounds connections per *peer id* and in total, but peer ids
 //! cost nothing: one machine with fresh keys could take every inbound slot. This behaviour
@@ -52,7 +52,7 @@ impl Behaviour {
     /// Inbound connections counted for `ip` now.
     pub fn count(&self, ip: IpAddr) -> u32 {
         self.by_ip
-            .get(&crate::http::client_key(ip))
+            .get(&crate::net::http::client_key(ip))
             .copied()
             .unwrap_or(0)
     }
@@ -89,7 +89,7 @@ impl NetworkBehaviour for Behaviour {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = ip_of(remote).map(crate::http::client_key) else {
+        let Some(ip) = ip_of(remote).map(crate::net::http::client_key) else {
             return Ok(());
         };
         let n = self.by_ip.entry(ip).or_insert(0);

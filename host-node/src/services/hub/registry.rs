@@ -144,8 +144,8 @@ pub enum AnnounceError {
 }
 
 /// Status admits a report when the Hub registry holds a verified ad for its signer (see
-/// [`crate::status::admission`]).
-impl crate::status::KnownHosts for std::sync::Mutex<Registry> {
+/// [`crate::services::status::admission`]).
+impl crate::services::status::KnownHosts for std::sync::Mutex<Registry> {
     fn advertised_capacity(&self, peer: &PeerId) -> Option<u64> {
         self.lock()
             .unwrap_or_else(|p| p.into_inner())

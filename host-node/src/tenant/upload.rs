@@ -38,7 +38,7 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::shard_client::{self, ShardError};
+use crate::tenant::shard_client::{self, ShardError};
 use crate::tenant::{Tenant, TransferError};
 
 /// Tries per host before a shard moves to another host.

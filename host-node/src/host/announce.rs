@@ -10,9 +10,9 @@ use btfs_core::signed::{HostAd, Signed};
 use libp2p::identity::ed25519;
 use tokio_util::sync::CancellationToken;
 
-use super::service::now_ms;
-use super::HubAddr;
 use crate::net::Net;
+use crate::services::hub::server::now_ms;
+use crate::services::hub::HubAddr;
 
 /// Sends ads built by `make_ad` (its `issued_at_ms` is filled in here) to `hub` until cancelled.
 pub async fn run(

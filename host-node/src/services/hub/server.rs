@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::db::{DbError, HubDb};
 use super::registry::Registry;
 use crate::net::{is_native, HubCall, Net, NetError};
-use crate::status::admission::NewPeerBudget;
+use crate::services::status::admission::NewPeerBudget;
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ pub struct HubOptions {
     /// Probes in flight at once.
     pub probe_concurrency: usize,
     /// New hosts one IP address (IPv6: /64) may register per `new_host_window` (the same
-    /// budget Status applies, [`crate::status::admission::NewPeerBudget`]), so fresh keys from
+    /// budget Status applies, [`crate::services::status::admission::NewPeerBudget`]), so fresh keys from
     /// one machine cannot fill the registry — and with it Status, which admits what the Hub
     /// knows.
     pub new_hosts_per_ip: u32,
@@ -95,7 +95,7 @@ impl HubHandle {
     }
 
     /// "Does the Hub hold a valid ad for this peer?", for Status admission.
-    pub fn known_hosts(&self) -> Arc<dyn crate::status::KnownHosts> {
+    pub fn known_hosts(&self) -> Arc<dyn crate::services::status::KnownHosts> {
         self.registry.clone()
     }
 

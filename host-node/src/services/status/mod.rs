@@ -11,7 +11,7 @@
 //! so a captured report can be neither replayed nor forged, and its figures are plausible
 //! ([`ingest::check_plausible`]: `used ≤ capacity ≤` the advertised capacity, counters never go
 //! backwards without a restart), so one report cannot poison the totals. Every input is bounded:
-//! 64 KiB bodies; 16 HTTP connections per client address and 256 in total ([`crate::http`]);
+//! 64 KiB bodies; 16 HTTP connections per client address and 256 in total ([`crate::net::http`]);
 //! one accepted report per peer per `min_interval`; `new_peers_per_source` new peers per source
 //! address per `new_peer_window`; at most `max_peers` peers; peers silent for `forget_after`
 //! are forgotten in memory and on disk, so memory and `status.redb` stay bounded under any
@@ -77,7 +77,6 @@ pub mod client;
 pub mod ingest;
 pub mod metrics;
 mod page;
-pub mod reporter;
 pub mod server;
 pub mod store;
 
@@ -87,7 +86,7 @@ use btfs_core::signed::{Signed, StatusReport};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::http::{HttpError, ServerOptions};
+use crate::net::http::{HttpError, ServerOptions};
 
 pub use admission::{Admission, KnownHosts};
 pub use client::{fetch, fetch_host};
@@ -382,7 +381,7 @@ impl StatusOptions {
 
 /// Unix time in ms.
 pub fn now_ms() -> u64 {
-    crate::hub::service::now_ms()
+    crate::services::hub::server::now_ms()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The Hub: a registry of hosts with transparent scores, and recommendations for tenants.
 //!
-//! Goals: hosts announce signed [`btfs_core::signed::HostAd`]s ([`announce`]); the Hub verifies
-//! them (signature, signer = sender, freshness, bounds), records first-seen time, probes every
+//! Goals: hosts announce signed [`btfs_core::signed::HostAd`]s ([`crate::host::announce`]); the
+//! Hub verifies them (signature, signer = sender, freshness, bounds), records first-seen time, probes every
 //! host itself on an interval (uptime = share of the last 128 probes answered; two misses in a
 //! row = offline), and ranks hosts for a tenant's `Recommend` with core's pure
 //! [`btfs_core::score::score`], spreading picks across subnets and regions ([`registry`]).
@@ -14,11 +14,10 @@
 //! Guard through [`registry::Registry::record_audit`] once the Guard exists; tenant-measured
 //! round trips are not yet sent with requests (proximity uses regions).
 
-pub mod announce;
 pub mod client;
 pub mod db;
 pub mod registry;
-pub mod service;
+pub mod server;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};

@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::registry::own_version;
 use super::HubAddr;
 use crate::net::{Net, NetError};
-use crate::network_file::KnownHost;
+use crate::tenant::network_file::KnownHost;
 
 /// Talking to the Hub failed.
 #[derive(Debug, Error)]

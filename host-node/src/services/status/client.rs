@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use super::{
     HostDetail, NetworkStatus, ReportAccepted, StatusError, HOSTS_PATH, REPORTS_PATH, STATUS_PATH,
 };
-use crate::http::{self, ClientResponse, HttpUrl};
+use crate::net::http::{self, ClientResponse, HttpUrl};
 
 /// Deadline of one call.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -103,7 +103,7 @@ impl Admission {
 /// The address a new-identity budget is kept for: IPv4 as is, IPv6 by /64 (one customer's
 /// network), IPv4-mapped IPv6 as IPv4 (the same rule as the HTTP connection limits).
 pub fn source_key(ip: IpAddr) -> IpAddr {
-    crate::http::client_key(ip)
+    crate::net::http::client_key(ip)
 }
 
 #[derive(Debug, Clone, Copy)]

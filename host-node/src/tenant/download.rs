@@ -6,7 +6,7 @@
 //! slabs:    up to 2 slabs fetching ahead of the decoder; per slab 10 fetches start (data
 //!           shards first: decoding is a copy when all 10 arrive); a failure, a corrupt shard
 //!           or no progress for HEDGE_AFTER starts another fetch on a host not yet asked
-//! output:   see [`crate::output`]: a regular file is written to a unique, exclusively created
+//! output:   see [`crate::tenant::output`]: a regular file is written to a unique, exclusively created
 //!           `.OUT.<random>.btfs-part` beside it, fsynced and renamed over OUT only when every
 //!           block authenticated; a special file (device, FIFO, terminal) or stdout (`-o -`) is
 //!           written in place, block by authenticated block
@@ -28,8 +28,8 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::output::Output;
-use crate::shard_client;
+use crate::tenant::output::Output;
+use crate::tenant::shard_client;
 use crate::tenant::{FailureKind, FetchFailures, Tenant, TransferError};
 
 /// Start one more fetch when a slab made no progress for this long.

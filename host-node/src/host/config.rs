@@ -203,7 +203,7 @@ impl HostConfig {
             ));
         }
         if let Some(h) = &self.hub {
-            crate::hub::HubAddr::parse(h).map_err(ConfigError::Invalid)?;
+            crate::services::hub::HubAddr::parse(h).map_err(ConfigError::Invalid)?;
         }
         self.connections.validate().map_err(ConfigError::Invalid)?;
         if self.region.as_ref().is_some_and(|r| r.len() > 64) {

@@ -10,10 +10,13 @@
 //!
 //! Connections are bounded by libp2p's `connection-limits` behaviour ([`ConnLimits`]): per peer
 //! and in total, established and pending, inbound and outbound; and per remote IP address
-//! ([`crate::ip_limit`], since peer ids are free to make); a connection over a limit is
+//! ([`crate::net::ip_limit`], since peer ids are free to make); a connection over a limit is
 //! denied during the handshake (the peer sees its dial fail) and the node keeps serving the
 //! others. Streams stay bounded separately (shard service: per-peer and total concurrency;
 //! Hub protocol: 64 concurrent request-response streams per connection, a bounded queue).
+
+pub mod http;
+pub mod ip_limit;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,8 +37,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Transport;
-use crate::inbound::InboundStreams;
+use crate::host::config::Transport;
+use crate::host::inbound::InboundStreams;
 
 /// Agent version announced over identify.
 pub const AGENT: &str = concat!("btfs-rs/", env!("CARGO_PKG_VERSION"));
@@ -86,7 +89,7 @@ pub struct ConnLimits {
     /// Outbound connections still being dialed at most.
     pub max_pending_outgoing: u32,
     /// Inbound connections (pending or established) from one IP address (IPv6: /64) at most,
-    /// whatever peer ids they claim ([`crate::ip_limit`]).
+    /// whatever peer ids they claim ([`crate::net::ip_limit`]).
     pub max_incoming_per_ip: u32,
 }
 
@@ -163,7 +166,7 @@ impl ConnLimits {
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     limits: connection_limits::Behaviour,
-    per_ip: crate::ip_limit::Behaviour,
+    per_ip: crate::net::ip_limit::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
@@ -256,7 +259,7 @@ async fn build_swarm(
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| Behaviour {
             limits: limits.behaviour(),
-            per_ip: crate::ip_limit::Behaviour::new(limits.max_incoming_per_ip),
+            per_ip: crate::net::ip_limit::Behaviour::new(limits.max_incoming_per_ip),
             identify: identify::Behaviour::new(
                 identify::Config::new("/btfs/id/1".into(), key.public())
                     .with_agent_version(AGENT.into()),
@@ -516,7 +519,7 @@ async fn run(
                     request_response::Event::ResponseSent { .. } => {}
                 },
                 SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
-                    if let Some(ip) = crate::ip_limit::ip_of(endpoint.get_remote_address()) {
+                    if let Some(ip) = crate::net::ip_limit::ip_of(endpoint.get_remote_address()) {
                         remote_ips.insert(connection_id, ip);
                     }
                     for r in dials.remove(&peer_id).unwrap_or_default() {

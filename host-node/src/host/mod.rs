@@ -29,15 +29,24 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, HostConfig, Transport};
-use crate::hub::{announce, HubAddr};
-use crate::identity::{self, IdentityError};
-use crate::inbound::InboundStreams;
+pub mod announce;
+pub mod config;
+pub mod fair_slots;
+pub mod identity;
+pub mod inbound;
+pub mod metrics;
+pub mod reporter;
+pub mod shard_server;
+pub mod store;
+
+use self::config::{ConfigError, HostConfig, Transport};
+use self::identity::IdentityError;
+use self::inbound::InboundStreams;
+use self::reporter::NodeSource;
+use self::shard_server::{Limits, ServiceStats};
+use self::store::{BlobStore, FsStore, StoreError};
 use crate::net::{self, Listen, Net, NetError};
-use crate::shard_service::{self, Limits, ServiceStats};
-use crate::status::metrics;
-use crate::status::reporter::{self, NodeSource};
-use crate::store::{BlobStore, FsStore, StoreError};
+use crate::services::hub::HubAddr;
 
 /// A node failed to start.
 #[derive(Debug, Error)]
@@ -191,7 +200,7 @@ impl Node {
             max_inbound: config.max_inbound_streams,
             max_per_peer: config.max_streams_per_peer,
         };
-        let service = tokio::spawn(shard_service::serve(
+        let service = tokio::spawn(shard_server::serve(
             incoming,
             store.clone(),
             limits,
@@ -199,7 +208,7 @@ impl Node {
             cancel.child_token(),
         ));
 
-        let sweeper = tokio::spawn(shard_service::sweep(
+        let sweeper = tokio::spawn(shard_server::sweep(
             store.clone(),
             Duration::from_secs(config.unclaimed_grace_secs),
             Duration::from_secs(config.sweep_interval_secs),

@@ -15,6 +15,7 @@ use super::args::ShardCmd;
 use super::connect::tenant_for_addr;
 use super::render::human_bytes;
 
+/// `btfs shard put|get|stat`: one request to one host, its answer on stdout.
 pub async fn shard(cmd: ShardCmd) -> Result<()> {
     match cmd {
         ShardCmd::Put { host, root, file } => {
@@ -58,6 +59,7 @@ pub async fn shard(cmd: ShardCmd) -> Result<()> {
     Ok(())
 }
 
+/// `btfs hosts`: the Hub's registry, as a table or JSON.
 pub async fn hosts(network: &Path, json: bool, limit: u32) -> Result<()> {
     let nf = NetworkFile::load(network)?;
     let Some(hub) = nf.hub(network)? else {

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use btfs_host::tenant::{shard_client, TransferError};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A progress bar on stderr, hidden when stderr is not a terminal.
 pub fn progress_bar(label: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -73,6 +74,7 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
     "error"
 }
 
+/// `b` bytes in binary units with one decimal (`1.5 GiB`).
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;

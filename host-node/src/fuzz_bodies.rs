@@ -3,10 +3,10 @@
 //! the same functions on stable, in CI). Core's decoders are in `btfs_core::fuzz_bodies`.
 //!
 //! Goals: what a remote peer or a shared file reaches without a socket — the network file and
-//! the URLs in it, a Hub's handling of a request ([`crate::services::hub::server::answer`] on a real
-//! [`Registry`]), and the Status HTTP API from an already-parsed HTTP request
-//! ([`crate::net::http`]'s body reading, then [`crate::services::status::server::Api`], the routes the server
-//! runs, over a real database). Beyond "no panic": an honest Hub's recommendation passes the
+//! the URLs in it, a Hub's handling of a request ([`crate::services::hub::server::answer`] on a
+//! real [`Registry`]), and the Status HTTP API from an already-parsed HTTP request
+//! ([`crate::net::http`]'s body reading, then [`crate::services::status::server::Api`], the
+//! routes the server runs, over a real database). Beyond "no panic": an honest Hub's recommendation passes the
 //! tenant's own check after a JSON round trip, and every Status answer is well-formed JSON or
 //! text with a sensible status code. A violated property panics (how a fuzz target reports).
 //! Non-goals: hyper's own HTTP/1 parser and libp2p's codecs (upstream fuzzes them).

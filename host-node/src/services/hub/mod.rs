@@ -1,9 +1,9 @@
 //! The Hub: a registry of hosts with transparent scores, and recommendations for tenants.
 //!
 //! Goals: hosts announce signed [`btfs_core::signed::HostAd`]s ([`crate::host::announce`]); the
-//! Hub verifies them (signature, signer = sender, freshness, bounds), records first-seen time, probes every
-//! host itself on an interval (uptime = share of the last 128 probes answered; two misses in a
-//! row = offline), and ranks hosts for a tenant's `Recommend` with core's pure
+//! Hub verifies them (signature, signer = sender, freshness, bounds), records first-seen time,
+//! probes every host itself on an interval (uptime = share of the last 128 probes answered; two
+//! misses in a row = offline), and ranks hosts for a tenant's `Recommend` with core's pure
 //! [`btfs_core::score::score`], spreading picks across subnets and regions ([`registry`]).
 //! A new host is registered only within its source address's budget (`new_hosts_per_ip` per
 //! 10 minutes, IPv4 /32 or IPv6 /64), so fresh keys from one machine cannot fill the registry.

@@ -1,7 +1,7 @@
 //! The Hub's in-memory registry: verified ads, probe history, and `Recommend`.
 //!
 //! Pure data structure (no IO, time passed in), so it is unit-tested directly and benchmarked
-//! with 100,000 hosts. [`super::db`] persists it; [`super::service`] feeds it.
+//! with 100,000 hosts. [`super::db`] persists it; [`super::server`] feeds it.
 //!
 //! Recommend: every host is scored with [`btfs_core::score::score`] against the tenant's request
 //! (facts are cached per host and refreshed on every probe, so scoring allocates nothing); hosts

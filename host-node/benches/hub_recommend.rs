@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use btfs_core::hub::{Prefs, RecommendRequest};
 use btfs_core::signed::{HostAd, Signed};
-use btfs_host::hub::registry::Registry;
+use btfs_host::services::hub::registry::Registry;
 use libp2p::identity::Keypair;
 
 const HOSTS: usize = 100_000;

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use btfs_core::signed::{Signed, StatusReport};
-use btfs_host::status::ingest::{self, Ingest, Limits};
-use btfs_host::status::store::{Op, StatusDb, Write};
-use btfs_host::status::{self, Admission, StatusOptions, REPORTS_PATH};
+use btfs_host::services::status::ingest::{self, Ingest, Limits};
+use btfs_host::services::status::store::{Op, StatusDb, Write};
+use btfs_host::services::status::{self, Admission, StatusOptions, REPORTS_PATH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -271,7 +271,7 @@ fn over_http(wires: Vec<Vec<u8>>, admission: Admission, server_threads: usize) {
                 admission,
                 // Every bench client is one loopback address.
                 new_peers_per_source: u32::MAX,
-                http: btfs_host::http::ServerOptions {
+                http: btfs_host::net::http::ServerOptions {
                     max_connections_per_ip: CONNECTIONS,
                     ..Default::default()
                 },

@@ -3,10 +3,10 @@
 //! the same functions on stable, in CI). Core's decoders are in `btfs_core::fuzz_bodies`.
 //!
 //! Goals: what a remote peer or a shared file reaches without a socket — the network file and
-//! the URLs in it, a Hub's handling of a request ([`crate::hub::service::answer`] on a real
-//! [`Registry`]), and the Status HTTP API from an already-parsed HTTP request
-//! ([`crate::http`]'s body reading, then [`crate::status::server::Api`], the routes the server
-//! runs, over a real database). Beyond "no panic": an honest Hub's recommendation passes the
+//! the URLs in it, a Hub's handling of a request ([`crate::services::hub::server::answer`] on a
+//! real [`Registry`]), and the Status HTTP API from an already-parsed HTTP request
+//! ([`crate::net::http`]'s body reading, then [`crate::services::status::server::Api`], the
+//! routes the server runs, over a real database). Beyond "no panic": an honest Hub's recommendation passes the
 //! tenant's own check after a JSON round trip, and every Status answer is well-formed JSON or
 //! text with a sensible status code. A violated property panics (how a fuzz target reports).
 //! Non-goals: hyper's own HTTP/1 parser and libp2p's codecs (upstream fuzzes them).
@@ -24,12 +24,12 @@ use http_body_util::Full;
 use hyper::{Method, StatusCode};
 use libp2p::PeerId;
 
-use crate::http::{HttpUrl, ServerOptions};
-use crate::hub::registry::{own_version, Registry};
-use crate::hub::service::{answer, HubOptions};
-use crate::network_file::NetworkFile;
-use crate::status::server::Api;
-use crate::status::{StatusOptions, HOSTS_PATH, REPORTS_PATH, STATUS_PATH};
+use crate::net::http::{HttpUrl, ServerOptions};
+use crate::services::hub::registry::{own_version, Registry};
+use crate::services::hub::server::{answer, HubOptions};
+use crate::services::status::server::Api;
+use crate::services::status::{StatusOptions, HOSTS_PATH, REPORTS_PATH, STATUS_PATH};
+use crate::tenant::network_file::NetworkFile;
 
 /// The clock of [`hub_serve`] (fixed, so runs are reproducible): the seed hosts' ads are
 /// issued at this time.
@@ -146,7 +146,7 @@ pub fn hub_serve(data: &[u8]) {
         HubRequest::Recommend(r) => Some(r.clone()),
         _ => None,
     };
-    let mut budget = crate::status::admission::NewPeerBudget::new(
+    let mut budget = crate::services::status::admission::NewPeerBudget::new(
         opts.new_hosts_per_ip,
         u64::try_from(opts.new_host_window.as_millis()).unwrap_or(u64::MAX),
         1024,
@@ -200,9 +200,9 @@ fn status_fixture() -> &'static StatusFixture {
             max_peers: 64,
             list_limit: 100,
             // The fuzz keys are the network's hosts, so reports reach ingest's deeper rules.
-            admission: crate::status::admission::Admission::AllowList(std::sync::Arc::new(
-                (0..4).map(|seed| peer_of(&fuzz_key(seed))).collect(),
-            )),
+            admission: crate::services::status::admission::Admission::AllowList(
+                std::sync::Arc::new((0..4).map(|seed| peer_of(&fuzz_key(seed))).collect()),
+            ),
             http: ServerOptions {
                 max_body: 4096,
                 ..ServerOptions::default()
@@ -256,7 +256,7 @@ pub fn status_api(data: &[u8]) {
     let declared = (r.u8() % 4 == 0).then(|| r.text());
     let body: Vec<u8> = if r.u8() % 2 == 0 {
         let key = fuzz_key(seed % 4);
-        let now = crate::status::now_ms();
+        let now = crate::services::status::now_ms();
         let skew = i64::from(r.u16() as i16) * 100;
         let report = StatusReport {
             peer_id: peer.clone(),
@@ -290,7 +290,7 @@ pub fn status_api(data: &[u8]) {
         ..ServerOptions::default()
     };
     let response = fx.runtime.block_on(async {
-        match crate::http::read_request(req, remote, &opts).await {
+        match crate::net::http::read_request(req, remote, &opts).await {
             Ok(req) => fx.api.handle(req).await,
             Err(refused) => refused,
         }

@@ -1,44 +1,38 @@
 //! # btfs-host
 //!
 //! The native side of BTFS-rs: a host node that stores shards for tenants, the tenant CLI that
-//! uploads and downloads, and `btfs devnet`, a complete local network. `main.rs` only parses
+//! uploads and downloads, the network services, and `btfs devnet`, a complete local network.
+//! `main.rs` (with the binary's `cli/`: clap definitions and output rendering) only parses
 //! flags and calls into this library, so tests can start nodes in-process
-//! ([`node::Node::spawn`]) or as real processes (the `btfs` binary).
+//! ([`host::Node::spawn`]) or as real processes (the `btfs` binary).
 //!
-//! Module map: [`config`] → [`identity`] → [`store`] → [`net`] → [`shard_service`] compose a
-//! host in [`node`]; [`tenant`], [`upload`], [`download`] (writing through [`output`]) and
-//! [`shard_client`] are the tenant; [`network_file`] and [`devnet`] describe and run a local
-//! network; [`hub`] and [`status`] are the network services, run together by [`service`]
-//! (`btfs service`).
+//! Module map, one folder per role:
+//! - [`host`]: the storage host. Its composition root ([`host::Node`]) wires [`host::config`] →
+//!   [`host::identity`] → [`host::store`] → [`net`] → [`host::shard_server`] (with
+//!   [`host::fair_slots`] and [`host::inbound`]) → [`host::announce`] (to the Hub) →
+//!   [`host::reporter`] (to Status) → [`host::metrics`] (its own `/metrics`).
+//! - [`tenant`]: the tenant side — [`tenant::upload`], [`tenant::download`] (writing through
+//!   [`tenant::output`]) over [`tenant::shard_client`], with the hosts and services named in a
+//!   [`tenant::network_file`].
+//! - [`services`]: the network services, [`services::hub`] and [`services::status`], and the
+//!   service node that runs them with no storage (`btfs service`, [`services::ServiceNodeHandle`]).
+//! - [`net`]: transport every role shares — the libp2p swarm task ([`net::Net`]), HTTP
+//!   ([`net::http`]) and per-address connection limits ([`net::ip_limit`]).
+//! - [`tools`]: [`tools::devnet`] (`btfs devnet`) and [`tools::bench`] (`btfs bench`).
+//! - `fuzz_bodies` (hidden): the bodies of the fuzz targets in `fuzz/`, shared with the
+//!   corpus replay test.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod bench;
-pub mod config;
-pub mod devnet;
-pub mod download;
-pub mod drive;
-pub mod fair_slots;
 #[doc(hidden)]
 pub mod fuzz_bodies;
-pub mod http;
-pub mod hub;
-pub mod identity;
-pub mod inbound;
-pub mod ip_limit;
+pub mod host;
 pub mod net;
-pub mod network_file;
-pub mod node;
-pub mod output;
-pub mod service;
-pub mod shard_client;
-pub mod shard_service;
-pub mod status;
-pub mod store;
+pub mod services;
 pub mod tenant;
-pub mod upload;
+pub mod tools;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use btfs_core::Root;
-use btfs_host::config::{HostConfig, Transport};
+use btfs_host::host::config::{HostConfig, Transport};
+use btfs_host::host::{Node, NodeHandle};
 use btfs_host::net::{ConnLimits, Net};
-use btfs_host::node::{Node, NodeHandle};
-use btfs_host::shard_client;
+use btfs_host::tenant::shard_client;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use btfs_core::hub::{HubRequest, HubResponse, RecommendRequest, Recommendation};
 use btfs_core::signed::{HostAd, Signed};
-use btfs_host::config::{HostConfig, Transport};
-use btfs_host::hub::service::{self, HubHandle, HubOptions};
+use btfs_host::host::config::{HostConfig, Transport};
+use btfs_host::host::{Node, NodeHandle};
 use btfs_host::net::Net;
-use btfs_host::node::{Node, NodeHandle};
+use btfs_host::services::hub::server::{self, HubHandle, HubOptions};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,7 @@ async fn start_hub(dir: &Path) -> HubNode {
         announce_interval: Duration::from_secs(1),
         ..HubOptions::default()
     };
-    let hub = service::start(node.net().clone(), dir, opts, cancel.clone())
+    let hub = server::start(node.net().clone(), dir, opts, cancel.clone())
         .await
         .unwrap();
     HubNode { node, hub, cancel }
@@ -202,7 +202,7 @@ async fn forged_and_relayed_ads_are_refused() {
     let (net, _c) = client().await;
     let key = Keypair::generate_ed25519();
     let ed = key.clone().try_into_ed25519().unwrap();
-    let now = service::now_ms();
+    let now = server::now_ms();
     let ad = |peer: &PeerId| HostAd {
         peer_id: peer.to_base58(),
         addrs: vec!["/ip4/127.0.0.1/tcp/9".into()],
@@ -278,7 +278,7 @@ async fn one_address_registers_a_bounded_number_of_new_hosts() {
         new_hosts_per_ip: 2,
         ..HubOptions::default()
     };
-    let hub_handle = service::start(node.net().clone(), dir.path(), opts, cancel.clone())
+    let hub_handle = server::start(node.net().clone(), dir.path(), opts, cancel.clone())
         .await
         .unwrap();
     let hub = HubNode {
@@ -314,7 +314,7 @@ async fn one_address_registers_a_bounded_number_of_new_hosts() {
             r
         }
     };
-    let now = service::now_ms();
+    let now = server::now_ms();
     let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
     for k in &keys[..2] {
         let r = announce(k.clone(), now).await;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use btfs_core::protocol::{self, Op, RequestHead, Status, MAX_BLOB_LEN, MAX_CLAIM_LEN, PROTOCOL};
 use btfs_core::Root;
-use btfs_host::config::{HostConfig, Transport};
-use btfs_host::network_file::KnownHost;
-use btfs_host::node::{Node, NodeHandle};
-use btfs_host::shard_client;
+use btfs_host::host::config::{HostConfig, Transport};
+use btfs_host::host::{Node, NodeHandle};
+use btfs_host::tenant::network_file::KnownHost;
+use btfs_host::tenant::shard_client;
 use btfs_host::tenant::Tenant;
 use futures::AsyncWriteExt;
 use libp2p::StreamProtocol;

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use btfs_core::signed::{HostAd, Signed, StatusReport};
-use btfs_host::http::{self, HttpUrl};
-use btfs_host::hub::registry::Registry;
-use btfs_host::shard_service::ServiceStats;
-use btfs_host::status::{self, metrics, reporter, Admission, StatusOptions};
-use btfs_host::store::{BlobStore, MemStore};
+use btfs_host::host::shard_server::ServiceStats;
+use btfs_host::host::store::{BlobStore, MemStore};
+use btfs_host::host::{metrics, reporter};
+use btfs_host::net::http::{self, HttpUrl};
+use btfs_host::services::hub::registry::Registry;
+use btfs_host::services::status::{self, Admission, StatusOptions};
 use hyper::{Method, StatusCode};
 use libp2p::identity::{ed25519, PublicKey};
 use tokio_util::sync::CancellationToken;

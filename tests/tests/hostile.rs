@@ -41,10 +41,10 @@ const CHURN_PEERS: usize = 40;
 /// The flooded host's peak resident memory must stay under this.
 const RSS_BOUND: u64 = 400 << 20;
 /// Shard streams the flooded host may hold at once, as its `/metrics` reports them: its 64
-/// request slots (`max_inbound_streams`) plus `shard_service::MAX_BUSY_ANSWERS` being refused,
+/// request slots (`max_inbound_streams`) plus `shard_server::MAX_BUSY_ANSWERS` being refused,
 /// plus a few evicted a moment ago whose tasks have not yet noticed (their slot already went to
 /// the newcomer).
-const STREAMS_BOUND: u64 = 64 + btfs_host::shard_service::MAX_BUSY_ANSWERS as u64 + 32;
+const STREAMS_BOUND: u64 = 64 + btfs_host::host::shard_server::MAX_BUSY_ANSWERS as u64 + 32;
 /// An honest request to the flooded host must be answered within this.
 const HONEST_DEADLINE: Duration = Duration::from_secs(1);
 

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::network::NetworkError;
+use crate::network_file::NetworkError;
 
 /// Anything the browser client can fail at. Each message says what to do.
 #[derive(Debug, Error)]

@@ -18,9 +18,9 @@
 //! Non-goals (yet): a persistent wallet key in IndexedDB, a wasm SIMD Reed-Solomon engine.
 
 pub mod error;
-pub mod network;
+pub mod network_file;
 #[cfg(target_arch = "wasm32")]
-mod node;
+mod swarm;
 #[cfg(target_arch = "wasm32")]
 mod transfer;
 #[cfg(target_arch = "wasm32")]
@@ -51,8 +51,8 @@ mod api {
     use wasm_bindgen_futures::JsFuture;
 
     use crate::error::{from_js, ClientError};
-    use crate::network::{self, TransportChoice};
-    use crate::node::Node;
+    use crate::network_file::{self, TransportChoice};
+    use crate::swarm::Node;
     use crate::transfer::{Client, Progress};
 
     #[wasm_bindgen(typescript_custom_section)]
@@ -144,8 +144,8 @@ export interface TransferOptions {
             let choice = TransportChoice::parse(get(&options, "transport").as_string().as_deref())
                 .map_err(ClientError::from)?;
             let json = network_json(network).await?;
-            let hosts = network::parse(&json, choice).map_err(ClientError::from)?;
-            let hub = network::parse_hub(&json, choice).map_err(ClientError::from)?;
+            let hosts = network_file::parse(&json, choice).map_err(ClientError::from)?;
+            let hub = network_file::parse_hub(&json, choice).map_err(ClientError::from)?;
             let wallet = match get(&options, "wallet").as_string().as_deref() {
                 None | Some("indexeddb") => crate::wallet::load_or_create().await?,
                 Some("ephemeral") => libp2p::identity::Keypair::generate_ed25519(),

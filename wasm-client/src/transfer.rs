@@ -27,8 +27,8 @@ use libp2p::{Multiaddr, PeerId};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::error::{from_js, ClientError};
-use crate::network::{self, BrowserHost, TransportChoice};
-use crate::node::Node;
+use crate::network_file::{self as network, BrowserHost, TransportChoice};
+use crate::swarm::Node;
 use btfs_core::hub::{check_recommendation, HubRequest, HubResponse, RecommendRequest};
 
 const READ_CHUNK: f64 = (1 << 20) as f64;

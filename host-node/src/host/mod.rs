@@ -1,0 +1,386 @@
+//! The host node's composition root: identity → store → network → shard service and its
+//! sweep of unclaimed blobs → Hub
+//! announcements (when a Hub is configured) → Status reports (when a Status URL is configured)
+//! → its own Prometheus `/metrics` (unless disabled).
+//!
+//! [`Node::spawn`] starts everything in dependency order under one cancellation token and
+//! returns a [`NodeHandle`] with the peer id and listen addresses; `shutdown` cancels and waits.
+//! Ports given as 0 pick a free port on first start and reuse it on every restart (recorded in
+//! `<data_dir>/node.json`), so a restarted host keeps its addresses.
+//!
+//! `node.json` (written once the node listens; read by `btfs devnet` and operators' scripts):
+//! ```json
+//! { "peer_id": "12D3KooW...", "pid": 4242, "addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3..."],
+//!   "ports": { "tcp": 4001, "quic": 4001, "ws": 4002, "webrtc": 4003 },
+//!   "metrics_http": "http://127.0.0.1:4005/metrics" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use btfs_core::signed::HostAd;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+pub mod announce;
+pub mod config;
+pub mod fair_slots;
+pub mod identity;
+pub mod inbound;
+pub mod metrics;
+pub mod reporter;
+pub mod shard_server;
+pub mod store;
+
+use self::config::{ConfigError, HostConfig, Transport};
+use self::identity::IdentityError;
+use self::inbound::InboundStreams;
+use self::reporter::NodeSource;
+use self::shard_server::{Limits, ServiceStats};
+use self::store::{BlobStore, FsStore, StoreError};
+use crate::net::{self, Listen, Net, NetError};
+use crate::services::hub::HubAddr;
+
+/// A node failed to start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Identity files.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Networking.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve /metrics: {0}; pick another --metrics-port or pass --no-metrics")]
+    Metrics(String),
+    /// Data directory.
+    #[error("data directory {path}")]
+    DataDir {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The contents of `node.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Peer id.
+    pub peer_id: String,
+    /// OS process id.
+    pub pid: u32,
+    /// Full multiaddrs including `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+    /// Port per transport.
+    pub ports: BTreeMap<Transport, u16>,
+    /// This node's Prometheus endpoint (`http://IP:PORT/metrics`), if it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_http: Option<String>,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    peer_id: PeerId,
+    addrs: Vec<(Transport, Multiaddr)>,
+    store: Arc<dyn BlobStore>,
+    stats: Arc<ServiceStats>,
+    net: Net,
+    metrics: Option<SocketAddr>,
+    cancel: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Host node entry point.
+pub struct Node;
+
+impl Node {
+    /// Starts a host node; returns once it listens on every configured transport.
+    pub async fn spawn(config: HostConfig) -> Result<NodeHandle, NodeError> {
+        config.validate()?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let keypair = identity::load_or_create_keypair(dir)?;
+        let cert = if config.transports.contains(&Transport::Webrtc) {
+            Some(identity::load_or_create_certificate(dir)?)
+        } else {
+            None
+        };
+        let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(dir, config.quota_bytes()?)?);
+
+        let previous_info = read_node_info(dir);
+        let previous_metrics = previous_info
+            .as_ref()
+            .and_then(|i| net::port_of_url(i.metrics_http.as_deref()?));
+        let previous = previous_info.map(|i| i.ports).unwrap_or_default();
+        let cancel = CancellationToken::new();
+        let listen = config
+            .transports
+            .iter()
+            .map(|&t| {
+                let configured = config.port(t);
+                let port = if configured == 0 {
+                    previous.get(&t).copied().unwrap_or(0)
+                } else {
+                    configured
+                };
+                Listen {
+                    transport: t,
+                    addr: net::listen_addr(t, config.listen_ip, port),
+                }
+            })
+            .collect::<Vec<_>>();
+        let protocol = StreamProtocol::new(btfs_core::protocol::PROTOCOL);
+        // Queue twice the concurrency limit, so a burst waits instead of being dropped.
+        let queue = config.max_inbound_streams * 2;
+        let (inbound, incoming) = InboundStreams::new(protocol.clone(), queue);
+        let dropped = inbound.dropped();
+        let started = Net::start_with(
+            keypair.clone(),
+            cert.clone(),
+            Some(inbound),
+            listen.clone(),
+            config.connections,
+            cancel.child_token(),
+        )
+        .await;
+        let (net, addrs, net_task, incoming, dropped) = match started {
+            Ok((net, addrs, task)) => (net, addrs, task, incoming, dropped),
+            // A remembered port may have been taken meanwhile: fall back to fresh ports.
+            Err(NetError::Listen { .. }) if !previous.is_empty() => {
+                tracing::warn!("previous ports unavailable; listening on new ports");
+                let fresh = config
+                    .transports
+                    .iter()
+                    .map(|&t| Listen {
+                        transport: t,
+                        addr: net::listen_addr(t, config.listen_ip, config.port(t)),
+                    })
+                    .collect();
+                let (inbound, incoming) = InboundStreams::new(protocol, queue);
+                let dropped = inbound.dropped();
+                let (net, addrs, task) = Net::start_with(
+                    keypair.clone(),
+                    cert,
+                    Some(inbound),
+                    fresh,
+                    config.connections,
+                    cancel.child_token(),
+                )
+                .await?;
+                (net, addrs, task, incoming, dropped)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let peer_id = net.peer_id();
+
+        let stats = Arc::new(ServiceStats {
+            dropped,
+            ..ServiceStats::default()
+        });
+        let limits = Limits {
+            max_inbound: config.max_inbound_streams,
+            max_per_peer: config.max_streams_per_peer,
+        };
+        let service = tokio::spawn(shard_server::serve(
+            incoming,
+            store.clone(),
+            limits,
+            stats.clone(),
+            cancel.child_token(),
+        ));
+
+        let sweeper = tokio::spawn(shard_server::sweep(
+            store.clone(),
+            Duration::from_secs(config.unclaimed_grace_secs),
+            Duration::from_secs(config.sweep_interval_secs),
+            cancel.child_token(),
+        ));
+
+        let mut tasks = vec![sweeper, service, net_task];
+        if let Some(hub) = &config.hub {
+            let hub = HubAddr::parse(hub).map_err(ConfigError::Invalid)?;
+            let key = keypair
+                .clone()
+                .try_into_ed25519()
+                .map_err(|e| ConfigError::Invalid(format!("identity key: {e}")))?;
+            let full: Vec<String> = addrs
+                .iter()
+                .map(|(_, a)| a.clone().with(Protocol::P2p(peer_id)).to_string())
+                .collect();
+            let (ad_store, quota) = (store.clone(), config.quota_bytes()?);
+            let (price, region) = (config.price_per_gib_month, config.region.clone());
+            let make_ad = move || HostAd {
+                peer_id: peer_id.to_base58(),
+                addrs: full
+                    .iter()
+                    .take(btfs_core::signed::MAX_ADDRS)
+                    .cloned()
+                    .collect(),
+                capacity_bytes: quota,
+                free_bytes: quota.saturating_sub(ad_store.used()),
+                price_per_gib_month: price,
+                version: env!("CARGO_PKG_VERSION").into(),
+                region: region.clone(),
+                issued_at_ms: 0,
+            };
+            let interval = Duration::from_secs(config.announce_interval_secs);
+            tasks.push(tokio::spawn(announce::run(
+                net.clone(),
+                key,
+                hub,
+                make_ad,
+                interval,
+                cancel.child_token(),
+            )));
+        }
+
+        let source = NodeSource::new(peer_id, store.clone(), stats.clone());
+        if let Some(url) = &config.status_url {
+            let key = keypair
+                .clone()
+                .try_into_ed25519()
+                .map_err(|e| ConfigError::Invalid(format!("identity key: {e}")))?;
+            let src = source.clone();
+            tasks.push(
+                reporter::spawn(
+                    url.clone(),
+                    key,
+                    Duration::from_secs(config.report_interval_secs),
+                    move || src.report(),
+                    cancel.child_token(),
+                )
+                .map_err(|e| ConfigError::Invalid(format!("status_url: {e}")))?,
+            );
+        }
+        let metrics = if config.metrics {
+            let server =
+                net::bind_remembered(config.metrics_port, previous_metrics, "metrics", |port| {
+                    metrics::serve_node_metrics(
+                        SocketAddr::new(config.listen_ip, port),
+                        source.clone(),
+                        cancel.child_token(),
+                    )
+                })
+                .await
+                .map_err(|e| NodeError::Metrics(e.to_string()))?;
+            let addr = server.addr;
+            tasks.push(tokio::spawn(server.join()));
+            Some(addr)
+        } else {
+            None
+        };
+
+        let handle = NodeHandle {
+            peer_id,
+            addrs,
+            store,
+            stats,
+            net,
+            metrics,
+            cancel,
+            tasks,
+        };
+        write_node_info(dir, &handle.info())?;
+        tracing::info!(%peer_id, addrs = ?handle.full_addrs(), used = handle.store.used(), "host started");
+        Ok(handle)
+    }
+}
+
+impl NodeHandle {
+    /// Peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Listen addresses with their transport (without `/p2p`).
+    pub fn listen_addrs(&self) -> &[(Transport, Multiaddr)] {
+        &self.addrs
+    }
+
+    /// Listen addresses ending in `/p2p/<peer id>`, ready to dial.
+    pub fn full_addrs(&self) -> Vec<Multiaddr> {
+        self.addrs
+            .iter()
+            .map(|(_, a)| a.clone().with(Protocol::P2p(self.peer_id)))
+            .collect()
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    /// Request counters.
+    pub fn stats(&self) -> &Arc<ServiceStats> {
+        &self.stats
+    }
+
+    /// Where this node serves `/metrics`, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// The node's network handle.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// What `node.json` records.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            peer_id: self.peer_id.to_string(),
+            pid: std::process::id(),
+            addrs: self.full_addrs().iter().map(ToString::to_string).collect(),
+            ports: self
+                .addrs
+                .iter()
+                .filter_map(|(t, a)| net::port_of(a).map(|p| (*t, p)))
+                .collect(),
+            metrics_http: self.metrics.map(|a| format!("http://{a}/metrics")),
+        }
+    }
+
+    /// Stops every task, in reverse order of start, and waits for them.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn read_node_info(dir: &Path) -> Option<NodeInfo> {
+    let bytes = std::fs::read(dir.join("node.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_node_info(dir: &Path, info: &NodeInfo) -> Result<(), NodeError> {
+    let path = dir.join("node.json");
+    let tmp = dir.join("node.json.tmp");
+    let err = |source| NodeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(info).map_err(|e| err(std::io::Error::other(e)))?;
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)
+}

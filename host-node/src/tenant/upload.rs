@@ -1,0 +1,311 @@
+//! `btfs upload`: file → encrypted, erasure-coded slabs → 30 distinct hosts per slab → link.
+//!
+//! Every decision (which hosts, retries, moving a shard to a spare host, hedging a slow put,
+//! spreading the manifest, claiming, releasing) is core's [`btfs_core::engine::upload`]
+//! machine; this file reads and encodes the file and drives the machine with
+//! [`crate::tenant::driver::Runner`].
+//!
+//! ```text
+//! reader thread: read 1 MiB → Encoder (AEAD, RS, BLAKE3) ─slab─▶ channel, one slab per grant
+//!   └▶ the Upload machine takes a slab while it places fewer than `slabs_in_flight`
+//! then:    the machine spreads the manifest, claims, releases leftovers; the link is printed
+//!          only when every host confirmed
+//! ```
+//!
+//! Memory: the reader encodes a slab only when granted one, and grants keep the machine's slabs
+//! plus the one being read at `slabs_in_flight + 1` (30 MiB each at the default 1 MiB shards),
+//! plus the transport's send buffers. What a crashed or killed upload leaves behind, hosts sweep
+//! after their grace period, because it was never claimed (see `btfs_core::protocol`).
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
+
+use btfs_core::engine::upload::{self as machine, Upload, UploadConfig};
+use btfs_core::engine::{Failure, HostId, Machine};
+use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
+use btfs_core::{EncodedSlab, Encoder, ObjectHeader, ObjectKey};
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+use crate::tenant::driver::Runner;
+use crate::tenant::{Tenant, TransferError};
+
+/// An upload failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// Reading, encoding or placing failed.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// A host did not confirm keeping its shards; the upload was rolled back.
+    #[error("host {host} did not confirm keeping its {roots} shards of this upload ({failure}), so the upload was undone; retry")]
+    Claim {
+        /// The host.
+        host: libp2p::PeerId,
+        /// How many roots it should have kept.
+        roots: usize,
+        /// Why.
+        failure: Failure,
+    },
+}
+
+/// Read size of the input file.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Upload tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadOptions {
+    /// Largest shard size (multiple of 64, ≤ 4 MiB).
+    pub shard_size: u32,
+    /// Slabs uploading at once.
+    pub slabs_in_flight: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            shard_size: DEFAULT_SHARD_SIZE,
+            slabs_in_flight: UploadConfig::default().slabs_in_flight,
+        }
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadReport {
+    /// The capability link.
+    pub link: String,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Slabs.
+    pub slabs: u64,
+    /// Distinct hosts holding shards.
+    pub hosts_used: usize,
+    /// Put attempts that failed (then retried or moved to another host).
+    pub failed_puts: usize,
+    /// Puts started because another passed its hedge deadline.
+    pub hedged_puts: usize,
+    /// Wall time.
+    pub elapsed_ms: u128,
+    /// Peak resident memory of this process, if known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Uploads the file at `path`; returns its link. On failure, what was placed is released.
+pub async fn upload(
+    tenant: &Tenant,
+    path: &Path,
+    opts: UploadOptions,
+    progress: ProgressBar,
+) -> Result<UploadReport, UploadError> {
+    let started = Instant::now();
+    let input = |source| TransferError::Input {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(input)?;
+    let meta = file.metadata().map_err(input)?;
+    if !meta.is_file() {
+        return Err(input(std::io::Error::other("not a regular file")).into());
+    }
+    let layout = Layout::new(meta.len(), opts.shard_size).map_err(TransferError::from)?;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    let key = ObjectKey::from_bytes(key);
+    let header = ObjectHeader {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        mime: String::new(),
+    };
+    let cfg = UploadConfig {
+        slabs_in_flight: opts.slabs_in_flight.max(1),
+        ..UploadConfig::default()
+    };
+    let candidates: Vec<HostId> = tenant.hosts().iter().map(|h| HostId::new(h.peer)).collect();
+    let mut runner = Runner::new(tenant.net().clone(), tenant.dial_addrs());
+    let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, runner.now());
+    progress.set_length(m.progress().1);
+
+    // The reader encodes one slab per grant.
+    let (grant_tx, grant_rx) = std_mpsc::channel::<()>();
+    let (slab_tx, mut slab_rx) = mpsc::unbounded_channel::<Result<EncodedSlab, TransferError>>();
+    let path_text = path.display().to_string();
+    let reader = tokio::task::spawn_blocking(move || {
+        if let Err(e) = encode_file(file, &key, layout, &grant_rx, &slab_tx, &path_text) {
+            let _ = slab_tx.send(Err(e));
+        }
+    });
+
+    let slabs = layout.slab_count() as usize;
+    let (mut granted, mut outstanding) = (0usize, 0usize);
+    let mut ready: Option<EncodedSlab> = None;
+    let mut input_open = true;
+    let mut input_error: Option<TransferError> = None;
+    while !m.is_finished() {
+        runner.apply_all(&mut m);
+        // Grants: the machine's slabs plus those read or being read stay ≤ slabs_in_flight + 1.
+        while granted < slabs && m.slabs_held() + outstanding < cfg.slabs_in_flight + 1 {
+            if grant_tx.send(()).is_err() {
+                break;
+            }
+            granted += 1;
+            outstanding += 1;
+        }
+        if let Some(slab) = ready.take() {
+            if m.wants_slab() {
+                outstanding -= 1;
+                if let Err(back) = m.push_slab(slab) {
+                    ready = Some(*back);
+                }
+                continue;
+            }
+            ready = Some(slab);
+        }
+        if m.is_finished() {
+            break;
+        }
+        let timeout = m.poll_timeout().map(|t| runner.instant(t));
+        tokio::select! {
+            (op, outcome) = runner.next() => {
+                let now = runner.now();
+                m.handle_event(op, outcome, now);
+            }
+            slab = slab_rx.recv(), if ready.is_none() && input_open => match slab {
+                Some(Ok(s)) => ready = Some(s),
+                Some(Err(e)) => {
+                    input_error = Some(e);
+                    input_open = false;
+                    m.abort();
+                }
+                None => {
+                    input_open = false;
+                    m.finish_input();
+                }
+            },
+            () = crate::tenant::driver::sleep_until(timeout) => {
+                let now = runner.now();
+                m.handle_timeout(now);
+            }
+        }
+        progress.set_position(m.progress().0);
+    }
+    drop(grant_tx);
+    let _ = reader.await;
+    let result = m
+        .take_result()
+        .unwrap_or(Err(machine::UploadError::Aborted));
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return Err(upload_error(e, input_error, tenant)),
+    };
+    progress.finish_and_clear();
+    Ok(UploadReport {
+        link: report.link.to_string(),
+        bytes: report.bytes,
+        slabs: report.slabs,
+        hosts_used: report.hosts_used,
+        failed_puts: report.failed_puts,
+        hedged_puts: report.hedged_puts,
+        elapsed_ms: started.elapsed().as_millis(),
+        peak_rss_bytes: crate::peak_rss_bytes(),
+    })
+}
+
+/// The CLI's error for the machine's.
+fn upload_error(
+    e: machine::UploadError,
+    input: Option<TransferError>,
+    tenant: &Tenant,
+) -> UploadError {
+    use machine::UploadError as E;
+    let total = tenant.hosts().len();
+    match e {
+        E::Aborted => input.unwrap_or(TransferError::Interrupted).into(),
+        E::Unreachable { .. } => TransferError::Unreachable { total }.into(),
+        E::TooFewHosts { reachable, .. } => TransferError::TooFewHosts { reachable, total }.into(),
+        E::Claim {
+            host,
+            roots,
+            failure,
+        } => UploadError::Claim {
+            host: host.peer(),
+            roots,
+            failure,
+        },
+        E::Input { got, expected } => input
+            .unwrap_or_else(|| TransferError::Input {
+                path: String::new(),
+                source: std::io::Error::other(format!(
+                    "the reader stopped at slab {got} of {expected}"
+                )),
+            })
+            .into(),
+        E::Manifest(m) => TransferError::Manifest(m).into(),
+        other => TransferError::Input {
+            path: String::new(),
+            source: std::io::Error::other(other.to_string()),
+        }
+        .into(),
+    }
+}
+
+/// Reads and encodes the file, one slab per grant, until the grants stop or the file ends.
+fn encode_file(
+    mut file: std::fs::File,
+    key: &ObjectKey,
+    layout: Layout,
+    grants: &std_mpsc::Receiver<()>,
+    tx: &mpsc::UnboundedSender<Result<EncodedSlab, TransferError>>,
+    path: &str,
+) -> Result<(), TransferError> {
+    let mut enc = Encoder::new(key, layout);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut rest: Vec<u8> = Vec::new();
+    let mut eof = false;
+    for _ in 0..layout.slab_count() {
+        if grants.recv().is_err() {
+            return Ok(()); // the uploader gave up
+        }
+        let slab = loop {
+            if let Some(slab) = enc.next_slab()? {
+                break slab;
+            }
+            if rest.is_empty() {
+                if eof {
+                    // `finish` names how short the file was.
+                    enc.finish()?;
+                    return Err(TransferError::Input {
+                        path: path.into(),
+                        source: std::io::Error::other("the file ended before its size"),
+                    });
+                }
+                let n = file.read(&mut buf).map_err(|source| TransferError::Input {
+                    path: path.into(),
+                    source,
+                })?;
+                if n == 0 {
+                    eof = true;
+                    continue;
+                }
+                rest.extend_from_slice(&buf[..n]);
+            }
+            let used = enc.feed(&rest)?;
+            rest.drain(..used);
+        };
+        if tx.send(Ok(slab)).is_err() {
+            return Ok(());
+        }
+    }
+    if !rest.is_empty() || file.read(&mut buf[..1]).is_ok_and(|n| n > 0) {
+        return Err(TransferError::Input {
+            path: path.into(),
+            source: std::io::Error::other("the file grew while it was read"),
+        });
+    }
+    enc.finish()?;
+    Ok(())
+}

@@ -318,6 +318,16 @@ impl Devnet {
         }
     }
 
+    /// Freezes hosts `which` (SIGSTOP: connections stay open, nothing is answered, as a hung
+    /// machine behaves) until the returned guard is dropped (SIGCONT, also when a test fails).
+    pub fn freeze_hosts(&self, which: &[usize]) -> Frozen {
+        let pids: Vec<u32> = which.iter().map(|&i| self.hosts[i].pid).collect();
+        for &pid in &pids {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+        }
+        Frozen { pids }
+    }
+
     /// Runs the CLI with `--network` appended for upload/download.
     pub fn btfs(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(btfs_bin());
@@ -348,6 +358,19 @@ impl Devnet {
             bail!("download failed: {}", String::from_utf8_lossy(&o.stderr));
         }
         Ok(serde_json::from_slice(&o.stdout)?)
+    }
+}
+
+/// Hosts frozen by [`Devnet::freeze_hosts`]; thawed on drop.
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        }
     }
 }
 

@@ -153,6 +153,7 @@ async fn perform(net: Net, peer: PeerId, addrs: Vec<Multiaddr>, request: Request
         return Outcome::Failed(Failure::Unreachable);
     }
     let mut control = net.control();
+    let is_put = matches!(request, Request::Put { .. });
     let result = match request {
         Request::Connect => Ok(Outcome::Done),
         Request::Put { root, payload } => {
@@ -171,7 +172,13 @@ async fn perform(net: Net, peer: PeerId, addrs: Vec<Multiaddr>, request: Request
             .map(|()| Outcome::Done),
     };
     result.unwrap_or_else(|e| {
-        tracing::debug!(%peer, error = %e, "shard request failed");
+        if is_put {
+            // What a host said is worth showing: the engine moves the shard, and if no host
+            // is left the user sees why (e.g. "host is full").
+            tracing::warn!(%peer, error = %e, "put failed");
+        } else {
+            tracing::debug!(%peer, error = %e, "shard request failed");
+        }
         Outcome::Failed(failure_of(&e))
     })
 }

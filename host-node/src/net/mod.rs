@@ -601,10 +601,9 @@ pub fn port_of_url(url: &str) -> Option<u16> {
 }
 
 /// Whether a native node dials this address (TCP or QUIC), rather than it being there for
-/// browsers (WebSocket, WebRTC-direct).
+/// browsers (WebSocket, WebRTC-direct): [`btfs_core::transport::is_native`].
 pub fn is_native(a: &Multiaddr) -> bool {
-    !a.iter()
-        .any(|p| matches!(p, Protocol::Ws(_) | Protocol::WebRTCDirect))
+    btfs_core::transport::is_native(&a.to_string())
 }
 
 /// The TCP/UDP port of an address, if any.

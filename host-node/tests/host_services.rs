@@ -185,3 +185,79 @@ async fn unknown_or_incomplete_service_lists_are_refused_before_anything_starts(
         .to_string();
     assert!(e.contains("valid services are hub, status"), "{e}");
 }
+
+/// The `btfs` binary: `btfs host --services` refuses bad lists with the valid names, and a good
+/// one prints where its Status server listens next to the host's addresses.
+#[test]
+fn the_cli_flag_is_checked_and_reported() {
+    let bin = env!("CARGO_BIN_EXE_btfs");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("host");
+    let data = data.to_str().unwrap();
+    let run = |services: &str| {
+        std::process::Command::new(bin)
+            .args(["host", "--data-dir", data, "--transports", "tcp"])
+            .args(["--services", services])
+            .output()
+            .unwrap()
+    };
+    let o = run("hub,guard");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("unknown service \"guard\": valid services are hub, status"),
+        "{err}"
+    );
+    let o = run("status");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("service status needs hub on the same node"),
+        "{err}"
+    );
+
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "host",
+            "--data-dir",
+            data,
+            "--transports",
+            "tcp",
+            "--no-metrics",
+        ])
+        .args(["--services", "hub,status"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let done = line.starts_with("status: http://127.0.0.1:");
+            lines.push(line);
+            if done {
+                let _ = tx.send(lines);
+                return;
+            }
+        }
+    });
+    let lines = rx.recv_timeout(LIMIT);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = lines.expect("btfs host did not print its Status URL in time");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("listening on /ip4/127.0.0.1/tcp/")));
+    assert!(lines
+        .iter()
+        .any(|l| l == "hub: serving on the addresses above"));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("host/node.json")).unwrap()).unwrap();
+    assert_eq!(info["services"], serde_json::json!(["hub", "status"]));
+    assert!(info["status_http"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+}

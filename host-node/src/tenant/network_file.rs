@@ -48,6 +48,15 @@ pub enum NetworkFileError {
         /// What is wrong.
         why: String,
     },
+    /// Any other problem the format reports.
+    #[error("network file {path} is invalid")]
+    Format {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: FormatError,
+    },
     /// A peer id or address does not parse.
     #[error("network file {path}: host entry {index} is invalid: {why}")]
     Entry {
@@ -68,12 +77,9 @@ impl NetworkFileError {
             FormatError::Json(source) => Self::Parse { path, source },
             FormatError::Service { service, why } => Self::Service { path, service, why },
             FormatError::Entry { index, why } => Self::Entry { path, index, why },
-            // Only a browser's list of multiaddrs has this; a file is always the object form.
-            other => Self::Entry {
-                path,
-                index: 0,
-                why: other.to_string(),
-            },
+            // A browser's list of multiaddrs (a file is always the object form), or a problem
+            // the format learns to name later.
+            source => Self::Format { path, source },
         }
     }
 }

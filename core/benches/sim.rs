@@ -40,20 +40,21 @@ fn upload(seed: u64, plain: &[u8]) -> (SimNet, UploadReport) {
         }
         fed += enc.feed(&plain[fed..]).unwrap();
     }
-    let mut slabs = slabs.into_iter();
+    let mut slabs = slabs.into_iter().peekable();
     let mut done = false;
     net.run(&mut m, |m, _| {
-        if done || !m.wants_slab() {
+        if done {
             return false;
         }
-        match slabs.next() {
-            Some(s) => m.push_slab(s).is_ok(),
-            None => {
-                m.finish_input();
-                done = true;
-                true
-            }
+        if slabs.peek().is_none() {
+            m.finish_input();
+            done = true;
+            return true;
         }
+        if !m.wants_slab() {
+            return false;
+        }
+        slabs.next().is_some_and(|s| m.push_slab(s).is_ok())
     })
     .unwrap();
     let r = m.take_result().unwrap().unwrap();

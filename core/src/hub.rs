@@ -275,6 +275,31 @@ pub fn check_recommendation(
         .collect()
 }
 
+/// Hosts a tenant asks the Hub for per upload: 30 per slab plus spares for hosts that fail.
+pub const UPLOAD_HOSTS: u32 = 45;
+
+/// Days an upload asks to be stored for (the cost estimate of a [`RecommendRequest`]).
+pub const UPLOAD_DAYS: u32 = 30;
+
+/// The [`RecommendRequest`] for an upload of `layout`: [`UPLOAD_HOSTS`] hosts able to hold its
+/// largest shard, each taking its share of the 30 shards per slab plus the manifest's 30
+/// copies. The CLI and the browser both ask with this.
+pub fn upload_request(layout: &crate::Layout) -> RecommendRequest {
+    let shard_size = layout
+        .slabs()
+        .map(|s| u64::from(s.shard_size))
+        .max()
+        .unwrap_or(64);
+    let shards = (layout.slab_count() + 1) * crate::TOTAL_SHARDS as u64;
+    RecommendRequest {
+        count: UPLOAD_HOSTS,
+        shard_size,
+        shards_per_host: shards.div_ceil(u64::from(UPLOAD_HOSTS)),
+        duration_days: UPLOAD_DAYS,
+        prefs: Prefs::default(),
+    }
+}
+
 /// Cost of storing `bytes` for `days` at `price` per GiB-month (rounded up).
 pub fn cost(price_per_gib_month: u64, bytes: u64, days: u32) -> u64 {
     const GIB: u128 = 1 << 30;
@@ -289,6 +314,29 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn upload_request_sizes_hosts_and_shards_per_host() {
+        // 100 MiB in 1 MiB shards: 11 slabs, (11 + 1) * 30 = 360 shards over 45 hosts -> 8.
+        let layout = crate::Layout::new(100 << 20, 1 << 20).unwrap();
+        assert_eq!(layout.slab_count(), 11);
+        assert_eq!(
+            upload_request(&layout),
+            RecommendRequest {
+                count: 45,
+                shard_size: 1 << 20,
+                shards_per_host: 8,
+                duration_days: 30,
+                prefs: Prefs::default(),
+            }
+        );
+        // One small slab: its shard size, and (1 + 1) * 30 = 60 shards -> 2 per host.
+        let small = crate::Layout::new(1000, 1 << 20).unwrap();
+        let req = upload_request(&small);
+        let shard = small.slabs().next().unwrap().shard_size;
+        assert_eq!((req.shard_size, req.shards_per_host), (u64::from(shard), 2));
+        assert!(req.count <= MAX_COUNT);
+    }
 
     #[test]
     fn cost_is_price_times_gib_months_rounded_up() {

@@ -4,7 +4,9 @@
 //! [`layout`], client-side [`crypto`], Reed-Solomon [`erasure`] coding, BLAKE3 content [`root`]s,
 //! the streaming [`encoder`] and [`decoder`], the [`manifest`] and capability [`link`] formats,
 //! the shard [`protocol`] framing, host [`score`]s (so a browser can audit the Hub's ranking) and
-//! [`signed`] measurements (host ads and status reports), and the [`hub`] protocol's messages.
+//! [`signed`] measurements (host ads and status reports), the [`hub`] protocol's messages (and
+//! how many hosts an upload asks for), the [`network_file`] format, and the [`transport`]
+//! rules for which of a host's addresses each shell dials.
 //!
 //! Goals: sans-io (no sockets, disk, clock or RNG: keys and time come in as arguments), bounded
 //! memory, every decode fallible and bounded, identical results on native and wasm32.
@@ -26,6 +28,7 @@ pub mod hub;
 pub mod layout;
 pub mod link;
 pub mod manifest;
+pub mod network_file;
 pub mod placement;
 pub mod protocol;
 pub mod root;
@@ -33,6 +36,7 @@ pub mod score;
 pub mod signed;
 #[cfg(any(all(target_arch = "wasm32", target_feature = "simd128"), test))]
 pub mod simd128;
+pub mod transport;
 
 pub use crypto::ObjectKey;
 pub use decoder::{DecodeError, Decoder};

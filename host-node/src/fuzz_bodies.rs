@@ -29,7 +29,7 @@ use crate::services::hub::registry::{own_version, Registry};
 use crate::services::hub::server::{answer, HubOptions};
 use crate::services::status::server::Api;
 use crate::services::status::{StatusOptions, HOSTS_PATH, REPORTS_PATH, STATUS_PATH};
-use crate::tenant::network_file::NetworkFile;
+use crate::tenant::network_file::{self, NetworkFile};
 
 /// The clock of [`hub_serve`] (fixed, so runs are reproducible): the seed hosts' ads are
 /// issued at this time.
@@ -73,18 +73,18 @@ pub fn network_file(data: &[u8]) {
     if data.len() > 1 << 20 {
         return;
     }
-    let Ok(file) = serde_json::from_slice::<NetworkFile>(data) else {
+    let Ok(file) = NetworkFile::parse(data) else {
         return;
     };
     let path = Path::new("network.json");
-    if let Ok(Some(hub)) = file.hub(path) {
+    if let Ok(Some(hub)) = network_file::hub(&file, path) {
         assert!(!hub.addrs.is_empty());
         assert!(hub.addrs.iter().all(crate::net::is_native));
     }
-    if let Ok(Some(url)) = file.status_http(path) {
+    if let Ok(Some(url)) = network_file::status_http(&file, path) {
         http_url(&url);
     }
-    if let Ok(hosts) = file.known_hosts(path) {
+    if let Ok(hosts) = network_file::known_hosts(&file, path) {
         assert_eq!(hosts.len(), file.hosts.len());
     }
     // What `btfs devnet` writes reads back the same.

@@ -13,9 +13,11 @@
 //!   [`host::reporter`] (to Status) → [`host::metrics`] (its own `/metrics`).
 //! - [`tenant`]: the tenant side — [`tenant::upload`], [`tenant::download`] (writing through
 //!   [`tenant::output`]) over [`tenant::shard_client`], with the hosts and services named in a
-//!   [`tenant::network_file`].
-//! - [`services`]: the network services, [`services::hub`] and [`services::status`], and the
-//!   service node that runs them with no storage (`btfs service`, [`services::ServiceNodeHandle`]).
+//!   [`tenant::network_file`] (the file on disk; its format is `btfs_core::network_file`).
+//! - [`services`]: the network services, [`services::hub`] and [`services::status`], the
+//!   [`services::components`] any node composes them from (a host with `--services hub,status`
+//!   runs them on its own swarm), and the service node that runs them with no storage
+//!   (`btfs service`, [`services::ServiceNodeHandle`]).
 //! - [`net`]: transport every role shares — the libp2p swarm task ([`net::Net`]), HTTP
 //!   ([`net::http`]) and per-address connection limits ([`net::ip_limit`]).
 //! - [`tools`]: [`tools::devnet`] (`btfs devnet`) and [`tools::bench`] (`btfs bench`).

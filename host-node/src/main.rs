@@ -98,6 +98,13 @@ async fn run(cli: Cli) -> Result<()> {
             for a in node.full_addrs() {
                 println!("listening on {a}");
             }
+            let services = node.services();
+            if services.hub().is_some() {
+                println!("hub: serving on the addresses above");
+            }
+            if let Some(url) = services.status_url() {
+                println!("status: {url}");
+            }
             btfs_host::shutdown_signal().await;
             tracing::info!("shutting down");
             node.shutdown().await;

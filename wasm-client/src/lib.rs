@@ -142,10 +142,10 @@ export interface TransferOptions {
                 return Err(ClientError::Js("connect needs { network }: the network.json object, its URL, or an array of multiaddrs".into()).into());
             }
             let choice = TransportChoice::parse(get(&options, "transport").as_string().as_deref())
-                .map_err(ClientError::from)?;
+                .map_err(|e| ClientError::from(network_file::NetworkError::from(e)))?;
             let json = network_json(network).await?;
-            let hosts = network_file::parse(&json, choice).map_err(ClientError::from)?;
-            let hub = network_file::parse_hub(&json, choice).map_err(ClientError::from)?;
+            let network_file::Network { hosts, hub } =
+                network_file::parse_network(&json, choice).map_err(ClientError::from)?;
             let wallet = match get(&options, "wallet").as_string().as_deref() {
                 None | Some("indexeddb") => crate::wallet::load_or_create().await?,
                 Some("ephemeral") => libp2p::identity::Keypair::generate_ed25519(),

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use btfs_core::Root;
 use btfs_host::host::config::{HostConfig, Transport};
 use btfs_host::services::hub;
-use btfs_host::services::{self, ServiceNodeOptions};
+use btfs_host::services::{self, ServiceKind, ServiceNodeOptions};
 use btfs_host::tenant::upload::UploadOptions;
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run a host node that rents out disk space.
-    Host(HostArgs),
+    Host(Box<HostArgs>),
     /// Encrypt, erasure-code and store a file on 30 hosts; prints its capability link.
     Upload {
         /// File to upload.
@@ -268,6 +268,20 @@ pub struct HostArgs {
     /// Do not serve /metrics.
     #[arg(long)]
     no_metrics: bool,
+    /// Network services to run on this host, next to its storage and on its own swarm, comma
+    /// separated: hub,status (status needs hub).
+    #[arg(long, env = "BTFS_SERVICES", value_delimiter = ',', value_parser = parse_service)]
+    services: Option<Vec<ServiceKind>>,
+    /// HTTP port of the Status service (0 = any free port, reused on restart).
+    #[arg(long, env = "BTFS_STATUS_PORT")]
+    status_port: Option<u16>,
+    /// How often the Hub service probes every registered host, in milliseconds.
+    #[arg(long, env = "BTFS_PROBE_INTERVAL_MS")]
+    probe_interval_ms: Option<u64>,
+}
+
+fn parse_service(s: &str) -> Result<ServiceKind, String> {
+    ServiceKind::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -358,7 +372,10 @@ impl HostArgs {
             price_per_gib_month,
             announce_interval_secs,
             report_interval_secs,
-            metrics_port
+            metrics_port,
+            services,
+            status_port,
+            probe_interval_ms
         );
         if self.status_url.is_some() {
             c.status_url = self.status_url;

@@ -5,16 +5,16 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use btfs_host::services::hub;
-use btfs_host::tenant::network_file::NetworkFile;
+use btfs_host::tenant::network_file;
 use btfs_host::tenant::{Tenant, TransferError};
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 
 /// A tenant for downloads: the network file's hosts plus, with a Hub, every host it lists.
 pub async fn tenant_for(network: &Path) -> Result<Tenant> {
-    let file = NetworkFile::load(network)?;
-    let mut hosts = file.known_hosts(network)?;
-    let hub = file.hub(network)?;
+    let file = network_file::load(network)?;
+    let mut hosts = network_file::known_hosts(&file, network)?;
+    let hub = network_file::hub(&file, network)?;
     if hosts.is_empty() && hub.is_none() {
         bail!(
             "network file {} lists no hosts and no Hub",
@@ -44,8 +44,8 @@ pub async fn tenant_for(network: &Path) -> Result<Tenant> {
 /// A tenant for an upload of `file`: with a Hub, the hosts it recommends (best first, with
 /// spares for hosts that fail); without one, the network file's hosts.
 pub async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> Result<Tenant> {
-    let nf = NetworkFile::load(network)?;
-    let Some(hub) = nf.hub(network)? else {
+    let nf = network_file::load(network)?;
+    let Some(hub) = network_file::hub(&nf, network)? else {
         return tenant_for(network).await;
     };
     let len = std::fs::metadata(file)
@@ -55,21 +55,7 @@ pub async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> 
         })?
         .len();
     let layout = btfs_core::Layout::new(len, shard_size)?;
-    let shard = layout
-        .slabs()
-        .map(|s| u64::from(s.shard_size))
-        .max()
-        .unwrap_or(64);
-    // 30 shards per slab plus the manifest's 30 copies, spread over `want` hosts.
-    let want = UPLOAD_HOSTS;
-    let shards = (layout.slab_count() + 1) * btfs_core::TOTAL_SHARDS as u64;
-    let req = btfs_core::hub::RecommendRequest {
-        count: want,
-        shard_size: shard,
-        shards_per_host: shards.div_ceil(u64::from(want)),
-        duration_days: 30,
-        prefs: Default::default(),
-    };
+    let req = btfs_core::hub::upload_request(&layout);
     let mut tenant = Tenant::start(Vec::new()).await?;
     let (hosts, _) = hub::client::recommend(tenant.net(), &hub, req, btfs_core::TOTAL_SHARDS)
         .await
@@ -78,15 +64,12 @@ pub async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> 
     Ok(tenant)
 }
 
-/// Hosts asked of the Hub per upload: 30 per slab plus spares for hosts that fail.
-const UPLOAD_HOSTS: u32 = 45;
-
 /// A single host from a `/p2p/`-terminated multiaddr.
 pub async fn tenant_for_addr(addr: &Multiaddr) -> Result<Tenant> {
     let Some(Protocol::P2p(peer)) = addr.iter().last() else {
         bail!("host address {addr} must end in /p2p/<peer id>");
     };
-    let host = btfs_host::tenant::network_file::KnownHost {
+    let host = network_file::KnownHost {
         peer,
         addrs: vec![addr.clone()],
     };

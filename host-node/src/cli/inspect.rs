@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use btfs_core::Root;
 use btfs_host::services::hub;
-use btfs_host::tenant::network_file::NetworkFile;
+use btfs_host::tenant::network_file;
 use btfs_host::tenant::shard_client;
 use btfs_host::tenant::Tenant;
 
@@ -61,8 +61,8 @@ pub async fn shard(cmd: ShardCmd) -> Result<()> {
 
 /// `btfs hosts`: the Hub's registry, as a table or JSON.
 pub async fn hosts(network: &Path, json: bool, limit: u32) -> Result<()> {
-    let nf = NetworkFile::load(network)?;
-    let Some(hub) = nf.hub(network)? else {
+    let nf = network_file::load(network)?;
+    let Some(hub) = network_file::hub(&nf, network)? else {
         bail!(
             "network file {} names no Hub (services.hub); start a network with `btfs devnet`",
             network.display()
@@ -135,8 +135,8 @@ pub async fn hosts(network: &Path, json: bool, limit: u32) -> Result<()> {
 
 /// `btfs status`: the Status server's view of the network.
 pub async fn status(network: &Path, json: bool) -> Result<()> {
-    let nf = NetworkFile::load(network)?;
-    let Some(url) = nf.status_http(network)? else {
+    let nf = network_file::load(network)?;
+    let Some(url) = network_file::status_http(&nf, network)? else {
         bail!(
             "network file {} names no Status server (services.status.http); start a network with `btfs devnet`",
             network.display()

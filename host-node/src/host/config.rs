@@ -18,6 +18,10 @@
 //! announce_interval_secs = 300  # re-announce at least this often
 //! unclaimed_grace_secs = 3600   # drop blobs no completed upload claimed after this long
 //! sweep_interval_secs = 60      # how often to look for them
+//! services = ["hub", "status"]  # network services to run on this host too (default: none)
+//! status_port = 0               # the Status service's HTTP port (0 = any, kept across restarts)
+//! probe_interval_ms = 30000     # how often the Hub service probes every registered host
+//! service_max_hosts = 1000000   # most hosts the Hub and Status services keep
 //!
 //! [connections]                 # libp2p connection limits (these are the defaults)
 //! max_established = 1024        # inbound + outbound
@@ -130,6 +134,15 @@ pub struct HostConfig {
     pub unclaimed_grace_secs: u64,
     /// Time between two sweeps for expired unclaimed holds, in seconds.
     pub sweep_interval_secs: u64,
+    /// Network services this host runs next to its storage, on its own swarm
+    /// ([`crate::services::components`]).
+    pub services: Vec<crate::services::ServiceKind>,
+    /// The Status service's HTTP port (0 = any free port, reused on restart).
+    pub status_port: u16,
+    /// How often the Hub service probes every registered host, in milliseconds.
+    pub probe_interval_ms: u64,
+    /// Most hosts the Hub and Status services keep.
+    pub service_max_hosts: usize,
     /// libp2p connection limits (a TOML table, so it comes last).
     pub connections: crate::net::ConnLimits,
 }
@@ -158,6 +171,10 @@ impl Default for HostConfig {
             unclaimed_grace_secs: 3600,
             sweep_interval_secs: 60,
             connections: crate::net::ConnLimits::default(),
+            services: Vec::new(),
+            status_port: 0,
+            probe_interval_ms: 30_000,
+            service_max_hosts: 1_000_000,
         }
     }
 }
@@ -236,6 +253,18 @@ impl HostConfig {
         if !(1..=86_400).contains(&self.sweep_interval_secs) {
             return Err(ConfigError::Invalid(
                 "sweep_interval_secs must be 1..=86400".into(),
+            ));
+        }
+        crate::services::components::normalize(self.services.clone())
+            .map_err(|e| ConfigError::Invalid(format!("services: {e}")))?;
+        if !(100..=3_600_000).contains(&self.probe_interval_ms) {
+            return Err(ConfigError::Invalid(
+                "probe_interval_ms must be 100..=3600000".into(),
+            ));
+        }
+        if self.service_max_hosts == 0 || self.service_max_hosts > 10_000_000 {
+            return Err(ConfigError::Invalid(
+                "service_max_hosts must be 1..=10000000".into(),
             ));
         }
         if self.transports.is_empty() {

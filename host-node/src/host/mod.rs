@@ -1,7 +1,8 @@
 //! The host node's composition root: identity → store → network → shard service and its
-//! sweep of unclaimed blobs → Hub
-//! announcements (when a Hub is configured) → Status reports (when a Status URL is configured)
-//! → its own Prometheus `/metrics` (unless disabled).
+//! sweep of unclaimed blobs → the network services it runs on the same swarm (`services =
+//! ["hub", "status"]`, [`crate::services::components`]) → Hub announcements (when a Hub is
+//! configured) → Status reports (when a Status URL is configured) → its own Prometheus
+//! `/metrics` (unless disabled).
 //!
 //! [`Node::spawn`] starts everything in dependency order under one cancellation token and
 //! returns a [`NodeHandle`] with the peer id and listen addresses; `shutdown` cancels and waits.
@@ -12,8 +13,11 @@
 //! ```json
 //! { "peer_id": "12D3KooW...", "pid": 4242, "addrs": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3..."],
 //!   "ports": { "tcp": 4001, "quic": 4001, "ws": 4002, "webrtc": 4003 },
-//!   "metrics_http": "http://127.0.0.1:4005/metrics" }
+//!   "metrics_http": "http://127.0.0.1:4005/metrics",
+//!   "services": ["hub", "status"], "status_http": "http://127.0.0.1:4006" }
 //! ```
+//! (`services` and `status_http` only when the host runs services; its Hub listens on the
+//! host's own `addrs`.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,7 +50,9 @@ use self::reporter::NodeSource;
 use self::shard_server::{Limits, ServiceStats};
 use self::store::{BlobStore, FsStore, StoreError};
 use crate::net::{self, Listen, Net, NetError};
+use crate::services::hub::server::HubOptions;
 use crate::services::hub::HubAddr;
+use crate::services::{NodeParts, ServiceKind, Services, ServicesError, ServicesOptions};
 
 /// A node failed to start.
 #[derive(Debug, Error)]
@@ -64,6 +70,9 @@ pub enum NodeError {
     /// Networking.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// A network service did not start.
+    #[error(transparent)]
+    Services(#[from] ServicesError),
     /// The metrics endpoint could not listen.
     #[error("cannot serve /metrics: {0}; pick another --metrics-port or pass --no-metrics")]
     Metrics(String),
@@ -92,6 +101,12 @@ pub struct NodeInfo {
     /// This node's Prometheus endpoint (`http://IP:PORT/metrics`), if it serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_http: Option<String>,
+    /// The network services this host runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceKind>,
+    /// Base URL of its Status service's HTTP API, if it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_http: Option<String>,
 }
 
 /// A running node.
@@ -102,6 +117,7 @@ pub struct NodeHandle {
     stats: Arc<ServiceStats>,
     net: Net,
     metrics: Option<SocketAddr>,
+    services: Services,
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -130,8 +146,19 @@ impl Node {
         let previous_metrics = previous_info
             .as_ref()
             .and_then(|i| net::port_of_url(i.metrics_http.as_deref()?));
+        let previous_status = previous_info
+            .as_ref()
+            .and_then(|i| net::port_of_url(i.status_http.as_deref()?));
         let previous = previous_info.map(|i| i.ports).unwrap_or_default();
         let cancel = CancellationToken::new();
+        // A host that runs the Hub keeps a connection with every host it registers.
+        let connections = if config.services.contains(&ServiceKind::Hub) {
+            config
+                .connections
+                .at_least(net::ConnLimits::for_service(config.service_max_hosts))
+        } else {
+            config.connections
+        };
         let listen = config
             .transports
             .iter()
@@ -158,7 +185,7 @@ impl Node {
             cert.clone(),
             Some(inbound),
             listen.clone(),
-            config.connections,
+            connections,
             cancel.child_token(),
         )
         .await;
@@ -182,7 +209,7 @@ impl Node {
                     cert,
                     Some(inbound),
                     fresh,
-                    config.connections,
+                    connections,
                     cancel.child_token(),
                 )
                 .await?;
@@ -216,6 +243,24 @@ impl Node {
         ));
 
         let mut tasks = vec![sweeper, service, net_task];
+        let services = Services::start(
+            NodeParts {
+                net: &net,
+                data_dir: dir,
+                listen_ip: config.listen_ip,
+                previous_status_port: previous_status,
+                cancel: &cancel,
+            },
+            &services_options(&config),
+        )
+        .await;
+        let services = match services {
+            Ok(s) => s,
+            Err(e) => {
+                cancel.cancel();
+                return Err(e.into());
+            }
+        };
         if let Some(hub) = &config.hub {
             let hub = HubAddr::parse(hub).map_err(ConfigError::Invalid)?;
             let key = keypair
@@ -296,6 +341,7 @@ impl Node {
             stats,
             net,
             metrics,
+            services,
             cancel,
             tasks,
         };
@@ -339,6 +385,11 @@ impl NodeHandle {
         self.metrics
     }
 
+    /// The network services this host runs (on its own swarm).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
     /// The node's network handle.
     pub fn net(&self) -> &Net {
         &self.net
@@ -356,15 +407,36 @@ impl NodeHandle {
                 .filter_map(|(t, a)| net::port_of(a).map(|p| (*t, p)))
                 .collect(),
             metrics_http: self.metrics.map(|a| format!("http://{a}/metrics")),
+            services: self.services.kinds(),
+            status_http: self.services.status_url(),
         }
     }
 
     /// Stops every task, in reverse order of start, and waits for them.
     pub async fn shutdown(self) {
         self.cancel.cancel();
+        self.services.shutdown().await;
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// The settings of the services `config` names: the Hub asks hosts to announce as often as
+/// this host does and probes every `probe_interval_ms`; Status expects reports as often as this
+/// host sends them.
+fn services_options(config: &HostConfig) -> ServicesOptions {
+    let report = Duration::from_secs(config.report_interval_secs);
+    ServicesOptions {
+        kinds: config.services.clone(),
+        hub: HubOptions {
+            probe_interval: Duration::from_millis(config.probe_interval_ms),
+            announce_interval: Duration::from_secs(config.announce_interval_secs),
+            max_hosts: config.service_max_hosts,
+            ..HubOptions::default()
+        },
+        status: crate::services::status_options(report, config.service_max_hosts),
+        status_port: config.status_port,
     }
 }
 

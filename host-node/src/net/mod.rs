@@ -130,6 +130,26 @@ impl ConnLimits {
         }
     }
 
+    /// Each limit the larger of `self`'s and `other`'s (a host that also runs the Hub needs
+    /// at least the service node's limits).
+    pub fn at_least(self, other: Self) -> Self {
+        Self {
+            max_established: self.max_established.max(other.max_established),
+            max_established_incoming: self
+                .max_established_incoming
+                .max(other.max_established_incoming),
+            max_established_outgoing: self
+                .max_established_outgoing
+                .max(other.max_established_outgoing),
+            max_established_per_peer: self
+                .max_established_per_peer
+                .max(other.max_established_per_peer),
+            max_pending_incoming: self.max_pending_incoming.max(other.max_pending_incoming),
+            max_pending_outgoing: self.max_pending_outgoing.max(other.max_pending_outgoing),
+            max_incoming_per_ip: self.max_incoming_per_ip.max(other.max_incoming_per_ip),
+        }
+    }
+
     /// Checks that every limit is at least 1.
     pub fn validate(&self) -> Result<(), String> {
         let all = [
@@ -601,10 +621,9 @@ pub fn port_of_url(url: &str) -> Option<u16> {
 }
 
 /// Whether a native node dials this address (TCP or QUIC), rather than it being there for
-/// browsers (WebSocket, WebRTC-direct).
+/// browsers (WebSocket, WebRTC-direct): [`btfs_core::transport::is_native`].
 pub fn is_native(a: &Multiaddr) -> bool {
-    !a.iter()
-        .any(|p| matches!(p, Protocol::Ws(_) | Protocol::WebRTCDirect))
+    btfs_core::transport::is_native(&a.to_string())
 }
 
 /// The TCP/UDP port of an address, if any.

@@ -1,14 +1,15 @@
-//! The network services ([`hub`], [`status`]) and the service node that runs them: `btfs
-//! service` is the Hub on libp2p and the Status server on HTTP, in one process with one
-//! identity and no storage.
+//! The network services ([`hub`], [`status`]), the [`components`] any node composes them from,
+//! and the service node: `btfs service` is simply a node that runs the Hub (on libp2p) and the
+//! Status server (on HTTP) with one identity and no storage. A host runs the same components
+//! next to its storage with `btfs host --services hub,status` ([`crate::host`]).
 //!
 //! Goals: one command an operator (or `btfs devnet`) runs to give a network its Hub and Status;
 //! a restart keeps the peer id, the ports and every record (`hub.redb`, `status.redb`), so hosts
 //! and tenants that know the old addresses keep working.
 //!
-//! Start order: identity → libp2p swarm → Hub (loads `hub.redb`) → Status (loads
-//! `status.redb`, admitting only hosts the Hub registry holds a valid signed ad for:
-//! [`crate::services::status::admission`]).
+//! Start order: identity → libp2p swarm → [`components::Services`]: Hub (loads `hub.redb`) →
+//! Status (loads `status.redb`, admitting only hosts the Hub registry holds a valid signed ad
+//! for: [`crate::services::status::admission`]).
 //!
 //! Uptime in scores comes from the Hub's own probes, not from Status: a `StatusReport`'s uptime
 //! is what the host says about itself, while a probe is what a tenant would see. Status keeps
@@ -25,11 +26,14 @@
 //!   "status_http": "http://127.0.0.1:4004" }
 //! ```
 
+pub mod components;
 pub mod hub;
 pub mod status;
 
+pub use components::{NodeParts, ServiceKind, Services, ServicesError, ServicesOptions};
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,7 +47,7 @@ use crate::host::config::Transport;
 use crate::host::identity;
 use crate::net::{self, ConnLimits, Listen, Net};
 use crate::services::hub::server::{HubHandle, HubOptions};
-use crate::services::status::{Admission, StatusHandle, StatusOptions};
+use crate::services::status::{StatusHandle, StatusOptions};
 
 /// Service node settings.
 #[derive(Debug, Clone)]
@@ -121,8 +125,7 @@ pub fn transport_of(a: &Multiaddr) -> Option<Transport> {
 pub struct ServiceNodeHandle {
     peer_id: PeerId,
     info: ServiceNodeInfo,
-    hub: HubHandle,
-    status: StatusHandle,
+    services: Services,
     cancel: CancellationToken,
     net_task: tokio::task::JoinHandle<()>,
 }
@@ -140,19 +143,27 @@ impl ServiceNodeHandle {
 
     /// The Hub.
     pub fn hub(&self) -> &HubHandle {
-        &self.hub
+        self.services
+            .hub()
+            .unwrap_or_else(|| unreachable!("the service node always runs the Hub"))
     }
 
     /// The Status server.
     pub fn status(&self) -> &StatusHandle {
-        &self.status
+        self.services
+            .status()
+            .unwrap_or_else(|| unreachable!("the service node always runs Status"))
+    }
+
+    /// The services it runs.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// Stops everything and waits.
     pub async fn shutdown(self) {
         self.cancel.cancel();
-        self.hub.join().await;
-        self.status.shutdown().await;
+        self.services.shutdown().await;
         let _ = self.net_task.await;
     }
 }
@@ -216,28 +227,23 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
         Err(e) => return Err(e.into()),
     };
     let peer_id = net.peer_id();
-    let hub = crate::services::hub::server::start(
-        net.clone(),
-        dir,
-        opts.hub.clone(),
-        cancel.child_token(),
+    let services = Services::start(
+        NodeParts {
+            net: &net,
+            data_dir: dir,
+            listen_ip: opts.listen_ip,
+            previous_status_port: previous_status,
+            cancel: &cancel,
+        },
+        &ServicesOptions {
+            kinds: ServiceKind::ALL.to_vec(),
+            hub: opts.hub.clone(),
+            status: opts.status.clone(),
+            status_port: opts.status_port,
+        },
     )
     .await?;
-    // Status admits only hosts the Hub holds a valid signed ad for, so it starts after the Hub
-    // loaded its registry.
-    let status_opts = StatusOptions {
-        admission: Admission::Hub(hub.known_hosts()),
-        ..opts.status.clone()
-    };
-    let status = net::bind_remembered(opts.status_port, previous_status, "Status", |port| {
-        crate::services::status::start(
-            dir,
-            SocketAddr::new(opts.listen_ip, port),
-            status_opts.clone(),
-            cancel.child_token(),
-        )
-    })
-    .await?;
+    let status_http = services.status_url().unwrap_or_default();
 
     let ports = addrs
         .iter()
@@ -251,15 +257,14 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
             .map(|(_, a)| a.clone().with(Protocol::P2p(peer_id)).to_string())
             .collect(),
         ports,
-        status_http: status.url(),
+        status_http,
     };
     write_info(dir, &info)?;
     tracing::info!(%peer_id, addrs = ?info.addrs, status = %info.status_http, "service node started");
     Ok(ServiceNodeHandle {
         peer_id,
         info,
-        hub,
-        status,
+        services,
         cancel,
         net_task,
     })

@@ -20,7 +20,6 @@ pub mod upload;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -232,34 +231,14 @@ impl Tenant {
     }
 }
 
-/// TCP addresses if the host has any (fastest natively), else QUIC, else all.
+/// The addresses a native tenant dials: [`btfs_core::transport::native_preferred`] (plain TCP
+/// if the host has any, else QUIC, else all).
 fn preferred_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
-    let is = |a: &Multiaddr, want: fn(&Protocol) -> bool, not: fn(&Protocol) -> bool| {
-        a.iter().any(|p| want(&p)) && !a.iter().any(|p| not(&p))
-    };
-    let tcp: Vec<_> = addrs
-        .iter()
-        .filter(|a| {
-            is(
-                a,
-                |p| matches!(p, Protocol::Tcp(_)),
-                |p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)),
-            )
-        })
-        .cloned()
-        .collect();
-    if !tcp.is_empty() {
-        return tcp;
-    }
-    let quic: Vec<_> = addrs
-        .iter()
-        .filter(|a| is(a, |p| matches!(p, Protocol::QuicV1), |_| false))
-        .cloned()
-        .collect();
-    if !quic.is_empty() {
-        return quic;
-    }
-    addrs.to_vec()
+    let texts: Vec<String> = addrs.iter().map(Multiaddr::to_string).collect();
+    btfs_core::transport::native_preferred(&texts)
+        .into_iter()
+        .map(|i| addrs[i].clone())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,30 +1,17 @@
-//! `network.json`: everything a tenant needs to reach a network.
+//! `network.json` on disk, for native tenants: reading it (`--network`), writing it
+//! (`btfs devnet`, atomically), and turning its entries into libp2p [`PeerId`]s and
+//! [`Multiaddr`]s this node dials.
 //!
-//! Written by `btfs devnet`; read by the CLI (`--network`) and, later, by the browser client.
-//! When `services.hub` is present, uploads ask the Hub which hosts to use (`Recommend`) and
-//! downloads also look hosts up there; otherwise tenants use `hosts` directly. The Hub's `addrs`
-//! include WebSocket and WebRTC-direct addresses so browsers can reach it too.
-//! `services.status.http` is the base URL of the Status server's HTTP API (`btfs status`).
-//!
-//! ```json
-//! {
-//!   "bootstrap": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW..."],
-//!   "hosts": [
-//!     { "peer_id": "12D3KooW...", "pid": 4242, "data_dir": "/tmp/devnet/hosts/host-00",
-//!       "addrs": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW...", "..."] }
-//!   ],
-//!   "services": {
-//!     "hub": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW...", "..."] },
-//!     "status": { "http": "http://127.0.0.1:40104" }
-//!   }
-//! }
-//! ```
+//! The format itself — the serde types, the parse, what each entry must hold — is
+//! [`btfs_core::network_file`], shared with the browser; which addresses a native node keeps is
+//! [`btfs_core::transport`]. This module adds the file's path to every error.
 
 use std::path::{Path, PathBuf};
 
+use btfs_core::network_file::FormatError;
+pub use btfs_core::network_file::{HostEntry, NetworkFile};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::services::hub::HubAddr;
@@ -61,6 +48,15 @@ pub enum NetworkFileError {
         /// What is wrong.
         why: String,
     },
+    /// Any other problem the format reports.
+    #[error("network file {path} is invalid")]
+    Format {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: FormatError,
+    },
     /// A peer id or address does not parse.
     #[error("network file {path}: host entry {index} is invalid: {why}")]
     Entry {
@@ -73,31 +69,19 @@ pub enum NetworkFileError {
     },
 }
 
-/// One host in the network file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HostEntry {
-    /// libp2p peer id.
-    pub peer_id: String,
-    /// OS process id (devnet only; 0 if unknown).
-    #[serde(default)]
-    pub pid: u32,
-    /// Dialable multiaddrs.
-    pub addrs: Vec<String>,
-    /// Data directory (devnet only).
-    #[serde(default)]
-    pub data_dir: PathBuf,
-}
-
-/// The network file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct NetworkFile {
-    /// Addresses to join the network through.
-    pub bootstrap: Vec<String>,
-    /// Known hosts.
-    pub hosts: Vec<HostEntry>,
-    /// Service endpoints (Hub, Guard, Escrow, Status) as they appear.
-    #[serde(default)]
-    pub services: serde_json::Map<String, serde_json::Value>,
+impl NetworkFileError {
+    /// The core format error `e`, for the file at `path`.
+    pub fn at(path: &Path, e: FormatError) -> Self {
+        let path = path.into();
+        match e {
+            FormatError::Json(source) => Self::Parse { path, source },
+            FormatError::Service { service, why } => Self::Service { path, service, why },
+            FormatError::Entry { index, why } => Self::Entry { path, index, why },
+            // A browser's list of multiaddrs (a file is always the object form), or a problem
+            // the format learns to name later.
+            source => Self::Format { path, source },
+        }
+    }
 }
 
 /// A host a tenant can dial.
@@ -109,115 +93,148 @@ pub struct KnownHost {
     pub addrs: Vec<Multiaddr>,
 }
 
-impl NetworkFile {
-    /// Reads and parses a network file.
-    pub fn load(path: &Path) -> Result<Self, NetworkFileError> {
-        let bytes = std::fs::read(path).map_err(|source| NetworkFileError::Read {
-            path: path.into(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| NetworkFileError::Parse {
-            path: path.into(),
-            source,
-        })
-    }
+/// Reads and parses a network file.
+pub fn load(path: &Path) -> Result<NetworkFile, NetworkFileError> {
+    let bytes = std::fs::read(path).map_err(|source| NetworkFileError::Read {
+        path: path.into(),
+        source,
+    })?;
+    NetworkFile::parse(&bytes).map_err(|e| NetworkFileError::at(path, e))
+}
 
-    /// Writes atomically (temp file + rename).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, path)
-    }
+/// Writes `file` atomically (temp file + rename).
+pub fn save(file: &NetworkFile, path: &Path) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(tmp, path)
+}
 
-    /// The Hub (`services.hub`: `{"peer_id": "...", "addrs": ["/ip4/.../p2p/..."]}`), if the
-    /// network has one. Native tenants dial its TCP/QUIC addresses.
-    pub fn hub(&self, path: &Path) -> Result<Option<HubAddr>, NetworkFileError> {
-        let Some(hub) = self.services.get("hub") else {
-            return Ok(None);
-        };
-        let entry = |why: String| NetworkFileError::Service {
-            path: path.into(),
-            service: "hub",
-            why,
-        };
-        let peer: PeerId = hub
-            .get("peer_id")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| entry("missing peer_id".into()))?
+/// The Hub (`services.hub`) with the addresses native tenants dial (TCP/QUIC, without the
+/// `/p2p/` suffix), if the network has one; `path` names the file in errors.
+pub fn hub(file: &NetworkFile, path: &Path) -> Result<Option<HubAddr>, NetworkFileError> {
+    let Some(hub) = file.hub().map_err(|e| NetworkFileError::at(path, e))? else {
+        return Ok(None);
+    };
+    let entry = |why: String| NetworkFileError::Service {
+        path: path.into(),
+        service: "hub",
+        why,
+    };
+    let mut addrs = Vec::new();
+    for text in &hub.addrs {
+        let mut m: Multiaddr = text
             .parse()
-            .map_err(|e| entry(format!("peer_id: {e}")))?;
-        let mut addrs = Vec::new();
-        for a in hub
-            .get("addrs")
-            .and_then(|v| v.as_array())
-            .ok_or_else(|| entry("missing addrs".into()))?
-        {
-            let text = a
-                .as_str()
-                .ok_or_else(|| entry("addrs must be strings".into()))?;
-            let mut m: Multiaddr = text
-                .parse()
-                .map_err(|e| entry(format!("address {text:?}: {e}")))?;
-            if matches!(m.iter().last(), Some(Protocol::P2p(_))) {
-                m.pop();
-            }
-            if crate::net::is_native(&m) {
-                addrs.push(m);
-            }
+            .map_err(|e| entry(format!("address {text:?}: {e}")))?;
+        if matches!(m.iter().last(), Some(Protocol::P2p(_))) {
+            m.pop();
         }
-        if addrs.is_empty() {
-            return Err(entry("no TCP or QUIC address".into()));
+        if crate::net::is_native(&m) {
+            addrs.push(m);
         }
-        Ok(Some(HubAddr { peer, addrs }))
+    }
+    if addrs.is_empty() {
+        return Err(entry("no TCP or QUIC address".into()));
+    }
+    Ok(Some(HubAddr {
+        peer: hub.peer,
+        addrs,
+    }))
+}
+
+/// The Status server's base URL (`services.status.http`), if the network has one.
+pub fn status_http(file: &NetworkFile, path: &Path) -> Result<Option<String>, NetworkFileError> {
+    file.status_http()
+        .map(|u| u.map(str::to_string))
+        .map_err(|e| NetworkFileError::at(path, e))
+}
+
+/// The file's hosts with parsed peer ids and addresses; fails on the first malformed entry,
+/// naming it.
+pub fn known_hosts(file: &NetworkFile, path: &Path) -> Result<Vec<KnownHost>, NetworkFileError> {
+    file.hosts
+        .iter()
+        .enumerate()
+        .map(|(index, h)| {
+            let peer = h.peer(index).map_err(|e| NetworkFileError::at(path, e))?;
+            let addrs = h
+                .addrs
+                .iter()
+                .map(|a| {
+                    a.parse().map_err(|e| NetworkFileError::Entry {
+                        path: path.into(),
+                        index,
+                        why: format!("address {a:?}: {e}"),
+                    })
+                })
+                .collect::<Result<Vec<Multiaddr>, _>>()?;
+            Ok(KnownHost { peer, addrs })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "12D3KooWHEhPvLr1GWp28i4W6xrHQo6ZMSkKNx2yxoo2TDVX6Tzb";
+
+    #[test]
+    fn errors_name_the_file_and_the_entry() {
+        let path = Path::new("/n/network.json");
+        let file = |json: String| NetworkFile::parse(json.as_bytes()).unwrap();
+        let e = known_hosts(
+            &file(format!(
+                r#"{{"hosts":[{{"peer_id":"{P}","addrs":["nope"]}}]}}"#
+            )),
+            path,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "network file /n/network.json: host entry 0 is invalid: address \"nope\": "
+            ),
+            "{e}"
+        );
+        let e = hub(
+            &file(format!(
+                r#"{{"hosts":[],"services":{{"hub":{{"peer_id":"{P}","addrs":["/ip4/1.2.3.4/tcp/1/ws/p2p/{P}"]}}}}}}"#
+            )),
+            path,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "network file /n/network.json: services.hub is invalid: no TCP or QUIC address"
+        );
+        let e = load(Path::new("/nonexistent/network.json")).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("cannot read network file /nonexistent/network.json"));
+        let e = NetworkFileError::at(path, NetworkFile::parse(b"42").unwrap_err());
+        assert_eq!(e.to_string(), "network file /n/network.json is invalid");
+        assert!(matches!(e, NetworkFileError::Parse { .. }));
     }
 
-    /// The Status server's base URL (`services.status.http`), if the network has one.
-    pub fn status_http(&self, path: &Path) -> Result<Option<String>, NetworkFileError> {
-        let Some(status) = self.services.get("status") else {
-            return Ok(None);
-        };
-        let url = status.get("http").and_then(|v| v.as_str()).ok_or_else(|| {
-            NetworkFileError::Service {
-                path: path.into(),
-                service: "status",
-                why: "missing http (the Status server's base URL)".into(),
-            }
-        })?;
-        if !url.starts_with("http://") {
-            return Err(NetworkFileError::Service {
-                path: path.into(),
-                service: "status",
-                why: format!("http {url:?} is not an http:// URL"),
-            });
-        }
-        Ok(Some(url.to_string()))
-    }
-
-    /// Parsed hosts; fails on the first malformed entry, naming it.
-    pub fn known_hosts(&self, path: &Path) -> Result<Vec<KnownHost>, NetworkFileError> {
-        self.hosts
-            .iter()
-            .enumerate()
-            .map(|(index, h)| {
-                let entry = |why: String| NetworkFileError::Entry {
-                    path: path.into(),
-                    index,
-                    why,
-                };
-                let peer: PeerId = h
-                    .peer_id
-                    .parse()
-                    .map_err(|e| entry(format!("peer_id {:?}: {e}", h.peer_id)))?;
-                let addrs = h
-                    .addrs
-                    .iter()
-                    .map(|a| a.parse().map_err(|e| entry(format!("address {a:?}: {e}"))))
-                    .collect::<Result<Vec<Multiaddr>, _>>()?;
-                Ok(KnownHost { peer, addrs })
-            })
-            .collect()
+    #[test]
+    fn hub_keeps_native_addresses_without_the_peer_suffix() {
+        let f = NetworkFile::parse(
+            format!(
+                r#"{{"hosts":[],"services":{{"hub":{{"peer_id":"{P}","addrs":[
+              "/ip4/1.2.3.4/tcp/1/p2p/{P}","/ip4/1.2.3.4/tcp/2/ws/p2p/{P}",
+              "/ip4/1.2.3.4/udp/3/quic-v1/p2p/{P}"]}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let hub = hub(&f, Path::new("n.json")).unwrap().unwrap();
+        assert_eq!(hub.peer.to_base58(), P);
+        let addrs: Vec<String> = hub.addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            addrs,
+            vec!["/ip4/1.2.3.4/tcp/1", "/ip4/1.2.3.4/udp/3/quic-v1"]
+        );
     }
 }

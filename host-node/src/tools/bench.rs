@@ -21,7 +21,7 @@ use btfs_core::Root;
 use rand::RngCore;
 
 use crate::host::store::{BlobStore, FsStore};
-use crate::tenant::network_file::NetworkFile;
+use crate::tenant::network_file::{self, NetworkFile};
 use crate::tenant::Tenant;
 use crate::tools::devnet::{self, DevnetOptions};
 
@@ -283,7 +283,7 @@ fn disk_capacity(dir: &Path) -> Result<f64> {
 
 /// Sequential 4 MiB GETs from one host over one connection.
 async fn single_stream(network: &NetworkFile, path: &Path) -> Result<f64> {
-    let hosts = network.known_hosts(path)?;
+    let hosts = network_file::known_hosts(network, path)?;
     let tenant = Tenant::start(hosts).await?;
     let peer = tenant.connect(0).await?;
     let mut blob = vec![0u8; btfs_core::protocol::MAX_BLOB_LEN as usize];

@@ -32,7 +32,7 @@ use crate::host::config::{HostConfig, Transport};
 use crate::host::NodeInfo;
 use crate::services::hub::HubAddr;
 use crate::services::ServiceNodeInfo;
-use crate::tenant::network_file::{HostEntry, NetworkFile};
+use crate::tenant::network_file::{self, HostEntry, NetworkFile};
 use crate::tenant::Tenant;
 
 /// Devnet settings.
@@ -153,10 +153,9 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
         services,
     };
     let path = opts.dir.join("network.json");
-    let hub = network.hub(&path)?.context("network file without a Hub")?;
+    let hub = network_file::hub(&network, &path)?.context("network file without a Hub")?;
     wait_until_listed(&hub, &network, opts.probe_interval, &mut service).await?;
-    network
-        .save(&path)
+    network_file::save(&network, &path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let mut all = vec![service];
     all.extend(children.into_iter().map(|(_, c)| c));

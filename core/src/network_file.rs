@@ -1,0 +1,337 @@
+//! `network.json`: everything a tenant needs to reach a network — the one definition of the
+//! format, read by the CLI (`--network`) and the browser (`BtfsClient.connect({ network })`),
+//! written by `btfs devnet`.
+//!
+//! Goals: one set of serde types, one parse with errors that say which entry is wrong and how,
+//! the same accepted inputs in both shells. When `services.hub` is present, uploads ask the Hub
+//! which hosts to use (`Recommend`) and downloads also look hosts up there; otherwise tenants
+//! use `hosts` directly. The Hub's `addrs` include WebSocket and WebRTC-direct addresses so
+//! browsers can reach it too. `services.status.http` is the base URL of the Status server's
+//! HTTP API (`btfs status`).
+//! Non-goals: reading or writing the file (the native shell does, with the path in its
+//! errors), parsing multiaddrs (each shell does with its libp2p; [`crate::transport`] says
+//! which addresses each shell keeps).
+//!
+//! ```json
+//! {
+//!   "bootstrap": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW..."],
+//!   "hosts": [
+//!     { "peer_id": "12D3KooW...", "pid": 4242, "data_dir": "/tmp/devnet/hosts/host-00",
+//!       "addrs": ["/ip4/127.0.0.1/tcp/40001/p2p/12D3KooW...", "..."] }
+//!   ],
+//!   "services": {
+//!     "hub": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW...", "..."] },
+//!     "status": { "http": "http://127.0.0.1:40104" }
+//!   }
+//! }
+//! ```
+//! `hosts` is required; `bootstrap`, `services`, and a host's `pid` and `data_dir` may be left
+//! out; unknown fields are ignored. Instead of the object, a browser may pass a JSON array of
+//! multiaddrs each ending in `/p2p/<peer id>` ([`NetworkFile::parse_or_addrs`]): one host per
+//! peer id, with its addresses in order.
+
+use std::path::PathBuf;
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// What is wrong with a network file's contents (the shell adds where it came from).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Not JSON of the network file's shape.
+    #[error("not a network file: {0}")]
+    Json(#[source] serde_json::Error),
+    /// An address in a list of multiaddrs does not name its host.
+    #[error("{addr} has no /p2p/<peer id>")]
+    NoPeerId {
+        /// The address.
+        addr: String,
+    },
+    /// A `services` entry is malformed.
+    #[error("services.{service} is invalid: {why}")]
+    Service {
+        /// Service name (`hub`, `status`).
+        service: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A `hosts` entry is malformed.
+    #[error("host entry {index} is invalid: {why}")]
+    Entry {
+        /// Index in `hosts`.
+        index: usize,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// One host in the network file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostEntry {
+    /// libp2p peer id (base58).
+    pub peer_id: String,
+    /// OS process id (devnet only; 0 if unknown).
+    #[serde(default)]
+    pub pid: u32,
+    /// Multiaddrs, usually ending in `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+    /// Data directory (devnet only).
+    #[serde(default)]
+    pub data_dir: PathBuf,
+}
+
+impl HostEntry {
+    /// The entry's peer id; `index` (its place in `hosts`) names it in the error.
+    pub fn peer(&self, index: usize) -> Result<PeerId, FormatError> {
+        self.peer_id.parse().map_err(|e| FormatError::Entry {
+            index,
+            why: format!("peer_id {:?}: {e}", self.peer_id),
+        })
+    }
+}
+
+/// The network file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NetworkFile {
+    /// Addresses to join the network through.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Known hosts.
+    pub hosts: Vec<HostEntry>,
+    /// Service endpoints (Hub, Guard, Escrow, Status) as they appear; read through
+    /// [`NetworkFile::hub`] and [`NetworkFile::status_http`].
+    #[serde(default)]
+    pub services: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A service reachable over libp2p (`services.hub`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHost {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its multiaddrs as written (every transport; each shell keeps the ones it dials).
+    pub addrs: Vec<String>,
+}
+
+impl NetworkFile {
+    /// Parses the JSON object.
+    pub fn parse(json: &[u8]) -> Result<Self, FormatError> {
+        serde_json::from_slice(json).map_err(FormatError::Json)
+    }
+
+    /// Parses either the JSON object or a JSON array of multiaddrs ending in
+    /// `/p2p/<peer id>` (what a browser may pass instead; see [`NetworkFile::from_addrs`]).
+    pub fn parse_or_addrs(json: &str) -> Result<Self, FormatError> {
+        if json.trim_start().starts_with('[') {
+            let addrs: Vec<String> = serde_json::from_str(json).map_err(FormatError::Json)?;
+            Self::from_addrs(addrs)
+        } else {
+            Self::parse(json.as_bytes())
+        }
+    }
+
+    /// A network of the hosts these multiaddrs name: one host per `/p2p/<peer id>`, in order of
+    /// first appearance, with its addresses in order.
+    pub fn from_addrs(addrs: Vec<String>) -> Result<Self, FormatError> {
+        let mut hosts: Vec<HostEntry> = Vec::new();
+        for addr in addrs {
+            let Some((_, peer)) = addr.rsplit_once("/p2p/") else {
+                return Err(FormatError::NoPeerId { addr });
+            };
+            let peer = peer.to_string();
+            match hosts.iter_mut().find(|h| h.peer_id == peer) {
+                Some(h) => h.addrs.push(addr),
+                None => hosts.push(HostEntry {
+                    peer_id: peer,
+                    pid: 0,
+                    addrs: vec![addr],
+                    data_dir: PathBuf::new(),
+                }),
+            }
+        }
+        Ok(Self {
+            hosts,
+            ..Self::default()
+        })
+    }
+
+    /// The Hub (`services.hub`: `{"peer_id": "...", "addrs": ["/ip4/.../p2p/..."]}`), if the
+    /// network has one.
+    pub fn hub(&self) -> Result<Option<ServiceHost>, FormatError> {
+        let Some(hub) = self.services.get("hub") else {
+            return Ok(None);
+        };
+        let entry = |why: String| FormatError::Service {
+            service: "hub",
+            why,
+        };
+        let peer: PeerId = hub
+            .get("peer_id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| entry("missing peer_id".into()))?
+            .parse()
+            .map_err(|e| entry(format!("peer_id: {e}")))?;
+        let addrs = hub
+            .get("addrs")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| entry("missing addrs".into()))?
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| entry("addrs must be strings".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(ServiceHost { peer, addrs }))
+    }
+
+    /// The Status server's base URL (`services.status.http`), if the network has one.
+    pub fn status_http(&self) -> Result<Option<&str>, FormatError> {
+        let Some(status) = self.services.get("status") else {
+            return Ok(None);
+        };
+        let entry = |why: String| FormatError::Service {
+            service: "status",
+            why,
+        };
+        let url = status
+            .get("http")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| entry("missing http (the Status server's base URL)".into()))?;
+        if !url.starts_with("http://") {
+            return Err(entry(format!("http {url:?} is not an http:// URL")));
+        }
+        Ok(Some(url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const P: &str = "12D3KooWHEhPvLr1GWp28i4W6xrHQo6ZMSkKNx2yxoo2TDVX6Tzb";
+
+    /// What `btfs devnet` writes (golden: field names and nesting are the format).
+    fn devnet_file() -> String {
+        format!(
+            r#"{{
+  "bootstrap": ["/ip4/127.0.0.1/tcp/1/p2p/{P}"],
+  "hosts": [
+    {{ "peer_id": "{P}", "pid": 7, "data_dir": "/tmp/d/hosts/host-00",
+      "addrs": ["/ip4/127.0.0.1/tcp/1/p2p/{P}", "/ip4/127.0.0.1/tcp/3/ws/p2p/{P}"] }}
+  ],
+  "services": {{
+    "hub": {{ "peer_id": "{P}", "addrs": ["/ip4/127.0.0.1/tcp/9/p2p/{P}"] }},
+    "status": {{ "http": "http://127.0.0.1:8" }}
+  }}
+}}"#
+        )
+    }
+
+    fn err(json: &str) -> String {
+        let f = NetworkFile::parse(json.as_bytes()).unwrap();
+        match (f.hub(), f.status_http()) {
+            (Err(e), _) | (_, Err(e)) => e.to_string(),
+            _ => f.hosts[0].peer(0).unwrap_err().to_string(),
+        }
+    }
+
+    #[test]
+    fn reads_what_the_devnet_writes() {
+        let f = NetworkFile::parse(devnet_file().as_bytes()).unwrap();
+        assert_eq!(f.bootstrap, vec![format!("/ip4/127.0.0.1/tcp/1/p2p/{P}")]);
+        assert_eq!(f.hosts.len(), 1);
+        let h = &f.hosts[0];
+        assert_eq!((h.pid, h.addrs.len()), (7, 2));
+        assert_eq!(h.data_dir, PathBuf::from("/tmp/d/hosts/host-00"));
+        assert_eq!(h.peer(0).unwrap().to_base58(), P);
+        let hub = f.hub().unwrap().unwrap();
+        assert_eq!(hub.peer.to_base58(), P);
+        assert_eq!(hub.addrs, vec![format!("/ip4/127.0.0.1/tcp/9/p2p/{P}")]);
+        assert_eq!(f.status_http().unwrap(), Some("http://127.0.0.1:8"));
+        // Written back (as the devnet does) it reads the same.
+        let back = NetworkFile::parse(&serde_json::to_vec(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn optional_parts_may_be_left_out() {
+        let f = NetworkFile::parse(
+            format!(r#"{{"hosts":[{{"peer_id":"{P}","addrs":[],"extra":1}}]}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert!(f.bootstrap.is_empty() && f.services.is_empty());
+        assert_eq!(
+            (f.hosts[0].pid, f.hosts[0].data_dir.as_os_str().len()),
+            (0, 0)
+        );
+        assert_eq!(f.hub().unwrap(), None);
+        assert_eq!(f.status_http().unwrap(), None);
+    }
+
+    #[test]
+    fn explains_what_is_wrong() {
+        for bad in [
+            "42",
+            "{}",
+            r#"{"hosts":[{"addrs":[]}]}"#,
+            r#"{"hosts":[],"services":5}"#,
+        ] {
+            let e = NetworkFile::parse(bad.as_bytes()).unwrap_err();
+            assert!(matches!(e, FormatError::Json(_)), "{bad}: {e}");
+            assert!(e.to_string().starts_with("not a network file: "), "{e}");
+        }
+        let hub = |v: &str| format!(r#"{{"hosts":[],"services":{{"hub":{v}}}}}"#);
+        assert_eq!(err(&hub("{}")), "services.hub is invalid: missing peer_id");
+        assert!(err(&hub(r#"{"peer_id":"nope","addrs":[]}"#))
+            .starts_with("services.hub is invalid: peer_id: "));
+        assert_eq!(
+            err(&hub(&format!(r#"{{"peer_id":"{P}"}}"#))),
+            "services.hub is invalid: missing addrs"
+        );
+        assert_eq!(
+            err(&hub(&format!(r#"{{"peer_id":"{P}","addrs":[1]}}"#))),
+            "services.hub is invalid: addrs must be strings"
+        );
+        let status = |v: &str| format!(r#"{{"hosts":[],"services":{{"status":{v}}}}}"#);
+        assert_eq!(
+            err(&status("{}")),
+            "services.status is invalid: missing http (the Status server's base URL)"
+        );
+        assert_eq!(
+            err(&status(r#"{"http":"https://x"}"#)),
+            "services.status is invalid: http \"https://x\" is not an http:// URL"
+        );
+        assert!(err(r#"{"hosts":[{"peer_id":"zz","addrs":[]}]}"#)
+            .starts_with("host entry 0 is invalid: peer_id \"zz\": "));
+    }
+
+    #[test]
+    fn a_list_of_multiaddrs_groups_by_peer() {
+        const Q: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let list = format!(
+            r#" ["/ip4/1.1.1.1/tcp/3/ws/p2p/{P}", "/ip4/2.2.2.2/tcp/1/p2p/{Q}",
+                 "/ip4/1.1.1.1/udp/2/webrtc-direct/certhash/uEiAx/p2p/{P}"]"#
+        );
+        let f = NetworkFile::parse_or_addrs(&list).unwrap();
+        let peers: Vec<&str> = f.hosts.iter().map(|h| h.peer_id.as_str()).collect();
+        assert_eq!(peers, vec![P, Q]);
+        assert_eq!(f.hosts[0].addrs.len(), 2);
+        assert!(f.hosts[0].addrs[1].contains("webrtc-direct"));
+        let e = NetworkFile::parse_or_addrs(r#"["/ip4/1.1.1.1/tcp/3"]"#).unwrap_err();
+        assert_eq!(e.to_string(), "/ip4/1.1.1.1/tcp/3 has no /p2p/<peer id>");
+        assert!(matches!(
+            NetworkFile::parse_or_addrs("[1]"),
+            Err(FormatError::Json(_))
+        ));
+        // The object form goes through the same parse.
+        assert_eq!(
+            NetworkFile::parse_or_addrs(&devnet_file()).unwrap(),
+            NetworkFile::parse(devnet_file().as_bytes()).unwrap()
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! Services as components any node composes: a host runs them next to its storage
+//! (`btfs host --services hub,status`), and the service node (`btfs service`) is simply a node
+//! that runs them with no storage.
+//!
+//! Goals: one place that knows which services exist ([`ServiceKind::ALL`]), what each needs
+//! and in which order they start; every service registers its own handlers on the node it is
+//! given ([`NodeParts`]: the node's one libp2p swarm, its data directory, listen address and
+//! cancellation token) — the Hub takes the node's Hub-protocol requests
+//! ([`crate::net::Net::serve_hub`]), Status serves its HTTP API on its own port.
+//! Non-goals: running two of one service on a node, services on different nodes agreeing.
+//!
+//! Adding a service (Guard, Escrow): add a [`ServiceKind`] variant (its name is what
+//! `--services` accepts), its options to [`ServicesOptions`], a handle field to [`Services`],
+//! and one arm in [`Services::start`] that starts it on [`NodeParts`] after the services it
+//! depends on (which it finds in the [`Services`] started so far); [`Services::shutdown`] stops
+//! it before them.
+//!
+//! Dependencies today: Status admits only hosts the Hub registry holds a valid signed ad for
+//! ([`crate::services::status::admission`]), so `status` needs `hub` on the same node.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::{self, Net};
+use crate::services::hub::server::{HubError, HubHandle, HubOptions};
+use crate::services::status::{Admission, StatusError, StatusHandle, StatusOptions};
+
+/// A service a node can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// The Hub: hosts announce to it, tenants ask it for hosts, it probes them (libp2p).
+    Hub,
+    /// Status: hosts push signed reports, operators read the network's state (HTTP).
+    Status,
+}
+
+impl ServiceKind {
+    /// Every service, in start order (a service comes after those it depends on).
+    pub const ALL: [ServiceKind; 2] = [Self::Hub, Self::Status];
+
+    /// The name `--services` and the config file use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hub => "hub",
+            Self::Status => "status",
+        }
+    }
+
+    /// The services this one needs on the same node.
+    pub fn needs(self) -> &'static [ServiceKind] {
+        match self {
+            Self::Hub => &[],
+            Self::Status => &[Self::Hub],
+        }
+    }
+
+    /// Parses one name (`hub`, `status`).
+    pub fn parse(name: &str) -> Result<Self, ServicesError> {
+        let name = name.trim();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| ServicesError::Unknown {
+                name: name.into(),
+                valid: valid_names(),
+            })
+    }
+
+    /// Parses a comma-separated list (`hub,status`), sorted into start order, duplicates
+    /// removed, dependencies checked.
+    pub fn parse_list(list: &str) -> Result<Vec<Self>, ServicesError> {
+        let kinds = list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(Self::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        normalize(kinds)
+    }
+}
+
+impl std::fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn valid_names() -> String {
+    ServiceKind::ALL.map(ServiceKind::name).join(", ")
+}
+
+/// `kinds` in start order without duplicates, if every service's dependencies are in it.
+pub fn normalize(mut kinds: Vec<ServiceKind>) -> Result<Vec<ServiceKind>, ServicesError> {
+    kinds.sort();
+    kinds.dedup();
+    for k in &kinds {
+        if let Some(missing) = k.needs().iter().find(|n| !kinds.contains(n)) {
+            return Err(ServicesError::Needs {
+                service: *k,
+                missing: *missing,
+            });
+        }
+    }
+    Ok(kinds)
+}
+
+/// The services could not be set up.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServicesError {
+    /// A name that is not a service.
+    #[error("unknown service {name:?}: valid services are {valid} (e.g. --services hub,status)")]
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The valid names.
+        valid: String,
+    },
+    /// A service without one it needs on the same node.
+    #[error(
+        "service {service} needs {missing} on the same node: add it (e.g. --services hub,status)"
+    )]
+    Needs {
+        /// The service.
+        service: ServiceKind,
+        /// What it needs.
+        missing: ServiceKind,
+    },
+    /// The Hub did not start.
+    #[error("cannot start the Hub service")]
+    Hub(#[source] HubError),
+    /// Status did not start.
+    #[error("cannot start the Status service")]
+    Status(#[source] StatusError),
+}
+
+/// Which services to run, and their settings.
+#[derive(Debug, Clone, Default)]
+pub struct ServicesOptions {
+    /// The services, in start order ([`normalize`]).
+    pub kinds: Vec<ServiceKind>,
+    /// Hub settings.
+    pub hub: HubOptions,
+    /// Status settings (its admission is set from the Hub when both run).
+    pub status: StatusOptions,
+    /// Status HTTP port (0 = the port of the last run if any, else any free port).
+    pub status_port: u16,
+}
+
+/// What a node lends the services it runs.
+pub struct NodeParts<'a> {
+    /// The node's libp2p swarm (shared with everything else the node does).
+    pub net: &'a Net,
+    /// The node's data directory (each service keeps its database there).
+    pub data_dir: &'a Path,
+    /// Address HTTP services bind.
+    pub listen_ip: IpAddr,
+    /// The Status port of the node's last run, to keep its URL across restarts.
+    pub previous_status_port: Option<u16>,
+    /// The node's cancellation token; services stop with the node.
+    pub cancel: &'a CancellationToken,
+}
+
+/// The services a node runs.
+#[derive(Default)]
+pub struct Services {
+    hub: Option<HubHandle>,
+    status: Option<StatusHandle>,
+}
+
+impl Services {
+    /// Starts `opts.kinds` on `node`, in dependency order.
+    pub async fn start(node: NodeParts<'_>, opts: &ServicesOptions) -> Result<Self, ServicesError> {
+        let kinds = normalize(opts.kinds.clone())?;
+        let mut running = Self::default();
+        for kind in kinds {
+            match kind {
+                ServiceKind::Hub => {
+                    let hub = crate::services::hub::server::start(
+                        node.net.clone(),
+                        node.data_dir,
+                        opts.hub.clone(),
+                        node.cancel.child_token(),
+                    )
+                    .await
+                    .map_err(ServicesError::Hub)?;
+                    running.hub = Some(hub);
+                }
+                ServiceKind::Status => {
+                    // `normalize` checked that the Hub runs; Status admits the hosts it knows.
+                    let admission = match &running.hub {
+                        Some(hub) => Admission::Hub(hub.known_hosts()),
+                        None => opts.status.admission.clone(),
+                    };
+                    let status_opts = StatusOptions {
+                        admission,
+                        ..opts.status.clone()
+                    };
+                    let status = net::bind_remembered(
+                        opts.status_port,
+                        node.previous_status_port,
+                        "Status",
+                        |port| {
+                            crate::services::status::start(
+                                node.data_dir,
+                                SocketAddr::new(node.listen_ip, port),
+                                status_opts.clone(),
+                                node.cancel.child_token(),
+                            )
+                        },
+                    )
+                    .await
+                    .map_err(ServicesError::Status)?;
+                    running.status = Some(status);
+                }
+            }
+        }
+        Ok(running)
+    }
+
+    /// The services running, in start order.
+    pub fn kinds(&self) -> Vec<ServiceKind> {
+        let mut k = Vec::new();
+        if self.hub.is_some() {
+            k.push(ServiceKind::Hub);
+        }
+        if self.status.is_some() {
+            k.push(ServiceKind::Status);
+        }
+        k
+    }
+
+    /// The Hub, if this node runs it.
+    pub fn hub(&self) -> Option<&HubHandle> {
+        self.hub.as_ref()
+    }
+
+    /// The Status server, if this node runs it.
+    pub fn status(&self) -> Option<&StatusHandle> {
+        self.status.as_ref()
+    }
+
+    /// The Status server's base URL, if this node runs it.
+    pub fn status_url(&self) -> Option<String> {
+        self.status.as_ref().map(StatusHandle::url)
+    }
+
+    /// Waits for every service to stop, in reverse start order (after the node's cancellation
+    /// token fired; Status is also told to stop here).
+    pub async fn shutdown(self) {
+        if let Some(status) = self.status {
+            status.shutdown().await;
+        }
+        if let Some(hub) = self.hub {
+            hub.join().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_validates_and_orders_the_list() {
+        assert_eq!(
+            ServiceKind::parse_list("status,hub").unwrap(),
+            vec![ServiceKind::Hub, ServiceKind::Status]
+        );
+        assert_eq!(
+            ServiceKind::parse_list(" hub , hub ").unwrap(),
+            vec![ServiceKind::Hub]
+        );
+        assert!(ServiceKind::parse_list("").unwrap().is_empty());
+        let e = ServiceKind::parse_list("hub,guard").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown service \"guard\": valid services are hub, status (e.g. --services hub,status)"
+        );
+        let e = ServiceKind::parse_list("status").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service status needs hub on the same node: add it (e.g. --services hub,status)"
+        );
+    }
+
+    #[test]
+    fn names_round_trip_through_the_config_file_form() {
+        for k in ServiceKind::ALL {
+            assert_eq!(ServiceKind::parse(k.name()).unwrap(), k);
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+        }
+    }
+}

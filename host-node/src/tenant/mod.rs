@@ -340,17 +340,4 @@ mod tests {
         assert_eq!(e.kind(), "not_found");
     }
 
-    #[test]
-    fn ties_prefer_the_more_specific_reason() {
-        let mut f = corrupt(5);
-        f.unreachable = 5;
-        assert_eq!(f.reason(), FailureClass::Corrupt);
-        let f = FetchFailures {
-            missing: 3,
-            unreachable: 3,
-            ..Default::default()
-        };
-        assert_eq!(f.reason(), FailureClass::Missing);
-        assert_eq!(FetchFailures::default().reason(), FailureClass::Unreachable);
-    }
 }

@@ -339,5 +339,4 @@ mod tests {
         assert!(text.contains("2 unreachable, 28 missing"), "{text}");
         assert_eq!(e.kind(), "not_found");
     }
-
 }

@@ -117,6 +117,9 @@ enum Cmd {
         /// Repetitions of each measurement (medians are reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Print a JSON report (every median, CPU per GiB) on stdout; the table goes to stderr.
+        #[arg(long)]
+        json: bool,
     },
     /// List the Hub's hosts with their scores and score breakdowns.
     Hosts {
@@ -726,6 +729,7 @@ async fn run(cli: Cli) -> Result<()> {
             rss_size,
             dir,
             rounds,
+            json,
         } => {
             init_tracing("warn");
             let size = btfs_host::config::parse_size(&size)?;
@@ -736,6 +740,7 @@ async fn run(cli: Cli) -> Result<()> {
                 rss_size,
                 dir,
                 rounds: rounds.max(1),
+                json,
             })
             .await?;
         }

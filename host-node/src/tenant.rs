@@ -398,7 +398,7 @@ impl Tenant {
 }
 
 /// TCP addresses if the host has any (fastest natively), else QUIC, else all.
-fn preferred_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+pub(crate) fn preferred_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
     let is = |a: &Multiaddr, want: fn(&Protocol) -> bool, not: fn(&Protocol) -> bool| {
         a.iter().any(|p| want(&p)) && !a.iter().any(|p| not(&p))
     };

@@ -47,6 +47,9 @@ pub struct BenchOptions {
     pub rounds: usize,
     /// Print a JSON [`Report`] on stdout (and the table on stderr).
     pub json: bool,
+    /// The `btfs` executable for the devnet and the CLI processes (`None`: this one). The disk
+    /// and single-stream stages always run in this process.
+    pub exe: Option<PathBuf>,
 }
 
 /// CPU seconds one transfer cost, and the same per GiB of file.
@@ -129,6 +132,7 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
         hosts: opts.hosts,
         dir: opts.dir.join("devnet"),
         quota: "64GiB".into(),
+        exe: opts.exe.clone(),
         ..DevnetOptions::default()
     };
     let _ = std::fs::remove_dir_all(&dev.dir);
@@ -145,6 +149,10 @@ async fn measure(
     disk: f64,
 ) -> Result<()> {
     let json = opts.json;
+    let exe = match &opts.exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()?,
+    };
     let net_path = dev.dir.join("network.json");
     let mut streams = Vec::new();
     for _ in 0..opts.rounds {
@@ -166,7 +174,7 @@ async fn measure(
     let (mut ups, mut downs, mut rss_up, mut rss_down) = (Vec::new(), Vec::new(), 0u64, 0u64);
     let (mut up_cpu, mut down_cpu) = (CpuSamples::default(), CpuSamples::default());
     for _ in 0..opts.rounds {
-        let (up, cpu) = cli_measured(&["upload", "--json"], &file, &net_path, &host_pids)?;
+        let (up, cpu) = cli_measured(&exe, &["upload", "--json"], &file, &net_path, &host_pids)?;
         up_cpu.push(cpu);
         let link = up["link"]
             .as_str()
@@ -174,6 +182,7 @@ async fn measure(
             .to_string();
         let out = opts.dir.join("bench-output.bin");
         let (down, cpu) = cli_measured(
+            &exe,
             &["download", &link, "--json", "-o"],
             &out,
             &net_path,
@@ -249,13 +258,13 @@ async fn measure(
     if opts.rss_size > 0 {
         let big = opts.dir.join("bench-rss.bin");
         write_random(&big, opts.rss_size)?;
-        let up = cli(&["upload", "--json"], &big, &net_path)?;
+        let up = cli(&exe, &["upload", "--json"], &big, &net_path)?;
         let link = up["link"]
             .as_str()
             .context("upload report has no link")?
             .to_string();
         let out = opts.dir.join("bench-rss.out");
-        let down = cli(&["download", &link, "--json", "-o"], &out, &net_path)?;
+        let down = cli(&exe, &["download", &link, "--json", "-o"], &out, &net_path)?;
         say(
             json,
             format!(
@@ -303,6 +312,7 @@ impl CpuSamples {
 
 /// [`cli`], plus the CPU seconds it cost: (the CLI process, all `host_pids` together).
 fn cli_measured(
+    exe: &Path,
     args: &[&str],
     path: &Path,
     network: &Path,
@@ -310,7 +320,7 @@ fn cli_measured(
 ) -> Result<(serde_json::Value, (f64, f64))> {
     let hosts_before = cpu_seconds_of(host_pids);
     let tenant_before = children_cpu_seconds();
-    let report = cli(args, path, network)?;
+    let report = cli(exe, args, path, network)?;
     let tenant = children_cpu_seconds() - tenant_before;
     let hosts = cpu_seconds_of(host_pids) - hosts_before;
     Ok((report, (tenant, hosts)))
@@ -374,9 +384,8 @@ fn write_random(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Runs the real CLI (this executable) and parses its JSON report.
-fn cli(args: &[&str], path: &Path, network: &Path) -> Result<serde_json::Value> {
-    let exe = std::env::current_exe()?;
+/// Runs the real CLI (`exe`) and parses its JSON report.
+fn cli(exe: &Path, args: &[&str], path: &Path, network: &Path) -> Result<serde_json::Value> {
     let out = std::process::Command::new(exe)
         .args(args)
         .arg(path)

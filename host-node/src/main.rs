@@ -120,6 +120,10 @@ enum Cmd {
         /// Print a JSON report (every median, CPU per GiB) on stdout; the table goes to stderr.
         #[arg(long)]
         json: bool,
+        /// The `btfs` executable for the devnet and the upload/download processes (default:
+        /// this one), to measure another build with the same bench side by side.
+        #[arg(long)]
+        btfs: Option<PathBuf>,
     },
     /// List the Hub's hosts with their scores and score breakdowns.
     Hosts {
@@ -702,6 +706,7 @@ async fn run(cli: Cli) -> Result<()> {
                 quota,
                 probe_interval: Duration::from_millis(probe_interval_ms),
                 report_interval_secs,
+                exe: None,
             })
             .await?;
         }
@@ -730,6 +735,7 @@ async fn run(cli: Cli) -> Result<()> {
             dir,
             rounds,
             json,
+            btfs,
         } => {
             init_tracing("warn");
             let size = btfs_host::config::parse_size(&size)?;
@@ -741,6 +747,7 @@ async fn run(cli: Cli) -> Result<()> {
                 dir,
                 rounds: rounds.max(1),
                 json,
+                exe: btfs,
             })
             .await?;
         }

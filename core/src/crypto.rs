@@ -131,11 +131,16 @@ fn block_nonce(index: u64, last: bool) -> Nonce {
 impl BlockCipher {
     /// Encrypts `buf` (one block of plaintext) in place and appends the tag.
     pub(crate) fn seal(&self, index: u64, last: bool, buf: &mut Vec<u8>) {
-        let tag = self
-            .0
-            .encrypt_in_place_detached(&block_nonce(index, last), b"", buf)
-            .unwrap_or_default();
+        let tag = self.seal_detached(index, last, buf);
         buf.extend_from_slice(&tag);
+    }
+
+    /// Encrypts `block` (one block of plaintext) in place; returns its tag.
+    pub(crate) fn seal_detached(&self, index: u64, last: bool, block: &mut [u8]) -> [u8; 16] {
+        self.0
+            .encrypt_in_place_detached(&block_nonce(index, last), b"", block)
+            .unwrap_or_default()
+            .into()
     }
 
     /// Decrypts one block (ciphertext ‖ tag) in place; returns the plaintext part.

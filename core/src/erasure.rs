@@ -66,6 +66,38 @@ pub fn encode_with<E: Engine + Default>(
     data: &[u8],
     shard_size: usize,
 ) -> Result<Vec<u8>, ErasureError> {
+    let mut parity = Vec::new();
+    encode_stripes::<E>(&mut None, data, shard_size, &mut parity)?;
+    Ok(parity)
+}
+
+/// A reusable parity encoder: [`encode`] for a stream of slabs, keeping the library's encoder
+/// (and its work buffers) from one slab to the next and writing into a caller's buffer, so
+/// encoding a slab allocates nothing once the buffers have their size.
+#[derive(Default)]
+pub struct ParityEncoder {
+    encoder: Option<DefaultRateEncoder<BestEngine>>,
+}
+
+impl ParityEncoder {
+    /// Writes the 20 parity shards of `data` (10 shards of `shard_size` bytes, back to back)
+    /// into `parity`, resized to `20 × shard_size` (its old bytes are overwritten, never read).
+    pub fn encode_into(
+        &mut self,
+        data: &[u8],
+        shard_size: usize,
+        parity: &mut Vec<u8>,
+    ) -> Result<(), ErasureError> {
+        encode_stripes::<BestEngine>(&mut self.encoder, data, shard_size, parity)
+    }
+}
+
+fn encode_stripes<E: Engine + Default>(
+    encoder: &mut Option<DefaultRateEncoder<E>>,
+    data: &[u8],
+    shard_size: usize,
+    parity: &mut Vec<u8>,
+) -> Result<(), ErasureError> {
     if data.len() != DATA_SHARDS * shard_size {
         return Err(ErasureError::ShardLen {
             index: 0,
@@ -73,8 +105,8 @@ pub fn encode_with<E: Engine + Default>(
             expected: shard_size,
         });
     }
-    let mut parity = vec![0u8; PARITY_SHARDS * shard_size];
-    let mut encoder: Option<DefaultRateEncoder<E>> = None;
+    // Every byte is written below; resizing a reused buffer of the same size costs nothing.
+    parity.resize(PARITY_SHARDS * shard_size, 0);
     let mut off = 0;
     while off < shard_size {
         let len = STRIPE.min(shard_size - off);
@@ -100,7 +132,7 @@ pub fn encode_with<E: Engine + Default>(
         }
         off += len;
     }
-    Ok(parity)
+    Ok(())
 }
 
 /// Rebuilds the 10 data shards (back to back) from any 10 of the 30 `shards`.
@@ -244,6 +276,25 @@ mod tests {
         );
         let portable = encode_with::<reed_solomon_simd::engine::NoSimd>(&data, s).unwrap();
         assert!(portable == parity, "portable engine differs");
+    }
+
+    /// One [`ParityEncoder`] over slabs of different shard sizes (the last slab of an object
+    /// is smaller), with a dirty, reused output buffer, gives exactly [`encode`]'s parity.
+    #[test]
+    fn reused_parity_encoder_matches_encode() {
+        let mut enc = ParityEncoder::default();
+        let mut parity = vec![0xAA; 7];
+        for (s, seed) in [
+            (STRIPE + 64, 1),
+            (STRIPE + 64, 2),
+            (192, 3),
+            (STRIPE * 2, 4),
+        ] {
+            let data = slab(s, seed);
+            enc.encode_into(&data, s, &mut parity).unwrap();
+            assert!(parity == encode(&data, s).unwrap(), "shard size {s}");
+        }
+        assert!(enc.encode_into(&[0; 100], 64, &mut parity).is_err());
     }
 
     #[test]

@@ -177,6 +177,7 @@ async fn run(cli: Cli) -> Result<()> {
                 quota,
                 probe_interval: Duration::from_millis(probe_interval_ms),
                 report_interval_secs,
+                exe: None,
             })
             .await?;
         }
@@ -204,6 +205,8 @@ async fn run(cli: Cli) -> Result<()> {
             rss_size,
             dir,
             rounds,
+            json,
+            btfs,
         } => {
             init_tracing("warn");
             let size = btfs_host::host::config::parse_size(&size)?;
@@ -214,6 +217,8 @@ async fn run(cli: Cli) -> Result<()> {
                 rss_size,
                 dir,
                 rounds: rounds.max(1),
+                json,
+                exe: btfs,
             })
             .await?;
         }

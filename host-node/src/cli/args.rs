@@ -111,6 +111,13 @@ pub enum Cmd {
         /// Repetitions of each measurement (medians are reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Print a JSON report (every median, CPU per GiB) on stdout; the table goes to stderr.
+        #[arg(long)]
+        json: bool,
+        /// The `btfs` executable for the devnet and the upload/download processes (default:
+        /// this one), to measure another build with the same bench side by side.
+        #[arg(long)]
+        btfs: Option<PathBuf>,
     },
     /// List the Hub's hosts with their scores and score breakdowns.
     Hosts {

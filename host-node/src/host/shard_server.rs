@@ -349,26 +349,26 @@ async fn put(
     let mut body = vec![0u8; req.len as usize];
     stream.read_exact(&mut body).await?;
     let root = req.root;
-    let verified = match tokio::task::spawn_blocking(move || root.verify(body)).await {
-        Ok(Ok(v)) => v,
+    let now = now_ms();
+    let store = store.clone();
+    // Hash check and durable write in one blocking task (one thread hand-off per put).
+    let stored = tokio::task::spawn_blocking(move || {
+        root.verify(body).map(|v| store.put(&root, &v, peer, now))
+    })
+    .await;
+    let (status, msg) = match stored {
+        Ok(Ok(put)) => put.map_or_else(refusal, |_| (Status::Ok, Vec::new())),
         Ok(Err(_)) => {
             let msg = format!(
                 "refused: the bytes do not hash to the declared root {root}; nothing was stored"
             );
-            return Ok((Status::RootMismatch, msg.into_bytes(), false));
+            (Status::RootMismatch, msg.into_bytes())
         }
-        Err(e) => {
-            let (status, msg) = refusal(StoreError::Io {
-                path: "<hash task>".into(),
-                source: std::io::Error::other(e.to_string()),
-            });
-            return Ok((status, msg, false));
-        }
+        Err(e) => refusal(StoreError::Io {
+            path: "<put task>".into(),
+            source: std::io::Error::other(e.to_string()),
+        }),
     };
-    let now = now_ms();
-    let (status, msg) = blocking(store, root, move |s, r| s.put(r, &verified, peer, now))
-        .await
-        .map_or_else(refusal, |_| (Status::Ok, Vec::new()));
     Ok((status, msg, false))
 }
 

@@ -233,7 +233,7 @@ impl Tenant {
 
 /// The addresses a native tenant dials: [`btfs_core::transport::native_preferred`] (plain TCP
 /// if the host has any, else QUIC, else all).
-fn preferred_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+pub(crate) fn preferred_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
     let texts: Vec<String> = addrs.iter().map(Multiaddr::to_string).collect();
     btfs_core::transport::native_preferred(&texts)
         .into_iter()

@@ -48,6 +48,8 @@ pub struct DevnetOptions {
     pub probe_interval: Duration,
     /// How often hosts re-announce and report to Status, in seconds.
     pub report_interval_secs: u64,
+    /// The `btfs` executable the nodes run (`None`: this one), e.g. another build to compare.
+    pub exe: Option<PathBuf>,
 }
 
 impl Default for DevnetOptions {
@@ -58,6 +60,7 @@ impl Default for DevnetOptions {
             quota: "2GiB".into(),
             probe_interval: Duration::from_secs(2),
             report_interval_secs: 10,
+            exe: None,
         }
     }
 }
@@ -71,7 +74,10 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
     if !(1..=3600).contains(&opts.report_interval_secs) {
         bail!("--report-interval-secs must be between 1 and 3600");
     }
-    let exe = std::env::current_exe().context("cannot find the btfs executable")?;
+    let exe = match &opts.exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().context("cannot find the btfs executable")?,
+    };
     let hosts_dir = opts.dir.join("hosts");
     std::fs::create_dir_all(&hosts_dir)
         .with_context(|| format!("cannot create {}", hosts_dir.display()))?;

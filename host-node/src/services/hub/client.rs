@@ -39,8 +39,11 @@ pub enum HubClientError {
 }
 
 async fn ask(net: &Net, hub: &HubAddr, req: HubRequest) -> Result<HubResponse, HubClientError> {
+    // One transport, as for hosts: dialing every address at once would also run a QUIC and a
+    // WebRTC handshake (their TLS stack alone costs a CLI ~50 ms of CPU) for a connection
+    // that TCP gives.
     let r = net
-        .hub_request(hub.peer, hub.addrs.clone(), req)
+        .hub_request(hub.peer, crate::tenant::preferred_addrs(&hub.addrs), req)
         .await
         .map_err(|e: NetError| HubClientError::Unreachable {
             hub: hub.peer.to_base58(),

@@ -67,6 +67,30 @@ pub struct RecommendRequest {
     pub prefs: Prefs,
 }
 
+/// Hosts every tenant asks the Hub for per upload: 30 per slab plus spares for hosts that fail.
+pub const UPLOAD_HOSTS: u32 = 45;
+
+impl RecommendRequest {
+    /// What every tenant (CLI and browser) asks the Hub for before uploading an object of
+    /// `layout`: [`UPLOAD_HOSTS`] hosts sharing its 30 shards per slab and the manifest's 30
+    /// copies, for 30 days, with no preferences.
+    pub fn for_upload(layout: &crate::layout::Layout) -> Self {
+        let shard_size = layout
+            .slabs()
+            .map(|s| u64::from(s.shard_size))
+            .max()
+            .unwrap_or(64);
+        let shards = (layout.slab_count() + 1) * crate::layout::TOTAL_SHARDS as u64;
+        Self {
+            count: UPLOAD_HOSTS,
+            shard_size,
+            shards_per_host: shards.div_ceil(u64::from(UPLOAD_HOSTS)),
+            duration_days: 30,
+            prefs: Prefs::default(),
+        }
+    }
+}
+
 /// A tenant's preferences.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Prefs {
@@ -289,6 +313,16 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn an_upload_asks_for_45_hosts_sharing_every_shard_and_the_manifest_copies() {
+        let layout = crate::layout::Layout::new(25 << 20, 1 << 20).unwrap();
+        let req = RecommendRequest::for_upload(&layout);
+        assert_eq!((req.count, req.shard_size), (45, 1 << 20));
+        // 3 slabs and the manifest: 120 shards over 45 hosts.
+        assert_eq!(req.shards_per_host, 3);
+        assert_eq!(req.duration_days, 30);
+    }
 
     #[test]
     fn cost_is_price_times_gib_months_rounded_up() {

@@ -273,14 +273,18 @@ impl Client {
         let mut reading: Option<Reading> = None;
         let mut pending: Option<EncodedSlab> = None;
         let mut input_error = None;
+        let (mut pushed, slabs) = (0, layout.slab_count());
         let mut shown = 0.0;
         while !m.is_finished() {
             if let Some(slab) = pending.take() {
-                if let Err(slab) = m.push_slab(slab) {
-                    pending = Some(*slab);
+                match m.push_slab(slab) {
+                    Ok(()) => pushed += 1,
+                    Err(slab) => pending = Some(*slab),
                 }
             }
-            if pending.is_none() && reading.is_none() && m.wants_slab() {
+            // Read while the machine takes slabs; after the last one, once more to reach the
+            // end of the input (the encoder's checks, then `finish_input`).
+            if pending.is_none() && reading.is_none() && (m.wants_slab() || pushed == slabs) {
                 reading = reader.take().map(|r| r.next_slab().boxed_local());
             }
             let read = driver.step(&mut m, reading.as_mut()).await?;

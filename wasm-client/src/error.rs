@@ -22,16 +22,6 @@ pub enum ClientError {
         /// Cause.
         reason: String,
     },
-    /// A shard request failed.
-    #[error("shard request to host {peer} failed: {reason}")]
-    Shard {
-        /// Peer id.
-        peer: String,
-        /// Cause.
-        reason: String,
-        /// The host answered with a refusal (as opposed to a broken stream).
-        refused: bool,
-    },
     /// The Hub could not be asked, refused, or gave an answer that does not check out.
     #[error("hub: {0}")]
     Hub(String),
@@ -59,30 +49,15 @@ pub enum ClientError {
         /// The first failure seen.
         first_error: String,
     },
-    /// No host holds the manifest.
-    #[error("object not found: no host has manifest {id} ({unreachable} of {asked} hosts unreachable). Check the link and the network")]
-    ManifestNotFound {
-        /// Manifest id.
-        id: String,
-        /// Hosts asked.
-        asked: usize,
-        /// Unreachable among them.
-        unreachable: usize,
-    },
-    /// Too few verified shards of a slab.
-    #[error("cannot rebuild slab {slab}: only {have} of the 10 needed shards could be fetched and verified; too many hosts are down, retry later")]
-    SlabLost {
-        /// Slab.
-        slab: u64,
-        /// Verified shards.
-        have: usize,
-    },
-    /// Malformed manifest.
+    /// The upload failed (core's engine says why and what to do).
     #[error(transparent)]
-    Manifest(#[from] btfs_core::ManifestError),
-    /// Decoding failed (wrong key, tampering).
+    Upload(btfs_core::engine::upload::UploadError),
+    /// The download failed (core's engine says why and what to do).
     #[error(transparent)]
-    Decode(#[from] btfs_core::DecodeError),
+    Download(btfs_core::engine::download::DownloadError),
+    /// The transfer engine waits for nothing yet is not finished: a bug.
+    #[error("internal error: the transfer stopped with nothing in flight; please report this bug")]
+    Stalled,
     /// Encoding failed.
     #[error(transparent)]
     Encode(#[from] btfs_core::EncodeError),

@@ -14,9 +14,12 @@
 //! ```
 //!
 //! Goals: a JavaScript-native API (promises, `Blob`, `ReadableStream`, real `Error`s with a
-//! `cause` chain), bounded memory (one slab in flight), the same wire formats as native tenants.
+//! `cause` chain), bounded memory, the same wire formats and the same transfer engine
+//! (`btfs_core::engine`: placement, retries, hedging, read-ahead) as native tenants.
 //! Non-goals (yet): a persistent wallet key in IndexedDB, a wasm SIMD Reed-Solomon engine.
 
+#[cfg(target_arch = "wasm32")]
+mod driver;
 pub mod error;
 pub mod network_file;
 #[cfg(target_arch = "wasm32")]
@@ -235,7 +238,7 @@ export interface TransferOptions {
             options: JsValue,
         ) -> Result<web_sys::Blob, JsValue> {
             let link = Link::parse(&link).map_err(ClientError::from)?;
-            let mut dl = self.inner.open(&link).await?;
+            let mut dl = self.inner.open(link).await?;
             let progress = progress_of(&options);
             let (size, mime) = (dl.size() as f64, dl.header().mime.clone());
             let parts = js_sys::Array::new();
@@ -271,7 +274,7 @@ export interface TransferOptions {
                         Some(d) => d,
                         None => {
                             let opened = match Link::parse(&link) {
-                                Ok(l) => client.open(&l).await,
+                                Ok(l) => client.open(l).await,
                                 Err(e) => Err(e.into()),
                             };
                             match opened {
@@ -296,6 +299,24 @@ export interface TransferOptions {
                 },
             );
             wasm_streams::ReadableStream::from_stream(stream).into_raw()
+        }
+    }
+
+    /// Rust-only API (not exported to JavaScript).
+    impl BtfsClient {
+        /// Downloads `link` whole and returns the plaintext with the engine's report (hedged and
+        /// failed fetches, corrupt shards): for Rust callers and the browser tests.
+        pub async fn download_with_report(
+            &self,
+            link: &str,
+        ) -> Result<(Vec<u8>, btfs_core::engine::download::DownloadReport), ClientError> {
+            let mut dl = self.inner.open(Link::parse(link)?).await?;
+            let mut plain = Vec::new();
+            while let Some(chunk) = dl.next_chunk().await? {
+                plain.extend_from_slice(&chunk);
+            }
+            let report = dl.report().cloned().ok_or(ClientError::Stalled)?;
+            Ok((plain, report))
         }
     }
 }

@@ -3,15 +3,20 @@
 //! `/btfs/shard/1` streams using the same framing code as the native tenant
 //! (`btfs_core::protocol::exchange`). Hub requests (`btfs_core::hub`) go over libp2p
 //! request-response with the same bounded JSON codec as native nodes.
+//!
+//! Dials and shard requests carry no deadline of their own: the transfer engine
+//! (`btfs_core::engine`) sets every deadline and cancels an op by dropping its future. Their
+//! errors are typed ([`RequestError`]) so the driver can classify them as engine failures.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use btfs_core::engine::Failure;
 use btfs_core::hub::{self as hubproto, HubRequest, HubResponse};
-use btfs_core::protocol::{self, Op, RequestHead, Status, PROTOCOL};
+use btfs_core::protocol::{self, ExchangeError, Op, RequestHead, Status, PROTOCOL};
 use btfs_core::Root;
 use futures::channel::{mpsc, oneshot};
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -22,10 +27,45 @@ use libp2p::{
 
 use crate::error::ClientError;
 
-/// Deadline for one shard request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// Deadline for a dial.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadline for one Hub request (Hub requests are not engine ops).
+const HUB_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a shard request failed, as the transport saw it.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No stream could be opened (no connection, or the connection broke).
+    #[error("cannot open a stream: {0}")]
+    Stream(String),
+    /// The stream broke, or the answer was malformed or too large.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    /// The host answered with a refusal.
+    #[error("the host refused: {status:?}: {message}")]
+    Refused {
+        /// Its status.
+        status: Status,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl RequestError {
+    /// The engine's failure kind for this error.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Self::Stream(_) => Failure::Unreachable,
+            Self::Exchange(ExchangeError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Failure::Timeout
+            }
+            Self::Exchange(ExchangeError::Frame(_)) => Failure::Corrupt,
+            // A broken stream (and any future kind of transport error).
+            Self::Exchange(_) => Failure::Unreachable,
+            Self::Refused { status, .. } => {
+                Failure::from_status(*status).unwrap_or(Failure::Refused)
+            }
+        }
+    }
+}
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -86,7 +126,7 @@ fn build(keypair: libp2p::identity::Keypair) -> Result<Swarm<Behaviour>, ClientE
                     StreamProtocol::new(hubproto::PROTOCOL),
                     request_response::ProtocolSupport::Outbound,
                 )],
-                request_response::Config::default().with_request_timeout(CONNECT_TIMEOUT),
+                request_response::Config::default().with_request_timeout(HUB_TIMEOUT),
             ),
         })
         .map_err(|e| setup(&e))?
@@ -105,7 +145,8 @@ impl Node {
         Ok(Self { control, commands })
     }
 
-    /// Connects to `peer` (no-op when connected), trying `addrs` in order of preference.
+    /// Connects to `peer` (no-op when connected), trying `addrs` in order of preference. No
+    /// deadline: the caller drops the future to give up.
     pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -113,11 +154,12 @@ impl Node {
             .send(Command::Dial { peer, addrs, reply })
             .await
             .map_err(|_| ClientError::Stopped)?;
-        let timeout = futures_timer::Delay::new(CONNECT_TIMEOUT);
-        futures::select! {
-            r = rx.fuse() => r.map_err(|_| ClientError::Stopped)?.map_err(|reason| ClientError::Dial { peer: peer.to_string(), reason }),
-            () = timeout.fuse() => Err(ClientError::Dial { peer: peer.to_string(), reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()) }),
-        }
+        rx.await
+            .map_err(|_| ClientError::Stopped)?
+            .map_err(|reason| ClientError::Dial {
+                peer: peer.to_string(),
+                reason,
+            })
     }
 
     async fn request(
@@ -126,38 +168,21 @@ impl Node {
         head: RequestHead,
         body: &[u8],
         max_ok_len: u32,
-    ) -> Result<Vec<u8>, ClientError> {
-        let mut control = self.control.clone();
-        let work = async move {
-            let mut stream = control
-                .open_stream(peer, StreamProtocol::new(PROTOCOL))
-                .await
-                .map_err(|e| ClientError::Shard {
-                    peer: peer.to_string(),
-                    reason: e.to_string(),
-                    refused: false,
-                })?;
-            let (status, out) = protocol::exchange(&mut stream, &head, body, max_ok_len)
-                .await
-                .map_err(|e| ClientError::Shard {
-                    peer: peer.to_string(),
-                    reason: e.to_string(),
-                    refused: false,
-                })?;
-            if status == Status::Ok {
-                Ok(out)
-            } else {
-                Err(ClientError::Shard {
-                    peer: peer.to_string(),
-                    reason: format!("{status:?}: {}", String::from_utf8_lossy(&out)),
-                    refused: true,
-                })
-            }
-        };
-        let timeout = futures_timer::Delay::new(REQUEST_TIMEOUT);
-        futures::select! {
-            r = work.fuse() => r,
-            () = timeout.fuse() => Err(ClientError::Shard { peer: peer.to_string(), reason: "no answer in time".into(), refused: false }),
+    ) -> Result<Vec<u8>, RequestError> {
+        let mut stream = self
+            .control
+            .clone()
+            .open_stream(peer, StreamProtocol::new(PROTOCOL))
+            .await
+            .map_err(|e| RequestError::Stream(e.to_string()))?;
+        let (status, out) = protocol::exchange(&mut stream, &head, body, max_ok_len).await?;
+        if status == Status::Ok {
+            Ok(out)
+        } else {
+            Err(RequestError::Refused {
+                status,
+                message: String::from_utf8_lossy(&out).into_owned(),
+            })
         }
     }
 
@@ -185,7 +210,7 @@ impl Node {
     }
 
     /// Stores a blob on `peer`.
-    pub async fn put(&self, peer: PeerId, root: Root, blob: &[u8]) -> Result<(), ClientError> {
+    pub async fn put(&self, peer: PeerId, root: Root, blob: &[u8]) -> Result<(), RequestError> {
         let head = RequestHead {
             op: Op::Put,
             root,
@@ -197,7 +222,7 @@ impl Node {
 
     /// Drops this client's hold on `root` at `peer` (the host deletes the blob when no hold is
     /// left); only a blob this client put can be released.
-    pub async fn release(&self, peer: PeerId, root: Root) -> Result<(), ClientError> {
+    pub async fn release(&self, peer: PeerId, root: Root) -> Result<(), RequestError> {
         let head = RequestHead {
             op: Op::Release,
             root,
@@ -207,7 +232,7 @@ impl Node {
     }
 
     /// Claims this client's holds on `roots` at `peer` for a completed upload.
-    pub async fn claim(&self, peer: PeerId, roots: &[Root]) -> Result<(), ClientError> {
+    pub async fn claim(&self, peer: PeerId, roots: &[Root]) -> Result<(), RequestError> {
         for chunk in roots.chunks(protocol::MAX_CLAIM_ROOTS as usize) {
             let body = protocol::claim_body(chunk);
             let head = RequestHead {
@@ -226,7 +251,7 @@ impl Node {
         peer: PeerId,
         root: Root,
         max_len: u32,
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<Vec<u8>, RequestError> {
         let head = RequestHead {
             op: Op::Get,
             root,
@@ -252,7 +277,11 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                         continue;
                     }
                     let first = !dials.contains_key(&peer);
-                    dials.entry(peer).or_default().push(reply);
+                    let waiting = dials.entry(peer).or_default();
+                    // Callers that gave up (their op was cancelled) are dropped here, so a dial
+                    // that never ends holds at most the callers still waiting.
+                    waiting.retain(|r| !r.is_canceled());
+                    waiting.push(reply);
                     if first {
                         let opts = DialOpts::peer_id(peer)
                             .addresses(addrs)

@@ -1,5 +1,6 @@
-//! `cargo xtask test`'s browser phase: wasm-bindgen tests in headless Chromium against a real
-//! 30-host devnet, plus CLI ↔ browser interop and a download with 20 of 30 hosts killed.
+//! `cargo xtask test`'s browser phase (alone: `cargo xtask test-browser`): wasm-bindgen tests in
+//! headless Chromium against a real 30-host devnet, plus CLI ↔ browser interop, a download with
+//! 10 of 30 hosts hung (SIGSTOP, timed) and one with 20 of 30 hosts killed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -142,6 +143,45 @@ fn host_pids(json: &str) -> Vec<u32> {
                 .unwrap_or(rest.len());
             rest[..end].parse().ok()
         })
+        .collect()
+}
+
+/// Host processes frozen with SIGSTOP (a hung machine: connections are accepted by the kernel,
+/// nothing answers); continued with SIGCONT on drop, so also when a test fails.
+struct Stopped(Vec<u32>);
+
+impl Stopped {
+    fn stop(pids: &[u32]) -> Result<Self> {
+        let mut stopped = Self(Vec::new());
+        for &pid in pids {
+            let ok = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()?
+                .success();
+            if !ok {
+                bail!("cannot stop host process {pid}");
+            }
+            stopped.0.push(pid);
+        }
+        Ok(stopped)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Milliseconds of the `BENCH hung_download_ms <ms>` lines a test printed.
+fn hung_times(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.split_once("BENCH hung_download_ms "))
+        .filter_map(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
         .collect()
 }
 
@@ -353,6 +393,37 @@ pub fn tests() -> Result<()> {
     }
 
     page_round_trip(&btfs, &net.network, &dir)?;
+
+    // Hang 10 of the 30 hosts (each holds shards of every slab, the first ones also the
+    // manifest copies the download asks first); the browser download finishes by hedging.
+    let hung_file = dir.join("hung-32MiB.bin");
+    std::fs::write(&hung_file, seeded(32 * MIB, 32))?;
+    let hung_link = btfs_cli(
+        &btfs,
+        &["upload", &hung_file.display().to_string()],
+        &net.network,
+    )?;
+    let pids = host_pids(&network_json);
+    let log = {
+        let _stopped = Stopped::stop(&pids[..10.min(pids.len())])?;
+        wasm_test(
+            &[
+                ("BTFS_TEST_HUNG_LINK", &hung_link),
+                ("BTFS_TEST_HUNG_RUNS", "3"),
+            ],
+            "download_with_10_of_30_hosts_hung",
+            "browser download with 10 of 30 hosts hung (SIGSTOP)",
+        )?
+    };
+    let mut times = hung_times(&log);
+    times.sort_by(f64::total_cmp);
+    if let Some(median) = times.get(times.len() / 2) {
+        eprintln!(
+            "hung hosts: 32 MiB browser download over WebSocket with 10 of 30 hosts stopped: median {:.1} s of {:?} ms",
+            median / 1000.0,
+            times
+        );
+    }
 
     // Kill 20 of the 30 hosts; the browser still downloads the WebSocket upload.
     for pid in host_pids(&network_json).iter().take(20) {

@@ -4,6 +4,7 @@
 //!   prints how to use it; runs until Ctrl-C.
 //! - `test`: installs what it needs, then runs every check CI runs: fmt, clippy (native and
 //!   wasm32), the wasm32 build of `btfs-core`, and every test.
+//! - `test-browser`: only `test`'s browser phase (headless Chromium against a devnet).
 //!
 //! The build cache lives in `$CARGO_TARGET_DIR`, defaulting to `~/.cache/btfs-target`, so
 //! repeat runs are quick; nothing depends on it being warm.
@@ -24,11 +25,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("test-browser") => test_browser(),
         Some("demo") => demo(&args[1..]),
         Some("bench-browser") => browser::bench(),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench-browser|fuzz>\n  test           run every check and test (what CI runs)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)\n  fuzz [--time SECS] [TARGET...]  fuzzing campaigns on nightly (default: every target, 600 s each)");
+            eprintln!("usage: cargo xtask <test|test-browser|demo|bench-browser|fuzz>\n  test           run every check and test (what CI runs)\n  test-browser   only the browser phase of `test` (headless Chromium against a devnet)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)\n  fuzz [--time SECS] [TARGET...]  fuzzing campaigns on nightly (default: every target, 600 s each)");
             return ExitCode::from(2);
         }
     };
@@ -211,6 +213,16 @@ fn test() -> Result<()> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// `cargo xtask test-browser`: only the browser phase of `test`, after building what it runs.
+fn test_browser() -> Result<()> {
+    ensure_toolchain()?;
+    run(
+        "cargo build -p btfs-host",
+        cargo().args(["build", "-p", "btfs-host", "--locked"]),
+    )?;
+    browser::tests()
 }
 
 fn demo(args: &[String]) -> Result<()> {

@@ -40,16 +40,18 @@ impl Health {
     }
 
     /// Sort key, lower is asked first: 0 answered in this transfer (and never failed or was
-    /// slow), 1 not asked yet, 2 slow, 3 failed, 4 failed and slow. Hosts known to answer go
-    /// first: a hedge on a host that never answered may well hit another hung one.
+    /// slow), 1 not asked yet, 2 slow but it did answer (a busy host), 3 slow and never
+    /// answered (likely hung), 4 failed, 5 failed and slow. Hosts known to answer go first: a
+    /// hedge on a host that never answered may well hit another hung one.
     pub fn rank(&self, host: HostId) -> u8 {
         let m = self.hosts.get(&host).copied().unwrap_or_default();
-        match (m.failures > 0, m.slow > 0) {
-            (false, false) if m.answered > 0 => 0,
-            (false, false) => 1,
-            (false, true) => 2,
-            (true, false) => 3,
-            (true, true) => 4,
+        match (m.failures > 0, m.slow > 0, m.answered > 0) {
+            (false, false, true) => 0,
+            (false, false, false) => 1,
+            (false, true, true) => 2,
+            (false, true, false) => 3,
+            (true, false, _) => 4,
+            (true, true, _) => 5,
         }
     }
 }

@@ -72,13 +72,18 @@ impl<T> Ops<T> {
 
     /// `hedge_factor` × the median duration of recent successes of `kind`.
     fn median_scaled(&self, kind: Kind) -> Duration {
+        self.median_times(kind, self.timing.hedge_factor)
+    }
+
+    /// `factor` × the median duration of recent successes of `kind`.
+    fn median_times(&self, kind: Kind, factor: u32) -> Duration {
         let s = &self.samples[kind as usize];
         if s.is_empty() {
             return Duration::ZERO;
         }
         let mut v: Vec<Duration> = s.iter().copied().collect();
         v.sort_unstable();
-        v[v.len() / 2].saturating_mul(self.timing.hedge_factor)
+        v[v.len() / 2].saturating_mul(factor)
     }
 
     /// Starts `request` on `host`. `hedge`: whether the op gets a hedge point.
@@ -99,15 +104,15 @@ impl<T> Ops<T> {
         } else {
             self.timing.request
         };
-        // A retry or hedge already follows a slow or failed op: its own hedge comes sooner
-        // (a quarter of the floor), still never before `hedge_factor` × the median.
+        // A hedge or move already follows a slow or failed op: its own hedge comes sooner, after
+        // a quarter of the floor or twice the median, whichever is longer (the median itself
+        // may be slow: every host of a loaded network answers late).
         let hedge_at = hedge.then(|| {
-            let after = self.hedge_after(kind);
             let after = match why {
-                Why::Hedge | Why::Move => after
-                    .min(self.timing.hedge_min / 4)
-                    .max(self.median_scaled(kind)),
-                _ => after,
+                Why::Hedge | Why::Move => {
+                    (self.timing.hedge_min / 4).max(self.median_times(kind, 2))
+                }
+                _ => self.hedge_after(kind),
             };
             now + after
         });

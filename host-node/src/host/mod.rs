@@ -419,6 +419,16 @@ impl NodeHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+        // A put or get still running on a blocking thread holds the store (and its database
+        // lock) until its disk work returns: wait for it (bounded), so a node restarted in the
+        // same process finds the database free.
+        let store = Arc::downgrade(&self.store);
+        drop(self.store);
+        drop(self.net);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

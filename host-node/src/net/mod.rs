@@ -604,14 +604,28 @@ where
         (0, Some(p)) => p,
         (p, _) => p,
     };
-    match bind(port).await {
-        Err(e) if configured == 0 && port != 0 => {
-            tracing::warn!(%e, "previous {what} port unavailable; using a new one");
-            bind(0).await
+    let mut tries = 0;
+    loop {
+        match bind(port).await {
+            // The process that held the port may have been killed a moment ago: its port is
+            // free again shortly, and keeping it keeps every address others remember.
+            Err(_) if configured == 0 && port != 0 && tries < REBIND_TRIES => {
+                tries += 1;
+                tokio::time::sleep(REBIND_PAUSE).await;
+            }
+            Err(e) if configured == 0 && port != 0 => {
+                tracing::warn!(%e, "previous {what} port unavailable; using a new one");
+                return bind(0).await;
+            }
+            other => return other,
         }
-        other => other,
     }
 }
+
+/// How often a remembered port is tried again before a node takes a new one.
+pub const REBIND_TRIES: u32 = 20;
+/// Pause between those tries (20 × 250 ms: 5 s).
+pub const REBIND_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The port of an `http://IP:PORT[/path]` URL this node wrote itself (node.json, service.json).
 pub fn port_of_url(url: &str) -> Option<u16> {

@@ -201,15 +201,27 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
             })
             .collect()
     };
-    let started = Net::start_with(
-        keypair.clone(),
-        cert.clone(),
-        None,
-        listen(true),
-        opts.connections,
-        cancel.child_token(),
-    )
-    .await;
+    // The remembered ports may still be held for a moment by a process killed just before:
+    // try them again for a few seconds before taking new ones (hosts remember these addresses).
+    let mut tries = 0;
+    let started = loop {
+        let r = Net::start_with(
+            keypair.clone(),
+            cert.clone(),
+            None,
+            listen(true),
+            opts.connections,
+            cancel.child_token(),
+        )
+        .await;
+        match r {
+            Err(_) if !previous.is_empty() && tries < net::REBIND_TRIES => {
+                tries += 1;
+                tokio::time::sleep(net::REBIND_PAUSE).await;
+            }
+            other => break other,
+        }
+    };
     let (net, addrs, net_task) = match started {
         Ok(s) => s,
         Err(e) if !previous.is_empty() => {

@@ -107,9 +107,15 @@ impl Cleanup {
         Ok(())
     }
 
-    /// Starts releasing `what` until `deadline`.
-    pub fn release(&mut self, what: impl IntoIterator<Item = (Root, HostId)>, deadline: Duration) {
-        self.releases = what.into_iter().collect();
+    /// Starts releasing, until `deadline`, every put attempt that may have stored bytes and is
+    /// not kept by the object.
+    pub fn release_unkept(
+        &mut self,
+        attempts: &BTreeSet<(Root, HostId)>,
+        kept: &BTreeSet<(Root, HostId)>,
+        deadline: Duration,
+    ) {
+        self.releases = attempts.difference(kept).copied().collect();
         self.deadline = deadline;
     }
 

@@ -281,10 +281,11 @@ impl Repair {
 
     fn start_releasing(&mut self) {
         self.phase = Phase::Releasing;
-        let leftovers: Vec<(Root, HostId)> =
-            self.attempts.difference(&self.kept).copied().collect();
-        self.cleanup
-            .release(leftovers, self.now + self.cfg.timing.release_budget);
+        self.cleanup.release_unkept(
+            &self.attempts,
+            &self.kept,
+            self.now + self.cfg.timing.release_budget,
+        );
         self.schedule();
     }
 

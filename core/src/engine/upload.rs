@@ -337,16 +337,6 @@ impl Upload {
         self.waiting.len() + self.slab_sets()
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &UploadConfig {
-        &self.cfg
-    }
-
-    /// Every (root, host) a put may have stored that is neither kept nor released yet.
-    pub fn unreleased(&self) -> usize {
-        self.attempts.difference(&self.kept).count()
-    }
-
     fn fail(&mut self, e: UploadError) {
         if matches!(self.phase, Phase::Releasing | Phase::Finished) {
             return;
@@ -361,10 +351,11 @@ impl Upload {
 
     fn start_releasing(&mut self) {
         self.phase = Phase::Releasing;
-        let leftovers: Vec<(Root, HostId)> =
-            self.attempts.difference(&self.kept).copied().collect();
-        self.cleanup
-            .release(leftovers, self.now + self.cfg.timing.release_budget);
+        self.cleanup.release_unkept(
+            &self.attempts,
+            &self.kept,
+            self.now + self.cfg.timing.release_budget,
+        );
         self.schedule();
     }
 

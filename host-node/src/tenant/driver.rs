@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use btfs_core::engine::{Action, Failure, HostId, Machine, OpId, Outcome, Request};
+use btfs_core::engine::{Action, Failure, Machine, OpId, Outcome, Request};
 use futures::future::{AbortHandle, Abortable, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -193,9 +193,4 @@ pub fn failure_of(e: &ShardError) -> Failure {
             Failure::from_status(*status).unwrap_or(Failure::Refused)
         }
     }
-}
-
-/// The host id of a peer.
-pub fn host_id(peer: PeerId) -> HostId {
-    HostId::new(peer)
 }

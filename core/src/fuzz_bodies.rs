@@ -118,6 +118,60 @@ pub fn link(data: &[u8]) {
     }
 }
 
+/// The shard a [`proof`] input's honest proof is built from (16 KiB + 100 bytes: 17 chunks, the
+/// last one short).
+pub fn fuzz_proof_shard() -> Vec<u8> {
+    (0..16 * 1024 + 100u32)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect()
+}
+
+/// Storage proofs, both sides of `/btfs/audit/1`. The first 68 bytes are read as a challenge a
+/// host decodes (decode → encode gives them back); the rest as a proof a Guard checks against
+/// it: nothing a hostile host sends may verify unless it really is the proof (the only way to
+/// build one is from the bytes). And for the fixed [`fuzz_proof_shard`] with the input's first
+/// 32 bytes as nonce, the honest proof verifies, while the same proof with the byte at a
+/// fuzz-chosen position flipped, cut short or with a byte appended does not.
+pub fn proof(data: &[u8]) {
+    use crate::proof::{self, Challenge, CHALLENGE_LEN};
+    if data.len() >= CHALLENGE_LEN {
+        if let Ok(c) = Challenge::decode(&data[..CHALLENGE_LEN]) {
+            assert_eq!(&c.encode()[..], &data[..CHALLENGE_LEN]);
+            let _ = proof::verify(&c, &data[CHALLENGE_LEN..]);
+        }
+    }
+    let shard = fuzz_proof_shard();
+    let mut nonce = [0u8; 32];
+    let n = data.len().min(32);
+    nonce[..n].copy_from_slice(&data[..n]);
+    let c = Challenge {
+        root: Root::of(&shard),
+        nonce,
+        size: shard.len() as u32,
+    };
+    let honest = proof::prove(&c, &shard).expect("an honest host can always prove");
+    proof::verify(&c, &honest).expect("an honest proof verifies");
+    let at = data.get(32..40).map_or(0, |b| {
+        u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize % honest.len()
+    });
+    let mut flipped = honest.clone();
+    flipped[at] ^= data.get(40).copied().unwrap_or(1).max(1);
+    assert!(
+        proof::verify(&c, &flipped).is_err(),
+        "a changed proof verified"
+    );
+    assert!(
+        proof::verify(&c, &honest[..at]).is_err(),
+        "a cut proof verified"
+    );
+    let mut longer = honest;
+    longer.push(0);
+    assert!(
+        proof::verify(&c, &longer).is_err(),
+        "a longer proof verified"
+    );
+}
+
 /// Shard-protocol frames: the first 37 bytes as a request header a host reads (decode → encode
 /// gives them back), the first 5 as a response header, and the whole input as a host's answer
 /// to [`protocol::exchange`] (what a tenant reads from a hostile host): the body it returns is

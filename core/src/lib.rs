@@ -30,6 +30,7 @@ pub mod link;
 pub mod manifest;
 pub mod network_file;
 pub mod placement;
+pub mod proof;
 pub mod protocol;
 pub mod root;
 pub mod score;

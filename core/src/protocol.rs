@@ -316,9 +316,23 @@ pub async fn exchange<S>(
 where
     S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin,
 {
-    let head_bytes = head.encode();
+    exchange_bytes(stream, &head.encode(), body, max_ok_len).await
+}
+
+/// [`exchange`] for any protocol answered with [`ResponseHead`] framing: sends `head` then
+/// `body` (already encoded) and reads the answer the same way. The Guard's challenge protocol
+/// (`crate::proof`) uses it too.
+pub async fn exchange_bytes<S>(
+    stream: &mut S,
+    head: &[u8],
+    body: &[u8],
+    max_ok_len: u32,
+) -> Result<(Status, Vec<u8>), ExchangeError>
+where
+    S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin,
+{
     let mut ex = Exchange {
-        request: [&head_bytes[..], body],
+        request: [head, body],
         sent: 0,
         write: WriteState::Writing,
         head: [0u8; RESPONSE_HEAD_LEN],

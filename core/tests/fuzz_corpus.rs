@@ -40,6 +40,11 @@ fn link_corpus() {
 }
 
 #[test]
+fn proof_corpus() {
+    replay("proof", fuzz_bodies::proof);
+}
+
+#[test]
 fn frames_corpus() {
     replay("frames", fuzz_bodies::frames);
 }
@@ -189,6 +194,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             b"\x01\x05\x00a.txt\x0a\x00text/plain".to_vec(),
         ),
         ("link", "real", link.to_string().into_bytes()),
+        ("proof", "honest", proof_seed()),
         ("hub_response", "recommendation", json(&rec)),
         (
             "hub_response",
@@ -203,6 +209,20 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("signed", "host_ad", json(&ad_env)),
         ("signed", "status_report", json(&report_env)),
     ]
+}
+
+/// A real challenge followed by its honest proof (the host side's input, and the nonce of the
+/// body's own check).
+fn proof_seed() -> Vec<u8> {
+    let shard = fuzz_bodies::fuzz_proof_shard();
+    let c = btfs_core::proof::Challenge {
+        root: Root::of(&shard),
+        nonce: [5; 32],
+        size: shard.len() as u32,
+    };
+    let mut out = c.encode().to_vec();
+    out.extend(btfs_core::proof::prove(&c, &shard).unwrap());
+    out
 }
 
 /// Object-safe JSON encoding for the seed table.
@@ -235,6 +255,7 @@ fn seeds_pass_their_bodies() {
         let body: fn(&[u8]) = match target {
             "manifest" => fuzz_bodies::manifest,
             "link" => fuzz_bodies::link,
+            "proof" => fuzz_bodies::proof,
             "hub_response" => fuzz_bodies::hub_response,
             "hub_request" => fuzz_bodies::hub_request,
             "signed" => fuzz_bodies::signed,
@@ -244,8 +265,11 @@ fn seeds_pass_their_bodies() {
         assert!(ok, "seed {target}/{name} fails its body");
     }
     // And the recommendation seed really is one a tenant accepts.
-    let data = &seeds()[5].2;
-    let HubResponse::Recommendation(rec) = serde_json::from_slice(data).unwrap() else {
+    let (_, _, data) = seeds()
+        .into_iter()
+        .find(|(_, name, _)| *name == "recommendation")
+        .unwrap();
+    let HubResponse::Recommendation(rec) = serde_json::from_slice(&data).unwrap() else {
         panic!("not a recommendation");
     };
     let req = fuzz_bodies::fuzz_recommend_request();

@@ -264,6 +264,55 @@ pub fn verify(challenge: &Challenge, proof: &[u8]) -> Result<(), ProofError> {
     Ok(())
 }
 
+/// Challenges a tenant or a Guard sends at once when auditing one object.
+pub const AUDIT_PARALLEL: usize = 16;
+
+/// One shard of an object to challenge, and where the manifest says it lives.
+#[derive(Clone, Debug)]
+pub struct ShardChallenge {
+    /// Slab index.
+    pub slab: u64,
+    /// Shard index within the slab (0..30).
+    pub shard: usize,
+    /// The holder, if the manifest's host entry is a valid peer id.
+    pub host: Option<crate::engine::HostId>,
+    /// The challenge.
+    pub challenge: Challenge,
+}
+
+/// A challenge for every shard of the object `manifest` describes, with nonces derived from
+/// `seed` (draw it fresh from the OS for every audit: a host that can predict the nonce can
+/// precompute its answers) and each shard's position.
+pub fn object_challenges(manifest: &crate::Manifest, seed: &[u8; 32]) -> Vec<ShardChallenge> {
+    let table: Vec<Option<crate::engine::HostId>> = manifest
+        .hosts()
+        .iter()
+        .map(|b| crate::engine::HostId::from_bytes(b))
+        .collect();
+    let mut out = Vec::new();
+    for (slab, layout) in manifest.layout().slabs().enumerate() {
+        let Some(record) = manifest.slabs().get(slab) else {
+            break;
+        };
+        for (shard, r) in record.iter().enumerate() {
+            let mut h = blake3::Hasher::new_keyed(seed);
+            h.update(&(slab as u64).to_le_bytes());
+            h.update(&(shard as u64).to_le_bytes());
+            out.push(ShardChallenge {
+                slab: slab as u64,
+                shard,
+                host: table.get(usize::from(r.host)).copied().flatten(),
+                challenge: Challenge {
+                    root: r.root,
+                    nonce: *h.finalize().as_bytes(),
+                    size: layout.shard_size,
+                },
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

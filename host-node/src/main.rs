@@ -163,6 +163,37 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("wrote {} bytes to {}", report.bytes, output.display());
             }
         }
+        Cmd::Audit { link, net, json } => {
+            init_tracing("warn");
+            let link = Link::parse(&link)?;
+            let tenant = tenant_for(&net.network).await?;
+            exit_on_signal(json);
+            let report = btfs_host::tenant::audit::audit(&tenant, &link).await;
+            tenant.shutdown().await;
+            let report = report.context("audit failed")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for s in &report.slabs {
+                    println!("slab {}: {} of 30 shards proved", s.slab, s.healthy);
+                    for v in s.shards.iter().filter(|v| !v.passed) {
+                        let why = v.reason.as_deref().unwrap_or("failed");
+                        println!("  shard {} on {}: {why}", v.shard, v.host);
+                    }
+                }
+                let verdict = if report.failed == 0 {
+                    "every shard proved it is stored"
+                } else if report.recoverable() {
+                    "recoverable: every slab has at least 10 proven shards"
+                } else {
+                    "AT RISK: a slab has fewer than 10 proven shards"
+                };
+                println!(
+                    "{} passed, {} failed in {} ms: {verdict}",
+                    report.passed, report.failed, report.elapsed_ms
+                );
+            }
+        }
         Cmd::Devnet {
             hosts,
             dir,

@@ -64,6 +64,20 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Challenge every shard of an object on its host and check each proof yourself.
+    ///
+    /// Each host must answer with the challenged 1 KiB chunks of its shard and their Merkle
+    /// path to the shard's root (the name in the manifest); the nonce is fresh, so only a host
+    /// that holds the bytes can answer. Prints per slab how many of the 30 shards proved.
+    Audit {
+        /// The btfs:// link printed by upload.
+        link: String,
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print the per-shard verdicts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a local network of host processes and write its network.json.
     Devnet {
         /// Number of hosts.
@@ -407,6 +421,7 @@ impl Cmd {
         match self {
             Cmd::Upload { json, .. }
             | Cmd::Download { json, .. }
+            | Cmd::Audit { json, .. }
             | Cmd::Status { json, .. }
             | Cmd::Hosts { json, .. } => *json,
             _ => false,

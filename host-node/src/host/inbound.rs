@@ -27,6 +27,15 @@ use tokio::sync::mpsc;
 /// A negotiated inbound stream and the peer that opened it.
 pub type Inbound = (PeerId, Stream);
 
+/// The inbound queues of a storage host: shard streams (`/btfs/shard/1`) and Guard challenges
+/// (`/btfs/audit/1`), each with its own bound.
+pub struct HostStreams {
+    /// Shard protocol streams.
+    pub shards: InboundStreams,
+    /// Audit challenge streams.
+    pub audits: InboundStreams,
+}
+
 /// Behaviour that queues inbound streams of one protocol. Wrap in `Toggle` for client nodes.
 pub struct InboundStreams {
     protocol: StreamProtocol,

@@ -34,6 +34,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub mod announce;
+pub mod audit_server;
 pub mod config;
 pub mod fair_slots;
 pub mod identity;
@@ -45,7 +46,7 @@ pub mod store;
 
 use self::config::{ConfigError, HostConfig, Transport};
 use self::identity::IdentityError;
-use self::inbound::InboundStreams;
+use self::inbound::{HostStreams, InboundStreams};
 use self::reporter::NodeSource;
 use self::shard_server::{Limits, ServiceStats};
 use self::store::{BlobStore, FsStore, StoreError};
@@ -178,8 +179,20 @@ impl Node {
         let protocol = StreamProtocol::new(btfs_core::protocol::PROTOCOL);
         // Queue twice the concurrency limit, so a burst waits instead of being dropped.
         let queue = config.max_inbound_streams * 2;
-        let (inbound, incoming) = InboundStreams::new(protocol.clone(), queue);
-        let dropped = inbound.dropped();
+        let audit_protocol = StreamProtocol::new(btfs_core::proof::PROTOCOL);
+        let streams = |protocol: &StreamProtocol| {
+            let (shards, incoming) = InboundStreams::new(protocol.clone(), queue);
+            let (audits, audit_incoming) =
+                InboundStreams::new(audit_protocol.clone(), 2 * audit_server::MAX_AUDITS);
+            let dropped = shards.dropped();
+            (
+                HostStreams { shards, audits },
+                incoming,
+                audit_incoming,
+                dropped,
+            )
+        };
+        let (inbound, incoming, audit_incoming, dropped) = streams(&protocol);
         let started = Net::start_with(
             keypair.clone(),
             cert.clone(),
@@ -189,8 +202,8 @@ impl Node {
             cancel.child_token(),
         )
         .await;
-        let (net, addrs, net_task, incoming, dropped) = match started {
-            Ok((net, addrs, task)) => (net, addrs, task, incoming, dropped),
+        let (net, addrs, net_task, incoming, audit_incoming, dropped) = match started {
+            Ok((net, addrs, task)) => (net, addrs, task, incoming, audit_incoming, dropped),
             // A remembered port may have been taken meanwhile: fall back to fresh ports.
             Err(NetError::Listen { .. }) if !previous.is_empty() => {
                 tracing::warn!("previous ports unavailable; listening on new ports");
@@ -202,8 +215,7 @@ impl Node {
                         addr: net::listen_addr(t, config.listen_ip, config.port(t)),
                     })
                     .collect();
-                let (inbound, incoming) = InboundStreams::new(protocol, queue);
-                let dropped = inbound.dropped();
+                let (inbound, incoming, audit_incoming, dropped) = streams(&protocol);
                 let (net, addrs, task) = Net::start_with(
                     keypair.clone(),
                     cert,
@@ -213,7 +225,7 @@ impl Node {
                     cancel.child_token(),
                 )
                 .await?;
-                (net, addrs, task, incoming, dropped)
+                (net, addrs, task, incoming, audit_incoming, dropped)
             }
             Err(e) => return Err(e.into()),
         };
@@ -235,6 +247,14 @@ impl Node {
             cancel.child_token(),
         ));
 
+        let audit_stats = Arc::new(audit_server::AuditStats::default());
+        let auditor = tokio::spawn(audit_server::serve(
+            audit_incoming,
+            store.clone(),
+            audit_stats,
+            cancel.child_token(),
+        ));
+
         let sweeper = tokio::spawn(shard_server::sweep(
             store.clone(),
             Duration::from_secs(config.unclaimed_grace_secs),
@@ -242,7 +262,7 @@ impl Node {
             cancel.child_token(),
         ));
 
-        let mut tasks = vec![sweeper, service, net_task];
+        let mut tasks = vec![sweeper, service, auditor, net_task];
         let services = Services::start(
             NodeParts {
                 net: &net,

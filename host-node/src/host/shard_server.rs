@@ -172,7 +172,7 @@ impl Drop for OpenStream {
 
 /// Sends the answer, lingers, closes. `unread` says the request's body was not read (an early
 /// refusal): the linger is then short.
-async fn respond(
+pub(crate) async fn respond(
     stream: &mut Stream,
     status: Status,
     body: &[u8],

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::config::Transport;
-use crate::host::inbound::InboundStreams;
+use crate::host::inbound::{HostStreams, InboundStreams};
 
 /// Agent version announced over identify.
 pub const AGENT: &str = concat!("btfs-rs/", env!("CARGO_PKG_VERSION"));
@@ -191,6 +191,7 @@ pub struct Behaviour {
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
     shards: Toggle<InboundStreams>,
+    audits: Toggle<InboundStreams>,
     hub: request_response::json::Behaviour<HubRequest, HubResponse>,
 }
 
@@ -251,10 +252,14 @@ pub type ListenAddrs = Vec<(Transport, Multiaddr)>;
 async fn build_swarm(
     keypair: Keypair,
     webrtc: Option<libp2p_webrtc::tokio::Certificate>,
-    inbound: Option<InboundStreams>,
+    inbound: Option<HostStreams>,
     limits: ConnLimits,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let (shards, audits) = match inbound {
+        Some(h) => (Some(h.shards), Some(h.audits)),
+        None => (None, None),
+    };
     let cert = match webrtc {
         Some(c) => c,
         None => libp2p_webrtc::tokio::Certificate::generate(&mut rand010::rng())
@@ -286,7 +291,8 @@ async fn build_swarm(
             ),
             ping: ping::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
-            shards: Toggle::from(inbound),
+            shards: Toggle::from(shards),
+            audits: Toggle::from(audits),
             hub: request_response::json::Behaviour::with_codec(
                 request_response::json::codec::Codec::default()
                     .set_request_size_maximum(hubproto::MAX_REQUEST_BYTES)
@@ -311,7 +317,7 @@ impl Net {
     pub async fn start(
         keypair: Keypair,
         webrtc: Option<libp2p_webrtc::tokio::Certificate>,
-        inbound: Option<InboundStreams>,
+        inbound: Option<HostStreams>,
         listen: Vec<Listen>,
         cancel: CancellationToken,
     ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
@@ -328,11 +334,11 @@ impl Net {
 
     /// Starts the swarm task with connection `limits`; listens on `listen` and returns once
     /// every listener has an address (with the actual port and, for WebRTC, the certificate
-    /// hash). Inbound shard streams go to `inbound`'s queue (hosts); client nodes pass `None`.
+    /// hash). Inbound shard and audit streams go to `inbound`'s queues (hosts); client nodes pass `None`.
     pub async fn start_with(
         keypair: Keypair,
         webrtc: Option<libp2p_webrtc::tokio::Certificate>,
-        inbound: Option<InboundStreams>,
+        inbound: Option<HostStreams>,
         listen: Vec<Listen>,
         limits: ConnLimits,
         cancel: CancellationToken,

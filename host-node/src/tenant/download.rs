@@ -116,7 +116,7 @@ pub async fn download(
 }
 
 /// The CLI's error for the machine's.
-fn download_error(e: DownloadError, tenant: &Tenant) -> TransferError {
+pub(crate) fn download_error(e: DownloadError, tenant: &Tenant) -> TransferError {
     match e {
         DownloadError::Unreachable { .. } => TransferError::Unreachable {
             total: tenant.hosts().len(),

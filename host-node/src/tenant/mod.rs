@@ -10,6 +10,7 @@
 //! [`TransferError::kind`] follow the dominant [`FailureClass`], and no message repeats its
 //! `source()`.
 
+pub mod audit;
 pub mod download;
 pub mod driver;
 pub mod network_file;

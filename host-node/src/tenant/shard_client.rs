@@ -89,16 +89,61 @@ async fn request(
     body: &[u8],
     max_ok_len: u32,
 ) -> Result<Vec<u8>, ShardError> {
+    exchange(
+        control,
+        peer,
+        protocol(),
+        &head.encode(),
+        body,
+        max_ok_len,
+        REQUEST_TIMEOUT,
+    )
+    .await
+}
+
+/// Deadline for one storage challenge (a host answers from one read of the shard).
+pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a storage challenge (`/btfs/audit/1`) and returns the host's proof, unverified (the
+/// caller checks it with `btfs_core::proof::verify`).
+pub async fn challenge(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    c: &btfs_core::proof::Challenge,
+    timeout: Duration,
+) -> Result<Vec<u8>, ShardError> {
+    let max = u32::try_from(btfs_core::proof::max_proof_len(c.size)).unwrap_or(u32::MAX);
+    exchange(
+        control,
+        peer,
+        StreamProtocol::new(btfs_core::proof::PROTOCOL),
+        &c.encode(),
+        &[],
+        max,
+        timeout,
+    )
+    .await
+}
+
+async fn exchange(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    head: &[u8],
+    body: &[u8],
+    max_ok_len: u32,
+    timeout: Duration,
+) -> Result<Vec<u8>, ShardError> {
     let work = async {
         let mut stream =
             control
-                .open_stream(peer, protocol())
+                .open_stream(peer, protocol)
                 .await
                 .map_err(|e| ShardError::Open {
                     peer,
                     reason: e.to_string(),
                 })?;
-        let (status, out) = protocol::exchange(&mut stream, &head, body, max_ok_len)
+        let (status, out) = protocol::exchange_bytes(&mut stream, head, body, max_ok_len)
             .await
             .map_err(|e| match e {
                 ExchangeError::Io(source) => ShardError::Io { peer, source },
@@ -118,11 +163,11 @@ async fn request(
             })
         }
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, work)
+    tokio::time::timeout(timeout, work)
         .await
         .unwrap_or(Err(ShardError::Timeout {
             peer,
-            secs: REQUEST_TIMEOUT.as_secs(),
+            secs: timeout.as_secs(),
         }))
 }
 

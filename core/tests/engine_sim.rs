@@ -595,3 +595,145 @@ fn runs_are_deterministic() {
     };
     assert_eq!(run(7), run(7));
 }
+
+/// After a repair the link does not change: a download told the moves (a Guard's placement
+/// updates) finds the new holders even when too few original holders are left to decode
+/// without them, and a second repair fetches from the moved shards and places away from every
+/// host that holds or held a shard of the slab.
+#[test]
+fn moved_shards_are_found_by_downloads_and_later_repairs() {
+    use btfs_core::engine::Moves;
+    for_seeds("moves", 100, |seed| {
+        let mut rng = Rng::new(seed ^ 0x77);
+        let (mut net, plain, report) = honest_upload(seed, 75, 60_000)?;
+        let manifest = manifest_of(&net, &report)?;
+        let link = report.link.clone();
+        let slabs = manifest.slabs().len();
+        let mut lost: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+        for s in 0..slabs {
+            let ks = lost.entry(s as u64).or_default();
+            while ks.len() < 12 {
+                ks.insert(rng.below(30) as usize);
+            }
+        }
+        // The first 12 of each slab are lost from their hosts' disks.
+        for (&s, ks) in &lost {
+            for &k in ks {
+                let root = manifest.slabs()[s as usize][k].root;
+                let h = report.placement[s as usize][k];
+                net.host_mut(h).ok_or("host")?.blobs.remove(&root);
+            }
+        }
+        let mut m = Repair::new(
+            manifest.clone(),
+            lost.clone(),
+            net.ids(),
+            RepairConfig::default(),
+            net.now,
+        )
+        .map_err(|e| e.to_string())?;
+        net.run(&mut m, |_, _| false)
+            .map_err(|e| format!("{e:?}"))?;
+        let first = m
+            .take_result()
+            .ok_or("no result")?
+            .map_err(|e| e.to_string())?;
+        let mut moves: Moves = first
+            .repaired
+            .iter()
+            .map(|x| ((x.slab, x.shard), (x.root, x.host)))
+            .collect();
+        // Now 9 more original shards per slab are lost: 9 originals + 12 moved remain.
+        let mut second: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+        for s in 0..slabs {
+            let gone: Vec<usize> = (0..30)
+                .filter(|k| !lost[&(s as u64)].contains(k))
+                .take(9)
+                .collect();
+            for &k in &gone {
+                let root = manifest.slabs()[s][k].root;
+                net.host_mut(report.placement[s][k])
+                    .ok_or("host")?
+                    .blobs
+                    .remove(&root);
+            }
+            second.insert(s as u64, gone.into_iter().collect());
+        }
+        fresh_stats(&mut net);
+        // Without the moves 9 shards per slab are reachable: the download must fail.
+        let ids = net.ids();
+        match download(&mut net, &link, ids)? {
+            Err(DownloadError::SlabLost { .. }) => {}
+            other => {
+                return Err(format!(
+                    "download without moves: {:?}",
+                    other.map(|b| b.len())
+                ))
+            }
+        }
+        fresh_stats(&mut net);
+        let mut d = Download::with_moves(
+            link.clone(),
+            net.ids(),
+            moves.clone(),
+            DownloadConfig::default(),
+            net.now,
+        );
+        let mut out = Vec::new();
+        net.run(&mut d, |d, _| match d.poll_output() {
+            Some(p) => {
+                out.extend_from_slice(&p);
+                true
+            }
+            None => false,
+        })
+        .map_err(|e| format!("{e:?}"))?;
+        while let Some(p) = d.poll_output() {
+            out.extend_from_slice(&p);
+        }
+        d.take_result()
+            .ok_or("no result")?
+            .map_err(|e| e.to_string())?;
+        if out != plain {
+            return Err("download with moves returned other bytes".into());
+        }
+        // A second repair of the 9 needs the moved shards (only 9 originals are left).
+        let mut m = Repair::with_moves(
+            manifest.clone(),
+            moves.clone(),
+            second.clone(),
+            net.ids(),
+            RepairConfig::default(),
+            net.now,
+        )
+        .map_err(|e| e.to_string())?;
+        net.run(&mut m, |_, _| false)
+            .map_err(|e| format!("{e:?}"))?;
+        let again = m
+            .take_result()
+            .ok_or("no result")?
+            .map_err(|e| e.to_string())?;
+        if again.repaired.len() != 9 * slabs {
+            return Err(format!("second repair rebuilt {}", again.repaired.len()));
+        }
+        for x in &again.repaired {
+            let originals = &report.placement[x.slab as usize];
+            let moved = moves
+                .iter()
+                .any(|(&(slab, _), &(_, h))| slab == x.slab && h == x.host);
+            if originals.contains(&x.host) || moved {
+                return Err(format!(
+                    "slab {} shard {} placed on a holder",
+                    x.slab, x.shard
+                ));
+            }
+        }
+        moves.extend(
+            again
+                .repaired
+                .iter()
+                .map(|x| ((x.slab, x.shard), (x.root, x.host))),
+        );
+        Ok(())
+    });
+}

@@ -24,8 +24,8 @@ use super::fetch::SlabFetch;
 use super::health::Health;
 use super::ops::Ops;
 use super::{
-    Action, CorruptShard, Failure, FetchFailures, HostId, Machine, OpId, Outcome, Request, Timing,
-    Why,
+    Action, CorruptShard, Failure, FetchFailures, HostId, Machine, Moves, OpId, Outcome, Request,
+    Timing, Why,
 };
 use crate::decoder::{DecodeError, Decoder};
 use crate::layout::DATA_SHARDS;
@@ -141,6 +141,7 @@ pub struct Download {
     manifest: Option<Manifest>,
     decoder: Option<Decoder>,
     table: Vec<Option<HostId>>,
+    moves: Moves,
     fetches: BTreeMap<u64, SlabFetch>,
     next_emit: u64,
     output: VecDeque<Vec<u8>>,
@@ -151,6 +152,18 @@ pub struct Download {
 impl Download {
     /// Starts downloading `link`, looking for its manifest on `candidates` (in that order).
     pub fn new(link: Link, candidates: Vec<HostId>, cfg: DownloadConfig, now: Duration) -> Self {
+        Self::with_moves(link, candidates, Moves::new(), cfg, now)
+    }
+
+    /// [`Download::new`] for an object a Guard repaired: `moves` (from its signed placement
+    /// updates) point shards at their new holders; the link does not change.
+    pub fn with_moves(
+        link: Link,
+        candidates: Vec<HostId>,
+        moves: Moves,
+        cfg: DownloadConfig,
+        now: Duration,
+    ) -> Self {
         let mut seen = BTreeSet::new();
         let candidates = candidates.into_iter().filter(|h| seen.insert(*h)).collect();
         let mut d = Self {
@@ -167,6 +180,7 @@ impl Download {
             manifest: None,
             decoder: None,
             table: Vec::new(),
+            moves,
             fetches: BTreeMap::new(),
             next_emit: 0,
             output: VecDeque::new(),
@@ -338,7 +352,9 @@ impl Download {
         for s in self.next_emit..end {
             let f = self.fetches.entry(s).or_insert_with(|| {
                 let size = layout.slab(s).map_or(0, |l| l.shard_size);
-                SlabFetch::new(s, size, &records[s as usize], &self.table, &[])
+                let mut f = SlabFetch::new(s, size, &records[s as usize], &self.table, &[]);
+                f.apply_moves(&self.moves);
+                f
             });
             f.top_up(
                 &mut self.ops,

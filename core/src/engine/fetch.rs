@@ -187,6 +187,18 @@ impl SlabFetch {
     }
 
     /// Every host the slab's record names.
+    /// Points shards that a repair moved at their new holders: each move of this slab whose
+    /// root is the manifest's root for that shard replaces the manifest's host (a move naming
+    /// another root is ignored, so a wrong update can only cost a failed fetch).
+    pub fn apply_moves(&mut self, moves: &super::Moves) {
+        for (&(slab, k), &(root, host)) in moves.range((self.index, 0)..=(self.index, TOTAL_SHARDS))
+        {
+            if slab == self.index && k < TOTAL_SHARDS && self.roots[k] == root {
+                self.hosts[k] = Some(host);
+            }
+        }
+    }
+
     pub fn hosts(&self) -> impl Iterator<Item = HostId> + '_ {
         self.hosts.iter().flatten().copied()
     }

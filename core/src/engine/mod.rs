@@ -123,6 +123,11 @@ impl std::fmt::Display for OpId {
     }
 }
 
+/// Shards that live elsewhere than the manifest says (after a Guard's repair): (slab, shard) →
+/// (the shard's root, its holder now). Machines apply a move only where the root matches the
+/// manifest's, so the manifest stays the authority on *what* a shard is.
+pub type Moves = std::collections::BTreeMap<(u64, usize), (Root, HostId)>;
+
 /// The bytes of a PUT, shared with the machine (cloning is cheap).
 #[derive(Clone)]
 pub enum Payload {

@@ -28,7 +28,8 @@ use super::health::Health;
 use super::ops::Ops;
 use super::place::PlaceSet;
 use super::{
-    Action, CorruptShard, Failure, FetchFailures, HostId, Machine, OpId, Outcome, Payload, Timing,
+    Action, CorruptShard, Failure, FetchFailures, HostId, Machine, Moves, OpId, Outcome, Payload,
+    Timing,
 };
 use crate::erasure::{self, ErasureError};
 use crate::layout::{DATA_SHARDS, TOTAL_SHARDS};
@@ -185,6 +186,7 @@ pub struct Repair {
     cfg: RepairConfig,
     manifest: Manifest,
     table: Vec<Option<HostId>>,
+    moves: Moves,
     candidates: Vec<HostId>,
     ops: Ops<Tag>,
     health: Health,
@@ -205,6 +207,20 @@ impl Repair {
     /// `candidates`.
     pub fn new(
         manifest: Manifest,
+        lost: BTreeMap<u64, BTreeSet<usize>>,
+        candidates: Vec<HostId>,
+        cfg: RepairConfig,
+        now: Duration,
+    ) -> Result<Self, RepairError> {
+        Self::with_moves(manifest, Moves::new(), lost, candidates, cfg, now)
+    }
+
+    /// [`Repair::new`] for an object some of whose shards were moved by earlier repairs:
+    /// fetches go to the current holders, and new shards avoid every host that holds or held a
+    /// shard of the slab.
+    pub fn with_moves(
+        manifest: Manifest,
+        moves: Moves,
         lost: BTreeMap<u64, BTreeSet<usize>>,
         candidates: Vec<HostId>,
         cfg: RepairConfig,
@@ -235,6 +251,7 @@ impl Repair {
             cfg,
             manifest,
             table,
+            moves,
             candidates,
             ops: Ops::new(cfg.timing),
             health: Health::default(),
@@ -366,7 +383,8 @@ impl Repair {
                 .slab(slab)
                 .map_or(0, |l| l.shard_size);
             let record = &self.manifest.slabs()[slab as usize];
-            let fetch = SlabFetch::new(slab, size, record, &self.table, &lost);
+            let mut fetch = SlabFetch::new(slab, size, record, &self.table, &lost);
+            fetch.apply_moves(&self.moves);
             self.jobs.insert(
                 slab,
                 Job {
@@ -398,7 +416,11 @@ impl Repair {
                     };
                     self.report.failed_fetches += f.failed;
                     self.report.corrupt_shards.extend(f.corrupt.iter().cloned());
-                    let exclude: BTreeSet<HostId> = f.hosts().collect();
+                    let record = &self.manifest.slabs()[slab as usize];
+                    let original = record
+                        .iter()
+                        .filter_map(|r| self.table.get(usize::from(r.host)).copied().flatten());
+                    let exclude: BTreeSet<HostId> = f.hosts().chain(original).collect();
                     let start = (slab as usize * TOTAL_SHARDS) % n;
                     let order = (0..self.candidates.len())
                         .map(|i| self.candidates[(start + i) % n])

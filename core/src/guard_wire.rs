@@ -1,0 +1,342 @@
+//! The Guard service's protocol, `/btfs/guard/1`, and the signed documents it hands out.
+//!
+//! Goals: a tenant (CLI or browser) registers an object with the Guard by its manifest id, asks
+//! for its health and for the Guard's placement updates, and anyone asks for a host's audit
+//! history; every verdict and placement update is signed by the Guard's identity key
+//! ([`crate::signed`]), so it can be relayed and checked later. Nothing here is trusted for the
+//! bytes themselves: a tenant still verifies every shard against the manifest's roots, and can
+//! challenge the holders itself ([`crate::proof`]). Non-goals: the Guard's policy (see
+//! `crate::guard`), payment.
+//!
+//! ## Wire format, one request per stream
+//!
+//! ```text
+//! request  = len: u32 (LE, ≤ MAX_REQUEST_LEN) ‖ GuardRequest as JSON
+//! response = status: u8 ‖ len: u32 ‖ body       (the shard protocol's ResponseHead framing)
+//!            status 0: body = GuardResponse as JSON (≤ MAX_RESPONSE_LEN)
+//!            else:     body = UTF-8 message (≤ 1 KiB)
+//! ```
+//!
+//! JSON shapes (`type` tags the variant):
+//!
+//! ```json
+//! {"type":"watch","manifest_id":"<64 hex>"}          → {"type":"watching","manifest_id":..,"slabs":N,"new":true}
+//! {"type":"health","manifest_id":"<64 hex>"}         → {"type":"health", ..ObjectHealth}
+//! {"type":"placement","manifest_id":"<64 hex>"}      → {"type":"placement","updates":[Signed PlacementUpdate]}
+//! {"type":"audits","host":"<peer id>","limit":100}   → {"type":"audits","verdicts":[Signed AuditVerdict]}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::signed::{Body, SignedError, MAX_FIELD};
+
+/// libp2p protocol name.
+pub const PROTOCOL: &str = "/btfs/guard/1";
+/// Largest request JSON.
+pub const MAX_REQUEST_LEN: u32 = 4096;
+/// Largest response JSON.
+pub const MAX_RESPONSE_LEN: u32 = 4 << 20;
+/// Most verdicts one `audits` answer carries.
+pub const MAX_AUDITS_ANSWER: u32 = 1000;
+/// Most shard moves one placement update lists (one slab's repair: at most 20 lost shards).
+pub const MAX_MOVES: usize = 20;
+
+/// A request to the Guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GuardRequest {
+    /// Watch (audit and repair) the object with this manifest id.
+    Watch {
+        /// Manifest id, 64 hex digits.
+        manifest_id: String,
+    },
+    /// The object's health as the Guard knows it.
+    Health {
+        /// Manifest id.
+        manifest_id: String,
+    },
+    /// The signed placement updates of the object (shards moved by repairs).
+    Placement {
+        /// Manifest id.
+        manifest_id: String,
+    },
+    /// A host's latest signed verdicts, newest first.
+    Audits {
+        /// The host's peer id.
+        host: String,
+        /// At most this many (≤ [`MAX_AUDITS_ANSWER`]).
+        limit: u32,
+    },
+}
+
+/// The Guard's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GuardResponse {
+    /// The object is watched.
+    Watching {
+        /// Manifest id.
+        manifest_id: String,
+        /// Slabs in the object.
+        slabs: u64,
+        /// Whether this request added it (false: already watched).
+        new: bool,
+    },
+    /// Health.
+    Health(ObjectHealth),
+    /// Placement updates.
+    Placement {
+        /// Signed [`PlacementUpdate`]s, oldest first.
+        updates: Vec<crate::signed::Signed>,
+    },
+    /// Verdicts.
+    Audits {
+        /// Signed [`AuditVerdict`]s, newest first.
+        verdicts: Vec<crate::signed::Signed>,
+    },
+}
+
+/// One shard's state at the Guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardHealth {
+    /// Shard index in its slab.
+    pub shard: usize,
+    /// The shard's root (hex).
+    pub root: String,
+    /// The holder as the Guard knows it now (after a repair, the new holder).
+    pub host: String,
+    /// Epoch of the last verdict, if audited yet.
+    pub last_epoch: Option<u64>,
+    /// The last verdict (`None`: not audited yet).
+    pub passed: Option<bool>,
+    /// Failed audits in a row.
+    pub fails: u32,
+}
+
+/// One slab's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlabHealth {
+    /// Slab index.
+    pub slab: u64,
+    /// Shards whose last verdict passed or that are not audited yet, of 30.
+    pub healthy: usize,
+    /// Every shard.
+    pub shards: Vec<ShardHealth>,
+}
+
+/// An object's state at the Guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHealth {
+    /// Manifest id.
+    pub manifest_id: String,
+    /// The Guard's current epoch.
+    pub epoch: u64,
+    /// Repair threshold: a slab at or below this many healthy shards is repaired.
+    pub repair_threshold: usize,
+    /// Shards rebuilt on new hosts so far.
+    pub repaired_shards: u64,
+    /// Per slab.
+    pub slabs: Vec<SlabHealth>,
+}
+
+/// A signed audit verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerdict {
+    /// The Guard's peer id (the signer).
+    pub peer_id: String,
+    /// The audited host.
+    pub host: String,
+    /// The shard's root (hex).
+    pub root: String,
+    /// Object (manifest id), slab and shard.
+    pub manifest_id: String,
+    /// Slab index.
+    pub slab: u64,
+    /// Shard index.
+    pub shard: usize,
+    /// The Guard's epoch.
+    pub epoch: u64,
+    /// The challenge's nonce (hex), so anyone can re-check a stored proof.
+    pub nonce: String,
+    /// Whether the proof verified in time.
+    pub passed: bool,
+    /// Why not.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub issued_at_ms: u64,
+}
+
+fn bounded(field: &'static str, s: &str) -> Result<(), SignedError> {
+    if s.len() > MAX_FIELD {
+        return Err(SignedError::Field {
+            field,
+            why: format!("{} bytes; the limit is {MAX_FIELD}", s.len()),
+        });
+    }
+    Ok(())
+}
+
+impl Body for AuditVerdict {
+    const KIND: &'static str = "btfs/audit-verdict/1";
+    fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+    fn issued_at_ms(&self) -> u64 {
+        self.issued_at_ms
+    }
+    fn validate(&self) -> Result<(), SignedError> {
+        bounded("host", &self.host)?;
+        bounded("root", &self.root)?;
+        bounded("manifest_id", &self.manifest_id)?;
+        bounded("nonce", &self.nonce)?;
+        if let Some(r) = &self.reason {
+            bounded("reason", r)?;
+        }
+        Ok(())
+    }
+}
+
+/// One shard's new holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMove {
+    /// Slab.
+    pub slab: u64,
+    /// Shard.
+    pub shard: usize,
+    /// Root (hex): a tenant applies the move only if it matches the manifest's root.
+    pub root: String,
+    /// The new holder's peer id.
+    pub host: String,
+}
+
+/// A signed placement update: shards of one object that now live on other hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementUpdate {
+    /// The Guard's peer id (the signer).
+    pub peer_id: String,
+    /// Manifest id.
+    pub manifest_id: String,
+    /// Update number for this object, from 1 (later updates win).
+    pub seq: u64,
+    /// The moves (≤ [`MAX_MOVES`]).
+    pub moves: Vec<ShardMove>,
+    /// Unix ms.
+    pub issued_at_ms: u64,
+}
+
+impl Body for PlacementUpdate {
+    const KIND: &'static str = "btfs/placement/1";
+    fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+    fn issued_at_ms(&self) -> u64 {
+        self.issued_at_ms
+    }
+    fn validate(&self) -> Result<(), SignedError> {
+        bounded("manifest_id", &self.manifest_id)?;
+        if self.moves.is_empty() || self.moves.len() > MAX_MOVES {
+            return Err(SignedError::Field {
+                field: "moves",
+                why: format!("{} moves; give 1 to {MAX_MOVES}", self.moves.len()),
+            });
+        }
+        for m in &self.moves {
+            bounded("root", &m.root)?;
+            bounded("host", &m.host)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes a request for the wire: the length prefix and the JSON body.
+pub fn encode_request(req: &GuardRequest) -> ([u8; 4], Vec<u8>) {
+    let body = serde_json::to_vec(req).unwrap_or_default();
+    ((body.len() as u32).to_le_bytes(), body)
+}
+
+/// Parses a request body (the caller read `len` bytes after checking `len ≤ MAX_REQUEST_LEN`).
+pub fn decode_request(body: &[u8]) -> Result<GuardRequest, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!("malformed Guard request: {e}; send {{\"type\":\"watch\",\"manifest_id\":\"<64 hex>\"}} or health/placement/audits")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::signed::Signed;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn requests_round_trip_in_their_documented_json() {
+        let r = GuardRequest::Watch {
+            manifest_id: "ab".repeat(32),
+        };
+        let (len, body) = encode_request(&r);
+        assert_eq!(u32::from_le_bytes(len) as usize, body.len());
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            format!(
+                "{{\"type\":\"watch\",\"manifest_id\":\"{}\"}}",
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(decode_request(&body).unwrap(), r);
+        assert!(decode_request(b"{\"type\":\"nope\"}")
+            .unwrap_err()
+            .contains("malformed Guard request"));
+    }
+
+    #[test]
+    fn verdicts_and_placements_are_signed_and_bounded() {
+        let key = libp2p_identity::ed25519::Keypair::from(
+            libp2p_identity::ed25519::SecretKey::try_from_bytes([9; 32]).unwrap(),
+        );
+        let peer = libp2p_identity::PublicKey::from(key.public()).to_peer_id();
+        let v = AuditVerdict {
+            peer_id: peer.to_base58(),
+            host: "h".into(),
+            root: "00".repeat(32),
+            manifest_id: "11".repeat(32),
+            slab: 0,
+            shard: 3,
+            epoch: 7,
+            nonce: "22".repeat(32),
+            passed: false,
+            reason: Some("no answer".into()),
+            issued_at_ms: 1,
+        };
+        let s = Signed::sign(&v, &key).unwrap();
+        assert_eq!(s.verify::<AuditVerdict>().unwrap().body, v);
+        let mut tampered = s.clone();
+        tampered.payload = tampered.payload.replace("false", "true ");
+        assert!(tampered.verify::<AuditVerdict>().is_err());
+        let p = PlacementUpdate {
+            peer_id: peer.to_base58(),
+            manifest_id: "11".repeat(32),
+            seq: 1,
+            moves: vec![],
+            issued_at_ms: 1,
+        };
+        assert!(
+            Signed::sign(&p, &key).is_err(),
+            "an empty update is refused"
+        );
+        // A placement update is never accepted as a verdict.
+        let p = PlacementUpdate {
+            moves: vec![ShardMove {
+                slab: 0,
+                shard: 1,
+                root: "33".repeat(32),
+                host: "x".into(),
+            }],
+            ..p
+        };
+        let ps = Signed::sign(&p, &key).unwrap();
+        assert!(ps.verify::<AuditVerdict>().is_err());
+        assert_eq!(ps.verify::<PlacementUpdate>().unwrap().body, p);
+    }
+}

@@ -160,13 +160,20 @@ impl NetworkFile {
     /// The Hub (`services.hub`: `{"peer_id": "...", "addrs": ["/ip4/.../p2p/..."]}`), if the
     /// network has one.
     pub fn hub(&self) -> Result<Option<ServiceHost>, FormatError> {
-        let Some(hub) = self.services.get("hub") else {
+        self.libp2p_service("hub")
+    }
+
+    /// The Guard (`services.guard`: `{"peer_id": "...", "addrs": [...], "pid": N}`), if the
+    /// network has one: uploads register with it, downloads ask it for placement updates.
+    pub fn guard(&self) -> Result<Option<ServiceHost>, FormatError> {
+        self.libp2p_service("guard")
+    }
+
+    fn libp2p_service(&self, name: &'static str) -> Result<Option<ServiceHost>, FormatError> {
+        let Some(hub) = self.services.get(name) else {
             return Ok(None);
         };
-        let entry = |why: String| FormatError::Service {
-            service: "hub",
-            why,
-        };
+        let entry = |why: String| FormatError::Service { service: name, why };
         let peer: PeerId = hub
             .get("peer_id")
             .and_then(|v| v.as_str())

@@ -194,6 +194,23 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Cmd::Health { link, net, json } => {
+            init_tracing("warn");
+            let link = Link::parse(&link)?;
+            guard_health(&net.network, &link, json).await?;
+        }
+        Cmd::Audits {
+            host,
+            limit,
+            net,
+            json,
+        } => {
+            init_tracing("warn");
+            let host: libp2p::PeerId = host
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--host {host:?} is not a peer id: {e}"))?;
+            guard_audits(&net.network, host, limit, json).await?;
+        }
         Cmd::Devnet {
             hosts,
             dir,
@@ -261,6 +278,104 @@ async fn run(cli: Cli) -> Result<()> {
             init_tracing("warn");
             hosts(&net.network, json, limit).await?;
         }
+    }
+    Ok(())
+}
+
+/// The network's Guard and a client node to ask it.
+async fn guard_of(
+    network: &std::path::Path,
+) -> Result<(btfs_host::tenant::Tenant, btfs_host::services::hub::HubAddr)> {
+    let file = btfs_host::tenant::network_file::load(network)?;
+    let guard = btfs_host::tenant::network_file::guard(&file, network)?.with_context(|| {
+        format!(
+            "network file {} names no Guard (services.guard); start one with `btfs service` or `btfs host --services hub,guard`",
+            network.display()
+        )
+    })?;
+    let tenant = btfs_host::tenant::Tenant::start(Vec::new()).await?;
+    Ok((tenant, guard))
+}
+
+async fn guard_health(network: &std::path::Path, link: &Link, json: bool) -> Result<()> {
+    use btfs_core::guard_wire::{GuardRequest, GuardResponse};
+    let (tenant, guard) = guard_of(network).await?;
+    let req = GuardRequest::Health {
+        manifest_id: link.manifest_id.to_hex(),
+    };
+    let r = btfs_host::services::guard::client::request(
+        tenant.net(),
+        guard.peer,
+        guard.addrs.clone(),
+        &req,
+    )
+    .await;
+    tenant.shutdown().await;
+    let GuardResponse::Health(h) = r.context("cannot get the object's health")? else {
+        bail!("the Guard answered something other than health");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(());
+    }
+    println!(
+        "object {}: epoch {}, repair at <= {} healthy of 30, {} shards repaired so far",
+        h.manifest_id, h.epoch, h.repair_threshold, h.repaired_shards
+    );
+    for s in &h.slabs {
+        println!("slab {}: {} of 30 shards healthy", s.slab, s.healthy);
+        for x in s.shards.iter().filter(|x| x.passed == Some(false)) {
+            println!(
+                "  shard {} on {}: failed {} audit(s) in a row",
+                x.shard, x.host, x.fails
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn guard_audits(
+    network: &std::path::Path,
+    host: libp2p::PeerId,
+    limit: u32,
+    json: bool,
+) -> Result<()> {
+    let (tenant, guard) = guard_of(network).await?;
+    let r = btfs_host::services::guard::client::audits(
+        tenant.net(),
+        guard.peer,
+        guard.addrs.clone(),
+        host,
+        limit,
+    )
+    .await;
+    tenant.shutdown().await;
+    let verdicts = r.context("cannot get the host's audits")?;
+    if json {
+        let rows: Vec<serde_json::Value> = verdicts
+            .iter()
+            .map(|(v, signed)| {
+                let mut row = serde_json::to_value(v).unwrap_or_default();
+                row["signed"] = serde_json::to_value(signed).unwrap_or_default();
+                row
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let failed = verdicts.iter().filter(|(v, _)| !v.passed).count();
+    println!(
+        "host {host}: {} verdicts signed by the Guard {}, {failed} failed",
+        verdicts.len(),
+        guard.peer
+    );
+    for (v, _) in &verdicts {
+        let mark = if v.passed { "passed" } else { "FAILED" };
+        let why = v.reason.as_deref().unwrap_or("");
+        println!(
+            "  epoch {} slab {} shard {} root {}: {mark} {why}",
+            v.epoch, v.slab, v.shard, v.root
+        );
     }
     Ok(())
 }

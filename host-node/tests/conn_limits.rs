@@ -80,7 +80,7 @@ async fn client_with_a_blob(host: &NodeHandle) -> (Net, CancellationToken, Root)
     let (net, _, _) = Net::start(
         Keypair::generate_ed25519(),
         None,
-        None,
+        Default::default(),
         Vec::new(),
         cancel.clone(),
     )

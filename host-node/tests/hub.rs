@@ -70,7 +70,7 @@ async fn client() -> (Net, CancellationToken) {
     let (net, _, _) = Net::start(
         Keypair::generate_ed25519(),
         None,
-        None,
+        Default::default(),
         Vec::new(),
         cancel.clone(),
     )
@@ -292,9 +292,15 @@ async fn one_address_registers_a_bounded_number_of_new_hosts() {
         let hub_addr = hub.addr();
         async move {
             let cancel = CancellationToken::new();
-            let (net, _, _) = Net::start(key.clone(), None, None, Vec::new(), cancel.clone())
-                .await
-                .unwrap();
+            let (net, _, _) = Net::start(
+                key.clone(),
+                None,
+                Default::default(),
+                Vec::new(),
+                cancel.clone(),
+            )
+            .await
+            .unwrap();
             let ad = HostAd {
                 peer_id: key.public().to_peer_id().to_base58(),
                 addrs: vec!["/ip4/127.0.0.1/tcp/9".into()],

@@ -176,7 +176,9 @@ impl Devnet {
             .arg("--probe-interval-ms")
             .arg(probe_interval_ms.to_string())
             .arg("--report-interval-secs")
-            .arg(report_interval_secs.to_string());
+            .arg(report_interval_secs.to_string())
+            // The devnet's Guard settings (`btfs devnet` starts the service node with them).
+            .args(["--guard-epoch-ms", "5000", "--guard-deadline-ms", "2000"]);
         let log_path = dir.join("service.log");
         let log_len = || std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
         let mut log_from = log_len();

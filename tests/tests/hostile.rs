@@ -57,7 +57,7 @@ async fn client(peer: PeerId, addrs: &[Multiaddr], cancel: &CancellationToken) -
     let (net, _, _task) = Net::start(
         Keypair::generate_ed25519(),
         None,
-        None,
+        Default::default(),
         Vec::new(),
         cancel.child_token(),
     )

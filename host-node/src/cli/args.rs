@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use btfs_core::guard::GuardConfig;
 use btfs_core::Root;
 use btfs_host::host::config::{HostConfig, Transport};
+use btfs_host::services::guard::GuardOptions;
 use btfs_host::services::hub;
 use btfs_host::services::{self, ServiceKind, ServiceNodeOptions};
 use btfs_host::tenant::upload::UploadOptions;
@@ -75,6 +77,31 @@ pub enum Cmd {
         #[command(flatten)]
         net: NetworkArg,
         /// Print the per-shard verdicts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An object's health as the network's Guard knows it: per slab, healthy shards of 30,
+    /// each shard's holder (after a repair, the new one) and its last audit.
+    Health {
+        /// The btfs:// link printed by upload.
+        link: String,
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A host's audit history at the network's Guard, each verdict signed by the Guard.
+    Audits {
+        /// The host's peer id.
+        #[arg(long)]
+        host: String,
+        /// At most this many verdicts, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print JSON (an array of verdicts).
         #[arg(long)]
         json: bool,
     },
@@ -231,6 +258,15 @@ pub struct ServiceArgs {
     /// ids they use.
     #[arg(long, default_value_t = 256)]
     max_connections_per_ip: u32,
+    /// Guard: length of an epoch (every watched shard is challenged once per epoch), in ms.
+    #[arg(long, default_value_t = 3_600_000)]
+    guard_epoch_ms: u64,
+    /// Guard: a challenge answered later than this fails, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    guard_deadline_ms: u64,
+    /// Guard: repair a slab when at most this many of its 30 shards are healthy (10-29).
+    #[arg(long, default_value_t = btfs_core::guard::DEFAULT_REPAIR_THRESHOLD)]
+    guard_repair_threshold: usize,
 }
 
 #[derive(Args)]
@@ -367,6 +403,15 @@ impl ServiceArgs {
             status,
             status_port: self.status_port,
             connections,
+            guard: GuardOptions {
+                config: GuardConfig {
+                    epoch: Duration::from_millis(self.guard_epoch_ms),
+                    deadline: Duration::from_millis(self.guard_deadline_ms),
+                    repair_threshold: self.guard_repair_threshold,
+                    repair_backoff: Duration::from_millis(self.guard_epoch_ms),
+                    ..GuardConfig::default()
+                },
+            },
         })
     }
 }
@@ -422,6 +467,8 @@ impl Cmd {
             Cmd::Upload { json, .. }
             | Cmd::Download { json, .. }
             | Cmd::Audit { json, .. }
+            | Cmd::Health { json, .. }
+            | Cmd::Audits { json, .. }
             | Cmd::Status { json, .. }
             | Cmd::Hosts { json, .. } => *json,
             _ => false,

@@ -22,6 +22,7 @@ pub async fn tenant_for(network: &Path) -> Result<Tenant> {
         );
     }
     let mut tenant = Tenant::start(hosts.clone()).await?;
+    tenant.set_guard(network_file::guard(&file, network)?);
     if let Some(hub) = hub {
         match hub::client::hosts(tenant.net(), &hub, btfs_core::hub::MAX_COUNT).await {
             Ok(list) => {
@@ -57,6 +58,7 @@ pub async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> 
     let layout = btfs_core::Layout::new(len, shard_size)?;
     let req = btfs_core::hub::upload_request(&layout);
     let mut tenant = Tenant::start(Vec::new()).await?;
+    tenant.set_guard(network_file::guard(&nf, network)?);
     let (hosts, _) = hub::client::recommend(tenant.net(), &hub, req, btfs_core::TOTAL_SHARDS)
         .await
         .context("cannot choose hosts")?;

@@ -27,13 +27,17 @@ use tokio::sync::mpsc;
 /// A negotiated inbound stream and the peer that opened it.
 pub type Inbound = (PeerId, Stream);
 
-/// The inbound queues of a storage host: shard streams (`/btfs/shard/1`) and Guard challenges
-/// (`/btfs/audit/1`), each with its own bound.
-pub struct HostStreams {
+/// The inbound stream queues a node accepts, each with its own bound: a storage host takes
+/// shard streams (`/btfs/shard/1`) and storage challenges (`/btfs/audit/1`); a node running the
+/// Guard takes Guard requests (`/btfs/guard/1`). A tenant takes none.
+#[derive(Default)]
+pub struct InboundQueues {
     /// Shard protocol streams.
-    pub shards: InboundStreams,
+    pub shards: Option<InboundStreams>,
     /// Audit challenge streams.
-    pub audits: InboundStreams,
+    pub audits: Option<InboundStreams>,
+    /// Guard protocol streams.
+    pub guard: Option<InboundStreams>,
 }
 
 /// Behaviour that queues inbound streams of one protocol. Wrap in `Toggle` for client nodes.

@@ -46,7 +46,7 @@ pub mod store;
 
 use self::config::{ConfigError, HostConfig, Transport};
 use self::identity::IdentityError;
-use self::inbound::{HostStreams, InboundStreams};
+use self::inbound::{InboundQueues, InboundStreams};
 use self::reporter::NodeSource;
 use self::shard_server::{Limits, ServiceStats};
 use self::store::{BlobStore, FsStore, StoreError};
@@ -185,50 +185,74 @@ impl Node {
             let (audits, audit_incoming) =
                 InboundStreams::new(audit_protocol.clone(), 2 * audit_server::MAX_AUDITS);
             let dropped = shards.dropped();
-            (
-                HostStreams { shards, audits },
-                incoming,
-                audit_incoming,
-                dropped,
-            )
+            let (guard, guard_incoming) = if config.services.contains(&ServiceKind::Guard) {
+                let (q, rx) = crate::services::components::guard_queue();
+                (q.guard, Some(rx))
+            } else {
+                (None, None)
+            };
+            let queues = InboundQueues {
+                shards: Some(shards),
+                audits: Some(audits),
+                guard,
+            };
+            (queues, incoming, audit_incoming, guard_incoming, dropped)
         };
-        let (inbound, incoming, audit_incoming, dropped) = streams(&protocol);
+        let (inbound, incoming, audit_incoming, guard_incoming, dropped) = streams(&protocol);
         let started = Net::start_with(
             keypair.clone(),
             cert.clone(),
-            Some(inbound),
+            inbound,
             listen.clone(),
             connections,
             cancel.child_token(),
         )
         .await;
-        let (net, addrs, net_task, incoming, audit_incoming, dropped) = match started {
-            Ok((net, addrs, task)) => (net, addrs, task, incoming, audit_incoming, dropped),
-            // A remembered port may have been taken meanwhile: fall back to fresh ports.
-            Err(NetError::Listen { .. }) if !previous.is_empty() => {
-                tracing::warn!("previous ports unavailable; listening on new ports");
-                let fresh = config
-                    .transports
-                    .iter()
-                    .map(|&t| Listen {
-                        transport: t,
-                        addr: net::listen_addr(t, config.listen_ip, config.port(t)),
-                    })
-                    .collect();
-                let (inbound, incoming, audit_incoming, dropped) = streams(&protocol);
-                let (net, addrs, task) = Net::start_with(
-                    keypair.clone(),
-                    cert,
-                    Some(inbound),
-                    fresh,
-                    connections,
-                    cancel.child_token(),
-                )
-                .await?;
-                (net, addrs, task, incoming, audit_incoming, dropped)
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let (net, addrs, net_task, incoming, audit_incoming, guard_incoming, dropped) =
+            match started {
+                Ok((net, addrs, task)) => (
+                    net,
+                    addrs,
+                    task,
+                    incoming,
+                    audit_incoming,
+                    guard_incoming,
+                    dropped,
+                ),
+                // A remembered port may have been taken meanwhile: fall back to fresh ports.
+                Err(NetError::Listen { .. }) if !previous.is_empty() => {
+                    tracing::warn!("previous ports unavailable; listening on new ports");
+                    let fresh = config
+                        .transports
+                        .iter()
+                        .map(|&t| Listen {
+                            transport: t,
+                            addr: net::listen_addr(t, config.listen_ip, config.port(t)),
+                        })
+                        .collect();
+                    let (inbound, incoming, audit_incoming, guard_incoming, dropped) =
+                        streams(&protocol);
+                    let (net, addrs, task) = Net::start_with(
+                        keypair.clone(),
+                        cert,
+                        inbound,
+                        fresh,
+                        connections,
+                        cancel.child_token(),
+                    )
+                    .await?;
+                    (
+                        net,
+                        addrs,
+                        task,
+                        incoming,
+                        audit_incoming,
+                        guard_incoming,
+                        dropped,
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            };
         let peer_id = net.peer_id();
 
         let stats = Arc::new(ServiceStats {
@@ -270,6 +294,8 @@ impl Node {
                 listen_ip: config.listen_ip,
                 previous_status_port: previous_status,
                 cancel: &cancel,
+                key: &keypair,
+                guard_incoming,
             },
             &services_options(&config),
         )
@@ -467,6 +493,7 @@ fn services_options(config: &HostConfig) -> ServicesOptions {
         },
         status: crate::services::status_options(report, config.service_max_hosts),
         status_port: config.status_port,
+        guard: crate::services::guard::GuardOptions::default(),
     }
 }
 

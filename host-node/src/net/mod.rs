@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::config::Transport;
-use crate::host::inbound::{HostStreams, InboundStreams};
+use crate::host::inbound::{InboundQueues, InboundStreams};
 
 /// Agent version announced over identify.
 pub const AGENT: &str = concat!("btfs-rs/", env!("CARGO_PKG_VERSION"));
@@ -192,6 +192,7 @@ pub struct Behaviour {
     stream: libp2p_stream::Behaviour,
     shards: Toggle<InboundStreams>,
     audits: Toggle<InboundStreams>,
+    guard: Toggle<InboundStreams>,
     hub: request_response::json::Behaviour<HubRequest, HubResponse>,
 }
 
@@ -252,14 +253,10 @@ pub type ListenAddrs = Vec<(Transport, Multiaddr)>;
 async fn build_swarm(
     keypair: Keypair,
     webrtc: Option<libp2p_webrtc::tokio::Certificate>,
-    inbound: Option<HostStreams>,
+    inbound: InboundQueues,
     limits: ConnLimits,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
-    let (shards, audits) = match inbound {
-        Some(h) => (Some(h.shards), Some(h.audits)),
-        None => (None, None),
-    };
     let cert = match webrtc {
         Some(c) => c,
         None => libp2p_webrtc::tokio::Certificate::generate(&mut rand010::rng())
@@ -291,8 +288,9 @@ async fn build_swarm(
             ),
             ping: ping::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
-            shards: Toggle::from(shards),
-            audits: Toggle::from(audits),
+            shards: Toggle::from(inbound.shards),
+            audits: Toggle::from(inbound.audits),
+            guard: Toggle::from(inbound.guard),
             hub: request_response::json::Behaviour::with_codec(
                 request_response::json::codec::Codec::default()
                     .set_request_size_maximum(hubproto::MAX_REQUEST_BYTES)
@@ -317,7 +315,7 @@ impl Net {
     pub async fn start(
         keypair: Keypair,
         webrtc: Option<libp2p_webrtc::tokio::Certificate>,
-        inbound: Option<HostStreams>,
+        inbound: InboundQueues,
         listen: Vec<Listen>,
         cancel: CancellationToken,
     ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
@@ -334,11 +332,11 @@ impl Net {
 
     /// Starts the swarm task with connection `limits`; listens on `listen` and returns once
     /// every listener has an address (with the actual port and, for WebRTC, the certificate
-    /// hash). Inbound shard and audit streams go to `inbound`'s queues (hosts); client nodes pass `None`.
+    /// hash). Inbound shard and audit streams go to `inbound`'s queues (hosts); tenants pass none.
     pub async fn start_with(
         keypair: Keypair,
         webrtc: Option<libp2p_webrtc::tokio::Certificate>,
-        inbound: Option<HostStreams>,
+        inbound: InboundQueues,
         listen: Vec<Listen>,
         limits: ConnLimits,
         cancel: CancellationToken,

@@ -16,7 +16,9 @@
 //! it before them.
 //!
 //! Dependencies today: Status admits only hosts the Hub registry holds a valid signed ad for
-//! ([`crate::services::status::admission`]), so `status` needs `hub` on the same node.
+//! ([`crate::services::status::admission`]), so `status` needs `hub` on the same node; the
+//! Guard finds hosts (addresses, repair candidates) in the Hub registry and reports audit
+//! results into it, so `guard` needs `hub` too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -25,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::host::inbound::{Inbound, InboundQueues, InboundStreams};
 use crate::net::{self, Net};
+use crate::services::guard::{GuardHandle, GuardOptions, GuardServiceError};
 use crate::services::hub::server::{HubError, HubHandle, HubOptions};
 use crate::services::status::{Admission, StatusError, StatusHandle, StatusOptions};
 
@@ -37,17 +41,20 @@ pub enum ServiceKind {
     Hub,
     /// Status: hosts push signed reports, operators read the network's state (HTTP).
     Status,
+    /// The Guard: challenges every watched shard each epoch, repairs slabs at risk (libp2p).
+    Guard,
 }
 
 impl ServiceKind {
     /// Every service, in start order (a service comes after those it depends on).
-    pub const ALL: [ServiceKind; 2] = [Self::Hub, Self::Status];
+    pub const ALL: [ServiceKind; 3] = [Self::Hub, Self::Status, Self::Guard];
 
     /// The name `--services` and the config file use.
     pub fn name(self) -> &'static str {
         match self {
             Self::Hub => "hub",
             Self::Status => "status",
+            Self::Guard => "guard",
         }
     }
 
@@ -56,6 +63,7 @@ impl ServiceKind {
         match self {
             Self::Hub => &[],
             Self::Status => &[Self::Hub],
+            Self::Guard => &[Self::Hub],
         }
     }
 
@@ -136,6 +144,9 @@ pub enum ServicesError {
     /// Status did not start.
     #[error("cannot start the Status service")]
     Status(#[source] StatusError),
+    /// The Guard did not start.
+    #[error("cannot start the Guard service")]
+    Guard(#[source] GuardServiceError),
 }
 
 /// Which services to run, and their settings.
@@ -149,6 +160,8 @@ pub struct ServicesOptions {
     pub status: StatusOptions,
     /// Status HTTP port (0 = the port of the last run if any, else any free port).
     pub status_port: u16,
+    /// Guard settings.
+    pub guard: GuardOptions,
 }
 
 /// What a node lends the services it runs.
@@ -163,6 +176,29 @@ pub struct NodeParts<'a> {
     pub previous_status_port: Option<u16>,
     /// The node's cancellation token; services stop with the node.
     pub cancel: &'a CancellationToken,
+    /// The node's identity key (the Guard signs its verdicts with it).
+    pub key: &'a libp2p::identity::Keypair,
+    /// The node's queue of inbound Guard streams ([`guard_queue`]), if it accepts them.
+    pub guard_incoming: Option<tokio::sync::mpsc::Receiver<Inbound>>,
+}
+
+/// Inbound Guard streams queued before the Guard answers `Busy`.
+pub const GUARD_QUEUE: usize = 256;
+
+/// The inbound queue a node running the Guard gives its swarm, and its receiver for
+/// [`NodeParts::guard_incoming`].
+pub fn guard_queue() -> (InboundQueues, tokio::sync::mpsc::Receiver<Inbound>) {
+    let (streams, rx) = InboundStreams::new(
+        libp2p::StreamProtocol::new(btfs_core::guard_wire::PROTOCOL),
+        GUARD_QUEUE,
+    );
+    (
+        InboundQueues {
+            guard: Some(streams),
+            ..InboundQueues::default()
+        },
+        rx,
+    )
 }
 
 /// The services a node runs.
@@ -170,11 +206,15 @@ pub struct NodeParts<'a> {
 pub struct Services {
     hub: Option<HubHandle>,
     status: Option<StatusHandle>,
+    guard: Option<GuardHandle>,
 }
 
 impl Services {
     /// Starts `opts.kinds` on `node`, in dependency order.
-    pub async fn start(node: NodeParts<'_>, opts: &ServicesOptions) -> Result<Self, ServicesError> {
+    pub async fn start(
+        mut node: NodeParts<'_>,
+        opts: &ServicesOptions,
+    ) -> Result<Self, ServicesError> {
         let kinds = normalize(opts.kinds.clone())?;
         let mut running = Self::default();
         for kind in kinds {
@@ -217,6 +257,26 @@ impl Services {
                     .map_err(ServicesError::Status)?;
                     running.status = Some(status);
                 }
+                ServiceKind::Guard => {
+                    let (Some(hub), Some(incoming)) = (&running.hub, node.guard_incoming.take())
+                    else {
+                        return Err(ServicesError::Guard(GuardServiceError::Setup(
+                            "the node gives the Guard no Hub or no inbound queue".into(),
+                        )));
+                    };
+                    let guard = crate::services::guard::start(
+                        node.net.clone(),
+                        node.data_dir,
+                        node.key.clone(),
+                        hub.book(),
+                        incoming,
+                        opts.guard.clone(),
+                        node.cancel.child_token(),
+                    )
+                    .await
+                    .map_err(ServicesError::Guard)?;
+                    running.guard = Some(guard);
+                }
             }
         }
         Ok(running)
@@ -231,6 +291,9 @@ impl Services {
         if self.status.is_some() {
             k.push(ServiceKind::Status);
         }
+        if self.guard.is_some() {
+            k.push(ServiceKind::Guard);
+        }
         k
     }
 
@@ -244,6 +307,11 @@ impl Services {
         self.status.as_ref()
     }
 
+    /// The Guard, if this node runs it.
+    pub fn guard(&self) -> Option<&GuardHandle> {
+        self.guard.as_ref()
+    }
+
     /// The Status server's base URL, if this node runs it.
     pub fn status_url(&self) -> Option<String> {
         self.status.as_ref().map(StatusHandle::url)
@@ -252,6 +320,9 @@ impl Services {
     /// Waits for every service to stop, in reverse start order (after the node's cancellation
     /// token fired; Status is also told to stop here).
     pub async fn shutdown(self) {
+        if let Some(guard) = self.guard {
+            guard.join().await;
+        }
         if let Some(status) = self.status {
             status.shutdown().await;
         }
@@ -276,10 +347,10 @@ mod tests {
             vec![ServiceKind::Hub]
         );
         assert!(ServiceKind::parse_list("").unwrap().is_empty());
-        let e = ServiceKind::parse_list("hub,guard").unwrap_err();
+        let e = ServiceKind::parse_list("hub,guard,escrow").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown service \"guard\": valid services are hub, status (e.g. --services hub,status)"
+            "unknown service \"escrow\": valid services are hub, status, guard (e.g. --services hub,status)"
         );
         let e = ServiceKind::parse_list("status").unwrap_err();
         assert_eq!(

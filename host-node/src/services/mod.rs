@@ -27,6 +27,7 @@
 //! ```
 
 pub mod components;
+pub mod guard;
 pub mod hub;
 pub mod status;
 
@@ -66,6 +67,8 @@ pub struct ServiceNodeOptions {
     pub status_port: u16,
     /// libp2p connection limits ([`ConnLimits::for_service`] of the Hub's `max_hosts` suits).
     pub connections: ConnLimits,
+    /// Guard settings.
+    pub guard: crate::services::guard::GuardOptions,
 }
 
 /// What `service.json` records.
@@ -204,11 +207,17 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
     // The remembered ports may still be held for a moment by a process killed just before:
     // try them again for a few seconds before taking new ones (hosts remember these addresses).
     let mut tries = 0;
+    let mut guard_incoming = None;
+    let mut queues = || {
+        let (queues, rx) = components::guard_queue();
+        guard_incoming = Some(rx);
+        queues
+    };
     let started = loop {
         let r = Net::start_with(
             keypair.clone(),
             cert.clone(),
-            None,
+            queues(),
             listen(true),
             opts.connections,
             cancel.child_token(),
@@ -227,9 +236,9 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
         Err(e) if !previous.is_empty() => {
             tracing::warn!(%e, "previous ports unavailable; listening on new ports");
             Net::start_with(
-                keypair,
+                keypair.clone(),
                 cert,
-                None,
+                queues(),
                 listen(false),
                 opts.connections,
                 cancel.child_token(),
@@ -246,12 +255,15 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
             listen_ip: opts.listen_ip,
             previous_status_port: previous_status,
             cancel: &cancel,
+            key: &keypair,
+            guard_incoming,
         },
         &ServicesOptions {
             kinds: ServiceKind::ALL.to_vec(),
             hub: opts.hub.clone(),
             status: opts.status.clone(),
             status_port: opts.status_port,
+            guard: opts.guard.clone(),
         },
     )
     .await?;

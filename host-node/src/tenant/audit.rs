@@ -84,9 +84,11 @@ impl AuditReport {
 pub async fn find_manifest(tenant: &Tenant, link: &Link) -> Result<Manifest, TransferError> {
     let candidates: Vec<HostId> = tenant.hosts().iter().map(|h| HostId::new(h.peer)).collect();
     let mut runner = Runner::new(tenant.net().clone(), tenant.dial_addrs());
-    let mut m = Download::new(
+    let moves = super::download::guard_moves(tenant, link).await;
+    let mut m = Download::with_moves(
         link.clone(),
         candidates,
+        moves,
         DownloadConfig::default(),
         runner.now(),
     );

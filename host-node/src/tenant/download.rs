@@ -66,9 +66,11 @@ pub async fn download(
     let mut file = tokio::task::block_in_place(|| Output::open(out))?;
     let candidates: Vec<HostId> = tenant.hosts().iter().map(|h| HostId::new(h.peer)).collect();
     let mut runner = Runner::new(tenant.net().clone(), tenant.dial_addrs());
-    let mut m = Download::new(
+    let moves = guard_moves(tenant, link).await;
+    let mut m = Download::with_moves(
         link.clone(),
         candidates,
+        moves,
         DownloadConfig::default(),
         runner.now(),
     );
@@ -113,6 +115,37 @@ pub async fn download(
         elapsed_ms: started.elapsed().as_millis(),
         peak_rss_bytes: crate::peak_rss_bytes(),
     })
+}
+
+/// Where the network's Guard says repaired shards of `link` live now (signed placement
+/// updates, checked); none without a Guard or when it cannot be asked (a download never fails
+/// because of the Guard).
+pub async fn guard_moves(tenant: &Tenant, link: &Link) -> btfs_core::engine::Moves {
+    let Some(guard) = tenant.guard() else {
+        return Default::default();
+    };
+    let ask = crate::services::guard::client::moves(
+        tenant.net(),
+        guard.peer,
+        guard.addrs.clone(),
+        link.manifest_id,
+    );
+    match ask.await {
+        Ok(m) => {
+            if !m.is_empty() {
+                tracing::info!(moved = m.len(), "the Guard moved shards of this object");
+            }
+            m
+        }
+        Err(crate::services::guard::client::GuardClientError::Refused(e)) => {
+            tracing::debug!(%e, "the Guard does not watch this object");
+            Default::default()
+        }
+        Err(e) => {
+            tracing::warn!(%e, "cannot ask the Guard where repaired shards are; using the manifest's hosts");
+            Default::default()
+        }
+    }
 }
 
 /// The CLI's error for the machine's.

@@ -169,6 +169,7 @@ fn manifest_lost(id: &str, failures: &FetchFailures) -> String {
 pub struct Tenant {
     net: Net,
     hosts: Vec<KnownHost>,
+    guard: Option<crate::services::hub::HubAddr>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -178,11 +179,18 @@ impl Tenant {
     pub async fn start(hosts: Vec<KnownHost>) -> Result<Self, TransferError> {
         let cancel = CancellationToken::new();
         let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let (net, _, task) =
-            Net::start(keypair, None, None, Vec::new(), cancel.child_token()).await?;
+        let (net, _, task) = Net::start(
+            keypair,
+            None,
+            Default::default(),
+            Vec::new(),
+            cancel.child_token(),
+        )
+        .await?;
         Ok(Self {
             net,
             hosts,
+            guard: None,
             cancel,
             task,
         })
@@ -191,6 +199,17 @@ impl Tenant {
     /// Replaces the known hosts (before any transfer starts), e.g. with the Hub's picks.
     pub fn set_hosts(&mut self, hosts: Vec<KnownHost>) {
         self.hosts = hosts;
+    }
+
+    /// Sets the network's Guard (uploads register with it, downloads ask it where repaired
+    /// shards live).
+    pub fn set_guard(&mut self, guard: Option<crate::services::hub::HubAddr>) {
+        self.guard = guard;
+    }
+
+    /// The network's Guard, if it has one.
+    pub fn guard(&self) -> Option<&crate::services::hub::HubAddr> {
+        self.guard.as_ref()
     }
 
     /// The known hosts.

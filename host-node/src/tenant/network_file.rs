@@ -115,12 +115,28 @@ pub fn save(file: &NetworkFile, path: &Path) -> std::io::Result<()> {
 /// The Hub (`services.hub`) with the addresses native tenants dial (TCP/QUIC, without the
 /// `/p2p/` suffix), if the network has one; `path` names the file in errors.
 pub fn hub(file: &NetworkFile, path: &Path) -> Result<Option<HubAddr>, NetworkFileError> {
-    let Some(hub) = file.hub().map_err(|e| NetworkFileError::at(path, e))? else {
+    service(file.hub(), "hub", path)
+}
+
+/// The Guard's peer id and native addresses (`services.guard`), if the network has one.
+pub fn guard(file: &NetworkFile, path: &Path) -> Result<Option<HubAddr>, NetworkFileError> {
+    service(file.guard(), "guard", path)
+}
+
+fn service(
+    entry: Result<
+        Option<btfs_core::network_file::ServiceHost>,
+        btfs_core::network_file::FormatError,
+    >,
+    service: &'static str,
+    path: &Path,
+) -> Result<Option<HubAddr>, NetworkFileError> {
+    let Some(hub) = entry.map_err(|e| NetworkFileError::at(path, e))? else {
         return Ok(None);
     };
     let entry = |why: String| NetworkFileError::Service {
         path: path.into(),
-        service: "hub",
+        service,
         why,
     };
     let mut addrs = Vec::new();

@@ -91,6 +91,10 @@ pub struct UploadReport {
     pub elapsed_ms: u128,
     /// Peak resident memory of this process, if known.
     pub peak_rss_bytes: Option<u64>,
+    /// Registration with the network's Guard: `"watching"`, or why it failed (the upload
+    /// itself succeeded either way); absent when the network has no Guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
 }
 
 /// Uploads the file at `path`; returns its link. On failure, what was placed is released.
@@ -203,6 +207,24 @@ pub async fn upload(
         Err(e) => return Err(upload_error(e, input_error, tenant)),
     };
     progress.finish_and_clear();
+    let guard = match tenant.guard() {
+        None => None,
+        Some(g) => {
+            let watch = crate::services::guard::client::watch(
+                tenant.net(),
+                g.peer,
+                g.addrs.clone(),
+                report.link.manifest_id,
+            );
+            Some(match watch.await {
+                Ok(_) => "watching".to_string(),
+                Err(e) => {
+                    tracing::warn!(%e, "the upload succeeded but the Guard will not watch it");
+                    e.to_string()
+                }
+            })
+        }
+    };
     Ok(UploadReport {
         link: report.link.to_string(),
         bytes: report.bytes,
@@ -212,6 +234,7 @@ pub async fn upload(
         hedged_puts: report.hedged_puts,
         elapsed_ms: started.elapsed().as_millis(),
         peak_rss_bytes: crate::peak_rss_bytes(),
+        guard,
     })
 }
 

@@ -34,6 +34,7 @@ use crate::services::hub::HubAddr;
 use crate::services::ServiceNodeInfo;
 use crate::tenant::network_file::{self, HostEntry, NetworkFile};
 use crate::tenant::Tenant;
+use btfs_core::guard::GuardConfig;
 
 /// Devnet settings.
 #[derive(Debug, Clone)]
@@ -97,7 +98,12 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
             .arg("--new-hosts-per-ip")
             .arg(opts.hosts.max(64).to_string())
             .arg("--max-connections-per-ip")
-            .arg((opts.hosts + 256).to_string()),
+            .arg((opts.hosts + 256).to_string())
+            // The Guard audits every few seconds, so tests and demos see repairs happen.
+            .arg("--guard-epoch-ms")
+            .arg(GuardConfig::for_devnet().epoch.as_millis().to_string())
+            .arg("--guard-deadline-ms")
+            .arg(GuardConfig::for_devnet().deadline.as_millis().to_string()),
         &service_dir.join("service.log"),
     )
     .context("cannot start the service node")?;
@@ -152,6 +158,10 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
     services.insert(
         "status".into(),
         serde_json::json!({ "http": info.status_http }),
+    );
+    services.insert(
+        "guard".into(),
+        serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid }),
     );
     let network = NetworkFile {
         bootstrap,

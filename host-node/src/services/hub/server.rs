@@ -94,6 +94,11 @@ impl HubHandle {
         self.len() == 0
     }
 
+    /// The registry as the Guard's address book, ranking and audit sink.
+    pub fn book(&self) -> Arc<dyn crate::services::guard::HostBook> {
+        Arc::new(RegistryBook(self.registry.clone()))
+    }
+
     /// "Does the Hub hold a valid ad for this peer?", for Status admission.
     pub fn known_hosts(&self) -> Arc<dyn crate::services::status::KnownHosts> {
         self.registry.clone()
@@ -341,4 +346,38 @@ pub fn answer(
         HubRequest::Probe => HubResponse::Pong,
     };
     (response, accepted)
+}
+
+/// The Hub registry seen by a Guard on the same node.
+struct RegistryBook(Arc<Mutex<Registry>>);
+
+impl crate::services::guard::HostBook for RegistryBook {
+    fn addrs(&self) -> std::collections::HashMap<PeerId, Vec<Multiaddr>> {
+        self.0
+            .lock()
+            .map(|r| r.probe_targets().into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    fn ranked(&self, limit: usize) -> Vec<PeerId> {
+        self.0
+            .lock()
+            .map(|r| {
+                r.hosts(limit)
+                    .into_iter()
+                    .filter(|h| h.excluded.is_none())
+                    .filter_map(|h| h.peer_id.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn record_audits(&self, results: &[(PeerId, bool)]) {
+        if let Ok(mut r) = self.0.lock() {
+            let now = now_ms();
+            for (peer, passed) in results {
+                r.record_audit(peer, *passed, now);
+            }
+        }
+    }
 }

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod erasure;
 #[doc(hidden)]
 pub mod fuzz_bodies;
+pub mod guard;
 pub mod hub;
 pub mod layout;
 pub mod link;

@@ -1,7 +1,8 @@
 //! A host that runs the Hub and Status services next to its storage (`btfs host --services
 //! hub,status`), in-process over real TCP on 127.0.0.1: other hosts announce to its Hub and
-//! report to its Status, a tenant gets them recommended by it, and it still stores shards; a
-//! restart keeps its Status URL and its Hub registry.
+//! report to its Status, a tenant gets them recommended by it — the service host itself too, as
+//! it announces to its own Hub — and it still stores shards; a restart keeps its Status URL and
+//! its Hub registry.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,12 +39,13 @@ async fn start_service_host(dir: &Path) -> NodeHandle {
     .unwrap()
 }
 
-/// Asks `hub`'s Hub for 2 hosts until both `peers` are recommended (announced and probed).
+/// Asks `hub`'s Hub for as many hosts as `peers` until all are recommended (announced and
+/// probed).
 async fn wait_recommended(tenant: &Tenant, hub: &NodeHandle, peers: &[PeerId]) {
     let start = Instant::now();
     loop {
         let req = RecommendRequest {
-            count: 2,
+            count: peers.len() as u32,
             shard_size: 1 << 20,
             shards_per_host: 1,
             duration_days: 30,
@@ -121,15 +123,29 @@ async fn a_host_with_hub_and_status_serves_both_and_still_stores_shards() {
     .await
     .unwrap();
     wait_recommended(&tenant, &a, &peers).await;
-    assert_eq!(a.services().hub().unwrap().len(), 2);
+    // A announces to its own Hub (it names no other), so it is registered and recommended too.
+    let mut all = peers.clone();
+    all.push(a.peer_id());
+    wait_recommended(&tenant, &a, &all).await;
+    assert_eq!(a.services().hub().unwrap().len(), 3);
 
     // A's Status admitted their signed reports (it admits what its Hub knows).
     let status = a.services().status().unwrap();
     let start = Instant::now();
-    while !peers
-        .iter()
-        .all(|p| status.get(&p.to_base58()).is_some_and(|h| h.reports > 0))
-    {
+    loop {
+        let mut reported = 0;
+        for p in &peers {
+            if status
+                .get(&p.to_base58())
+                .await
+                .is_some_and(|h| h.reports > 0)
+            {
+                reported += 1;
+            }
+        }
+        if reported == peers.len() {
+            break;
+        }
         assert!(start.elapsed() < LIMIT, "no reports within {LIMIT:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -160,7 +176,7 @@ async fn a_host_with_hub_and_status_serves_both_and_still_stores_shards() {
     let a = start_service_host(dirs[0].path()).await;
     assert_eq!(a.info().status_http, before.status_http);
     assert_eq!(a.info().addrs, before.addrs);
-    assert_eq!(a.services().hub().unwrap().len(), 2);
+    assert_eq!(a.services().hub().unwrap().len(), 3);
     assert_eq!(a.store().used(), 64 * 1024);
 
     for h in others {

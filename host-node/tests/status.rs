@@ -132,8 +132,8 @@ async fn accepted_report_shows_in_status_metrics_and_page() {
         (peer(&k), 42, 1)
     );
     assert!(h.online);
-    assert_eq!(svc.get(&peer(&k)).unwrap().uptime_secs, 42);
-    assert_eq!(svc.latest().len(), 1);
+    assert_eq!(svc.get(&peer(&k)).await.unwrap().uptime_secs, 42);
+    assert_eq!(svc.latest().await.len(), 1);
 
     let detail = status::fetch_host(&svc.url(), &peer(&k)).await.unwrap();
     assert_eq!(detail.history.len(), 1);
@@ -312,7 +312,10 @@ async fn a_restart_on_the_same_dir_keeps_reports_and_history() {
     svc.shutdown().await;
 
     let svc = start(dir.path()).await;
-    let h = svc.get(&peer(&k)).expect("the peer survives a restart");
+    let h = svc
+        .get(&peer(&k))
+        .await
+        .expect("the peer survives a restart");
     assert_eq!((h.reports, h.issued_at_ms), (2, now + 200));
     assert_eq!(svc.reader().history(&peer(&k)).unwrap().len(), 2);
     // The replay protection survives too.
@@ -348,7 +351,7 @@ async fn the_reporter_pushes_reports_that_appear() {
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(h) = svc.get(&peer(&key(3))) {
+        if let Some(h) = svc.get(&peer(&key(3))).await {
             if h.reports >= 3 {
                 assert_eq!(h.requests_served, 11);
                 assert_eq!(h.capacity_bytes, 1 << 30);
@@ -665,7 +668,7 @@ async fn silent_hosts_are_forgotten_in_memory_and_on_disk_also_across_restarts()
     svc.flush().await;
     assert_eq!(svc.reader().history(&peer(&a)).unwrap().len(), 1);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while svc.get(&peer(&a)).is_some() {
+    while svc.get(&peer(&a)).await.is_some() {
         assert!(Instant::now() < deadline, "not forgotten");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -702,7 +705,7 @@ async fn silent_hosts_are_forgotten_in_memory_and_on_disk_also_across_restarts()
     )
     .await
     .unwrap();
-    assert!(svc.get(&peer(&a)).is_none() && svc.get(&peer(&b)).is_none());
+    assert!(svc.get(&peer(&a)).await.is_none() && svc.get(&peer(&b)).await.is_none());
     svc.shutdown().await;
     // ...and deleted from status.redb, not just skipped.
     let svc = status::start(
@@ -713,7 +716,7 @@ async fn silent_hosts_are_forgotten_in_memory_and_on_disk_also_across_restarts()
     )
     .await
     .unwrap();
-    assert!(svc.latest().is_empty(), "{:?}", svc.latest());
+    assert!(svc.latest().await.is_empty(), "{:?}", svc.latest().await);
     assert!(svc.reader().history(&peer(&b)).unwrap().is_empty());
     svc.shutdown().await;
 }
@@ -820,7 +823,7 @@ async fn a_flood_of_fresh_identities_leaves_memory_and_disk_bounded() {
         rss1 >> 20
     );
     assert_eq!(codes.get(&403), Some(&N), "{codes:?}");
-    assert!(svc.latest().is_empty());
+    assert!(svc.latest().await.is_empty());
     assert_eq!(db1, db0, "nothing may be written for unknown hosts");
     assert!(
         rss1 < rss0 + (16 << 20),
@@ -864,7 +867,7 @@ async fn a_flood_of_fresh_identities_leaves_memory_and_disk_bounded() {
         (Some(&64), Some(&(N - 64))),
         "{codes:?}"
     );
-    assert_eq!(svc.latest().len(), 64);
+    assert_eq!(svc.latest().await.len(), 64);
     assert!(db1 < db0 + (2 << 20), "status.redb grew to {db1} bytes");
     assert!(
         rss1 < rss0 + (16 << 20),

@@ -307,8 +307,17 @@ impl Node {
                 return Err(e.into());
             }
         };
-        if let Some(hub) = &config.hub {
-            let hub = HubAddr::parse(hub).map_err(ConfigError::Invalid)?;
+        // A host that runs the Hub and names no other announces to its own (through `Net`'s
+        // loopback), so it is registered, probed and recommended like every other host.
+        let hub = match &config.hub {
+            Some(hub) => Some(HubAddr::parse(hub).map_err(ConfigError::Invalid)?),
+            None if config.services.contains(&ServiceKind::Hub) => Some(HubAddr {
+                peer: peer_id,
+                addrs: Vec::new(),
+            }),
+            None => None,
+        };
+        if let Some(hub) = hub {
             let key = keypair
                 .clone()
                 .try_into_ed25519()

@@ -6,7 +6,10 @@
 //! protocol streams. Small control messages (the Hub protocol, [`btfs_core::hub`]) go over
 //! libp2p request-response with JSON bodies bounded at both ends; any node answers the Hub's
 //! `Probe` itself, and a node that runs a Hub takes the other requests from
-//! [`Net::serve_hub`]'s bounded queue. Non-goals: peer discovery (network file and Hub).
+//! [`Net::serve_hub`]'s bounded queue. A Hub request to the node's own peer id never touches
+//! the network (a node cannot dial itself): `Probe` is answered `Pong` and the others go to the
+//! node's own Hub queue (with no source address), so a host that runs the Hub announces to it
+//! and is probed by it like any other host. Non-goals: peer discovery (network file and Hub).
 //!
 //! Connections are bounded by libp2p's `connection-limits` behaviour ([`ConnLimits`]): per peer
 //! and in total, established and pending, inbound and outbound; and per remote IP address
@@ -492,6 +495,32 @@ async fn run(
                         if let Err(e) = swarm.dial(opts) {
                             for r in dials.remove(&peer).unwrap_or_default() {
                                 let _ = r.send(Err(NetError::Dial { peer, reason: e.to_string() }));
+                            }
+                        }
+                    }
+                }
+                Some(Command::HubRequest { peer, addrs: _, request, reply }) if peer == *swarm.local_peer_id() => {
+                    // A node cannot dial itself: a request to our own Hub (a host that runs the
+                    // Hub announcing to it, the Hub probing its own host) is answered here.
+                    match (request, &hub_calls) {
+                        (HubRequest::Probe, _) => {
+                            let _ = reply.send(Ok(HubResponse::Pong));
+                        }
+                        (_, None) => {
+                            let _ = reply.send(Err(NetError::Dial { peer, reason: "that is this node, and it runs no Hub; name another node's Hub".into() }));
+                        }
+                        (request, Some(calls)) => {
+                            let (to_hub, answer) = oneshot::channel();
+                            let call = HubCall { peer, source: None, request, reply: to_hub };
+                            match calls.try_send(call) {
+                                Ok(()) => {
+                                    tokio::spawn(async move {
+                                        let _ = reply.send(answer.await.map_err(|_| NetError::Stopped));
+                                    });
+                                }
+                                Err(_) => {
+                                    let _ = reply.send(Ok(HubResponse::Error { message: "the Hub is busy; retry in a few seconds".into() }));
+                                }
                             }
                         }
                     }

@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 /// Probe results remembered per host (a bit each).
 pub const PROBE_WINDOW: u32 = 128;
+/// A host that has not announced for this long is forgotten, unless the Hub is told otherwise
+/// ([`Registry::with_forget_after`]): a day, while hosts announce every few minutes.
+pub const DEFAULT_FORGET_AFTER_MS: u64 = 86_400_000;
 const DAY_MS: f64 = 86_400_000.0;
 
 /// This build's version, the one the Hub prefers.
@@ -158,6 +161,7 @@ pub struct Registry {
     entries: Vec<Entry>,
     index: HashMap<PeerId, usize>,
     max_hosts: usize,
+    forget_after_ms: u64,
 }
 
 /// The subnet a host is grouped in: the first IP address's /24 (IPv4) or /48 (IPv6), else the
@@ -207,13 +211,50 @@ fn score_request(req: &RecommendRequest) -> Request {
 }
 
 impl Registry {
-    /// An empty registry holding at most `max_hosts`.
+    /// An empty registry holding at most `max_hosts`, forgetting hosts silent for
+    /// [`DEFAULT_FORGET_AFTER_MS`].
     pub fn new(max_hosts: usize) -> Self {
         Self {
             entries: Vec::new(),
             index: HashMap::new(),
             max_hosts,
+            forget_after_ms: DEFAULT_FORGET_AFTER_MS,
         }
+    }
+
+    /// Forgets hosts that have not announced for `ms` instead ([`Registry::expire`]).
+    pub fn with_forget_after(mut self, ms: u64) -> Self {
+        self.forget_after_ms = ms;
+        self
+    }
+
+    /// Whether a host with this record has been silent too long at `now_ms`: its last accepted
+    /// ad was issued more than `forget_after` ago. (An ad's time is the host's clock, which the
+    /// Hub checked against its own, within `max_skew`, when it accepted the ad.)
+    pub fn is_expired(&self, record: &HostRecord, now_ms: u64) -> bool {
+        now_ms.saturating_sub(record.last_ad_ms) > self.forget_after_ms
+    }
+
+    /// Forgets every host silent for longer than `forget_after` at `now_ms` (see
+    /// [`Registry::is_expired`]) and returns them, so the caller deletes them from the
+    /// database. A forgotten host that announces again is a new host: first seen anew, no
+    /// probe history, and it counts against its address's new-host budget.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<PeerId> {
+        let mut gone = Vec::new();
+        let mut i = 0;
+        while i < self.entries.len() {
+            if !self.is_expired(&self.entries[i].record, now_ms) {
+                i += 1;
+                continue;
+            }
+            let e = self.entries.swap_remove(i);
+            self.index.remove(&e.peer);
+            if let Some(moved) = self.entries.get(i) {
+                self.index.insert(moved.peer, i);
+            }
+            gone.push(e.peer);
+        }
+        gone
     }
 
     /// Hosts registered.
@@ -676,5 +717,71 @@ mod tests {
         }
         let rec = r.hosts(1);
         assert!((rec[0].facts.uptime - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn hosts_silent_for_forget_after_are_forgotten() {
+        // Ads are issued at 1,000 (virtual ms); forget after 10 s without an announce.
+        let mut r = Registry::new(10).with_forget_after(10_000);
+        let a = host(1 << 30, 10, [10, 0, 0, 1]);
+        let b = host(1 << 30, 10, [10, 0, 0, 2]);
+        let c = host(1 << 30, 10, [10, 0, 0, 3]);
+        let (pa, pb, pc) = (add(&mut r, &a), add(&mut r, &b), add(&mut r, &c));
+        for p in [pa, pb, pc] {
+            r.record_probe(&p, true, 2_000);
+        }
+        // b announces again at 8 s: its silence starts over. Probes do not count as announces.
+        let mut ad = b.1.body.clone();
+        ad.issued_at_ms = 8_000;
+        let ed = b.0.clone().try_into_ed25519().unwrap();
+        let signed = Signed::sign(&ad, &ed).unwrap();
+        r.announce(signed.verify().unwrap(), signed, pb, 8_000, 60_000)
+            .unwrap();
+        r.record_probe(&pa, true, 10_500);
+        assert!(
+            r.expire(11_000).is_empty(),
+            "10 s silent is not too long yet"
+        );
+        let gone = r.expire(11_001);
+        let mut want = vec![pa, pc];
+        want.sort();
+        let mut gone_sorted = gone.clone();
+        gone_sorted.sort();
+        assert_eq!(gone_sorted, want);
+        assert_eq!(r.len(), 1);
+        // The survivor is still indexed right after the removals (swap_remove moved it).
+        assert_eq!(r.advertised_capacity(&pb), Some(1 << 40));
+        assert_eq!(r.advertised_capacity(&pa), None);
+        assert_eq!(r.recommend(&request(3)).registered, 1);
+        r.record_probe(&pb, true, 11_002);
+        assert_eq!(r.recommend(&request(3)).hosts.len(), 1);
+        assert!(r.take_dirty().iter().all(|(p, _)| *p == pb));
+        // A stored record of a forgotten host is expired too (the Hub deletes it on open).
+        let stored = HostRecord {
+            ad: a.2.clone(),
+            first_seen_ms: 1_000,
+            last_ad_ms: 1_000,
+            probes: [1, 0],
+            probe_count: 1,
+            online: true,
+            last_probe_ms: 10_500,
+            audits_passed: 0,
+            audits_failed: 0,
+        };
+        assert!(!r.is_expired(&stored, 11_000));
+        assert!(r.is_expired(&stored, 11_001));
+        assert!(r.expire(18_000).is_empty());
+        assert_eq!(r.expire(18_001), vec![pb]);
+        assert!(r.is_empty());
+        // Coming back after being forgotten: a new host, first seen anew.
+        let mut ad = a.1.body.clone();
+        ad.issued_at_ms = 20_000;
+        let ed = a.0.clone().try_into_ed25519().unwrap();
+        let signed = Signed::sign(&ad, &ed).unwrap();
+        let new = r
+            .announce(signed.verify().unwrap(), signed, pa, 20_000, 60_000)
+            .unwrap();
+        assert!(new);
+        assert_eq!(r.take_dirty()[0].1.first_seen_ms, 20_000);
     }
 }

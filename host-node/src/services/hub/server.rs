@@ -42,6 +42,9 @@ pub struct HubOptions {
     pub new_hosts_per_ip: u32,
     /// The window of `new_hosts_per_ip`.
     pub new_host_window: Duration,
+    /// A host that has not announced for this long is forgotten, in memory and in `hub.redb`
+    /// (checked once per probe interval and on open).
+    pub forget_after: Duration,
 }
 
 impl Default for HubOptions {
@@ -54,6 +57,7 @@ impl Default for HubOptions {
             probe_concurrency: 64,
             new_hosts_per_ip: 64,
             new_host_window: Duration::from_secs(600),
+            forget_after: Duration::from_millis(super::registry::DEFAULT_FORGET_AFTER_MS),
         }
     }
 }
@@ -123,20 +127,38 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<HubHandle, HubError> {
     let db = Arc::new(HubDb::open(dir)?);
-    let mut registry = Registry::new(opts.max_hosts);
+    let mut registry = Registry::new(opts.max_hosts).with_forget_after(ms(opts.forget_after));
     let now = now_ms();
     let records = db.load()?;
     let stored = records.len();
+    let mut expired = Vec::new();
     for r in records {
+        if registry.is_expired(&r, now) {
+            if let Ok(v) = r.ad.verify::<HostAd>() {
+                expired.push(v.peer);
+            }
+            continue;
+        }
         if let Err(e) = registry.load(r, now) {
             tracing::warn!(%e, "skipping a stored host that no longer verifies");
         }
+    }
+    if !expired.is_empty() {
+        db.remove(&expired)?;
+        tracing::info!(
+            forgotten = expired.len(),
+            "forgot stored hosts that stopped announcing"
+        );
     }
     tracing::info!(hosts = registry.len(), stored, "hub registry loaded");
     let registry = Arc::new(Mutex::new(registry));
     let calls = net.serve_hub().await?;
     let task = tokio::spawn(run(net, db, registry.clone(), calls, opts, cancel));
     Ok(HubHandle { registry, task })
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn lock(r: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
@@ -154,6 +176,20 @@ async fn save(db: &Arc<HubDb>, registry: &Arc<Mutex<Registry>>) {
         Ok(Ok(())) => tracing::trace!(n, "hub records saved"),
         Ok(Err(e)) => tracing::error!(%e, "cannot save hub records"),
         Err(e) => tracing::error!(%e, "hub save task failed"),
+    }
+}
+
+/// Forgets hosts that stopped announcing, in memory and in the database.
+async fn forget(db: &Arc<HubDb>, registry: &Arc<Mutex<Registry>>) {
+    let gone = lock(registry).expire(now_ms());
+    if gone.is_empty() {
+        return;
+    }
+    let (db, n) = (db.clone(), gone.len());
+    match tokio::task::spawn_blocking(move || db.remove(&gone)).await {
+        Ok(Ok(())) => tracing::info!(n, "forgot hosts that stopped announcing"),
+        Ok(Err(e)) => tracing::error!(%e, "cannot delete forgotten hub records"),
+        Err(e) => tracing::error!(%e, "hub delete task failed"),
     }
 }
 
@@ -189,6 +225,7 @@ async fn run(
                 }
             }
             _ = tick.tick(), if !round_running => {
+                forget(&db, &registry).await;
                 let targets = lock(&registry).probe_targets();
                 if targets.is_empty() {
                     continue;

@@ -1,7 +1,8 @@
-//! The Status service's in-memory state and its admission rules for reports.
+//! The Status service's per-peer table and its admission rules for reports.
 //!
 //! Pure data structure (no IO; time is passed in), so it is unit-tested directly and benchmarked
-//! without sockets. [`verify`] needs no lock: it decodes the envelope, asks [`Admission`]
+//! without sockets; [`super::state::StatusState`] wraps it with the write queue, group-commit
+//! and sweep decisions, and [`super::server`]'s actor owns that. [`verify`] needs no lock: it decodes the envelope, asks [`Admission`]
 //! whether the network knows the signer (before any signature check, so unknown keys are cheap
 //! to refuse), then verifies the signature. [`Ingest::admit`] then applies the per-peer rules in
 //! order:
@@ -117,6 +118,11 @@ pub enum Rejection {
     },
     /// The service is stopping.
     ShuttingDown,
+    /// The database writer is behind: `queued` accepted reports wait to be committed already.
+    Overloaded {
+        /// Reports waiting (the limit, `write_queue`).
+        queued: usize,
+    },
 }
 
 impl Rejection {
@@ -129,7 +135,9 @@ impl Rejection {
             Self::Unknown { .. } => StatusCode::FORBIDDEN,
             Self::Implausible(_) | Self::Backwards(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::NewPeerLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Full { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Full { .. } | Self::ShuttingDown | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -139,6 +147,7 @@ impl Rejection {
             Self::RateLimited { retry_after_ms } | Self::NewPeerLimit { retry_after_ms, .. } => {
                 Some(*retry_after_ms)
             }
+            Self::Overloaded { .. } => Some(1_000),
             _ => None,
         }
     }
@@ -158,6 +167,7 @@ impl Rejection {
             Self::Backwards(_) => "counters_backwards",
             Self::Full { .. } => "full",
             Self::ShuttingDown => "shutting_down",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 }
@@ -201,6 +211,11 @@ impl std::fmt::Display for Rejection {
                  report to another Status service or ask the operator to raise the limit"
             ),
             Self::ShuttingDown => f.write_str("the Status service is shutting down; retry later"),
+            Self::Overloaded { queued } => write!(
+                f,
+                "the Status service's database is behind ({queued} accepted reports wait to be \
+                 saved); send this report again in 1 s"
+            ),
         }
     }
 }

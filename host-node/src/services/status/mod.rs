@@ -15,9 +15,19 @@
 //! one accepted report per peer per `min_interval`; `new_peers_per_source` new peers per source
 //! address per `new_peer_window`; at most `max_peers` peers; peers silent for `forget_after`
 //! are forgotten in memory and on disk, so memory and `status.redb` stay bounded under any
-//! flood. Ingest reaches ≥ 20,000 verified reports/s on one core (verification runs outside any
-//! lock; a writer task commits accepted reports to redb in batches); a restart keeps everything
-//! that is not forgotten ([`store`]).
+//! flood. Ingest reaches ≥ 20,000 verified reports/s on one core (verification runs on the
+//! connection's task, outside the actor; accepted reports are committed to redb in batches); a
+//! restart keeps everything that is not forgotten ([`store`]).
+//!
+//! Layout — pure state, actor, database (as the Hub: [`crate::services::hub`]):
+//! - [`state`] ([`state::StatusState`] around [`ingest::Ingest`]) — every decision, with no I/O,
+//!   clock or tokio — what to answer a report, what to persist, when to commit a batch, when to
+//!   sweep for silent peers, when a flush is done — tested with virtual time; [`admission`] and
+//!   [`ingest::verify`] are the stateless checks before it;
+//! - [`server`] — the actor (one tokio task owning the state, fed by a bounded channel; it
+//!   commits batches, sleeps until the state's next timeout, answers readers) and the HTTP
+//!   routes;
+//! - [`store`] — `status.redb`.
 //!
 //! Non-goals: several Status services agreeing with each other; long-term time series (a
 //! bounded per-peer history is kept; Prometheus scraping `/metrics` is the place for long
@@ -27,7 +37,7 @@
 //!
 //! | method & path | answer |
 //! |---|---|
-//! | `POST /api/v1/reports` | body: a [`Signed`](btfs_core::signed::Signed) envelope of a `StatusReport` (JSON, ≤ 64 KiB). `202 {"peer_id", "reports", "next_report_secs"}` when accepted; otherwise `{"error": "..."}` with 400 (not an envelope, wrong kind, bad field, stale or replayed), 401 (bad signature, or the body names another peer than the key), 403 (the network does not know the signer: no ad at the Hub / not on the allow-list), 413 (body too large), 422 (implausible figures, or counters backwards without a restart), 429 (sooner than `min_interval` after the last accepted report, or the source address introduced its share of new peers; `Retry-After` header in seconds), 503 (peer cap reached, or stopping) |
+//! | `POST /api/v1/reports` | body: a [`Signed`](btfs_core::signed::Signed) envelope of a `StatusReport` (JSON, ≤ 64 KiB). `202 {"peer_id", "reports", "next_report_secs"}` when accepted; otherwise `{"error": "..."}` with 400 (not an envelope, wrong kind, bad field, stale or replayed), 401 (bad signature, or the body names another peer than the key), 403 (the network does not know the signer: no ad at the Hub / not on the allow-list), 413 (body too large), 422 (implausible figures, or counters backwards without a restart), 429 (sooner than `min_interval` after the last accepted report, or the source address introduced its share of new peers; `Retry-After` header in seconds), 503 (peer cap reached, the database writer is `write_queue` reports behind, or stopping) |
 //! | `GET /api/v1/status[?offset=N&limit=M]` | [`NetworkStatus`]: totals and hosts sorted by peer id (default limit [`StatusOptions::list_limit`]) |
 //! | `GET /api/v1/hosts/<peer id>` | [`HostDetail`]: one host and its stored history; 404 if unknown |
 //! | `GET /metrics` | Prometheus text: `btfs_network_*` totals, `btfs_host_*{peer_id}` per host (first [`StatusOptions::metrics_host_limit`] by peer id), `btfs_status_reports_accepted_total`, `btfs_status_reports_rejected_total{reason}` |
@@ -37,7 +47,8 @@
 //! A connection over the HTTP limits (per client address, total) is answered `503` with
 //! `Retry-After: 1` before any route runs. Metrics reasons of refused reports: `malformed`,
 //! `too_large`, `bad_signature`, `wrong_peer`, `unknown_peer`, `stale`, `rate_limited`,
-//! `new_peer_limit`, `implausible`, `counters_backwards`, `full`, `shutting_down`.
+//! `new_peer_limit`, `implausible`, `counters_backwards`, `full`, `shutting_down`, `overloaded`
+//! (503 with `Retry-After: 1`: `write_queue` accepted reports already wait for the database).
 //!
 //! Wire formats: a report is `{"kind": "btfs/status-report/1", "public_key", "payload",
 //! "signature"}` with `payload` the JSON text of [`StatusReport`] (see [`btfs_core::signed`]).
@@ -68,9 +79,10 @@
 //! record and history deleted from `status.redb`; on open, expired records and records of
 //! peers admission no longer knows are deleted and the file is compacted. A forgotten peer
 //! that reports again is a new peer (first seen anew). Accepted reports are answered `202` once
-//! queued; the writer commits them in groups (at most [`StatusOptions::commit_linger`], 50 ms,
-//! after the first), so a crash can lose the last ~50 ms of reports, which the next reports
-//! replace. [`StatusHandle::flush`] waits for a commit; `shutdown` commits everything.
+//! queued; they are committed in groups (a batch is due when [`StatusOptions::batch_max`] wait,
+//! or when the oldest has waited [`StatusOptions::commit_linger`], 50 ms; one commit at a
+//! time), so a crash can lose the last ~50 ms of reports, which the next reports replace.
+//! [`StatusHandle::flush`] waits for a commit; `shutdown` commits everything.
 
 pub mod admission;
 pub mod client;
@@ -78,6 +90,7 @@ pub mod ingest;
 pub mod metrics;
 mod page;
 pub mod server;
+pub mod state;
 pub mod store;
 
 use std::time::Duration;
@@ -154,11 +167,12 @@ pub struct StatusOptions {
     pub list_limit: usize,
     /// Hosts with per-host series in `/metrics` (the first by peer id).
     pub metrics_host_limit: usize,
-    /// Accepted reports queued for the database writer at most (ingest waits beyond).
+    /// Accepted reports waiting for the database at most; beyond, reports are refused with 503
+    /// (`overloaded`, `Retry-After: 1`).
     pub write_queue: usize,
     /// Reports committed in one transaction at most.
     pub batch_max: usize,
-    /// How long the writer gathers reports after the first one before committing (group
+    /// How long the oldest accepted report waits for others before a commit (group
     /// commit); a flush commits at once.
     pub commit_linger: Duration,
     /// Who may report ([`admission`]; default: nobody, so a Status service must be told).
@@ -370,6 +384,17 @@ impl StatusOptions {
             new_peers_per_source: self.new_peers_per_source,
             new_peer_window_ms: ms(self.new_peer_window),
             max_sources: self.max_sources,
+        }
+    }
+
+    /// When the pure state commits and sweeps ([`state::Schedule`]).
+    pub fn schedule(&self) -> state::Schedule {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        state::Schedule {
+            write_queue: self.write_queue,
+            batch_max: self.batch_max,
+            linger_ms: ms(self.commit_linger),
+            sweep_interval_ms: ms(self.sweep_interval()),
         }
     }
 

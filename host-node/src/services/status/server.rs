@@ -1,42 +1,62 @@
-//! The running Status service: the HTTP routes of [`super`] over [`crate::net::http`], the shared
-//! in-memory [`Ingest`] state, and a writer task that commits accepted reports in batches.
+//! The running Status service: the actor that drives [`StatusState`] (the pure state machine of
+//! [`super::state`]), and the HTTP routes of [`super`] over [`crate::net::http`].
 //!
-//! A report is verified on the connection's task without any lock (the expensive part), then
-//! admitted under a short mutex, then queued to the writer (a bounded channel: when the database
-//! falls behind, ingest waits). The writer takes whatever is queued (up to `batch_max`) and
-//! commits it in one transaction on a blocking thread. On stop, the HTTP server drains first,
-//! then the writer commits what is left, so `shutdown().await` loses nothing.
+//! One tokio task owns the state; everything reaches it through one bounded channel of
+//! [`Command`]s (a report to admit, a flush to wait for, a read of the peer table), and it does
+//! what the state asks: commits the batches [`StatusState::poll_batch`] hands out to
+//! [`StatusDb`] on a blocking thread (one at a time, while it keeps admitting reports), sleeps
+//! until [`StatusState::poll_timeout`] and answers flushes. It decides nothing itself. A report
+//! is verified on the connection's task before it is sent to the actor (signature checks are
+//! the expensive part and need no state), so verification uses every core.
 //!
-//! A sweeper task forgets peers silent for `forget_after` every
-//! [`StatusOptions::sweep_interval`]: it removes them from [`Ingest`] and queues an
-//! [`Op::Forget`] for the writer. Opening skips (and deletes) stored records that are expired
-//! or whose peer admission no longer knows, then compacts the file if it deleted any.
+//! On stop the HTTP server drains first, then the actor takes what is left in its channel,
+//! closes the state and commits everything queued, so `shutdown().await` loses nothing.
+//! Opening skips (and deletes) stored records that are expired or whose peer admission no
+//! longer knows, then compacts the file if it deleted any.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::ingest::{self, Ingest, Loaded, Rejection};
+use super::ingest::{self, Checked, Ingest, Loaded, Rejection};
 use super::metrics::{self, IngestCounters};
-use super::store::{Op, StatusDb, Write};
+use super::state::{Admitted, FlushId, StatusState};
+use super::store::{DbError, Op, StatusDb};
 use super::{
     now_ms, page, HostDetail, HostStatus, NetworkStatus, ReportAccepted, Sample, StatusError,
     StatusOptions, Totals, HOSTS_PATH, REPORTS_PATH, STATUS_PATH,
 };
 use crate::net::http::{self, Request, Response};
 
-enum ToWriter {
-    Write(Op),
+/// Commands waiting for the actor at most (senders wait beyond: the HTTP server's connection
+/// limit bounds how many do).
+const INBOX: usize = 1_024;
+
+type ReadFn = Box<dyn FnOnce(&Ingest, u64) + Send>;
+
+/// What the actor is asked to do.
+enum Command {
+    /// Admit a verified report (answered at once).
+    Report {
+        checked: Box<Checked>,
+        source: IpAddr,
+        reply: oneshot::Sender<Result<Admitted, Rejection>>,
+    },
+    /// Answer once everything accepted so far is committed.
     Flush(oneshot::Sender<()>),
+    /// Run a read on the peer table at the actor's `now`.
+    Read(ReadFn),
 }
 
 struct Shared {
-    ingest: Mutex<Ingest>,
-    writes: mpsc::Sender<ToWriter>,
+    commands: mpsc::Sender<Command>,
     db: Arc<StatusDb>,
     opts: StatusOptions,
     counters: IngestCounters,
@@ -46,30 +66,41 @@ struct Shared {
 impl Shared {
     async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.writes.send(ToWriter::Flush(tx)).await.is_ok() {
+        if self.commands.send(Command::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
 
-    fn ingest(&self) -> MutexGuard<'_, Ingest> {
-        self.ingest.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` on the peer table; `None` if the service stopped.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ingest, u64) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let read: ReadFn = Box::new(move |ingest, now| {
+            let _ = tx.send(f(ingest, now));
+        });
+        self.commands.send(Command::Read(read)).await.ok()?;
+        rx.await.ok()
     }
 
-    fn network(&self, offset: usize, limit: usize) -> NetworkStatus {
-        let now = now_ms();
-        let ingest = self.ingest();
-        let totals = ingest.totals(now);
-        NetworkStatus {
-            generated_at_ms: now,
-            hosts: ingest.hosts(offset, limit, now),
-            offset: offset as u64,
-            hosts_total: totals.hosts,
-            totals,
-        }
+    async fn network(&self, offset: usize, limit: usize) -> Option<NetworkStatus> {
+        self.read(move |ingest, now| {
+            let totals = ingest.totals(now);
+            NetworkStatus {
+                generated_at_ms: now,
+                hosts: ingest.hosts(offset, limit, now),
+                offset: offset as u64,
+                hosts_total: totals.hosts,
+                totals,
+            }
+        })
+        .await
     }
 }
 
-/// Read access to the service's state, cheap to clone (for in-process readers of the service node).
+/// Read access to the service's state, cheap to clone (for in-process readers of the service
+/// node). Reads are answered by the service's actor; once it stopped they find nothing.
 #[derive(Clone)]
 pub struct StatusReader {
     shared: Arc<Shared>,
@@ -77,23 +108,34 @@ pub struct StatusReader {
 
 impl StatusReader {
     /// One host's latest status (uptime, online, capacity...), if it ever reported.
-    pub fn get(&self, peer_id: &str) -> Option<HostStatus> {
-        self.shared.ingest().get(peer_id, now_ms())
+    pub async fn get(&self, peer_id: &str) -> Option<HostStatus> {
+        let peer_id = peer_id.to_string();
+        self.shared
+            .read(move |ingest, now| ingest.get(&peer_id, now))
+            .await
+            .flatten()
     }
 
     /// Every host's latest status, sorted by peer id.
-    pub fn latest(&self) -> Vec<HostStatus> {
-        self.shared.ingest().hosts(0, usize::MAX, now_ms())
+    pub async fn latest(&self) -> Vec<HostStatus> {
+        self.shared
+            .read(|ingest, now| ingest.hosts(0, usize::MAX, now))
+            .await
+            .unwrap_or_default()
     }
 
     /// Network totals.
-    pub fn totals(&self) -> Totals {
-        self.shared.ingest().totals(now_ms())
+    pub async fn totals(&self) -> Totals {
+        self.shared
+            .read(|ingest, now| ingest.totals(now))
+            .await
+            .unwrap_or_default()
     }
 
-    /// A page of hosts with the totals, as `GET /api/v1/status` answers.
-    pub fn network(&self, offset: usize, limit: usize) -> NetworkStatus {
-        self.shared.network(offset, limit)
+    /// A page of hosts with the totals, as `GET /api/v1/status` answers (`None` once the
+    /// service stopped).
+    pub async fn network(&self, offset: usize, limit: usize) -> Option<NetworkStatus> {
+        self.shared.network(offset, limit).await
     }
 
     /// Waits until every report accepted so far is committed to the database (history reads
@@ -129,13 +171,13 @@ impl StatusHandle {
     }
 
     /// One host's latest status.
-    pub fn get(&self, peer_id: &str) -> Option<HostStatus> {
-        self.reader.get(peer_id)
+    pub async fn get(&self, peer_id: &str) -> Option<HostStatus> {
+        self.reader.get(peer_id).await
     }
 
     /// Every host's latest status, sorted by peer id.
-    pub fn latest(&self) -> Vec<HostStatus> {
-        self.reader.latest()
+    pub async fn latest(&self) -> Vec<HostStatus> {
+        self.reader.latest().await
     }
 
     /// Waits until every report accepted so far is committed to the database.
@@ -159,12 +201,16 @@ struct Ctx {
     shared: Arc<Shared>,
 }
 
-/// Opens `dir/status.redb` (creating it) and loads the stored reports: the state [`start`]
-/// serves, and the queue its writer task commits from.
-async fn open(
-    dir: &Path,
-    opts: &StatusOptions,
-) -> Result<(Arc<Shared>, mpsc::Receiver<ToWriter>), StatusError> {
+/// The actor before it runs: the state, the database it writes and its inbox.
+struct Actor {
+    state: StatusState,
+    db: Arc<StatusDb>,
+    inbox: mpsc::Receiver<Command>,
+}
+
+/// Opens `dir/status.redb` (creating it) and loads the stored reports: the shared handles
+/// [`start`] serves with, and the actor that owns the state.
+async fn open(dir: &Path, opts: &StatusOptions) -> Result<(Arc<Shared>, Actor), StatusError> {
     let limits = opts.limits();
     let (dir, history_len) = (dir.to_path_buf(), opts.history_len);
     let admission = opts.admission.clone();
@@ -213,16 +259,17 @@ async fn open(
         Ok(r) => r?,
         Err(e) => return Err(StatusError::Task(e.to_string())),
     };
-    let (writes, rx) = mpsc::channel(opts.write_queue.max(1));
+    let db = Arc::new(db);
+    let (commands, inbox) = mpsc::channel(INBOX);
     let shared = Arc::new(Shared {
-        ingest: Mutex::new(ingest),
-        writes,
-        db: Arc::new(db),
+        commands,
+        db: db.clone(),
         opts: opts.clone(),
         counters: IngestCounters::default(),
         keys: ingest::KeyCache::new(opts.max_peers),
     });
-    Ok((shared, rx))
+    let state = StatusState::new(ingest, opts.schedule(), now_ms());
+    Ok((shared, Actor { state, db, inbox }))
 }
 
 /// Opens `dir/status.redb` (creating it), loads the stored reports and serves the HTTP API on
@@ -234,7 +281,7 @@ pub async fn start(
     opts: StatusOptions,
     cancel: CancellationToken,
 ) -> Result<StatusHandle, StatusError> {
-    let (shared, rx) = open(dir, &opts).await?;
+    let (shared, actor) = open(dir, &opts).await?;
     let cancel = cancel.child_token();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -247,20 +294,12 @@ pub async fn start(
     )
     .await?;
     let http_addr = server.addr;
-    let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(
-        shared.db.clone(),
-        rx,
-        opts.batch_max.max(1),
-        opts.commit_linger,
-        writer_stop.clone(),
-    ));
-    let sweeper = tokio::spawn(sweep_loop(shared.clone(), cancel.clone()));
+    let actor_stop = CancellationToken::new();
+    let actor = tokio::spawn(run(actor, actor_stop.clone()));
     let task = tokio::spawn(async move {
         server.join().await;
-        let _ = sweeper.await;
-        writer_stop.cancel();
-        let _ = writer.await;
+        actor_stop.cancel();
+        let _ = actor.await;
         tracing::debug!("status service stopped");
     });
     tracing::info!(%http_addr, "status service listening");
@@ -272,88 +311,90 @@ pub async fn start(
     })
 }
 
-async fn sweep_loop(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(shared.opts.sweep_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let gone = shared.ingest().expire(now_ms());
-        if gone.is_empty() {
-            continue;
-        }
-        tracing::debug!(n = gone.len(), "forgetting silent peers");
-        for (peer_id, last_seen_ms) in gone {
-            let op = Op::Forget {
-                peer_id,
-                last_seen_ms,
-            };
-            if shared.writes.send(ToWriter::Write(op)).await.is_err() {
-                return;
-            }
-        }
+/// The commit out, if any: its size and the blocking task writing it.
+type Commit = Option<(usize, JoinHandle<Result<(), DbError>>)>;
+
+async fn commit_done(commit: &mut Commit) -> (usize, Result<Result<(), DbError>, String>) {
+    match commit {
+        Some((n, task)) => (*n, task.await.map_err(|e| e.to_string())),
+        None => std::future::pending().await,
     }
 }
 
-async fn write_loop(
-    db: Arc<StatusDb>,
-    mut rx: mpsc::Receiver<ToWriter>,
-    batch_max: usize,
-    linger: std::time::Duration,
-    stop: CancellationToken,
-) {
-    let mut closing = false;
+/// The actor: feeds commands, commit results and timeouts to the state and carries out what
+/// it asks (module docs). Ends when `stop` fired (or every sender is gone) and everything
+/// queued is committed.
+async fn run(actor: Actor, stop: CancellationToken) {
+    let Actor {
+        mut state,
+        db,
+        mut inbox,
+    } = actor;
+    let mut waiting: HashMap<FlushId, oneshot::Sender<()>> = HashMap::new();
+    let mut next_flush: FlushId = 0;
+    let mut commit: Commit = None;
+    let (mut stopping, mut inbox_open) = (false, true);
     loop {
-        let first = if closing {
-            rx.recv().await
-        } else {
-            tokio::select! {
-                w = rx.recv() => w,
-                () = stop.cancelled() => {
-                    // No new reports; commit the queued ones, then end.
-                    rx.close();
-                    closing = true;
-                    continue;
+        let now = now_ms();
+        if commit.is_none() {
+            if let Some(batch) = state.poll_batch(now) {
+                let db = db.clone();
+                let n = batch.ops.len();
+                commit = Some((n, tokio::task::spawn_blocking(move || db.write(&batch.ops))));
+            }
+        }
+        while let Some(id) = state.poll_flushed() {
+            if let Some(ack) = waiting.remove(&id) {
+                let _ = ack.send(());
+            }
+        }
+        if state.is_finished() {
+            break;
+        }
+        let sleep = state
+            .poll_timeout()
+            .map(|at| Duration::from_millis(at.saturating_sub(now)));
+        tokio::select! {
+            cmd = inbox.recv(), if inbox_open => match cmd {
+                Some(Command::Report { checked, source, reply }) => {
+                    let _ = reply.send(state.handle_report(*checked, source, now_ms()));
+                }
+                Some(Command::Flush(ack)) => {
+                    let id = next_flush;
+                    next_flush += 1;
+                    waiting.insert(id, ack);
+                    state.handle_flush(id);
+                }
+                Some(Command::Read(read)) => read(state.ingest(), now_ms()),
+                None => {
+                    // Stopped and drained (or every handle is gone): commit what is left.
+                    inbox_open = false;
+                    state.close();
+                }
+            },
+            () = stop.cancelled(), if !stopping => {
+                // No new commands; the ones already sent are still taken.
+                stopping = true;
+                inbox.close();
+            }
+            (n, done) = commit_done(&mut commit) => {
+                commit = None;
+                match done {
+                    Ok(Ok(())) => tracing::trace!(n, "status database committed"),
+                    Ok(Err(e)) => tracing::error!(%e, n, "cannot save status reports"),
+                    Err(e) => tracing::error!(%e, n, "status writer task failed"),
+                }
+                state.handle_committed();
+            }
+            () = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {
+                let gone = state.handle_timeout(now_ms());
+                if gone > 0 {
+                    tracing::debug!(n = gone, "forgetting silent peers");
                 }
             }
-        };
-        let Some(mut next) = first else { break };
-        let mut batch = Vec::with_capacity(batch_max.min(1024));
-        let mut flushed = Vec::new();
-        // Group commit: gather for up to `linger` after the first report (each commit rewrites
-        // the touched pages and syncs, so fewer, larger commits cost far less per report).
-        let until = tokio::time::Instant::now() + linger;
-        loop {
-            match next {
-                ToWriter::Write(w) => batch.push(w),
-                ToWriter::Flush(ack) => flushed.push(ack),
-            }
-            if batch.len() >= batch_max || !flushed.is_empty() {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(m) => m,
-                Err(_) if closing => break,
-                Err(_) => match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) | Err(_) => break,
-                },
-            };
-        }
-        let (db, n) = (db.clone(), batch.len());
-        if n > 0 {
-            match tokio::task::spawn_blocking(move || db.write(&batch)).await {
-                Ok(Ok(())) => tracing::trace!(n, "status reports committed"),
-                Ok(Err(e)) => tracing::error!(%e, n, "cannot save status reports"),
-                Err(e) => tracing::error!(%e, n, "status writer task failed"),
-            }
-        }
-        for ack in flushed {
-            let _ = ack.send(());
         }
     }
+    tracing::debug!("status actor stopped");
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
@@ -388,17 +429,23 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Response {
             let max = ctx.shared.opts.list_limit;
             let offset = param(req, "offset").unwrap_or(0);
             let limit = param(req, "limit").unwrap_or(max).min(max);
-            Response::json(StatusCode::OK, &ctx.shared.network(offset, limit))
+            match ctx.shared.network(offset, limit).await {
+                Some(status) => Response::json(StatusCode::OK, &status),
+                None => stopping(),
+            }
         }
         "/metrics" => {
             let s = &ctx.shared;
-            let n = s.opts.metrics_host_limit;
-            let status = s.network(0, n);
+            let Some(status) = s.network(0, s.opts.metrics_host_limit).await else {
+                return stopping();
+            };
             let text = metrics::render_network(&status, &s.counters);
             Response::raw(StatusCode::OK, metrics::CONTENT_TYPE, text)
         }
         "/" => {
-            let status = ctx.shared.network(0, page::MAX_ROWS);
+            let Some(status) = ctx.shared.network(0, page::MAX_ROWS).await else {
+                return stopping();
+            };
             Response::raw(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
@@ -419,6 +466,15 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Response {
     }
 }
 
+/// The answer to a read that came after the actor stopped.
+fn stopping() -> Response {
+    Response::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &Rejection::ShuttingDown.to_string(),
+    )
+    .with_header("retry-after", "1".into())
+}
+
 fn param(req: &Request, name: &str) -> Option<usize> {
     req.query_param(name)?.parse().ok()
 }
@@ -430,7 +486,15 @@ async fn host_detail(ctx: &Ctx, peer: &str) -> Response {
             "no report from this peer id; check it, or wait for the host's first report",
         )
     };
-    let Some(host) = ctx.shared.ingest().get(peer, now_ms()) else {
+    let wanted = peer.to_string();
+    let Some(found) = ctx
+        .shared
+        .read(move |ingest, now| ingest.get(&wanted, now))
+        .await
+    else {
+        return stopping();
+    };
+    let Some(host) = found else {
         return not_found();
     };
     // So the history includes the latest report.
@@ -459,36 +523,29 @@ async fn post_report(ctx: &Ctx, body: &[u8], source: IpAddr) -> Response {
         Err(r) => return reject(ctx, r),
     };
     let new_signer = checked.new_signer.take();
-    let peer_id = checked.body.peer_id.clone();
-    let admitted = ctx.shared.ingest().admit(checked, source, now_ms());
-    let accepted = match admitted {
-        Ok(a) => a,
-        Err(r) => return reject(ctx, r),
+    let (reply, answer) = oneshot::channel();
+    let cmd = Command::Report {
+        checked: Box::new(checked),
+        source,
+        reply,
+    };
+    if ctx.shared.commands.send(cmd).await.is_err() {
+        return reject(ctx, Rejection::ShuttingDown);
+    }
+    let admitted = match answer.await {
+        Ok(Ok(a)) => a,
+        Ok(Err(r)) => return reject(ctx, r),
+        Err(_) => return reject(ctx, Rejection::ShuttingDown),
     };
     if let Some(s) = new_signer {
         ctx.shared.keys.put(s);
-    }
-    let reports = accepted.record.reports;
-    let write = Write {
-        peer_id: peer_id.clone(),
-        record: accepted.record,
-        sample: accepted.sample,
-    };
-    if ctx
-        .shared
-        .writes
-        .send(ToWriter::Write(Op::Put(write)))
-        .await
-        .is_err()
-    {
-        return reject(ctx, Rejection::ShuttingDown);
     }
     ctx.shared.counters.accepted.inc();
     Response::json(
         StatusCode::ACCEPTED,
         &ReportAccepted {
-            peer_id,
-            reports,
+            peer_id: admitted.peer_id,
+            reports: admitted.reports,
             next_report_secs: ctx.shared.opts.report_interval.as_secs().max(1),
         },
     )
@@ -496,29 +553,23 @@ async fn post_report(ctx: &Ctx, body: &[u8], source: IpAddr) -> Response {
 
 /// The HTTP API without a listener: the state and routes [`start`] serves, one request at a
 /// time, for driving the service in-process (the `status_api` fuzz target does). Needs a tokio
-/// runtime (its writer task commits accepted reports as in [`start`]).
+/// runtime (its actor admits and commits reports as in [`start`]).
 pub struct Api {
     ctx: Arc<Ctx>,
     stop: CancellationToken,
-    writer: tokio::task::JoinHandle<()>,
+    actor: JoinHandle<()>,
 }
 
 impl Api {
-    /// Opens `dir/status.redb` (creating it) and starts the writer task.
+    /// Opens `dir/status.redb` (creating it) and starts the actor.
     pub async fn open(dir: &Path, opts: StatusOptions) -> Result<Self, StatusError> {
-        let (shared, rx) = open(dir, &opts).await?;
+        let (shared, actor) = open(dir, &opts).await?;
         let stop = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(
-            shared.db.clone(),
-            rx,
-            opts.batch_max.max(1),
-            opts.commit_linger,
-            stop.clone(),
-        ));
+        let actor = tokio::spawn(run(actor, stop.clone()));
         Ok(Self {
             ctx: Arc::new(Ctx { shared }),
             stop,
-            writer,
+            actor,
         })
     }
 
@@ -527,9 +578,9 @@ impl Api {
         route(self.ctx.clone(), req).await
     }
 
-    /// Commits every accepted report and stops the writer.
+    /// Commits every accepted report and stops the actor.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.writer.await;
+        let _ = self.actor.await;
     }
 }

@@ -21,10 +21,12 @@ fn json_of(net: &Devnet, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-fn upload_watched(net: &Devnet, len: usize, seed: u64) -> (String, blake3::Hash) {
+fn upload_watched(net: &Devnet, len: usize, seed: u64, args: &[&str]) -> (String, blake3::Hash) {
     let src = net.scratch().join(format!("in-{seed}.bin"));
     let want = random_file(&src, len, seed).unwrap();
-    let report = json_of(net, &["upload", src.to_str().unwrap()]);
+    let mut all = vec!["upload", src.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let report = json_of(net, &all);
     assert_eq!(report["guard"], "watching", "{report:#}");
     (report["link"].as_str().unwrap().to_string(), want)
 }
@@ -50,7 +52,7 @@ fn damaged_and_deleted_shards_fail_their_audits_and_lower_the_hosts_scores() {
     let net = Devnet::start(30).unwrap();
     assert!(net.services()["guard"]["peer_id"].is_string());
     assert!(net.services()["guard"]["pid"].as_u64().unwrap() > 0);
-    let (link, _) = upload_watched(&net, 3 * MIB, 21);
+    let (link, _) = upload_watched(&net, 3 * MIB, 21, &[]);
     let manifest = manifest_of(&net, &link).unwrap();
 
     // First every shard passes.
@@ -127,65 +129,133 @@ fn damaged_and_deleted_shards_fail_their_audits_and_lower_the_hosts_scores() {
         .all(|v| v["passed"] == true));
 }
 
-/// 12 of an object's 30 hosts are killed: the Guard rebuilds exactly those shards on other
-/// hosts (the Guard itself is killed and restarted in the middle), and the object downloads
-/// byte-identical after 9 more original holders die — impossible without the repair.
+/// 12 of an object's 30 hosts are killed: the Guard rebuilds exactly those shards on
+/// other hosts — the Guard itself is `kill -9`ed as soon as its repair starts and restarted —
+/// and the object downloads byte-identical after 9 more original holders per slab die, which
+/// is impossible without the repaired shards.
 #[test]
 fn killed_hosts_are_repaired_and_downloads_follow_the_guard() {
     let mut net = Devnet::start(45).unwrap();
-    let (link, want) = upload_watched(&net, 4 * MIB, 22);
+    // One slab of 1.2 MiB shards: a repair moves ~30 MiB, long enough to be killed in.
+    let (link, want) = upload_watched(&net, 12 * MIB, 22, &["--shard-size", "4194304"]);
     let manifest = manifest_of(&net, &link).unwrap();
-    let holders: Vec<usize> = (0..30)
-        .map(|k| shard_location(&net, &manifest, 0, k).unwrap().0)
+    let slabs = manifest.slabs().len();
+    let holders: Vec<Vec<usize>> = (0..slabs)
+        .map(|s| {
+            (0..30)
+                .map(|k| shard_location(&net, &manifest, s, k).unwrap().0)
+                .collect()
+        })
         .collect();
-    for &h in &holders[..12] {
+    // Kill the hosts of shards 0..12 of slab 0 (another slab would lose the shards they hold).
+    let mut killed = std::collections::BTreeSet::new();
+    for &h in &holders[0][..12] {
+        killed.insert(h);
         net.kill_host(h);
     }
-    // Kill the Guard once the repair is under way (or done), and start it again.
-    wait_for(60, "the Guard to notice the dead hosts", || {
-        let h = json_of(&net, &["health", &link]);
-        (h["slabs"][0]["healthy"].as_u64().unwrap() <= 24, ())
+    let lost: Vec<Vec<usize>> = holders
+        .iter()
+        .map(|hs| (0..30).filter(|k| killed.contains(&hs[*k])).collect())
+        .collect();
+    // kill -9 the Guard the moment its repair starts, and start it again.
+    let log = net.service_dir().join("service.log");
+    wait_for(90, "the Guard to start a repair", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("repair starting"), ())
     });
     net.kill_service();
+    let before = std::fs::read_to_string(&log).unwrap_or_default();
+    let finished_before_kill = before.contains("repair done");
     net.restart_service(500, 2).unwrap();
+    eprintln!(
+        "guard killed {} its repair finished",
+        if finished_before_kill {
+            "after"
+        } else {
+            "before"
+        }
+    );
 
-    let health = wait_for(120, "the slab to be back to 30 healthy shards", || {
+    let health = wait_for(150, "every slab back to 30 healthy, audited shards", || {
         let h = json_of(&net, &["health", &link]);
-        let s = &h["slabs"][0];
-        let ok = s["healthy"] == 30
-            && s["shards"]
+        let ok = h["slabs"].as_array().unwrap().iter().all(|s| {
+            s["healthy"] == 30
+                && s["shards"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|x| x["passed"] == true)
+        });
+        (ok, h)
+    });
+    let total_lost: usize = lost.iter().map(Vec::len).sum();
+    assert_eq!(
+        health["repaired_shards"].as_u64().unwrap() as usize,
+        total_lost,
+        "each lost shard is repaired exactly once: {health:#}"
+    );
+    for (s, slab) in health["slabs"].as_array().unwrap().iter().enumerate() {
+        let original: Vec<String> = holders[s]
+            .iter()
+            .map(|&h| net.hosts()[h].peer_id.clone())
+            .collect();
+        let mut new_hosts = std::collections::BTreeSet::new();
+        for (k, x) in slab["shards"].as_array().unwrap().iter().enumerate() {
+            let host = x["host"].as_str().unwrap().to_string();
+            if lost[s].contains(&k) {
+                assert!(
+                    !original.contains(&host),
+                    "slab {s} shard {k} on an original holder"
+                );
+                assert!(
+                    new_hosts.insert(host),
+                    "slab {s}: two repaired shards share a host"
+                );
+            } else {
+                assert_eq!(
+                    host, original[k],
+                    "slab {s} shard {k} moved without being lost"
+                );
+            }
+        }
+    }
+
+    // More original holders die until at most 9 originals per slab are left alive, sparing the
+    // hosts that now hold repaired shards: the download needs the repaired shards.
+    let protected: std::collections::BTreeSet<usize> = health["slabs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .flat_map(|(s, slab)| {
+            let lost = &lost[s];
+            slab["shards"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|x| x["passed"] == true);
-        (ok, h)
-    });
-    let shards = health["slabs"][0]["shards"].as_array().unwrap();
-    let original: Vec<String> = holders
-        .iter()
-        .map(|&h| net.hosts()[h].peer_id.clone())
+                .enumerate()
+                .filter(move |(k, _)| lost.contains(k))
+                .map(|(_, x)| net.host_index(x["host"].as_str().unwrap()).unwrap())
+                .collect::<Vec<_>>()
+        })
         .collect();
-    let mut new_hosts = std::collections::BTreeSet::new();
-    for (k, s) in shards.iter().enumerate() {
-        let host = s["host"].as_str().unwrap().to_string();
-        if k < 12 {
-            assert!(
-                !original.contains(&host),
-                "shard {k} still on an original holder"
-            );
-            assert!(new_hosts.insert(host), "two repaired shards share a host");
-        } else {
-            assert_eq!(host, original[k], "shard {k} moved without being lost");
+    for hs in &holders {
+        for &h in hs {
+            let alive = hs.iter().filter(|h| !killed.contains(h)).count();
+            if alive <= 9 {
+                break;
+            }
+            if !protected.contains(&h) && killed.insert(h) {
+                net.kill_host(h);
+            }
         }
     }
-    assert_eq!(
-        health["repaired_shards"], 12,
-        "each lost shard is repaired exactly once: {health:#}"
-    );
-
-    // 9 more original holders die: 9 originals + 12 repaired shards remain.
-    for &h in &holders[12..21] {
-        net.kill_host(h);
+    for (s, hs) in holders.iter().enumerate() {
+        let alive = hs.iter().filter(|h| !killed.contains(h)).count();
+        assert!(
+            alive < 10,
+            "slab {s} still has {alive} original holders alive"
+        );
     }
     let out = net.scratch().join("out.bin");
     net.download(&link, &out).unwrap();

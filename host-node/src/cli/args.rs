@@ -244,6 +244,9 @@ pub struct ServiceArgs {
     /// Status forgets a host that has not reported for this many seconds.
     #[arg(long, default_value_t = 7 * 86_400)]
     forget_after_secs: u64,
+    /// The Hub forgets a host that has not announced for this many seconds.
+    #[arg(long, default_value_t = 86_400)]
+    hub_forget_after_secs: u64,
     /// Status HTTP connections one IP address (IPv6: /64) may hold at once.
     #[arg(long, default_value_t = 16)]
     http_connections_per_ip: usize,
@@ -367,6 +370,15 @@ impl ServiceArgs {
         if !(1..=315_360_000).contains(&self.forget_after_secs) {
             bail!("--forget-after-secs must be between 1 and 315360000 (ten years)");
         }
+        if !(60..=315_360_000).contains(&self.hub_forget_after_secs) {
+            bail!("--hub-forget-after-secs must be between 60 and 315360000 (ten years)");
+        }
+        if self.hub_forget_after_secs < 2 * self.report_interval_secs {
+            bail!(
+                "--hub-forget-after-secs must be at least twice --report-interval-secs (hosts \
+                 announce that often), or the Hub forgets hosts that are still announcing"
+            );
+        }
         if self.http_connections_per_ip == 0 || self.max_connections_per_peer == 0 {
             bail!("--http-connections-per-ip and --max-connections-per-peer must be at least 1");
         }
@@ -398,6 +410,7 @@ impl ServiceArgs {
                 announce_interval: report,
                 max_hosts: self.max_hosts,
                 new_hosts_per_ip: self.new_hosts_per_ip,
+                forget_after: Duration::from_secs(self.hub_forget_after_secs),
                 ..Default::default()
             },
             status,

@@ -7,7 +7,13 @@
 //! [`btfs_core::score::score`], spreading picks across subnets and regions ([`registry`]).
 //! A new host is registered only within its source address's budget (`new_hosts_per_ip` per
 //! 10 minutes, IPv4 /32 or IPv6 /64), so fresh keys from one machine cannot fill the registry.
-//! Everything survives a restart ([`db`]: redb). The protocol is
+//! A host that has not announced for `forget_after` (24 h by default) is forgotten, in memory
+//! and in the database, so the registry holds the hosts that are still around, not every host
+//! that ever was ([`registry::Registry::expire`]). Everything else survives a restart ([`db`]:
+//! redb). A host that runs the Hub itself announces to it like any other host (the node's
+//! [`crate::net::Net`] answers requests to its own peer id locally). Layout: [`registry`] is
+//! the pure state (no I/O, time passed in, unit-tested with virtual time), [`server`] the task
+//! that owns it and does the probing and saving, [`db`] the database. The protocol is
 //! [`btfs_core::hub::PROTOCOL`] over libp2p request-response with bounded JSON messages.
 //!
 //! Non-goals (for now): several Hubs agreeing with each other; audit results arrive from the

@@ -217,7 +217,9 @@ impl StatusState {
         let due = self.closing
             || !self.flushes.is_empty()
             || self.outbox.len() >= self.schedule.batch_max
-            || now_ms >= oldest.saturating_add(self.schedule.linger_ms);
+            || now_ms >= oldest.saturating_add(self.schedule.linger_ms)
+            // The clock went back: do not wait for it to catch up.
+            || now_ms < oldest;
         if !due {
             return None;
         }
@@ -414,6 +416,11 @@ mod tests {
         assert_eq!(b.ops.len(), 3);
         s.handle_committed();
         assert!(s.poll_batch(T0 + 10_000).is_none(), "nothing left");
+        // A clock that jumped back does not hold a waiting report until it catches up.
+        s.handle_report(report(5, T0 + 100), LOCAL, T0 + 100)
+            .unwrap();
+        assert!(s.poll_batch(T0 + 120).is_none());
+        assert!(s.poll_batch(T0 + 99).is_some());
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct DurabilityConfig {
     pub objects: usize,
     /// Simulated days.
     pub days: u32,
-    /// Epoch length in hours (1..=168).
+    /// Epoch length in hours (1..=168). Outages are drawn per epoch, so epochs longer than a
+    /// day overstate the offline fraction: use 24 or less for numbers.
     pub epoch_hours: u32,
     /// Repair when healthy ≤ this.
     pub threshold: usize,

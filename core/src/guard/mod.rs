@@ -1125,3 +1125,306 @@ pub fn placement_manifest(
     }
     Manifest::decode(&out).map_err(|e| bad(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::repair::RepairedShard;
+    use crate::engine::sim::host_ids;
+    use crate::manifest::{ObjectHeader, ShardRecord};
+    use crate::{Encoder, Layout, ObjectKey};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// A one-slab object on hosts 0..30, with its shard bytes.
+    fn object() -> (Manifest, Vec<Vec<u8>>) {
+        let key = ObjectKey::from_bytes([3; 32]);
+        let layout = Layout::new(20_000, 4096).unwrap();
+        let mut enc = Encoder::new(&key, layout);
+        enc.feed(&[9u8; 20_000]).unwrap();
+        let slab = enc.next_slab().unwrap().unwrap();
+        let hosts: Vec<Vec<u8>> = host_ids(30).iter().map(|h| h.to_bytes()).collect();
+        let mut rec = [ShardRecord {
+            root: Root::from_bytes([0; 32]),
+            host: 0,
+        }; TOTAL_SHARDS];
+        for (k, r) in rec.iter_mut().enumerate() {
+            *r = ShardRecord {
+                root: slab.roots[k],
+                host: k as u16,
+            };
+        }
+        let shards = (0..TOTAL_SHARDS).map(|k| slab.shard(k).to_vec()).collect();
+        let m = Manifest::new(layout, &key, &ObjectHeader::default(), hosts, vec![rec]).unwrap();
+        (m, shards)
+    }
+
+    fn cfg() -> GuardConfig {
+        GuardConfig {
+            max_in_flight: 1000,
+            max_per_host: 1,
+            ..GuardConfig::for_devnet()
+        }
+    }
+
+    fn challenges(g: &mut Guard) -> Vec<(OpId, HostId, Challenge)> {
+        let mut out = Vec::new();
+        while let Some(a) = g.poll_action() {
+            if let GuardAction::Challenge {
+                op,
+                host,
+                challenge,
+            } = a
+            {
+                out.push((op, host, challenge));
+            }
+        }
+        out
+    }
+
+    /// Answers every challenge: honestly, except `fail` (shard indices, by host order).
+    fn answer(g: &mut Guard, shards: &[Vec<u8>], fail: &[usize], now: Duration) {
+        let ids = host_ids(40);
+        for (op, host, c) in challenges(g) {
+            let k = ids.iter().position(|h| *h == host).unwrap();
+            let bytes = shards.iter().find(|s| Root::of(s) == c.root).unwrap();
+            let outcome = if fail.contains(&k) {
+                AuditOutcome::Failed(Failure::NotFound)
+            } else {
+                AuditOutcome::Proof(proof::prove(&c, bytes).unwrap())
+            };
+            g.handle_event(op, outcome, now);
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        for c in [
+            GuardConfig {
+                repair_threshold: 9,
+                ..cfg()
+            },
+            GuardConfig {
+                repair_threshold: 30,
+                ..cfg()
+            },
+            GuardConfig {
+                max_per_host: 0,
+                ..cfg()
+            },
+            GuardConfig {
+                deadline: Duration::from_secs(10),
+                ..cfg()
+            },
+        ] {
+            assert!(matches!(
+                Guard::new(c, [0; 32], Duration::ZERO),
+                Err(GuardError::Config(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn one_challenge_per_shard_per_epoch_with_fresh_deterministic_nonces() {
+        let (m, shards) = object();
+        let mut g = Guard::new(cfg(), [1; 32], Duration::ZERO).unwrap();
+        let id = g.watch(m.clone(), Duration::ZERO).unwrap();
+        assert_eq!(
+            g.watch(m.clone(), Duration::ZERO),
+            Err(GuardError::AlreadyWatched(id))
+        );
+        let first = challenges(&mut g);
+        assert_eq!(first.len(), 30);
+        let mut again = Guard::new(cfg(), [1; 32], Duration::ZERO).unwrap();
+        again.watch(m.clone(), Duration::ZERO).unwrap();
+        let same: Vec<_> = challenges(&mut again).iter().map(|c| c.2).collect();
+        assert_eq!(first.iter().map(|c| c.2).collect::<Vec<_>>(), same);
+        for (op, _, c) in &first {
+            let bytes = shards.iter().find(|s| Root::of(s) == c.root).unwrap();
+            g.handle_event(
+                *op,
+                AuditOutcome::Proof(proof::prove(c, bytes).unwrap()),
+                Duration::from_millis(5),
+            );
+        }
+        let verdicts: Vec<Verdict> = std::iter::from_fn(|| g.poll_verdict()).collect();
+        assert_eq!(verdicts.len(), 30);
+        assert!(verdicts.iter().all(|v| v.passed && v.epoch == 0));
+        // Nothing more this epoch; the next one challenges again with other nonces.
+        g.handle_timeout(Duration::from_secs(1));
+        assert!(challenges(&mut g).is_empty());
+        let next = g.poll_timeout().unwrap();
+        assert_eq!(next, cfg().epoch);
+        g.handle_timeout(next);
+        let second = challenges(&mut g);
+        assert_eq!((second.len(), g.epoch()), (30, 1));
+        assert!(second
+            .iter()
+            .all(|(_, _, c)| first.iter().all(|f| f.2.nonce != c.nonce)));
+        let health = g.health(id).unwrap();
+        assert_eq!(health.slabs[0].healthy, 30);
+        let json = serde_json::to_value(&health).unwrap();
+        assert_eq!(json["slabs"][0]["healthy"], 30);
+        assert_eq!(
+            json["slabs"][0]["shards"][0]["root"],
+            m.slabs()[0][0].root.to_hex()
+        );
+    }
+
+    #[test]
+    fn in_flight_bounds_hold_and_the_rest_waits() {
+        let (m, _) = object();
+        let c = GuardConfig {
+            max_in_flight: 7,
+            ..cfg()
+        };
+        let mut g = Guard::new(c, [1; 32], Duration::ZERO).unwrap();
+        g.watch(m, Duration::ZERO).unwrap();
+        let first = challenges(&mut g);
+        assert_eq!(first.len(), 7);
+        g.handle_event(
+            first[0].0,
+            AuditOutcome::Failed(Failure::Busy),
+            Duration::from_millis(1),
+        );
+        assert_eq!(challenges(&mut g).len(), 1);
+        assert_eq!(g.in_flight(), 7);
+    }
+
+    #[test]
+    fn silence_and_late_answers_fail_at_the_deadline() {
+        let (m, shards) = object();
+        let mut g = Guard::new(cfg(), [1; 32], Duration::ZERO).unwrap();
+        g.watch(m, Duration::ZERO).unwrap();
+        let all = challenges(&mut g);
+        let (op, _, c) = all[0];
+        let late = cfg().deadline + Duration::from_millis(1);
+        let bytes = shards.iter().find(|s| Root::of(s) == c.root).unwrap();
+        g.handle_event(
+            op,
+            AuditOutcome::Proof(proof::prove(&c, bytes).unwrap()),
+            late,
+        );
+        let v = g.poll_verdict().unwrap();
+        assert!(!v.passed && v.reason.as_deref() == Some("answered after the deadline"));
+        assert_eq!(g.poll_timeout(), Some(cfg().deadline));
+        g.handle_timeout(cfg().deadline);
+        let verdicts: Vec<Verdict> = std::iter::from_fn(|| g.poll_verdict()).collect();
+        assert_eq!(verdicts.len(), 29);
+        assert!(verdicts.iter().all(|v| !v.passed));
+        let mut cancels = 0;
+        while let Some(a) = g.poll_action() {
+            cancels += usize::from(matches!(a, GuardAction::Cancel { .. }));
+        }
+        assert_eq!(cancels, 29);
+        assert_eq!(g.stats().timeouts, 30);
+    }
+
+    #[test]
+    fn repair_at_the_threshold_then_backoff_then_new_holders() {
+        let (m, shards) = object();
+        let mut g = Guard::new(cfg(), [1; 32], Duration::ZERO).unwrap();
+        let id = g.watch(m.clone(), Duration::ZERO).unwrap();
+        let t = Duration::from_millis(10);
+        // 6 failures: 24 healthy = the threshold.
+        answer(&mut g, &shards, &[0, 1, 2, 3, 4, 5], t);
+        let repair = std::iter::from_fn(|| g.poll_action()).find_map(|a| match a {
+            GuardAction::Repair {
+                object,
+                manifest,
+                lost,
+                holders,
+            } => Some((object, manifest, lost, holders)),
+            _ => None,
+        });
+        let (object, manifest, lost, holders) = repair.expect("a repair at 24 healthy");
+        assert_eq!(object, id);
+        assert_eq!(lost[&0], (0..6).collect());
+        assert_eq!(manifest.slabs()[0][7].root, m.slabs()[0][7].root);
+        assert_eq!(holders[0][7], host_ids(30)[7]);
+        let h = g.health(id).unwrap();
+        assert_eq!((h.repair, h.slabs[0].healthy), (RepairState::Running, 24));
+        // A failed repair waits its backoff, then is asked again.
+        g.repair_done(id, Err("no hosts".into()), t).unwrap();
+        assert!(matches!(
+            g.health(id).unwrap().repair,
+            RepairState::Backoff { .. }
+        ));
+        assert_eq!(
+            g.repair_done(id, Err("x".into()), t),
+            Err(GuardError::NoRepairRunning(id))
+        );
+        let until = t + cfg().repair_backoff;
+        assert_eq!(g.poll_timeout(), Some(cfg().epoch.min(until)));
+        g.handle_timeout(until);
+        let again =
+            std::iter::from_fn(|| g.poll_action()).any(|a| matches!(a, GuardAction::Repair { .. }));
+        assert!(again);
+        // Success: new holders (hosts 30..36), counted healthy.
+        let new = host_ids(36);
+        let report = RepairReport {
+            repaired: (0..6)
+                .map(|k| RepairedShard {
+                    slab: 0,
+                    shard: k,
+                    root: m.slabs()[0][k].root,
+                    host: new[30 + k],
+                })
+                .collect(),
+            ..Default::default()
+        };
+        g.repair_done(id, Ok(report), until).unwrap();
+        let h = g.health(id).unwrap();
+        assert_eq!(
+            (h.repair, h.repairs_done, h.slabs[0].healthy),
+            (RepairState::Idle, 1, 30)
+        );
+        assert_eq!(h.slabs[0].shards[2].host, new[32]);
+        // The placement view names the new holders.
+        let holders: Vec<Vec<HostId>> = vec![h.slabs[0].shards.iter().map(|s| s.host).collect()];
+        let view = placement_manifest(&m, &holders).unwrap();
+        assert_eq!(
+            view.hosts()[usize::from(view.slabs()[0][2].host)],
+            new[32].to_bytes()
+        );
+        assert_eq!(view.layout(), m.layout());
+    }
+
+    #[test]
+    fn limits_and_unknown_objects_are_errors() {
+        let (m, _) = object();
+        let c = GuardConfig {
+            max_objects: 1,
+            ..cfg()
+        };
+        let mut g = Guard::new(c, [1; 32], Duration::ZERO).unwrap();
+        let id = g.watch(m, Duration::ZERO).unwrap();
+        let (other, _) = {
+            let key = ObjectKey::from_bytes([4; 32]);
+            let layout = Layout::new(1, 4096).unwrap();
+            let mut enc = Encoder::new(&key, layout);
+            enc.feed(&[1]).unwrap();
+            let slab = enc.next_slab().unwrap().unwrap();
+            let hosts: Vec<Vec<u8>> = host_ids(30).iter().map(|h| h.to_bytes()).collect();
+            let rec = std::array::from_fn(|k| ShardRecord {
+                root: slab.roots[k],
+                host: k as u16,
+            });
+            (
+                Manifest::new(layout, &key, &ObjectHeader::default(), hosts, vec![rec]).unwrap(),
+                (),
+            )
+        };
+        assert!(matches!(
+            g.watch(other, Duration::ZERO),
+            Err(GuardError::Full { .. })
+        ));
+        assert!(matches!(
+            g.set_holder(id, 1, 0, host_ids(1)[0]),
+            Err(GuardError::NoSuchShard { .. })
+        ));
+        g.unwatch(id).unwrap();
+        assert_eq!(g.unwatch(id), Err(GuardError::NotWatched(id)));
+        assert!(g.health(id).is_none());
+    }
+}

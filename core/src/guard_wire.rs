@@ -135,8 +135,24 @@ pub struct ObjectHealth {
     pub repair_threshold: usize,
     /// Shards rebuilt on new hosts so far.
     pub repaired_shards: u64,
+    /// The last repair that finished, if any since the Guard started.
+    #[serde(default)]
+    pub last_repair: Option<RepairStats>,
     /// Per slab.
     pub slabs: Vec<SlabHealth>,
+}
+
+/// What one finished repair of an object did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStats {
+    /// Wall time from the Guard's decision to the last claim, in ms.
+    pub ms: u64,
+    /// Shards rebuilt and placed.
+    pub shards: usize,
+    /// Bytes fetched from holders.
+    pub bytes_fetched: u64,
+    /// Bytes stored on new holders.
+    pub bytes_placed: u64,
 }
 
 /// A signed audit verdict.

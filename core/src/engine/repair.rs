@@ -153,6 +153,10 @@ pub struct RepairReport {
     pub corrupt_shards: Vec<CorruptShard>,
     /// Puts that failed (then moved).
     pub failed_puts: usize,
+    /// Bytes received from hosts (every answered fetch, hedges included).
+    pub bytes_fetched: u64,
+    /// Bytes stored on new hosts (every successful put).
+    pub bytes_placed: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -505,6 +509,18 @@ impl Machine for Repair {
         };
         if ok {
             self.health.answered(live.host);
+        }
+        match (&live.tag, &outcome) {
+            (Tag::Get { .. }, Outcome::Bytes(b)) => self.report.bytes_fetched += b.len() as u64,
+            (Tag::Put { slab, .. }, Outcome::Done) => {
+                let size = self
+                    .manifest
+                    .layout()
+                    .slab(*slab)
+                    .map_or(0, |l| l.shard_size);
+                self.report.bytes_placed += u64::from(size);
+            }
+            _ => {}
         }
         match live.tag {
             Tag::Get { slab, k } => {

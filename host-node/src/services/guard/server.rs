@@ -166,6 +166,7 @@ pub async fn start(
         guard,
         clock: Instant::now(),
         repaired,
+        last_repair: HashMap::new(),
         last_epoch: None,
     };
     let task = tokio::spawn(actor.run(calls, cancel));
@@ -180,10 +181,12 @@ struct Actor {
     guard: Guard,
     clock: Instant,
     repaired: HashMap<Root, u64>,
+    last_repair: HashMap<Root, guard_wire::RepairStats>,
     last_epoch: Option<u64>,
 }
 
 type Fetched = (Reply, Root, Result<(Manifest, Vec<u8>), String>);
+type RepairEnded = (Root, Result<RepairReport, String>, Duration);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -201,9 +204,8 @@ impl Actor {
             FuturesUnordered::new();
         let mut aborts: HashMap<OpId, AbortHandle> = HashMap::new();
         let mut nonces: HashMap<OpId, [u8; 32]> = HashMap::new();
-        let mut repairs: FuturesUnordered<
-            BoxFuture<'static, (Root, Result<RepairReport, String>)>,
-        > = FuturesUnordered::new();
+        let mut repairs: FuturesUnordered<BoxFuture<'static, RepairEnded>> =
+            FuturesUnordered::new();
         let mut fetches: FuturesUnordered<BoxFuture<'static, Fetched>> = FuturesUnordered::new();
         loop {
             while let Some(action) = self.guard.poll_action() {
@@ -243,9 +245,13 @@ impl Actor {
                         tracing::info!(%object, shards, "repair starting");
                         let net = self.net.clone();
                         let book = self.book.clone();
+                        let started = Instant::now();
                         repairs.push(
-                            async move { (object, run_repair(net, book, manifest, lost).await) }
-                                .boxed(),
+                            async move {
+                                let r = run_repair(net, book, manifest, lost).await;
+                                (object, r, started.elapsed())
+                            }
+                            .boxed(),
                         );
                     }
                 }
@@ -264,7 +270,9 @@ impl Actor {
                         self.guard.handle_event(op, outcome, now);
                     }
                 }
-                Some((object, result)) = repairs.next() => self.repair_ended(object, result),
+                Some((object, result, took)) = repairs.next() => {
+                    self.repair_ended(object, result, took)
+                }
                 Some((reply, id, result)) = fetches.next() => self.fetched(reply, id, result),
                 Some(call) = calls.recv() => {
                     if let Some(f) = self.answer(call, fetches.len()) {
@@ -322,7 +330,7 @@ impl Actor {
         }
     }
 
-    fn repair_ended(&mut self, object: Root, result: Result<RepairReport, String>) {
+    fn repair_ended(&mut self, object: Root, result: Result<RepairReport, String>, took: Duration) {
         let now = self.now();
         let result = match result {
             Ok(report) => match self.commit_repair(object, &report) {
@@ -332,7 +340,17 @@ impl Actor {
             Err(e) => Err(e),
         };
         match &result {
-            Ok(r) => tracing::info!(%object, shards = r.repaired.len(), "repair done"),
+            Ok(r) => {
+                let stats = guard_wire::RepairStats {
+                    ms: took.as_millis() as u64,
+                    shards: r.repaired.len(),
+                    bytes_fetched: r.bytes_fetched,
+                    bytes_placed: r.bytes_placed,
+                };
+                tracing::info!(%object, shards = stats.shards, ms = stats.ms,
+                    fetched = stats.bytes_fetched, placed = stats.bytes_placed, "repair done");
+                self.last_repair.insert(object, stats);
+            }
             Err(e) => tracing::warn!(%object, error = %e, "repair failed"),
         }
         if let Err(e) = self.guard.repair_done(object, result, now) {
@@ -496,6 +514,7 @@ impl Actor {
             epoch: self.guard.epoch(),
             repair_threshold: self.guard.config().repair_threshold,
             repaired_shards: self.repaired.get(&id).copied().unwrap_or(0),
+            last_repair: self.last_repair.get(&id).cloned(),
             slabs: h
                 .slabs
                 .iter()

@@ -211,6 +211,16 @@ pub enum GuardError {
         /// Slabs the object has.
         slabs: u64,
     },
+    /// The host holds another shard of the slab already (a slab's 30 shards are on 30 hosts).
+    #[error("host {host} already holds shard {shard} of slab {slab}: each shard of a slab needs its own host")]
+    HostHoldsSlab {
+        /// Slab.
+        slab: u64,
+        /// The shard it holds.
+        shard: usize,
+        /// The host.
+        host: HostId,
+    },
     /// `repair_done` for an object without a running repair.
     #[error("object {0} has no repair running")]
     NoRepairRunning(Root),
@@ -616,6 +626,19 @@ impl Guard {
         shard: usize,
         host: HostId,
     ) -> Result<(), GuardError> {
+        self.shard_mut(object, slab, shard)?;
+        let shards = &self.objects[&object].slabs[slab as usize];
+        if let Some(other) = shards
+            .iter()
+            .position(|x| x.host == host)
+            .filter(|&k| k != shard)
+        {
+            return Err(GuardError::HostHoldsSlab {
+                slab,
+                shard: other,
+                host,
+            });
+        }
         let sh = self.shard_mut(object, slab, shard)?;
         sh.host = host;
         sh.passed = None;
@@ -1423,6 +1446,16 @@ mod tests {
             g.set_holder(id, 1, 0, host_ids(1)[0]),
             Err(GuardError::NoSuchShard { .. })
         ));
+        assert!(matches!(
+            g.set_holder(id, 0, 0, host_ids(2)[1]),
+            Err(GuardError::HostHoldsSlab { shard: 1, .. })
+        ));
+        g.set_holder(id, 0, 0, host_ids(31)[30]).unwrap();
+        g.set_holder(id, 0, 0, host_ids(31)[30]).unwrap();
+        assert_eq!(
+            g.health(id).unwrap().slabs[0].shards[0].host,
+            host_ids(31)[30]
+        );
         g.unwatch(id).unwrap();
         assert_eq!(g.unwatch(id), Err(GuardError::NotWatched(id)));
         assert!(g.health(id).is_none());

@@ -52,7 +52,13 @@ impl Root {
 
     /// Checks `bytes` against this root; only verified bytes become a [`VerifiedShard`].
     pub fn verify(&self, bytes: Vec<u8>) -> Result<VerifiedShard, Vec<u8>> {
-        if Root::of(&bytes) == *self {
+        self.verify_in(bytes)
+    }
+
+    /// [`Root::verify`] for bytes in any buffer (a host reads a put into a reused, aligned
+    /// buffer and writes it to disk from there, without a copy).
+    pub fn verify_in<B: AsRef<[u8]>>(&self, bytes: B) -> Result<VerifiedShard<B>, B> {
+        if Root::of(bytes.as_ref()) == *self {
             Ok(VerifiedShard(bytes))
         } else {
             Err(bytes)
@@ -80,17 +86,23 @@ impl std::str::FromStr for Root {
 }
 
 /// Bytes that matched their root. The decoder accepts nothing else, so a shard is hashed once.
+/// `B` is the buffer holding them (a `Vec` unless the holder needs another kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedShard(Vec<u8>);
+pub struct VerifiedShard<B = Vec<u8>>(B);
 
-impl VerifiedShard {
+impl<B: AsRef<[u8]>> VerifiedShard<B> {
     /// The verified bytes.
     pub fn bytes(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+
+    /// The buffer holding the verified bytes.
+    pub fn buffer(&self) -> &B {
         &self.0
     }
 
     /// Takes the bytes out.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(self) -> B {
         self.0
     }
 }
@@ -122,5 +134,9 @@ mod tests {
         let r = Root::of(b"abc");
         assert!(r.verify(b"abc".to_vec()).is_ok());
         assert_eq!(r.verify(b"abd".to_vec()).unwrap_err(), b"abd");
+        // Any buffer: the bytes stay where they are.
+        let v = r.verify_in(&b"abc"[..]).unwrap();
+        assert_eq!((v.bytes(), *v.buffer()), (&b"abc"[..], &b"abc"[..]));
+        assert_eq!(r.verify_in(&b"abd"[..]).unwrap_err(), b"abd");
     }
 }

@@ -2,7 +2,7 @@
 //! while somebody holds it.
 //!
 //! Goals: a blob becomes visible only after its bytes matched their BLAKE3 root (the API takes a
-//! [`VerifiedShard`], so no path can store unverified bytes) and were made durable (temp file,
+//! [`VerifiedBody`], so no path can store unverified bytes) and were made durable (temp file,
 //! fsync, rename, fsync of the directory); a restart keeps every blob, its holds, and recomputes
 //! usage; the quota is never exceeded, even by concurrent puts; only regular files are ever
 //! opened (anything else in the store's directories — FIFO, symlink, directory, device — is an
@@ -28,9 +28,9 @@
 //! A hold record is committed before its blob file is renamed into place, so a crash leaves at
 //! worst a record without a file (dropped on the next open), never an unowned blob.
 //!
-//! Blob files of [`DIRECT_MIN`] bytes or more are written with `O_DIRECT` (from a reused,
-//! 4 KiB-aligned buffer, padded to 4 KiB, then truncated to the blob's length) and fsynced like
-//! every other: the shards a host keeps are cold data, and copying them into the page cache
+//! Blob files of [`DIRECT_MIN`] bytes or more are written with `O_DIRECT` (straight from the
+//! put's [`Body`]: a reused, 4 KiB-aligned buffer the shard server read the bytes into, padded
+//! with zeros to 4 KiB, then truncated to the blob's length) and fsynced like every other: the shards a host keeps are cold data, and copying them into the page cache
 //! was the largest CPU cost of a put (new cache pages for every byte). A filesystem that
 //! refuses `O_DIRECT` (tmpfs) gets ordinary buffered writes; durability is the same either way:
 //! a put is answered only after `fsync` of the file and of its directory.
@@ -52,8 +52,81 @@ use thiserror::Error;
 pub const DIRECT_MIN: usize = 64 * 1024;
 /// Alignment of `O_DIRECT` buffers, lengths and offsets (the largest logical block size).
 const DIRECT_ALIGN: usize = 4096;
-/// Aligned write buffers kept for reuse.
-const DIRECT_BUFFERS: usize = 8;
+/// Idle [`Body`] buffers kept for reuse (each up to [`MAX_BLOB_LEN`] + 8 KiB).
+const POOLED_BODIES: usize = 8;
+
+/// Idle [`Body`] buffers.
+static BODY_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// The bytes of one put, in a reused buffer whose start is 4 KiB-aligned, so that
+/// [`FsStore`] writes them with `O_DIRECT` straight from where the shard server read them off
+/// the stream: no per-put allocation, zeroing, page faults or copy. Dropping a `Body` returns
+/// its buffer to a small pool ([`POOLED_BODIES`] buffers).
+pub struct Body {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Body {
+    /// A body of `len` bytes (the caller bounds `len`: the shard server refuses a put over
+    /// [`MAX_BLOB_LEN`] before it asks for a body). Its content is unspecified (bytes of an
+    /// earlier put): overwrite all of [`Body::bytes_mut`] before use.
+    pub fn with_len(len: usize) -> Self {
+        let mut buf = lock(&BODY_POOL).pop().unwrap_or_default();
+        // Room for the aligned start, the body and its padding to a whole 4 KiB block. Only a
+        // buffer that grows is zeroed (the new part); the rest is overwritten by the caller.
+        let need = len.next_multiple_of(DIRECT_ALIGN) + DIRECT_ALIGN;
+        if buf.len() < need {
+            buf.resize(need, 0);
+        }
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        // The padding stays zero: `bytes_mut` never reaches it.
+        buf[start + len..start + len.next_multiple_of(DIRECT_ALIGN)].fill(0);
+        Self { buf, start, len }
+    }
+
+    /// A body holding a copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> Self {
+        let mut b = Self::with_len(bytes.len());
+        b.bytes_mut().copy_from_slice(bytes);
+        b
+    }
+
+    /// The body's bytes, to fill.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+
+    /// The body padded with zeros to whole 4 KiB blocks, at a 4 KiB-aligned address.
+    fn padded_block(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len.next_multiple_of(DIRECT_ALIGN)]
+    }
+}
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({} bytes)", self.len)
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let mut pool = lock(&BODY_POOL);
+        if pool.len() < POOLED_BODIES {
+            pool.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// A put's body that matched its root: the only thing [`BlobStore::put`] stores.
+pub type VerifiedBody = VerifiedShard<Body>;
 
 /// root (32 bytes) → encoded [`Entry`] holds.
 const HOLDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("holds_v1");
@@ -155,7 +228,7 @@ pub trait BlobStore: Send + Sync + 'static {
     fn put(
         &self,
         root: &Root,
-        blob: &VerifiedShard,
+        blob: &VerifiedBody,
         holder: PeerId,
         now_ms: u64,
     ) -> Result<PutOutcome, StoreError>;
@@ -397,7 +470,7 @@ impl BlobStore for MemStore {
     fn put(
         &self,
         root: &Root,
-        blob: &VerifiedShard,
+        blob: &VerifiedBody,
         holder: PeerId,
         now_ms: u64,
     ) -> Result<PutOutcome, StoreError> {
@@ -475,8 +548,6 @@ pub struct FsStore {
     index: Mutex<Index>,
     /// Whether this filesystem takes `O_DIRECT` writes (cleared at the first refusal).
     direct: std::sync::atomic::AtomicBool,
-    /// Write buffers for `O_DIRECT`, reused so that a put touches no new memory.
-    direct_buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 /// What a directory entry is, for error messages; `None` for a regular file.
@@ -601,7 +672,6 @@ impl FsStore {
             usage: Usage::new(used, count, quota),
             index: Mutex::new(index),
             direct: std::sync::atomic::AtomicBool::new(true),
-            direct_buffers: Mutex::default(),
         };
         if !orphans.is_empty() {
             let mut idx = lock(&store.index);
@@ -669,12 +739,12 @@ impl FsStore {
         Ok(())
     }
 
-    fn write_durably(&self, root: &Root, bytes: &[u8]) -> Result<(), StoreError> {
+    fn write_durably(&self, root: &Root, body: &Body) -> Result<(), StoreError> {
         let tmp = self
             .tmp
             .join(format!("{}.{}", root.to_hex(), rand::random::<u64>()));
         let result = (|| {
-            self.create_durably(&tmp, bytes)?;
+            self.create_durably(&tmp, body)?;
             let dest = self.path_of(root);
             let shelf = dest.parent().unwrap_or(&self.blobs);
             fs::create_dir_all(shelf).map_err(io(shelf))?;
@@ -689,10 +759,11 @@ impl FsStore {
         result
     }
 
-    /// Creates the file `path` holding `bytes`, fsynced.
-    fn create_durably(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Creates the file `path` holding `body`, fsynced.
+    fn create_durably(&self, path: &Path, body: &Body) -> Result<(), StoreError> {
+        let bytes = body.as_ref();
         if bytes.len() >= DIRECT_MIN && self.direct.load(Ordering::Relaxed) {
-            match self.create_direct(path, bytes) {
+            match create_direct(path, body) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                     let _ = fs::remove_file(path);
@@ -708,38 +779,6 @@ impl FsStore {
         let mut f = fs::File::create_new(path).map_err(io(path))?;
         f.write_all(bytes).map_err(io(path))?;
         f.sync_all().map_err(io(path))
-    }
-
-    /// [`FsStore::create_durably`] through `O_DIRECT`: the bytes go from an aligned buffer to
-    /// the disk without a page-cache copy.
-    fn create_direct(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let padded = bytes.len().next_multiple_of(DIRECT_ALIGN);
-        let mut buf = lock(&self.direct_buffers).pop().unwrap_or_default();
-        if buf.len() < padded + DIRECT_ALIGN {
-            buf.resize(padded + DIRECT_ALIGN, 0);
-        }
-        let result = (|| {
-            let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-            let block = buf
-                .get_mut(start..start + padded)
-                .ok_or_else(|| std::io::Error::from_raw_os_error(nix::libc::EINVAL))?;
-            block[..bytes.len()].copy_from_slice(bytes);
-            block[bytes.len()..].fill(0);
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(nix::libc::O_DIRECT)
-                .open(path)?;
-            f.write_all(block)?;
-            f.set_len(bytes.len() as u64)?;
-            f.sync_all()
-        })();
-        let mut pool = lock(&self.direct_buffers);
-        if pool.len() < DIRECT_BUFFERS {
-            pool.push(buf);
-        }
-        result
     }
 
     /// Opens a blob file only if it is a regular file: `O_NOFOLLOW` refuses a symlink,
@@ -784,11 +823,25 @@ impl FsStore {
     }
 }
 
+/// [`FsStore::create_durably`] through `O_DIRECT`: the bytes go from the body's aligned buffer
+/// to the disk without a copy and without the page cache.
+fn create_direct(path: &Path, body: &Body) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path)?;
+    f.write_all(body.padded_block())?;
+    f.set_len(body.as_ref().len() as u64)?;
+    f.sync_all()
+}
+
 impl BlobStore for FsStore {
     fn put(
         &self,
         root: &Root,
-        blob: &VerifiedShard,
+        blob: &VerifiedBody,
         holder: PeerId,
         now_ms: u64,
     ) -> Result<PutOutcome, StoreError> {
@@ -833,7 +886,7 @@ impl BlobStore for FsStore {
                 return Err(e);
             }
         }
-        let written = self.write_durably(root, blob.bytes());
+        let written = self.write_durably(root, blob.buffer());
         let mut idx = lock(&self.index);
         match written {
             Ok(()) => {
@@ -951,9 +1004,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    fn verified(bytes: &[u8]) -> (Root, VerifiedShard) {
+    fn verified(bytes: &[u8]) -> (Root, VerifiedBody) {
         let root = Root::of(bytes);
-        (root, root.verify(bytes.to_vec()).unwrap())
+        (root, root.verify_in(Body::copy_of(bytes)).unwrap())
     }
 
     /// The same behaviour, checked on both implementations.
@@ -1102,6 +1155,26 @@ mod tests {
             assert_eq!(store.get(&root).unwrap().as_deref(), Some(b.as_slice()));
         }
         assert_eq!(store.used(), sizes.iter().sum::<usize>() as u64);
+    }
+
+    /// A body's padding (written to disk with `O_DIRECT`, then cut off) is zero whatever an
+    /// earlier put left in the reused buffer, and its bytes sit at a 4 KiB-aligned address.
+    #[test]
+    fn body_padding_is_zero_whatever_the_reused_buffer_held() {
+        for _ in 0..4 {
+            let mut b = Body::with_len(3 * DIRECT_ALIGN);
+            b.bytes_mut().fill(0xff);
+        }
+        for len in [1, 100, DIRECT_ALIGN - 1, DIRECT_ALIGN, DIRECT_ALIGN + 1] {
+            let mut b = Body::with_len(len);
+            b.bytes_mut().fill(7);
+            let block = b.padded_block();
+            assert_eq!(block.as_ptr() as usize % DIRECT_ALIGN, 0);
+            assert_eq!(block.len(), len.next_multiple_of(DIRECT_ALIGN));
+            assert!(block[..len].iter().all(|&x| x == 7));
+            assert!(block[len..].iter().all(|&x| x == 0), "padding of {len}");
+            assert_eq!(b.as_ref().len(), len);
+        }
     }
 
     #[test]

@@ -177,15 +177,15 @@ pub fn prove_from_store(store: &dyn BlobStore, c: &Challenge) -> (Status, Vec<u8
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::host::store::MemStore;
-    use btfs_core::{Root, VerifiedShard};
+    use crate::host::store::{Body, MemStore};
+    use btfs_core::Root;
 
     #[test]
     fn the_store_answers_with_a_proof_or_says_why_not() {
         let store = MemStore::new(1 << 30);
         let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
         let root = Root::of(&data);
-        let shard: VerifiedShard = root.verify(data.clone()).unwrap();
+        let shard = root.verify_in(Body::copy_of(&data)).unwrap();
         store.put(&root, &shard, PeerId::random(), 0).unwrap();
         let c = Challenge {
             root,

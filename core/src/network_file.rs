@@ -7,7 +7,9 @@
 //! which hosts to use (`Recommend`) and downloads also look hosts up there; otherwise tenants
 //! use `hosts` directly. The Hub's `addrs` include WebSocket and WebRTC-direct addresses so
 //! browsers can reach it too. `services.status.http` is the base URL of the Status server's
-//! HTTP API (`btfs status`).
+//! HTTP API (`btfs status`). `services.guard` names the Guard (`peer_id`, `addrs`, and the `pid`
+//! of the process running it): uploads register with it, downloads ask it where repaired shards
+//! live.
 //! Non-goals: reading or writing the file (the native shell does, with the path in its
 //! errors), parsing multiaddrs (each shell does with its libp2p; [`crate::transport`] says
 //! which addresses each shell keeps).
@@ -21,7 +23,8 @@
 //!   ],
 //!   "services": {
 //!     "hub": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW...", "..."] },
-//!     "status": { "http": "http://127.0.0.1:40104" }
+//!     "status": { "http": "http://127.0.0.1:40104" },
+//!     "guard": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW..."], "pid": 4241 }
 //!   }
 //! }
 //! ```

@@ -5,8 +5,9 @@
 //! history; every verdict and placement update is signed by the Guard's identity key
 //! ([`crate::signed`]), so it can be relayed and checked later. Nothing here is trusted for the
 //! bytes themselves: a tenant still verifies every shard against the manifest's roots, and can
-//! challenge the holders itself ([`crate::proof`]). Non-goals: the Guard's policy (see
-//! `crate::guard`), payment.
+//! challenge the holders itself ([`crate::proof`]). A tenant turns the placement updates into
+//! the download machine's moves with [`moves_from`] (the CLI and the browser call the same
+//! function). Non-goals: the Guard's policy (see `crate::guard`), payment.
 //!
 //! ## Wire format, one request per stream
 //!

@@ -38,6 +38,12 @@
 //! Challenged chunks: `n = ceil(size / 1024)` chunks, `k = min(8, n)` distinct indices drawn as
 //! `u64 mod n` from `blake3::Hasher::new_derive_key(CONTEXT)` over `root ‖ nonce ‖ size` (XOF,
 //! 8 bytes per draw, duplicates skipped). [`Challenge::chunks`] is the reference.
+//!
+//! A tenant's audit of a whole object (the CLI's `btfs audit`, the browser's `client.audit`):
+//! [`object_challenges`] from a fresh seed, [`apply_moves`] for shards a Guard's repair moved,
+//! at most [`AUDIT_PARALLEL`] challenges at once, each within [`AUDIT_TIMEOUT`], every answer
+//! checked with [`verify`], the verdicts gathered by [`AuditReport::from_verdicts`]. The drivers
+//! only do the I/O.
 
 use std::io::Cursor;
 

@@ -24,7 +24,7 @@ function progress(bar) {
 
 async function connect() {
   client = null;
-  $('upload').disabled = $('download').disabled = true;
+  $('upload').disabled = $('download').disabled = $('health').disabled = $('audit').disabled = true;
   const transport = $('transport').value || undefined;
   show($('status'), 'connecting…');
   try {
@@ -32,7 +32,8 @@ async function connect() {
     client = await BtfsClient.connect({ network, transport });
     const hub = network.services && network.services.hub ? ', Hub ' + network.services.hub.peer_id.slice(0, 16) + '…' : '';
     show($('status'), `connected as ${client.peerId.slice(0, 16)}… — ${client.hostCount} hosts known${hub}`, 'ok');
-    $('upload').disabled = $('download').disabled = false;
+    $('upload').disabled = $('download').disabled = $('audit').disabled = false;
+    $('health').disabled = !(network.services && network.services.guard);
   } catch (err) {
     show($('status'), explain(err), 'err');
   }
@@ -44,12 +45,17 @@ $('upload').onclick = async () => {
   $('upload').disabled = true;
   const started = performance.now();
   try {
-    const link = await client.upload(file, { onProgress: progress($('up-progress')) });
+    const report = await client.uploadWithReport(file, { onProgress: progress($('up-progress')) });
+    const link = report.link;
     const secs = (performance.now() - started) / 1000;
     const rate = (file.size / 1048576 / secs).toFixed(1);
+    const guard = report.guard === undefined ? 'no Guard in this network'
+      : report.guard === 'watching' ? 'the Guard watches it' : `the Guard does not watch it: ${report.guard}`;
     $('up-result').className = 'ok mono';
-    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key)`;
+    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard})`;
     $('link').value = link;
+    $('audit-result').replaceChildren();
+    if (report.guard === 'watching') showHealth();
   } catch (err) {
     show($('up-result'), explain(err), 'err');
   } finally {
@@ -73,6 +79,79 @@ $('download').onclick = async () => {
     show($('down-result'), explain(err), 'err');
   } finally {
     $('download').disabled = false;
+  }
+};
+
+function table(head, rows) {
+  const t = document.createElement('table');
+  const tr = document.createElement('tr');
+  for (const h of head) { const th = document.createElement('th'); th.textContent = h; tr.append(th); }
+  t.append(tr);
+  for (const row of rows) {
+    const r = document.createElement('tr');
+    for (const [text, bad] of row) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (bad) td.className = 'bad';
+      r.append(td);
+    }
+    t.append(r);
+  }
+  return t;
+}
+
+function pastedLink(out) {
+  const link = $('link').value.trim();
+  if (isValidLink(link)) return link;
+  show(out, 'paste a complete btfs:// link (with its #key part) into the Download field first', 'err');
+  return null;
+}
+
+async function showHealth() {
+  const out = $('health-result');
+  const link = pastedLink(out);
+  if (!link) return;
+  $('health').disabled = true;
+  show(out, 'asking the Guard…');
+  try {
+    const h = await client.health(link);
+    const summary = document.createElement('p');
+    summary.className = h.slabs.every((s) => s.healthy > h.repair_threshold) ? 'ok' : 'err';
+    summary.textContent = `Guard epoch ${h.epoch}: ` + h.slabs.map((s) => `slab ${s.slab} ${s.healthy} of 30 healthy`).join(', ')
+      + ` — ${h.repaired_shards} shard(s) repaired so far; repair at ≤ ${h.repair_threshold} healthy`;
+    const failing = h.slabs.flatMap((s) => s.shards.filter((x) => x.passed === false)
+      .map((x) => [[s.slab], [x.shard], [x.host.slice(0, 20) + '…'], [`${x.fails} failed audit(s) in a row`, true]]));
+    out.className = '';
+    out.replaceChildren(summary, ...(failing.length ? [table(['slab', 'shard', 'host', 'last audits'], failing)] : []));
+  } catch (err) {
+    show(out, explain(err), 'err');
+  } finally {
+    $('health').disabled = false;
+  }
+}
+
+$('health').onclick = showHealth;
+
+$('audit').onclick = async () => {
+  const out = $('audit-result');
+  const link = pastedLink(out);
+  if (!link) return;
+  $('audit').disabled = true;
+  show(out, 'challenging every shard\'s host…');
+  try {
+    const r = await client.audit(link);
+    const summary = document.createElement('p');
+    summary.id = 'audit-summary';
+    summary.className = r.failed === 0 ? 'ok' : 'err';
+    summary.textContent = `${r.passed} passed, ${r.failed} failed — every proof checked in this page (${(r.elapsed_ms / 1000).toFixed(1)} s)`;
+    const rows = r.slabs.flatMap((s) => s.shards.map((x) => [[s.slab], [x.shard], [x.host.slice(0, 20) + '…'],
+      [x.passed ? 'proof verified' : `failed: ${x.reason}`, !x.passed], [`${x.ms} ms`]]));
+    out.className = '';
+    out.replaceChildren(summary, table(['slab', 'shard', 'host', 'verdict', 'time'], rows));
+  } catch (err) {
+    show(out, explain(err), 'err');
+  } finally {
+    $('audit').disabled = false;
   }
 };
 

@@ -5,8 +5,9 @@
 //! history; every verdict and placement update is signed by the Guard's identity key
 //! ([`crate::signed`]), so it can be relayed and checked later. Nothing here is trusted for the
 //! bytes themselves: a tenant still verifies every shard against the manifest's roots, and can
-//! challenge the holders itself ([`crate::proof`]). Non-goals: the Guard's policy (see
-//! `crate::guard`), payment.
+//! challenge the holders itself ([`crate::proof`]). A tenant turns the placement updates into
+//! the download machine's moves with [`moves_from`] (the CLI and the browser call the same
+//! function). Non-goals: the Guard's policy (see `crate::guard`), payment.
 //!
 //! ## Wire format, one request per stream
 //!
@@ -265,6 +266,59 @@ impl Body for PlacementUpdate {
     }
 }
 
+/// The moves of every valid placement update signed by `guard` for the object `manifest_id`,
+/// with why each skipped update was skipped (a bad signature, another signer or another
+/// object: a tenant warns and goes on; a download never fails because of one). For the same
+/// shard the update with the higher `seq` wins; a move whose root or host does not parse is
+/// ignored. What the CLI and the browser both apply before a download or an audit.
+pub fn moves_from(
+    guard: &libp2p_identity::PeerId,
+    manifest_id: crate::Root,
+    updates: &[crate::signed::Signed],
+) -> (crate::engine::Moves, Vec<String>) {
+    use crate::engine::HostId;
+    use crate::Root;
+    let mut latest: std::collections::BTreeMap<(u64, usize), (u64, Root, HostId)> =
+        Default::default();
+    let mut skipped = Vec::new();
+    let want = manifest_id.to_hex();
+    for s in updates {
+        let v = match s.verify::<PlacementUpdate>() {
+            Ok(v) if v.peer == *guard && v.body.manifest_id == want => v,
+            Ok(v) => {
+                skipped.push(format!(
+                    "a placement update by {} for object {} (want {guard} and {want})",
+                    v.peer, v.body.manifest_id
+                ));
+                continue;
+            }
+            Err(e) => {
+                skipped.push(format!("a placement update that does not verify: {e}"));
+                continue;
+            }
+        };
+        for m in &v.body.moves {
+            let (Ok(root), Ok(peer)) = (
+                Root::from_hex(&m.root),
+                m.host.parse::<libp2p_identity::PeerId>(),
+            ) else {
+                continue;
+            };
+            let e = latest
+                .entry((m.slab, m.shard))
+                .or_insert((0, root, HostId::new(peer)));
+            if v.body.seq >= e.0 {
+                *e = (v.body.seq, root, HostId::new(peer));
+            }
+        }
+    }
+    let moves = latest
+        .into_iter()
+        .map(|(k, (_, root, host))| (k, (root, host)))
+        .collect();
+    (moves, skipped)
+}
+
 /// Encodes a request for the wire: the length prefix and the JSON body.
 pub fn encode_request(req: &GuardRequest) -> ([u8; 4], Vec<u8>) {
     let body = serde_json::to_vec(req).unwrap_or_default();
@@ -354,5 +408,51 @@ mod tests {
         let ps = Signed::sign(&p, &key).unwrap();
         assert!(ps.verify::<AuditVerdict>().is_err());
         assert_eq!(ps.verify::<PlacementUpdate>().unwrap().body, p);
+    }
+
+    #[test]
+    fn moves_come_from_valid_updates_of_this_guard_and_object_and_later_seq_wins() {
+        let secret = |b| {
+            libp2p_identity::ed25519::Keypair::from(
+                libp2p_identity::ed25519::SecretKey::try_from_bytes([b; 32]).unwrap(),
+            )
+        };
+        let (key, other) = (secret(9), secret(8));
+        let peer_of = |k: &libp2p_identity::ed25519::Keypair| {
+            libp2p_identity::PublicKey::from(k.public()).to_peer_id()
+        };
+        let (guard, stranger) = (peer_of(&key), peer_of(&other));
+        let object = crate::Root::of(b"manifest");
+        let update = |signer: &libp2p_identity::ed25519::Keypair, id: &str, seq, host: &str| {
+            let body = PlacementUpdate {
+                peer_id: peer_of(signer).to_base58(),
+                manifest_id: id.into(),
+                seq,
+                moves: vec![ShardMove {
+                    slab: 0,
+                    shard: 4,
+                    root: crate::Root::of(b"shard").to_hex(),
+                    host: host.into(),
+                }],
+                issued_at_ms: 1,
+            };
+            Signed::sign(&body, signer).unwrap()
+        };
+        let (h1, h2) = (stranger.to_base58(), guard.to_base58());
+        let mut tampered = update(&key, &object.to_hex(), 9, &h1);
+        tampered.payload = tampered.payload.replace("\"seq\":9", "\"seq\":8");
+        let updates = vec![
+            update(&key, &object.to_hex(), 2, &h2),
+            update(&key, &object.to_hex(), 1, &h1),
+            update(&other, &object.to_hex(), 5, &h1),
+            update(&key, &"00".repeat(32), 6, &h1),
+            tampered,
+        ];
+        let (moves, skipped) = moves_from(&guard, object, &updates);
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert_eq!(moves.len(), 1);
+        let (root, host) = moves[&(0, 4)];
+        assert_eq!(root, crate::Root::of(b"shard"));
+        assert_eq!(host.peer(), guard, "seq 2 beats seq 1, whatever the order");
     }
 }

@@ -38,6 +38,12 @@
 //! Challenged chunks: `n = ceil(size / 1024)` chunks, `k = min(8, n)` distinct indices drawn as
 //! `u64 mod n` from `blake3::Hasher::new_derive_key(CONTEXT)` over `root ‖ nonce ‖ size` (XOF,
 //! 8 bytes per draw, duplicates skipped). [`Challenge::chunks`] is the reference.
+//!
+//! A tenant's audit of a whole object (the CLI's `btfs audit`, the browser's `client.audit`):
+//! [`object_challenges`] from a fresh seed, [`apply_moves`] for shards a Guard's repair moved,
+//! at most [`AUDIT_PARALLEL`] challenges at once, each within [`AUDIT_TIMEOUT`], every answer
+//! checked with [`verify`], the verdicts gathered by [`AuditReport::from_verdicts`]. The drivers
+//! only do the I/O.
 
 use std::io::Cursor;
 
@@ -264,6 +270,10 @@ pub fn verify(challenge: &Challenge, proof: &[u8]) -> Result<(), ProofError> {
     Ok(())
 }
 
+/// Deadline for one challenge sent by a tenant (CLI or browser): an honest host answers from one
+/// read of the shard.
+pub const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Challenges a tenant or a Guard sends at once when auditing one object.
 pub const AUDIT_PARALLEL: usize = 16;
 
@@ -311,6 +321,103 @@ pub fn object_challenges(manifest: &crate::Manifest, seed: &[u8; 32]) -> Vec<Sha
         }
     }
     out
+}
+
+/// Points each challenge at its shard's holder after a Guard's repair: a move (from the Guard's
+/// signed placement updates, [`crate::guard_wire::moves_from`]) applies only where its root is
+/// the manifest's root for that shard, so a Guard can never make a tenant audit another blob.
+pub fn apply_moves(challenges: &mut [ShardChallenge], moves: &crate::engine::Moves) {
+    for c in challenges {
+        if let Some((root, host)) = moves.get(&(c.slab, c.shard)) {
+            if *root == c.challenge.root {
+                c.host = Some(*host);
+            }
+        }
+    }
+}
+
+/// One shard's verdict in a tenant's own audit (`btfs audit`, the browser's `client.audit`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardVerdict {
+    /// Shard index in its slab.
+    pub shard: usize,
+    /// Its root (hex).
+    pub root: String,
+    /// The holder challenged (peer id), or "" if the manifest's entry is not a peer id.
+    pub host: String,
+    /// Whether the proof verified.
+    pub passed: bool,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Time to the answer, ms.
+    pub ms: u64,
+}
+
+/// One slab's result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlabAudit {
+    /// Slab index.
+    pub slab: u64,
+    /// Shards that proved they are held, of 30.
+    pub healthy: usize,
+    /// Every shard, by index.
+    pub shards: Vec<ShardVerdict>,
+}
+
+/// What a tenant's audit of one object found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditReport {
+    /// The manifest id (hex).
+    pub manifest_id: String,
+    /// Per slab, by index.
+    pub slabs: Vec<SlabAudit>,
+    /// Shards that passed.
+    pub passed: usize,
+    /// Shards that failed.
+    pub failed: usize,
+    /// Wall time, ms.
+    pub elapsed_ms: u64,
+}
+
+impl AuditReport {
+    /// Groups `(slab, verdict)` pairs (in any order) into slabs sorted by index, shards by
+    /// index, and counts.
+    pub fn from_verdicts(
+        manifest_id: Root,
+        verdicts: impl IntoIterator<Item = (u64, ShardVerdict)>,
+        elapsed_ms: u64,
+    ) -> Self {
+        let mut by_slab: std::collections::BTreeMap<u64, Vec<ShardVerdict>> = Default::default();
+        for (slab, v) in verdicts {
+            by_slab.entry(slab).or_default().push(v);
+        }
+        let slabs: Vec<SlabAudit> = by_slab
+            .into_iter()
+            .map(|(slab, mut shards)| {
+                shards.sort_by_key(|v| v.shard);
+                SlabAudit {
+                    slab,
+                    healthy: shards.iter().filter(|v| v.passed).count(),
+                    shards,
+                }
+            })
+            .collect();
+        let passed = slabs.iter().map(|s| s.healthy).sum();
+        let total: usize = slabs.iter().map(|s| s.shards.len()).sum();
+        Self {
+            manifest_id: manifest_id.to_hex(),
+            slabs,
+            passed,
+            failed: total - passed,
+            elapsed_ms,
+        }
+    }
+
+    /// Whether every slab can still be decoded from proven shards (≥ 10 of 30).
+    pub fn recoverable(&self) -> bool {
+        self.slabs.iter().all(|s| s.healthy >= crate::DATA_SHARDS)
+    }
 }
 
 #[cfg(test)]
@@ -501,5 +608,67 @@ mod tests {
         assert_eq!(&p[128 + 2048..], &data[2048..]);
         assert_eq!(hex(&p[..128]), GOLDEN_PARENTS);
         assert_eq!(blake3::hash(&p).to_hex().as_str(), GOLDEN_PROOF_HASH);
+    }
+
+    #[test]
+    fn a_report_groups_verdicts_by_slab_and_shard_and_counts() {
+        let v = |shard, passed| ShardVerdict {
+            shard,
+            root: String::new(),
+            host: String::new(),
+            passed,
+            reason: (!passed).then(|| "not held".into()),
+            ms: 1,
+        };
+        let r = AuditReport::from_verdicts(
+            Root::of(b"m"),
+            [
+                (1, v(2, true)),
+                (0, v(1, false)),
+                (1, v(0, true)),
+                (0, v(0, true)),
+            ],
+            5,
+        );
+        assert_eq!((r.passed, r.failed), (3, 1));
+        assert_eq!(r.slabs.len(), 2);
+        assert_eq!(r.slabs[0].healthy, 1);
+        assert_eq!(
+            r.slabs[1]
+                .shards
+                .iter()
+                .map(|s| s.shard)
+                .collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        assert!(
+            !r.recoverable(),
+            "a slab with one proven shard cannot be decoded"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["slabs"][0]["shards"][0].get("reason").is_none());
+        assert_eq!(json["slabs"][0]["shards"][1]["reason"], "not held");
+    }
+
+    #[test]
+    fn moves_redirect_only_challenges_whose_root_matches() {
+        let key = libp2p_identity::ed25519::Keypair::from(
+            libp2p_identity::ed25519::SecretKey::try_from_bytes([5; 32]).unwrap(),
+        );
+        let peer = libp2p_identity::PublicKey::from(key.public()).to_peer_id();
+        let host = crate::engine::HostId::new(peer);
+        let c = |shard, data: &[u8]| ShardChallenge {
+            slab: 0,
+            shard,
+            host: None,
+            challenge: challenge(data, 1),
+        };
+        let mut cs = vec![c(0, b"a"), c(1, b"b")];
+        let mut moves = crate::engine::Moves::new();
+        moves.insert((0, 0), (Root::of(b"a"), host));
+        moves.insert((0, 1), (Root::of(b"not b"), host));
+        apply_moves(&mut cs, &moves);
+        assert_eq!(cs[0].host, Some(host));
+        assert_eq!(cs[1].host, None, "a move for another root is ignored");
     }
 }

@@ -25,6 +25,9 @@ pub enum ClientError {
     /// The Hub could not be asked, refused, or gave an answer that does not check out.
     #[error("hub: {0}")]
     Hub(String),
+    /// The Guard could not be asked, refused, or answered what the protocol does not allow.
+    #[error("guard: {0}")]
+    Guard(String),
     /// Bad `network` option.
     #[error(transparent)]
     Network(#[from] NetworkError),

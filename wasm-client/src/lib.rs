@@ -11,7 +11,13 @@
 //! const link = await client.upload(file, { onProgress: (done, total) => console.log(done / total) });
 //! const blob = await client.download(link);               // a Blob
 //! const stream = client.downloadStream(link);             // a ReadableStream of Uint8Array
+//! const health = await client.health(link);               // the Guard's view: healthy shards per slab
+//! const audit = await client.audit(link);                 // challenge every holder, verify here
 //! ```
+//!
+//! With a Guard in the network file (`services.guard`), uploads ask it to watch the object
+//! (`uploadWithReport` says `guard: "watching"` or why not) and downloads follow its signed
+//! placement updates after a repair; neither fails because of the Guard.
 //!
 //! Goals: a JavaScript-native API (promises, `Blob`, `ReadableStream`, real `Error`s with a
 //! `cause` chain), bounded memory, the same wire formats and the same transfer engine
@@ -31,6 +37,8 @@ mod wallet;
 
 #[cfg(target_arch = "wasm32")]
 pub use api::BtfsClient;
+#[cfg(target_arch = "wasm32")]
+pub use transfer::UploadResult;
 
 /// Whether `link` is a well-formed `btfs://<manifest-id>#<key>` capability link.
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen::prelude::wasm_bindgen(js_name = isValidLink))]
@@ -56,6 +64,7 @@ mod api {
     use crate::error::{from_js, ClientError};
     use crate::network_file::{self, TransportChoice};
     use crate::swarm::Node;
+    use crate::transfer::UploadResult;
     use crate::transfer::{Client, Progress};
 
     #[wasm_bindgen(typescript_custom_section)]
@@ -68,6 +77,82 @@ export interface ConnectOptions {
   transport?: 'websocket' | 'webrtc';
   /** 'indexeddb' (default): the wallet key persists in IndexedDB; 'ephemeral': a new key. */
   wallet?: 'indexeddb' | 'ephemeral';
+}
+/** What `uploadWithReport` resolves to. */
+export interface UploadReport {
+  /** The capability link (it holds the key). */
+  link: string;
+  /** Plaintext bytes. */
+  bytes: number;
+  /** Slabs (10 MiB of plaintext each at the default shard size). */
+  slabs: number;
+  /** Distinct hosts holding shards. */
+  hostsUsed: number;
+  /** 'watching' once the network's Guard watches the object, else why not; absent without a Guard. */
+  guard?: string;
+}
+/** One shard as the Guard knows it. */
+export interface ShardHealth {
+  shard: number;
+  /** The shard's BLAKE3 root (hex). */
+  root: string;
+  /** Its holder's peer id now (after a repair, the new holder). */
+  host: string;
+  /** Epoch of the last audit, null before the first. */
+  last_epoch: number | null;
+  /** The last verdict, null before the first audit. */
+  passed: boolean | null;
+  /** Failed audits in a row. */
+  fails: number;
+}
+/** One slab as the Guard knows it. */
+export interface SlabHealth {
+  slab: number;
+  /** Shards whose last audit passed or that are not audited yet, of 30. */
+  healthy: number;
+  shards: ShardHealth[];
+}
+/** What `health` resolves to: the Guard's view of an object. */
+export interface ObjectHealth {
+  manifest_id: string;
+  /** The Guard's current epoch. */
+  epoch: number;
+  /** A slab at or below this many healthy shards is repaired. */
+  repair_threshold: number;
+  /** Shards rebuilt on new hosts so far. */
+  repaired_shards: number;
+  slabs: SlabHealth[];
+}
+/** One shard's verdict in this page's own audit. */
+export interface ShardVerdict {
+  shard: number;
+  /** The shard's BLAKE3 root (hex): the proof was checked against it alone. */
+  root: string;
+  /** The holder challenged (peer id), '' if the manifest names none. */
+  host: string;
+  /** Whether its proof verified. */
+  passed: boolean;
+  /** Why it failed. */
+  reason?: string;
+  /** Time to the answer, ms. */
+  ms: number;
+}
+/** One slab of an audit. */
+export interface SlabAudit {
+  slab: number;
+  /** Shards that proved they are held, of 30. */
+  healthy: number;
+  shards: ShardVerdict[];
+}
+/** What `audit` resolves to. */
+export interface AuditReport {
+  manifest_id: string;
+  slabs: SlabAudit[];
+  /** Shards that passed. */
+  passed: number;
+  /** Shards that failed. */
+  failed: number;
+  elapsed_ms: number;
 }
 /** Options of uploads and downloads. */
 export interface TransferOptions {
@@ -147,7 +232,7 @@ export interface TransferOptions {
             let choice = TransportChoice::parse(get(&options, "transport").as_string().as_deref())
                 .map_err(|e| ClientError::from(network_file::NetworkError::from(e)))?;
             let json = network_json(network).await?;
-            let network_file::Network { hosts, hub } =
+            let network_file::Network { hosts, hub, guard } =
                 network_file::parse_network(&json, choice).map_err(ClientError::from)?;
             let wallet = match get(&options, "wallet").as_string().as_deref() {
                 None | Some("indexeddb") => crate::wallet::load_or_create().await?,
@@ -160,7 +245,7 @@ export interface TransferOptions {
                 }
             };
             let node = Node::start(wallet.clone())?;
-            let client = Client::new(node, &hosts, hub.as_ref(), choice)?;
+            let client = Client::new(node, &hosts, hub.as_ref(), guard.as_ref(), choice)?;
             Ok(BtfsClient {
                 inner: Rc::new(client),
                 wallet,
@@ -195,40 +280,50 @@ export interface TransferOptions {
             self.inner.host_count()
         }
 
-        /// `await client.upload(fileOrBlobOrBytes, { onProgress })` → the capability link.
+        /// `await client.upload(fileOrBlobOrBytes, { onProgress })` → the capability link. With
+        /// a Guard in the network, the object is registered with it (see `uploadWithReport`).
         pub async fn upload(
             &self,
             #[wasm_bindgen(unchecked_param_type = "File | Blob | Uint8Array | ArrayBuffer")]
             data: JsValue,
             #[wasm_bindgen(unchecked_param_type = "TransferOptions | undefined")] options: JsValue,
         ) -> Result<String, JsValue> {
-            let (blob, name, mime) = if let Some(file) = data.dyn_ref::<web_sys::File>() {
-                (
-                    file.clone().unchecked_into::<web_sys::Blob>(),
-                    file.name(),
-                    file.type_(),
-                )
-            } else if let Some(blob) = data.dyn_ref::<web_sys::Blob>() {
-                (blob.clone(), String::new(), blob.type_())
-            } else if data.is_instance_of::<js_sys::Uint8Array>()
-                || data.is_instance_of::<js_sys::ArrayBuffer>()
-            {
-                let parts = js_sys::Array::of1(&data);
-                (
-                    web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(from_js)?,
-                    String::new(),
-                    String::new(),
-                )
-            } else {
-                return Err(ClientError::Js(
-                    "upload takes a File, a Blob, a Uint8Array or an ArrayBuffer".into(),
-                )
-                .into());
-            };
-            Ok(self
-                .inner
-                .upload(&blob, name, mime, progress_of(&options))
-                .await?)
+            Ok(self.upload_report(data, options).await?.link)
+        }
+
+        /// `await client.uploadWithReport(data, { onProgress })` → `{ link, bytes, slabs,
+        /// hostsUsed, guard }`; `guard` is `'watching'` once the network's Guard watches the
+        /// object, else the reason it does not (the upload itself succeeded either way).
+        #[wasm_bindgen(js_name = uploadWithReport, unchecked_return_type = "UploadReport")]
+        pub async fn upload_with_report(
+            &self,
+            #[wasm_bindgen(unchecked_param_type = "File | Blob | Uint8Array | ArrayBuffer")]
+            data: JsValue,
+            #[wasm_bindgen(unchecked_param_type = "TransferOptions | undefined")] options: JsValue,
+        ) -> Result<JsValue, JsValue> {
+            let report = self.upload_report(data, options).await?;
+            Ok(to_js_value(&report)?)
+        }
+
+        /// `await client.health(link)` → the Guard's `ObjectHealth`: per slab the healthy shards
+        /// of 30 and each shard's holder and last verdict, and the shards repaired so far. Fails
+        /// if the network has no Guard or the Guard does not watch the object.
+        #[wasm_bindgen(unchecked_return_type = "ObjectHealth")]
+        pub async fn health(&self, link: String) -> Result<JsValue, JsValue> {
+            let link = Link::parse(&link).map_err(ClientError::from)?;
+            let health = self.inner.health(&link).await?;
+            Ok(to_js_value(&health)?)
+        }
+
+        /// `await client.audit(link)` → an `AuditReport`: this page challenges every shard's
+        /// holder over `/btfs/audit/1` with a fresh random seed and verifies each proof in wasm
+        /// against the shard's root, trusting no one's word. Fails only if the manifest cannot
+        /// be found; a holder that does not prove its shard fails that shard, with the reason.
+        #[wasm_bindgen(unchecked_return_type = "AuditReport")]
+        pub async fn audit(&self, link: String) -> Result<JsValue, JsValue> {
+            let link = Link::parse(&link).map_err(ClientError::from)?;
+            let report = self.inner.audit(link).await?;
+            Ok(to_js_value(&report)?)
         }
 
         /// `await client.download(link, { onProgress })` → a `Blob` (its type from the header).
@@ -302,8 +397,64 @@ export interface TransferOptions {
         }
     }
 
+    /// A serde value as a plain JavaScript object (through JSON).
+    fn to_js_value<T: serde::Serialize>(v: &T) -> Result<JsValue, ClientError> {
+        let text = serde_json::to_string(v)
+            .map_err(|e| ClientError::Js(format!("cannot serialize the answer: {e}")))?;
+        js_sys::JSON::parse(&text).map_err(from_js)
+    }
+
     /// Rust-only API (not exported to JavaScript).
     impl BtfsClient {
+        /// Uploads and returns the report (`uploadWithReport` without the JavaScript object).
+        pub async fn upload_report(
+            &self,
+            data: JsValue,
+            options: JsValue,
+        ) -> Result<UploadResult, ClientError> {
+            let (blob, name, mime) = if let Some(file) = data.dyn_ref::<web_sys::File>() {
+                (
+                    file.clone().unchecked_into::<web_sys::Blob>(),
+                    file.name(),
+                    file.type_(),
+                )
+            } else if let Some(blob) = data.dyn_ref::<web_sys::Blob>() {
+                (blob.clone(), String::new(), blob.type_())
+            } else if data.is_instance_of::<js_sys::Uint8Array>()
+                || data.is_instance_of::<js_sys::ArrayBuffer>()
+            {
+                let parts = js_sys::Array::of1(&data);
+                (
+                    web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(from_js)?,
+                    String::new(),
+                    String::new(),
+                )
+            } else {
+                return Err(ClientError::Js(
+                    "upload takes a File, a Blob, a Uint8Array or an ArrayBuffer".into(),
+                ));
+            };
+            self.inner
+                .upload(&blob, name, mime, progress_of(&options))
+                .await
+        }
+
+        /// The Guard's view of `link` (`health` without the JavaScript object).
+        pub async fn health_report(
+            &self,
+            link: &str,
+        ) -> Result<btfs_core::guard_wire::ObjectHealth, ClientError> {
+            self.inner.health(&Link::parse(link)?).await
+        }
+
+        /// This page's own audit of `link` (`audit` without the JavaScript object).
+        pub async fn audit_report(
+            &self,
+            link: &str,
+        ) -> Result<btfs_core::proof::AuditReport, ClientError> {
+            self.inner.audit(Link::parse(link)?).await
+        }
+
         /// Downloads `link` whole and returns the plaintext with the engine's report (hedged and
         /// failed fetches, corrupt shards): for Rust callers and the browser tests.
         pub async fn download_with_report(

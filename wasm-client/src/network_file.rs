@@ -6,8 +6,9 @@
 //! addresses a browser can dial, WebSocket (`/ws`) then WebRTC-direct, as
 //! [`btfs_core::transport::browser_preferred`] rules. A network.json with `services.hub`
 //! (`{ peer_id, addrs }`) also names the Hub, which the client asks for hosts to upload to and
-//! for hosts not in the file. This module only maps the core's answers and errors to the
-//! browser's.
+//! for hosts not in the file; one with `services.guard` also names the Guard, which watches
+//! uploads, answers `client.health` and tells downloads where repaired shards live. This module
+//! only maps the core's answers and errors to the browser's.
 
 use btfs_core::network_file::{FormatError, NetworkFile};
 pub use btfs_core::transport::TransportChoice;
@@ -60,12 +61,33 @@ pub struct Network {
     pub hosts: Vec<BrowserHost>,
     /// `services.hub`, with its browser addresses.
     pub hub: Option<BrowserHost>,
+    /// `services.guard`, with its browser addresses.
+    pub guard: Option<BrowserHost>,
+}
+
+/// A service entry with the addresses `choice` allows; an error names the service if it has none.
+fn service(
+    name: &str,
+    host: Option<btfs_core::network_file::ServiceHost>,
+    choice: TransportChoice,
+) -> Result<Option<BrowserHost>, NetworkError> {
+    let Some(host) = host else {
+        return Ok(None);
+    };
+    let peer_id = host.peer.to_base58();
+    let addrs = browser_addrs(&host.addrs, choice);
+    if addrs.is_empty() {
+        return Err(NetworkError::Shape(format!(
+            "services.{name} ({peer_id}) has no address a browser can dial"
+        )));
+    }
+    Ok(Some(BrowserHost { peer_id, addrs }))
 }
 
 /// Parses the JSON text of the `network` option.
 pub fn parse_network(json: &str, choice: TransportChoice) -> Result<Network, NetworkError> {
     let file = NetworkFile::parse_or_addrs(json)?;
-    let hub = file.hub();
+    let (hub, guard) = (file.hub(), file.guard());
     let hosts: Vec<BrowserHost> = file
         .hosts
         .into_iter()
@@ -80,20 +102,9 @@ pub fn parse_network(json: &str, choice: TransportChoice) -> Result<Network, Net
     if hosts.is_empty() {
         return Err(NetworkError::NoBrowserAddrs(choice.describe()));
     }
-    let hub = match hub? {
-        None => None,
-        Some(hub) => {
-            let peer_id = hub.peer.to_base58();
-            let addrs = browser_addrs(&hub.addrs, choice);
-            if addrs.is_empty() {
-                return Err(NetworkError::Shape(format!(
-                    "services.hub ({peer_id}) has no address a browser can dial"
-                )));
-            }
-            Some(BrowserHost { peer_id, addrs })
-        }
-    };
-    Ok(Network { hosts, hub })
+    let hub = service("hub", hub?, choice)?;
+    let guard = service("guard", guard?, choice)?;
+    Ok(Network { hosts, hub, guard })
 }
 
 #[cfg(test)]
@@ -108,7 +119,8 @@ mod tests {
             "/ip4/127.0.0.1/tcp/1/p2p/{P}",
             "/ip4/127.0.0.1/udp/2/webrtc-direct/certhash/uEiAx/p2p/{P}",
             "/ip4/127.0.0.1/tcp/3/ws/p2p/{P}"]}}],
-            "services":{{"hub":{{"peer_id":"{P}","addrs":["/ip4/127.0.0.1/tcp/4/ws/p2p/{P}"]}}}}}}"#
+            "services":{{"hub":{{"peer_id":"{P}","addrs":["/ip4/127.0.0.1/tcp/4/ws/p2p/{P}"]}},
+            "guard":{{"peer_id":"{P}","pid":7,"addrs":["/ip4/127.0.0.1/tcp/4/ws/p2p/{P}"]}}}}}}"#
         )
     }
 
@@ -118,6 +130,7 @@ mod tests {
         assert_eq!(n.hosts[0].addrs.len(), 2);
         assert!(n.hosts[0].addrs[0].contains("/ws/"));
         assert_eq!(n.hub.unwrap().peer_id, P);
+        assert_eq!(n.guard.unwrap().addrs.len(), 1);
         let rtc = parse_network(&file(), TransportChoice::WebRtc);
         // The Hub has no WebRTC-direct address.
         assert!(rtc.unwrap_err().to_string().contains("services.hub"));
@@ -128,7 +141,7 @@ mod tests {
         let list = format!(r#"["/ip4/127.0.0.1/tcp/3/ws/p2p/{P}"]"#);
         let n = parse_network(&list, TransportChoice::Auto).unwrap();
         assert_eq!(n.hosts[0].peer_id, P);
-        assert!(n.hub.is_none());
+        assert!(n.hub.is_none() && n.guard.is_none());
         assert!(matches!(
             parse_network("42", TransportChoice::Auto),
             Err(NetworkError::Shape(_))

@@ -2,7 +2,10 @@
 //! `Swarm` (a `spawn_local` future), dials by command, and shard requests over
 //! `/btfs/shard/1` streams using the same framing code as the native tenant
 //! (`btfs_core::protocol::exchange`). Hub requests (`btfs_core::hub`) go over libp2p
-//! request-response with the same bounded JSON codec as native nodes.
+//! request-response with the same bounded JSON codec as native nodes. Guard requests
+//! (`/btfs/guard/1`, `btfs_core::guard_wire`) and storage challenges (`/btfs/audit/1`,
+//! `btfs_core::proof`) are one stream each, in the same response framing as the native tenant
+//! (`btfs_core::protocol::exchange_bytes`).
 //!
 //! Dials and shard requests carry no deadline of their own: the transfer engine
 //! (`btfs_core::engine`) sets every deadline and cancels an op by dropping its future. Their
@@ -12,11 +15,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use btfs_core::engine::Failure;
+use btfs_core::guard_wire::{self, GuardRequest, GuardResponse};
 use btfs_core::hub::{self as hubproto, HubRequest, HubResponse};
+use btfs_core::proof::{self, Challenge};
 use btfs_core::protocol::{self, ExchangeError, Op, RequestHead, Status, PROTOCOL};
 use btfs_core::Root;
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
+use futures_timer::Delay;
 use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -29,6 +35,8 @@ use crate::error::ClientError;
 
 /// Deadline for one Hub request (Hub requests are not engine ops).
 const HUB_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadline for one Guard request (dial included).
+const GUARD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a shard request failed, as the transport saw it.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +215,80 @@ impl Node {
         rx.await
             .map_err(|_| ClientError::Stopped)?
             .map_err(|reason| ClientError::Hub(format!("cannot reach the Hub {peer}: {reason}")))
+    }
+
+    /// One request on a fresh stream of `protocol` (`head ‖ body` out, the `ResponseHead`
+    /// framing back, at most `max_ok_len` bytes of body).
+    async fn exchange_on(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+        head: &[u8],
+        body: &[u8],
+        max_ok_len: u32,
+    ) -> Result<Vec<u8>, RequestError> {
+        let mut stream = self
+            .control
+            .clone()
+            .open_stream(peer, StreamProtocol::new(protocol))
+            .await
+            .map_err(|e| RequestError::Stream(e.to_string()))?;
+        let (status, out) = protocol::exchange_bytes(&mut stream, head, body, max_ok_len).await?;
+        if status == Status::Ok {
+            Ok(out)
+        } else {
+            Err(RequestError::Refused {
+                status,
+                message: String::from_utf8_lossy(&out).into_owned(),
+            })
+        }
+    }
+
+    /// Sends `request` to the Guard `peer` (connected first through `addrs`) and returns its
+    /// answer, within [`GUARD_TIMEOUT`].
+    pub async fn guard_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: &GuardRequest,
+    ) -> Result<GuardResponse, ClientError> {
+        let guard = |why: String| ClientError::Guard(format!("the Guard {peer}: {why}"));
+        let work = async {
+            self.connect(peer, addrs).await?;
+            let (len, body) = guard_wire::encode_request(request);
+            let out = self
+                .exchange_on(
+                    peer,
+                    guard_wire::PROTOCOL,
+                    &len,
+                    &body,
+                    guard_wire::MAX_RESPONSE_LEN,
+                )
+                .await
+                .map_err(|e| match e {
+                    RequestError::Refused { message, .. } => guard(format!("refused: {message}")),
+                    e => guard(e.to_string()),
+                })?;
+            serde_json::from_slice::<GuardResponse>(&out)
+                .map_err(|e| guard(format!("malformed answer: {e}")))
+        };
+        let timeout = Delay::new(GUARD_TIMEOUT);
+        futures::pin_mut!(work);
+        match futures::future::select(work, timeout).await {
+            futures::future::Either::Left((r, _)) => r,
+            futures::future::Either::Right(_) => Err(guard(format!(
+                "no answer within {} s",
+                GUARD_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Sends a storage challenge to `peer` (connected) and returns its proof, unverified (the
+    /// caller checks it with `btfs_core::proof::verify`). No deadline: the caller sets it.
+    pub async fn challenge(&self, peer: PeerId, c: &Challenge) -> Result<Vec<u8>, RequestError> {
+        let max = u32::try_from(proof::max_proof_len(c.size)).unwrap_or(u32::MAX);
+        self.exchange_on(peer, proof::PROTOCOL, &c.encode(), &[], max)
+            .await
     }
 
     /// Stores a blob on `peer`.

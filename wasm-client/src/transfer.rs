@@ -12,6 +12,15 @@
 //!
 //! What a closed tab leaves behind (holds it neither claimed nor released), hosts sweep after
 //! their grace period (rules in `btfs_core::protocol`).
+//!
+//! The Guard (`services.guard` of the network file, `btfs_core::guard_wire`): a finished upload
+//! asks it to watch the object (its answer, or why not, is the report's `guard`); a download
+//! first asks for its signed placement updates, checks them (`guard_wire::moves_from`: this
+//! Guard's signature, this object, later `seq` wins) and hands the moves to the download
+//! machine (`Download::with_moves`), so shards a repair moved are fetched from their new
+//! holders. Neither ever fails because of the Guard. [`Client::audit`] challenges every shard's
+//! holder itself and verifies each proof in wasm (`btfs_core::proof`): the page does not have to
+//! trust the Guard's word.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,12 +30,18 @@ use btfs_core::engine::download::{
     Download as DownloadMachine, DownloadConfig, DownloadError, DownloadReport,
 };
 use btfs_core::engine::upload::{Upload, UploadConfig, UploadError};
-use btfs_core::engine::{HostId, Machine};
+use btfs_core::engine::{HostId, Machine, Moves};
+use btfs_core::guard_wire::{self, GuardRequest, GuardResponse, ObjectHealth};
 use btfs_core::hub::{check_recommendation, HubRequest, HubResponse};
 use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
-use btfs_core::{EncodedSlab, Encoder, Link, ObjectHeader, ObjectKey, TOTAL_SHARDS};
-use futures::future::LocalBoxFuture;
-use futures::FutureExt;
+use btfs_core::proof::{
+    self, AuditReport, ShardChallenge, ShardVerdict, AUDIT_PARALLEL, AUDIT_TIMEOUT,
+};
+use btfs_core::{EncodedSlab, Encoder, Link, ObjectHeader, ObjectKey, Root, TOTAL_SHARDS};
+use futures::future::{Either, LocalBoxFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use futures_timer::Delay;
 use libp2p::{Multiaddr, PeerId};
 use wasm_bindgen_futures::JsFuture;
 
@@ -57,6 +72,8 @@ pub struct Client {
     hosts: RefCell<Hosts>,
     /// The network's Hub, if it has one.
     hub: Option<Host>,
+    /// The network's Guard, if it has one.
+    guard: Option<Host>,
     choice: TransportChoice,
 }
 
@@ -91,12 +108,14 @@ impl Client {
         node: Node,
         hosts: &[BrowserHost],
         hub: Option<&BrowserHost>,
+        guard: Option<&BrowserHost>,
         choice: TransportChoice,
     ) -> Result<Self, ClientError> {
         let client = Self {
             node,
             hosts: RefCell::default(),
             hub: hub.map(to_host).transpose()?,
+            guard: guard.map(to_host).transpose()?,
             choice,
         };
         for h in hosts {
@@ -207,6 +226,80 @@ impl Client {
         Ok(picked)
     }
 
+    async fn ask_guard(&self, request: GuardRequest) -> Result<GuardResponse, ClientError> {
+        let Some(guard) = &self.guard else {
+            return Err(ClientError::Guard(
+                "this network has no Guard (its network file has no services.guard)".into(),
+            ));
+        };
+        self.node
+            .guard_request(guard.peer, guard.addrs.clone(), &request)
+            .await
+    }
+
+    /// Asks the Guard to watch (audit and repair) the object `manifest_id`.
+    async fn watch(&self, manifest_id: Root) -> Result<(), ClientError> {
+        let req = GuardRequest::Watch {
+            manifest_id: manifest_id.to_hex(),
+        };
+        match self.ask_guard(req).await? {
+            GuardResponse::Watching { .. } => Ok(()),
+            other => Err(ClientError::Guard(format!(
+                "expected an answer to watch, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The object's health as the Guard knows it.
+    pub async fn health(&self, link: &Link) -> Result<ObjectHealth, ClientError> {
+        let req = GuardRequest::Health {
+            manifest_id: link.manifest_id.to_hex(),
+        };
+        match self.ask_guard(req).await? {
+            GuardResponse::Health(h) if h.manifest_id == link.manifest_id.to_hex() => Ok(h),
+            GuardResponse::Health(h) => Err(ClientError::Guard(format!(
+                "asked for the health of {}, got {}",
+                link.manifest_id.to_hex(),
+                h.manifest_id
+            ))),
+            other => Err(ClientError::Guard(format!(
+                "expected an answer to health, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Where the Guard's checked placement updates say shards of `link` live now; none without
+    /// a Guard or when it cannot be asked (a download never fails because of the Guard).
+    async fn guard_moves(&self, link: &Link) -> Moves {
+        let Some(guard) = &self.guard else {
+            return Moves::new();
+        };
+        let req = GuardRequest::Placement {
+            manifest_id: link.manifest_id.to_hex(),
+        };
+        let updates = match self.ask_guard(req).await {
+            Ok(GuardResponse::Placement { updates }) => updates,
+            Ok(other) => {
+                warn(&format!(
+                    "btfs: the Guard answered a placement request with {other:?}; using the manifest's hosts"
+                ));
+                return Moves::new();
+            }
+            Err(e) => {
+                // Refused: the Guard does not watch this object (an upload without a Guard).
+                warn(&format!(
+                    "btfs: cannot ask the Guard where repaired shards are ({e}); using the manifest's hosts"
+                ));
+                return Moves::new();
+            }
+        };
+        let (moves, skipped) = guard_wire::moves_from(&guard.peer, link.manifest_id, &updates);
+        for why in skipped {
+            warn(&format!("btfs: skipping {why}"));
+        }
+        moves
+    }
+
     /// Connects to `peer`: its WebSocket addresses first, WebRTC-direct only if those fail
     /// (dialing both at once would let the slower transport win the race).
     pub async fn connect(&self, peer: PeerId) -> Result<(), ClientError> {
@@ -239,15 +332,16 @@ impl Client {
         Err(last)
     }
 
-    /// Encrypts, encodes and stores `blob`; returns its link. A failed upload releases what it
-    /// placed (best effort) before it returns.
+    /// Encrypts, encodes and stores `blob`, then asks the Guard to watch it; returns its link
+    /// and what the Guard said. A failed upload releases what it placed (best effort) before it
+    /// returns; the Guard's answer never fails an upload.
     pub async fn upload(
         self: &Rc<Self>,
         blob: &web_sys::Blob,
         name: String,
         mime: String,
         progress: Option<Progress>,
-    ) -> Result<String, ClientError> {
+    ) -> Result<UploadResult, ClientError> {
         let size = blob.size();
         let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
         let candidates = match self.hub {
@@ -327,7 +421,25 @@ impl Client {
                 if let Some(p) = &progress {
                     p(size, size);
                 }
-                Ok(report.link.to_string())
+                let guard = match &self.guard {
+                    None => None,
+                    Some(_) => Some(match self.watch(report.link.manifest_id).await {
+                        Ok(()) => "watching".to_string(),
+                        Err(e) => {
+                            warn(&format!(
+                                "btfs: the upload succeeded but the Guard will not watch it: {e}"
+                            ));
+                            e.to_string()
+                        }
+                    }),
+                };
+                Ok(UploadResult {
+                    link: report.link.to_string(),
+                    bytes: report.bytes,
+                    slabs: report.slabs,
+                    hosts_used: report.hosts_used,
+                    guard,
+                })
             }
             Some(Err(UploadError::Aborted)) if input_error.is_some() => {
                 Err(input_error.unwrap_or(ClientError::Stalled))
@@ -340,30 +452,7 @@ impl Client {
     /// Opens a download: finds and opens the manifest (a wrong key fails here, before any
     /// shard moves); the shards are fetched as [`Download::next_chunk`] asks for plaintext.
     pub async fn open(self: &Rc<Self>, link: Link) -> Result<Download, ClientError> {
-        let mut driver = Driver::new(self.clone());
-        let candidates = self.host_ids();
-        let cfg = DownloadConfig::default();
-        let mut m = DownloadMachine::new(link, candidates, cfg, driver.now());
-        while m.manifest().is_none() {
-            if m.is_finished() {
-                return Err(match m.take_result() {
-                    Some(Err(e)) => download_error(e, &driver),
-                    _ => ClientError::Stalled,
-                });
-            }
-            driver.step(&mut m, None::<&mut Reading>).await?;
-        }
-        let unknown = m.manifest().is_some_and(|manifest| {
-            manifest
-                .hosts()
-                .iter()
-                .any(|id| HostId::from_bytes(id).is_some_and(|h| !self.knows(&h.peer())))
-        });
-        if self.hub.is_some() && unknown {
-            // Some holders are not known yet: the Hub knows every registered host. The
-            // machine's first shard requests wait until then (they are performed below).
-            self.refresh_from_hub().await?;
-        }
+        let (m, driver, _) = self.open_manifest(link).await?;
         let size = m.manifest().map_or(0, |m| m.layout().plain_len());
         let header = m.header().cloned().unwrap_or(ObjectHeader {
             name: String::new(),
@@ -377,6 +466,139 @@ impl Client {
             report: None,
         })
     }
+
+    /// Runs the download machine for `link` (with the Guard's moves) until its manifest is
+    /// open; learns unknown holders from the Hub. The machine's first shard requests are
+    /// queued, not yet performed.
+    async fn open_manifest(
+        self: &Rc<Self>,
+        link: Link,
+    ) -> Result<(DownloadMachine, Driver, Moves), ClientError> {
+        let moves = self.guard_moves(&link).await;
+        let mut driver = Driver::new(self.clone());
+        let candidates = self.host_ids();
+        let cfg = DownloadConfig::default();
+        let mut m = DownloadMachine::with_moves(link, candidates, moves.clone(), cfg, driver.now());
+        while m.manifest().is_none() {
+            if m.is_finished() {
+                return Err(match m.take_result() {
+                    Some(Err(e)) => download_error(e, &driver),
+                    _ => ClientError::Stalled,
+                });
+            }
+            driver.step(&mut m, None::<&mut Reading>).await?;
+        }
+        let unknown = m.manifest().is_some_and(|manifest| {
+            let named = manifest
+                .hosts()
+                .iter()
+                .filter_map(|id| HostId::from_bytes(id));
+            let moved = moves.values().map(|(_, h)| *h);
+            named.chain(moved).any(|h| !self.knows(&h.peer()))
+        });
+        if self.hub.is_some() && unknown {
+            // Some holders are not known yet: the Hub knows every registered host. The
+            // machine's first shard requests wait until then (they are performed later).
+            self.refresh_from_hub().await?;
+        }
+        Ok((m, driver, moves))
+    }
+
+    /// Challenges every shard of `link` on its holder (the manifest's, or the Guard's checked
+    /// placement update after a repair) and verifies each proof here; a fresh seed from the
+    /// browser's crypto RNG, at most [`AUDIT_PARALLEL`] challenges at once, each within
+    /// [`AUDIT_TIMEOUT`]. A shard passes only with a valid proof.
+    pub async fn audit(self: &Rc<Self>, link: Link) -> Result<AuditReport, ClientError> {
+        let started = js_sys::Date::now();
+        let manifest_id = link.manifest_id;
+        let (m, driver, moves) = self.open_manifest(link).await?;
+        let manifest = m.manifest().cloned().ok_or(ClientError::Stalled)?;
+        drop((m, driver)); // no shard is fetched
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed)
+            .map_err(|e| ClientError::Js(format!("the browser's crypto RNG failed: {e}")))?;
+        let mut challenges = proof::object_challenges(&manifest, &seed);
+        proof::apply_moves(&mut challenges, &moves);
+        let mut pending = challenges.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut verdicts = Vec::new();
+        loop {
+            while running.len() < AUDIT_PARALLEL {
+                let Some(c) = pending.next() else { break };
+                running.push(self.challenge_one(c));
+            }
+            match running.next().await {
+                Some(v) => verdicts.push(v),
+                None => break,
+            }
+        }
+        let elapsed = (js_sys::Date::now() - started).max(0.0) as u64;
+        Ok(AuditReport::from_verdicts(manifest_id, verdicts, elapsed))
+    }
+
+    async fn challenge_one(&self, c: ShardChallenge) -> (u64, ShardVerdict) {
+        let started = js_sys::Date::now();
+        let verdict = |passed: bool, reason: Option<String>, host: String| ShardVerdict {
+            shard: c.shard,
+            root: c.challenge.root.to_hex(),
+            host,
+            passed,
+            reason,
+            ms: (js_sys::Date::now() - started).max(0.0) as u64,
+        };
+        let Some(host) = c.host else {
+            let why = "the manifest names no valid holder".to_string();
+            return (c.slab, verdict(false, Some(why), String::new()));
+        };
+        let peer = host.peer();
+        let name = peer.to_base58();
+        if !self.knows(&peer) {
+            let why = "the holder is not among the network's known hosts".to_string();
+            return (c.slab, verdict(false, Some(why), name));
+        }
+        let answer = async {
+            self.connect(peer).await.map_err(|e| e.to_string())?;
+            self.node
+                .challenge(peer, &c.challenge)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let timeout = Delay::new(AUDIT_TIMEOUT);
+        futures::pin_mut!(answer);
+        let v = match futures::future::select(answer, timeout).await {
+            Either::Right(_) => {
+                let why = format!("no answer within {} s", AUDIT_TIMEOUT.as_secs());
+                verdict(false, Some(why), name)
+            }
+            Either::Left((Err(e), _)) => verdict(false, Some(e), name),
+            Either::Left((Ok(p), _)) => match proof::verify(&c.challenge, &p) {
+                Ok(()) => verdict(true, None, name),
+                Err(e) => verdict(false, Some(format!("invalid proof: {e}")), name),
+            },
+        };
+        (c.slab, v)
+    }
+}
+
+/// A finished upload, as `uploadWithReport` gives it to JavaScript.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadResult {
+    /// The capability link.
+    pub link: String,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Slabs.
+    pub slabs: u64,
+    /// Distinct hosts holding shards.
+    #[serde(rename = "hostsUsed")]
+    pub hosts_used: usize,
+    /// `"watching"` once the Guard watches the object, else why not; absent without a Guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
+}
+
+fn warn(message: &str) {
+    web_sys::console::warn_1(&message.into());
 }
 
 fn upload_error(e: UploadError, driver: &Driver) -> ClientError {

@@ -3,7 +3,9 @@
 //! `cargo xtask test` starts a 30-host devnet, uploads a seeded file with the native CLI, and
 //! builds these tests with `BTFS_TEST_NETWORK_JSON` (the devnet's network.json) and
 //! `BTFS_TEST_CLI_LINK` set. Tests print `BTFS_LINK <name> <link>` lines, which the xtask
-//! downloads with the native CLI to check browser → CLI interop.
+//! downloads with the native CLI to check browser → CLI interop. The devnet runs a Guard
+//! (`services.guard`); the xtask also uploads `BTFS_TEST_DAMAGED_LINK` with the CLI and deletes
+//! the file of its shard `BTFS_TEST_DAMAGED_ROOT` from the host's disk before these tests run.
 #![cfg(target_arch = "wasm32")]
 // The devnet description arrives at build time; without it the tests say how to run them.
 #![allow(clippy::option_env_unwrap)]
@@ -261,4 +263,120 @@ async fn the_wallet_key_persists_in_indexeddb_and_exports_and_imports() {
         .await
         .unwrap();
     assert_ne!(eph.peer_id(), a.peer_id());
+}
+
+/// The JavaScript object an API method resolved to, read back into its Rust type.
+fn from_js<T: serde::de::DeserializeOwned>(v: &JsValue) -> T {
+    let text: String = js_sys::JSON::stringify(v).unwrap().into();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("unexpected shape {text}: {e}"))
+}
+
+#[wasm_bindgen_test]
+async fn a_browser_upload_is_registered_with_the_guard_which_answers_its_health() {
+    let client = connect("websocket").await;
+    let data = seeded(MIB + 17, 31);
+    let bytes: JsValue = js_sys::Uint8Array::from(&data[..]).into();
+    let report = client
+        .upload_with_report(bytes, JsValue::UNDEFINED)
+        .await
+        .unwrap_or_else(|e| panic!("upload failed: {}", message(&e)));
+    let link = js_sys::Reflect::get(&report, &"link".into())
+        .unwrap()
+        .as_string()
+        .unwrap();
+    let guard = js_sys::Reflect::get(&report, &"guard".into()).unwrap();
+    assert_eq!(
+        guard.as_string().as_deref(),
+        Some("watching"),
+        "the upload report's guard"
+    );
+    let health = client
+        .health(link.clone())
+        .await
+        .unwrap_or_else(|e| panic!("health failed: {}", message(&e)));
+    let health: btfs_core::guard_wire::ObjectHealth = from_js(&health);
+    let id = btfs_core::Link::parse(&link).unwrap().manifest_id.to_hex();
+    assert_eq!(health.manifest_id, id);
+    assert_eq!(health.slabs.len(), 1, "{health:?}");
+    assert_eq!(health.slabs[0].shards.len(), 30, "{health:?}");
+    assert_eq!(
+        health.slabs[0].healthy, 30,
+        "a fresh upload is healthy: {health:?}"
+    );
+    // The page's download of it asked the Guard (no moves yet) and still reads it whole.
+    let blob = client
+        .download(link.clone(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
+    assert!(blob_bytes(&blob).await == data);
+
+    // An object the Guard does not watch: a clear error, not a panic.
+    let key = link.split_once('#').unwrap().1;
+    let unknown = format!("btfs://{}#{key}", "ab".repeat(32));
+    let e = client.health(unknown).await.unwrap_err();
+    assert!(message(&e).starts_with("guard: "), "{}", message(&e));
+}
+
+#[wasm_bindgen_test]
+async fn a_browser_audit_of_a_cli_upload_passes_all_30_shards() {
+    let link = option_env!("BTFS_TEST_CLI_LINK")
+        .expect("BTFS_TEST_CLI_LINK is not set: run through `cargo xtask test`");
+    let client = connect("auto").await;
+    let report = client
+        .audit(link.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("audit failed: {}", message(&e)));
+    let report: btfs_core::proof::AuditReport = from_js(&report);
+    assert_eq!(
+        (report.passed, report.failed),
+        (30, 0),
+        "every shard of an intact object proves itself: {report:?}"
+    );
+    assert_eq!(report.slabs.len(), 1);
+    assert_eq!(report.slabs[0].healthy, 30);
+    assert!(report.slabs[0]
+        .shards
+        .iter()
+        .enumerate()
+        .all(|(i, s)| s.shard == i && s.passed && !s.host.is_empty() && s.root.len() == 64));
+    web_sys::console::log_1(
+        &format!("BENCH browser_audit_30_shards_ms {}", report.elapsed_ms).into(),
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_browser_audit_fails_exactly_the_shard_deleted_from_a_hosts_disk() {
+    let (Some(link), Some(root)) = (
+        option_env!("BTFS_TEST_DAMAGED_LINK"),
+        option_env!("BTFS_TEST_DAMAGED_ROOT"),
+    ) else {
+        panic!("BTFS_TEST_DAMAGED_LINK/_ROOT are not set: run through `cargo xtask test`");
+    };
+    let client = connect("websocket").await;
+    let report = client
+        .audit_report(link)
+        .await
+        .unwrap_or_else(|e| panic!("audit failed: {e}"));
+    assert_eq!(
+        (report.passed, report.failed),
+        (29, 1),
+        "one shard was deleted: {report:?}"
+    );
+    let failed: Vec<_> = report.slabs[0]
+        .shards
+        .iter()
+        .filter(|s| !s.passed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].root, root, "the failed shard is the deleted one");
+    assert!(failed[0].reason.is_some(), "a failed shard says why");
+    web_sys::console::log_1(
+        &format!(
+            "deleted shard {} on {}: {}",
+            failed[0].shard,
+            failed[0].host,
+            failed[0].reason.as_deref().unwrap_or("")
+        )
+        .into(),
+    );
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask test`'s browser phase (alone: `cargo xtask test-browser`): wasm-bindgen tests in
-//! headless Chromium against a real 30-host devnet, plus CLI ↔ browser interop, a download with
-//! 10 of 30 hosts hung (SIGSTOP, timed) and one with 20 of 30 hosts killed.
+//! headless Chromium against a real 30-host devnet, plus CLI ↔ browser interop, the Guard from
+//! the browser (registration, health, the page's own audit, also of an object with one shard
+//! deleted from a host's disk), a download with 10 of 30 hosts hung (SIGSTOP, timed) and one with
+//! 20 of 30 hosts killed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,7 +235,8 @@ pub fn build_pkg() -> Result<PathBuf> {
 }
 
 /// The dApp page (`www/`) in headless Chromium, served as `cargo xtask demo` serves it: it
-/// connects, uploads a file through the file input, downloads it back, and the CLI downloads the
+/// connects, uploads a file through the file input (registered with the Guard), shows its health
+/// and passes its own audit ("Audit it yourself"), downloads it back, and the CLI downloads the
 /// page's link byte-identical.
 fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     eprintln!("\n==> the dApp page (www/) in headless Chromium");
@@ -267,6 +270,23 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         .filter(|l| l.starts_with("btfs://"))
         .with_context(|| format!("the page's upload failed: {up}"))?
         .to_string();
+    if !up.contains("the Guard watches it") {
+        bail!("the page's upload was not registered with the Guard: {up}");
+    }
+    // After the upload the page shows the Guard's health; "Audit it yourself" verifies 30 proofs.
+    let health = driver.wait_text("health-result", minute, |t| {
+        t.contains("healthy") || t.contains("rror") || t.contains("guard:")
+    })?;
+    if !health.contains("slab 0 30 of 30 healthy") {
+        bail!("the page did not show the Guard's health of its upload: {health}");
+    }
+    driver.click("audit")?;
+    let audit = driver.wait_text("audit-result", minute, |t| {
+        t.contains(" passed, ") || t.contains("rror")
+    })?;
+    if !audit.starts_with("30 passed, 0 failed") {
+        bail!("the page's own audit of its upload did not pass: {audit}");
+    }
     driver.click("download")?;
     let down = driver.wait_text("down-result", minute, |t| !t.is_empty())?;
     if down != format!("save {} bytes", data.len()) {
@@ -282,7 +302,7 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         bail!("the page's upload, downloaded with the CLI, differs");
     }
     eprintln!(
-        "<== the dApp page: connect, upload, download, CLI interop ok in {:.0?}",
+        "<== the dApp page: connect, upload, Guard health, own audit, download, CLI interop ok in {:.0?}",
         started.elapsed()
     );
     Ok(())
@@ -331,11 +351,16 @@ pub fn tests() -> Result<()> {
         &net.network,
     )?;
 
+    // A shard deleted from a host's disk: the browser's own audit must fail exactly that one.
+    let (damaged_link, damaged_root) = delete_one_shard(&btfs, &net.network, &dir)?;
+
     let test_target = "browser";
     let wasm_test = |extra_env: &[(&str, &str)], filter: &str, what: &str| -> Result<String> {
         let mut cmd = wasm_test_command(test_target, &network_json, filter);
         cmd.env("WASM_BINDGEN_TEST_TIMEOUT", "300")
-            .env("BTFS_TEST_CLI_LINK", &cli_link);
+            .env("BTFS_TEST_CLI_LINK", &cli_link)
+            .env("BTFS_TEST_DAMAGED_LINK", &damaged_link)
+            .env("BTFS_TEST_DAMAGED_ROOT", &damaged_root);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -441,6 +466,47 @@ pub fn tests() -> Result<()> {
     )?;
     drop(net);
     Ok(())
+}
+
+/// Uploads a 3 MiB file with the CLI, asks the Guard for its shards (`btfs health --json`) and
+/// deletes the file of slab 0's shard 0 from its host's disk (`<data_dir>/blobs/<2 hex>/<hex>`,
+/// found by name under the devnet's hosts/). Returns the link and the deleted shard's root. One lost
+/// shard leaves 29 of 30 healthy, above the Guard's repair threshold: nothing repairs it during
+/// the tests.
+fn delete_one_shard(btfs: &Path, network: &Path, dir: &Path) -> Result<(String, String)> {
+    let file = dir.join("damaged-3MiB.bin");
+    std::fs::write(&file, seeded(3 * MIB, 41))?;
+    let link = btfs_cli(btfs, &["upload", &file.display().to_string()], network)?;
+    let health = btfs_cli(btfs, &["health", &link, "--json"], network)?;
+    let root = health
+        .split("\"root\"")
+        .nth(1)
+        .and_then(|r| r.split('"').nth(1))
+        .filter(|r| r.len() == 64 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+        .with_context(|| format!("no shard root in `btfs health --json`: {health}"))?
+        .to_string();
+    let hosts = dir.join("hosts");
+    let path = find_file(&hosts, &root)?
+        .with_context(|| format!("no host under {} stores shard {root}", hosts.display()))?;
+    std::fs::remove_file(&path).with_context(|| format!("cannot delete {}", path.display()))?;
+    eprintln!("deleted shard {root} of {link} from {}", path.display());
+    Ok((link, root))
+}
+
+/// The first file named `name` under `dir`.
+fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            if let Some(found) = find_file(&path, name)? {
+                return Ok(Some(found));
+            }
+        } else if entry.file_name() == name {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
 }
 
 /// Median of three runs of `f`, in MiB/s for `bytes`.

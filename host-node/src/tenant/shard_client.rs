@@ -101,8 +101,9 @@ async fn request(
     .await
 }
 
-/// Deadline for one storage challenge (a host answers from one read of the shard).
-pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for one storage challenge (a host answers from one read of the shard); core's,
+/// shared with the browser.
+pub const AUDIT_TIMEOUT: Duration = btfs_core::proof::AUDIT_TIMEOUT;
 
 /// Sends a storage challenge (`/btfs/audit/1`) and returns the host's proof, unverified (the
 /// caller checks it with `btfs_core::proof::verify`).

@@ -1,12 +1,9 @@
 //! Asking a Guard (`/btfs/guard/1`, wire format in `btfs_core::guard_wire`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use btfs_core::engine::{HostId, Moves};
-use btfs_core::guard_wire::{
-    self, AuditVerdict, GuardRequest, GuardResponse, PlacementUpdate, MAX_RESPONSE_LEN,
-};
+use btfs_core::engine::Moves;
+use btfs_core::guard_wire::{self, AuditVerdict, GuardRequest, GuardResponse, MAX_RESPONSE_LEN};
 use btfs_core::protocol::{self, Status};
 use btfs_core::signed::Signed;
 use btfs_core::{Manifest, Root};
@@ -76,39 +73,15 @@ pub async fn request(
         })
 }
 
-/// The moves of every valid placement update signed by `guard` for `manifest`: later updates
-/// win; an update with a bad signature, another signer or another object is skipped with a
+/// The moves of every valid placement update signed by `guard` for `manifest`
+/// ([`guard_wire::moves_from`], shared with the browser); each skipped update is logged as a
 /// warning (a download never fails because of one).
 pub fn moves_from(guard: PeerId, manifest_id: Root, updates: &[Signed]) -> Moves {
-    let mut latest: BTreeMap<(u64, usize), (u64, Root, HostId)> = BTreeMap::new();
-    for s in updates {
-        let v = match s.verify::<PlacementUpdate>() {
-            Ok(v) if v.peer == guard && v.body.manifest_id == manifest_id.to_hex() => v,
-            Ok(_) => {
-                tracing::warn!("skipping a placement update of another Guard or object");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(%e, "skipping a placement update that does not verify");
-                continue;
-            }
-        };
-        for m in &v.body.moves {
-            let (Ok(root), Ok(peer)) = (Root::from_hex(&m.root), m.host.parse::<PeerId>()) else {
-                continue;
-            };
-            let e = latest
-                .entry((m.slab, m.shard))
-                .or_insert((0, root, HostId::new(peer)));
-            if v.body.seq >= e.0 {
-                *e = (v.body.seq, root, HostId::new(peer));
-            }
-        }
+    let (moves, skipped) = guard_wire::moves_from(&guard, manifest_id, updates);
+    for why in skipped {
+        tracing::warn!(%why, "skipping a placement update");
     }
-    latest
-        .into_iter()
-        .map(|(k, (_, root, host))| (k, (root, host)))
-        .collect()
+    moves
 }
 
 /// Registers `manifest_id` with the Guard; returns whether it was new.

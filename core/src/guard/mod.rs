@@ -781,8 +781,10 @@ impl Guard {
         if o.repair != RepairState::Running {
             return Err(GuardError::NoRepairRunning(object));
         }
+        let mut top_up = BTreeSet::new();
         let error = match result {
             Ok(report) if !report.repaired.is_empty() => {
+                top_up.extend(report.repaired.iter().map(|r| r.slab));
                 // Check the whole report before applying any of it.
                 for r in &report.repaired {
                     let slabs = o.slabs.len() as u64;
@@ -826,7 +828,7 @@ impl Guard {
                 o.repair_failures = 0;
                 o.last_repair_error = None;
                 o.repair = RepairState::Idle;
-                self.check_repair(object);
+                self.check_repair_with(object, &top_up);
             }
             Some(e) => {
                 self.stats.repairs_failed += 1;
@@ -1045,6 +1047,14 @@ impl Guard {
     /// Asks for a repair of every slab of `object` at [`SlabDecision::Repair`], unless one is
     /// running or waiting out its backoff.
     fn check_repair(&mut self, object: Root) {
+        self.check_repair_with(object, &BTreeSet::new());
+    }
+
+    /// [`Guard::check_repair`], also topping up the slabs in `top_up` (just repaired) that have
+    /// shards known lost: failures that arrived while their repair ran (a slab's challenges
+    /// answer one by one, so a repair asked at the threshold may miss some) are rebuilt at once
+    /// instead of waiting for the slab to fall to the threshold again.
+    fn check_repair_with(&mut self, object: Root, top_up: &BTreeSet<u64>) {
         let threshold = self.cfg.repair_threshold;
         let Some(o) = self.objects.get_mut(&object) else {
             return;
@@ -1055,7 +1065,10 @@ impl Guard {
         let mut lost: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
         for (s, shards) in o.slabs.iter().enumerate() {
             let healthy = shards.iter().filter(|x| x.healthy()).count();
-            if slab_decision(healthy, threshold) == SlabDecision::Repair {
+            let topped = top_up.contains(&(s as u64))
+                && healthy < shards.len()
+                && slab_decision(healthy, threshold) != SlabDecision::AtRisk;
+            if topped || slab_decision(healthy, threshold) == SlabDecision::Repair {
                 lost.insert(
                     s as u64,
                     shards

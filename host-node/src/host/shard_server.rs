@@ -90,6 +90,7 @@ pub async fn serve(
 ) {
     let slots = FairSlots::new(limits.max_inbound, limits.max_per_peer);
     let busy_answers = Arc::new(Semaphore::new(MAX_BUSY_ANSWERS));
+    let in_flight = Arc::new(InFlightPuts::default());
     loop {
         let (peer, mut stream) = tokio::select! {
             () = cancel.cancelled() => break,
@@ -116,10 +117,13 @@ pub async fn serve(
         let store = store.clone();
         let stats = stats.clone();
         let busy_answers = busy_answers.clone();
+        let in_flight = in_flight.clone();
         tokio::spawn(async move {
             let open = OpenStream::count(&stats);
-            let work =
-                tokio::time::timeout(REQUEST_DEADLINE, handle(&mut stream, store, peer, &slot));
+            let work = tokio::time::timeout(
+                REQUEST_DEADLINE,
+                handle(&mut stream, store, peer, &slot, &in_flight),
+            );
             let outcome = tokio::select! {
                 outcome = work => outcome,
                 () = slot.evicted() => {
@@ -226,6 +230,7 @@ async fn handle(
     store: Arc<dyn BlobStore>,
     peer: PeerId,
     slot: &Slot,
+    in_flight: &Arc<InFlightPuts>,
 ) -> std::io::Result<Status> {
     let mut head = [0u8; REQUEST_HEAD_LEN];
     tokio::time::timeout(HEADER_DEADLINE, stream.read_exact(&mut head))
@@ -244,7 +249,17 @@ async fn handle(
         }
     };
     let (status, body, unread) = match req.op {
-        Op::Put => put(stream, &store, req, peer).await?,
+        Op::Put => {
+            let pending = in_flight.start(peer, req.root);
+            let r = put(stream, &store, req, peer).await?;
+            if pending.finish() {
+                // The requester released this root while the put was still in flight (it gave
+                // the put up): honour the release now that the hold exists.
+                let _ = blocking(&store, req.root, move |s, r| s.release(r, peer)).await;
+                tracing::debug!(%peer, root = %req.root, "put released while in flight");
+            }
+            r
+        }
         Op::Claim => {
             let mut body = vec![0u8; req.len as usize];
             stream.read_exact(&mut body).await?;
@@ -257,14 +272,18 @@ async fn handle(
             (status, msg, false)
         }
         Op::Release => {
-            let (status, msg) = blocking(&store, req.root, move |s, r| s.release(r, peer))
-                .await
-                .map_or_else(refusal, |deleted| {
+            let released = blocking(&store, req.root, move |s, r| s.release(r, peer)).await;
+            let (status, msg) = match released {
+                // No hold yet, but this peer's put of the root is in flight: it is released
+                // when it lands (a tenant gives up a slow put and releases it at once).
+                Err(_) if in_flight.release_pending(peer, req.root) => (Status::Ok, Vec::new()),
+                r => r.map_or_else(refusal, |deleted| {
                     if deleted {
                         tracing::debug!(%peer, root = %req.root, "blob released and deleted");
                     }
                     (Status::Ok, Vec::new())
-                });
+                }),
+            };
             (status, msg, false)
         }
         Op::Get => {
@@ -372,6 +391,78 @@ async fn put(
         }),
     };
     Ok((status, msg, false))
+}
+
+/// Puts in flight per (peer, root), and whether the peer released the root meanwhile. Bounded
+/// by the stream slots (one entry per admitted put).
+#[derive(Default)]
+pub struct InFlightPuts {
+    table: std::sync::Mutex<std::collections::HashMap<(PeerId, Root), (u32, bool)>>,
+}
+
+/// Removes a put from [`InFlightPuts`] if its handler ends early (error, deadline, eviction).
+struct PutGuard<'a> {
+    table: &'a InFlightPuts,
+    key: (PeerId, Root),
+    done: std::cell::Cell<bool>,
+}
+
+impl PutGuard<'_> {
+    /// Ends the put; says whether the peer released the root while it was in flight.
+    fn finish(self) -> bool {
+        self.done.set(true);
+        self.table.end(self.key)
+    }
+}
+
+impl Drop for PutGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done.get() {
+            self.table.end(self.key);
+        }
+    }
+}
+
+impl InFlightPuts {
+    fn start(&self, peer: PeerId, root: Root) -> PutGuard<'_> {
+        if let Ok(mut t) = self.table.lock() {
+            t.entry((peer, root)).or_insert((0, false)).0 += 1;
+        }
+        PutGuard {
+            table: self,
+            key: (peer, root),
+            done: std::cell::Cell::new(false),
+        }
+    }
+
+    fn end(&self, key: (PeerId, Root)) -> bool {
+        let Ok(mut t) = self.table.lock() else {
+            return false;
+        };
+        let Some(e) = t.get_mut(&key) else {
+            return false;
+        };
+        e.0 -= 1;
+        let released = e.1;
+        if e.0 == 0 {
+            t.remove(&key);
+        }
+        released
+    }
+
+    /// Marks an in-flight put of `root` by `peer` as released; false if there is none.
+    fn release_pending(&self, peer: PeerId, root: Root) -> bool {
+        let Ok(mut t) = self.table.lock() else {
+            return false;
+        };
+        match t.get_mut(&(peer, root)) {
+            Some(e) => {
+                e.1 = true;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Drops unclaimed holds older than `grace` (and blobs left without a hold) every `interval`,

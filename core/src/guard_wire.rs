@@ -29,7 +29,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::signed::{Body, SignedError, MAX_FIELD};
+use crate::signed::{bounded, Body, SignedError};
 
 /// libp2p protocol name.
 pub const PROTOCOL: &str = "/btfs/guard/1";
@@ -182,16 +182,6 @@ pub struct AuditVerdict {
     pub reason: Option<String>,
     /// Unix ms.
     pub issued_at_ms: u64,
-}
-
-fn bounded(field: &'static str, s: &str) -> Result<(), SignedError> {
-    if s.len() > MAX_FIELD {
-        return Err(SignedError::Field {
-            field,
-            why: format!("{} bytes; the limit is {MAX_FIELD}", s.len()),
-        });
-    }
-    Ok(())
 }
 
 impl Body for AuditVerdict {

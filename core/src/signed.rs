@@ -285,7 +285,8 @@ pub fn check_fresh(
     Ok(())
 }
 
-fn bounded(field: &'static str, s: &str) -> Result<(), SignedError> {
+/// Checks that a body's text field is at most [`MAX_FIELD`] bytes (every signed body uses it).
+pub(crate) fn bounded(field: &'static str, s: &str) -> Result<(), SignedError> {
     if s.len() > MAX_FIELD {
         return Err(SignedError::Field {
             field,

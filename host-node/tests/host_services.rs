@@ -217,11 +217,11 @@ fn the_cli_flag_is_checked_and_reported() {
             .output()
             .unwrap()
     };
-    let o = run("hub,guard");
+    let o = run("hub,escrow");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        err.contains("unknown service \"guard\": valid services are hub, status"),
+        err.contains("unknown service \"escrow\": valid services are hub, status, guard"),
         "{err}"
     );
     let o = run("status");

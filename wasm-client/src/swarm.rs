@@ -177,21 +177,8 @@ impl Node {
         body: &[u8],
         max_ok_len: u32,
     ) -> Result<Vec<u8>, RequestError> {
-        let mut stream = self
-            .control
-            .clone()
-            .open_stream(peer, StreamProtocol::new(PROTOCOL))
+        self.exchange_on(peer, PROTOCOL, &head.encode(), body, max_ok_len)
             .await
-            .map_err(|e| RequestError::Stream(e.to_string()))?;
-        let (status, out) = protocol::exchange(&mut stream, &head, body, max_ok_len).await?;
-        if status == Status::Ok {
-            Ok(out)
-        } else {
-            Err(RequestError::Refused {
-                status,
-                message: String::from_utf8_lossy(&out).into_owned(),
-            })
-        }
     }
 
     /// Sends a Hub-protocol request and waits for the answer.

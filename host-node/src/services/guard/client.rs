@@ -6,7 +6,7 @@ use btfs_core::engine::Moves;
 use btfs_core::guard_wire::{self, AuditVerdict, GuardRequest, GuardResponse, MAX_RESPONSE_LEN};
 use btfs_core::protocol::{self, Status};
 use btfs_core::signed::Signed;
-use btfs_core::{Manifest, Root};
+use btfs_core::Root;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use thiserror::Error;
 
@@ -150,9 +150,4 @@ pub async fn audits(
             "expected audits, got {other:?}"
         ))),
     }
-}
-
-/// Whether `m` matches `id` (what a Guard checks before watching a fetched manifest).
-pub fn manifest_matches(m: &Manifest, id: Root) -> bool {
-    m.id() == id
 }

@@ -22,6 +22,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod engine;
 pub mod erasure;
+pub mod escrow;
 #[doc(hidden)]
 pub mod fuzz_bodies;
 pub mod guard;

@@ -45,8 +45,8 @@ pub enum SignedError {
         /// Kind found (truncated).
         got: String,
     },
-    /// Payload over [`MAX_PAYLOAD`].
-    #[error("payload is {0} bytes; the limit is {MAX_PAYLOAD}")]
+    /// Payload over the kind's limit ([`MAX_PAYLOAD`] for most kinds).
+    #[error("payload is {0} bytes, over the limit for this kind of message")]
     TooLarge(usize),
     /// Public key or signature is not valid base64url / ed25519.
     #[error("malformed {what}: {why}")]
@@ -90,6 +90,8 @@ pub trait Body: Serialize + DeserializeOwned {
     fn issued_at_ms(&self) -> u64;
     /// Checks field bounds.
     fn validate(&self) -> Result<(), SignedError>;
+    /// Largest accepted payload text of this kind (most kinds: [`MAX_PAYLOAD`]).
+    const MAX_LEN: usize = MAX_PAYLOAD;
 }
 
 /// The envelope, as sent on the wire.
@@ -130,7 +132,7 @@ impl Signed {
             field: "payload",
             why: e.to_string(),
         })?;
-        if payload.len() > MAX_PAYLOAD {
+        if payload.len() > T::MAX_LEN {
             return Err(SignedError::TooLarge(payload.len()));
         }
         let signature = key.sign(&signed_bytes(T::KIND, &payload));
@@ -201,7 +203,7 @@ impl Signed {
                 got: self.kind.chars().take(64).collect(),
             });
         }
-        if self.payload.len() > MAX_PAYLOAD {
+        if self.payload.len() > T::MAX_LEN {
             return Err(SignedError::TooLarge(self.payload.len()));
         }
         Ok(())
@@ -242,6 +244,19 @@ impl Signer {
             peer,
             peer_b58: peer.to_base58(),
         })
+    }
+
+    /// Whether `signature` is this key's ed25519 signature of `kind ‖ 0x00 ‖ payload`.
+    pub(crate) fn verifies(&self, kind: &str, payload: &str, signature: &str) -> bool {
+        match BASE64URL_NOPAD.decode(signature.as_bytes()) {
+            Ok(sig) if sig.len() == 64 => self.key.verify(&signed_bytes(kind, payload), &sig),
+            _ => false,
+        }
+    }
+
+    /// The peer id as base58 text.
+    pub fn peer_b58(&self) -> &str {
+        &self.peer_b58
     }
 
     /// The peer id this key stands for.

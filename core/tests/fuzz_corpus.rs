@@ -40,6 +40,11 @@ fn link_corpus() {
 }
 
 #[test]
+fn escrow_corpus() {
+    replay("escrow", fuzz_bodies::escrow);
+}
+
+#[test]
 fn proof_corpus() {
     replay("proof", fuzz_bodies::proof);
 }
@@ -195,6 +200,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("link", "real", link.to_string().into_bytes()),
         ("proof", "honest", proof_seed()),
+        ("escrow", "deposit", escrow_seed_call()),
+        ("escrow", "reserve", escrow_seed_reserve()),
+        ("escrow", "settle", escrow_seed_settle()),
         ("hub_response", "recommendation", json(&rec)),
         (
             "hub_response",
@@ -223,6 +231,67 @@ fn proof_seed() -> Vec<u8> {
     let mut out = c.encode().to_vec();
     out.extend(btfs_core::proof::prove(&c, &shard).unwrap());
     out
+}
+
+fn escrow_call(id: u64, op: btfs_core::escrow::Op) -> Vec<u8> {
+    let [t, _, _] = fuzz_bodies::fuzz_escrow_parties();
+    let call = btfs_core::escrow::Call {
+        peer_id: libp2p_identity::PublicKey::from(t.public())
+            .to_peer_id()
+            .to_base58(),
+        id: format!("{id:032x}"),
+        issued_at_ms: fuzz_bodies::FUZZ_ESCROW_NOW,
+        op,
+    };
+    serde_json::to_vec(&btfs_core::escrow::EscrowRequest::Call {
+        call: Signed::sign(&call, &t).unwrap(),
+    })
+    .unwrap()
+}
+
+/// A faucet deposit by the fuzz world's tenant.
+fn escrow_seed_call() -> Vec<u8> {
+    escrow_call(77, btfs_core::escrow::Op::Deposit { amount: 5 })
+}
+
+/// A reservation of a new offer both parties signed.
+fn escrow_seed_reserve() -> Vec<u8> {
+    let [t, h, _] = fuzz_bodies::fuzz_escrow_parties();
+    let doc = btfs_core::escrow::Cosigned::propose(&fuzz_bodies::fuzz_escrow_offer(3))
+        .unwrap()
+        .sign(&h)
+        .unwrap()
+        .sign(&t)
+        .unwrap();
+    escrow_call(78, btfs_core::escrow::Op::Reserve { offers: vec![doc] })
+}
+
+/// The Guard's verdicts on the fuzz world's contract: one pass, one fail.
+fn escrow_seed_settle() -> Vec<u8> {
+    let [_, h, g] = fuzz_bodies::fuzz_escrow_parties();
+    let peer = |k: &ed25519::Keypair| {
+        libp2p_identity::PublicKey::from(k.public())
+            .to_peer_id()
+            .to_base58()
+    };
+    let epoch = fuzz_bodies::FUZZ_ESCROW_NOW / 1000;
+    let s = btfs_core::escrow::Settle {
+        peer_id: peer(&g),
+        seq: 1,
+        issued_at_ms: fuzz_bodies::FUZZ_ESCROW_NOW,
+        verdicts: (1..=2)
+            .map(|i| btfs_core::escrow::VerdictLine {
+                host: peer(&h),
+                root: format!("{i:064x}"),
+                epoch,
+                passed: i == 1,
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&btfs_core::escrow::EscrowRequest::Settle {
+        batch: Signed::sign(&s, &g).unwrap(),
+    })
+    .unwrap()
 }
 
 /// Object-safe JSON encoding for the seed table.
@@ -256,6 +325,7 @@ fn seeds_pass_their_bodies() {
             "manifest" => fuzz_bodies::manifest,
             "link" => fuzz_bodies::link,
             "proof" => fuzz_bodies::proof,
+            "escrow" => fuzz_bodies::escrow,
             "hub_response" => fuzz_bodies::hub_response,
             "hub_request" => fuzz_bodies::hub_request,
             "signed" => fuzz_bodies::signed,
@@ -263,6 +333,31 @@ fn seeds_pass_their_bodies() {
         };
         let ok = catch_unwind(AssertUnwindSafe(|| body(&data))).is_ok();
         assert!(ok, "seed {target}/{name} fails its body");
+    }
+    // The escrow seeds reach the ledger's rules: the deposit and reservation apply, the batch
+    // pays one part and refunds the other.
+    let mut l = fuzz_bodies::fuzz_escrow_ledger();
+    for (name, want) in [
+        ("deposit", "\"ok\":true"),
+        ("reserve", "\"ok\":true"),
+        ("settle", "\"paid\":1,\"refunded\":1"),
+    ] {
+        let (_, _, data) = seeds()
+            .into_iter()
+            .find(|(t, n, _)| *t == "escrow" && *n == name)
+            .unwrap();
+        let cmd = match btfs_core::escrow::decode_request(&data).unwrap() {
+            btfs_core::escrow::EscrowRequest::Call { call } => {
+                btfs_core::escrow::Command::Call { call }
+            }
+            btfs_core::escrow::EscrowRequest::Settle { batch } => {
+                btfs_core::escrow::Command::Settle { batch }
+            }
+            _ => unreachable!(),
+        };
+        let r = serde_json::to_string(&l.apply(&cmd, fuzz_bodies::FUZZ_ESCROW_NOW + 1).unwrap())
+            .unwrap();
+        assert!(r.contains(want), "escrow seed {name}: {r}");
     }
     // And the recommendation seed really is one a tenant accepts.
     let (_, _, data) = seeds()

@@ -1,0 +1,251 @@
+//! Escrow: storage contracts, the ledger that pays hosts only for proven storage, and the
+//! `/btfs/escrow/1` protocol.
+//!
+//! Goals: a tenant's money leaves its account only (a) into a lock for a contract both parties
+//! signed, and (b) from that lock to the host, one (shard, epoch) part at a time, on a passing
+//! verdict of the Guard the contract names; everything else goes back to the tenant. Money is
+//! never created or lost ([`ledger`]'s invariants), every request is signed by the account it
+//! spends from and carries an id its author saved before sending, so retries are harmless. The
+//! rules are a pure machine, so the Escrow service recovers from a crash by replaying its log, and
+//! anyone can audit it the same way. Non-goals: a blockchain (settlement with the outside world is
+//! behind the service's `Settlement` trait), pricing policy (hosts advertise prices; a host signs
+//! only at or above its own), storage and networking (`btfs-host`).
+//!
+//! ## Life of an upload's money
+//! 1. The tenant chooses hosts (Hub), builds one offer per host ([`Terms`] without shards: at most
+//!    `max_bytes` in `max_shards` shards, price, epochs from the next one), the host signs it if
+//!    the price is at or above its own and it has room, the tenant countersigns ([`Cosigned`]).
+//! 2. One [`Op::Reserve`] call locks the most all offers can cost. The tenant shows the host the
+//!    Escrow's receipt; the host accepts that tenant's shards up to the offer's size.
+//! 3. After the upload, the tenant adds the manifest id and the shards each host keeps; the host
+//!    checks it holds them and signs; one [`Op::Commit`] call shrinks each lock to the exact cost.
+//! 4. Each epoch the Guard audits every shard and sends the Escrow a signed [`Settle`] batch: a
+//!    passing line posts that shard's part for that epoch to the host, a failing one returns it.
+//!    Parts with no verdict `grace_epochs` after their epoch go back to the tenant.
+//!
+//! ## Wire format, one request per stream
+//!
+//! ```text
+//! request  = len: u32 (LE, ≤ MAX_REQUEST_LEN) ‖ EscrowRequest as JSON
+//! response = status: u8 ‖ len: u32 ‖ body       (the shard protocol's ResponseHead framing)
+//!            status 0: body = EscrowResponse as JSON (≤ MAX_RESPONSE_LEN)
+//!            else:     body = UTF-8 message (≤ 1 KiB)
+//! ```
+//!
+//! ```json
+//! {"type":"call","call":<Signed Call>}          → {"type":"call", ..CallReceipt}
+//! {"type":"settle","batch":<Signed Settle>}     → {"type":"settle", ..SettleReceipt}
+//! {"type":"account","peer":"12D3.."}            → {"type":"account","peer":..,"account":{..}}
+//! {"type":"contracts","peer":"12D3.."}          → {"type":"contracts","contracts":[ContractView]}
+//! {"type":"history","peer":"12D3..","limit":50} → {"type":"history","transfers":[Transfer]}
+//! {"type":"ledger"}                             → {"type":"ledger", ..Totals}
+//! {"type":"info"}                               → {"type":"info", ..EscrowInfo}
+//! ```
+//!
+//! Amounts are whole µBTT (10⁻⁶ BTT) in `u64`.
+
+pub mod ledger;
+pub mod terms;
+
+use serde::{Deserialize, Serialize};
+
+pub use ledger::{
+    Account, CallReceipt, Command, ContractState, Ledger, LedgerConfig, LedgerError, Receipt,
+    SettleReceipt, Stage, TickReceipt, Totals, Transfer, TransferKind,
+};
+pub use terms::{
+    epoch_at, price_per_epoch, shard_epoch_amount, Call, Cosigned, Op, Settle, ShardTerm, Terms,
+    VerdictLine, MICRO_PER_BTT,
+};
+
+use crate::signed::Signed;
+
+/// libp2p protocol name.
+pub const PROTOCOL: &str = "/btfs/escrow/1";
+/// Largest request JSON.
+pub const MAX_REQUEST_LEN: u32 = 5 << 20;
+/// Largest response JSON.
+pub const MAX_RESPONSE_LEN: u32 = 8 << 20;
+/// Most contracts one `contracts` answer lists (newest last).
+pub const MAX_CONTRACTS_ANSWER: usize = 1000;
+/// Most transfers one `history` answer lists.
+pub const MAX_HISTORY_ANSWER: u32 = 1000;
+
+/// A request to the Escrow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EscrowRequest {
+    /// A signed call on the caller's account.
+    Call {
+        /// The envelope.
+        call: Signed,
+    },
+    /// A Guard's signed verdicts.
+    Settle {
+        /// The envelope.
+        batch: Signed,
+    },
+    /// An account's balances (public).
+    Account {
+        /// Peer id.
+        peer: String,
+    },
+    /// The contracts a peer is tenant or host of (public).
+    Contracts {
+        /// Peer id.
+        peer: String,
+    },
+    /// A peer's newest transfers (public).
+    History {
+        /// Peer id.
+        peer: String,
+        /// At most this many (≤ [`MAX_HISTORY_ANSWER`]).
+        limit: u32,
+    },
+    /// Ledger totals and the conservation check.
+    Ledger,
+    /// The Escrow's rules.
+    Info,
+}
+
+/// The Escrow's rules, as a tenant needs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowInfo {
+    /// The ledger configuration.
+    pub config: LedgerConfig,
+    /// The Escrow's clock, unix ms.
+    pub now_ms: u64,
+}
+
+/// One shard of a contract as shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardView {
+    /// Root.
+    pub root: String,
+    /// Bytes.
+    pub size: u64,
+    /// µBTT per epoch.
+    pub per_epoch: u64,
+    /// Epochs paid to the host.
+    pub paid_epochs: u64,
+    /// Epochs returned to the tenant.
+    pub refunded_epochs: u64,
+    /// Settled runs of epochs.
+    pub runs: Vec<ledger::Run>,
+}
+
+/// A contract as shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractView {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Host.
+    pub host: String,
+    /// Guard.
+    pub guard: String,
+    /// Stage.
+    pub state: Stage,
+    /// Manifest id (committed contracts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_id: Option<String>,
+    /// µBTT per GiB-epoch.
+    pub price_per_gib_epoch: u64,
+    /// Epoch length.
+    pub epoch_ms: u64,
+    /// First epoch.
+    pub first_epoch: u64,
+    /// One past the last payable epoch.
+    pub end_epoch: u64,
+    /// µBTT still locked.
+    pub pending: u64,
+    /// µBTT paid to the host.
+    pub paid: u64,
+    /// µBTT returned to the tenant.
+    pub refunded: u64,
+    /// Shards.
+    pub shards: Vec<ShardView>,
+    /// The document both signed.
+    pub doc: Cosigned,
+}
+
+impl From<&ContractState> for ContractView {
+    fn from(c: &ContractState) -> Self {
+        Self {
+            id: c.terms.id.clone(),
+            tenant: c.terms.tenant.clone(),
+            host: c.terms.host.clone(),
+            guard: c.terms.guard.clone(),
+            state: c.stage,
+            manifest_id: c.terms.manifest_id.clone(),
+            price_per_gib_epoch: c.terms.price_per_gib_epoch,
+            epoch_ms: c.terms.epoch_ms,
+            first_epoch: c.terms.first_epoch,
+            end_epoch: c.end_epoch,
+            pending: c.locked,
+            paid: c.paid,
+            refunded: c.refunded,
+            shards: c
+                .shards
+                .iter()
+                .map(|s| {
+                    let (paid_epochs, refunded_epochs) = s.counts();
+                    ShardView {
+                        root: s.root.clone(),
+                        size: s.size,
+                        per_epoch: s.per_epoch,
+                        paid_epochs,
+                        refunded_epochs,
+                        runs: s.runs.clone(),
+                    }
+                })
+                .collect(),
+            doc: c.doc.clone(),
+        }
+    }
+}
+
+/// The Escrow's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EscrowResponse {
+    /// A call's receipt.
+    Call(CallReceipt),
+    /// A batch's receipt.
+    Settle(SettleReceipt),
+    /// An account.
+    Account {
+        /// Peer.
+        peer: String,
+        /// Balances.
+        account: Account,
+    },
+    /// Contracts.
+    Contracts {
+        /// Oldest first.
+        contracts: Vec<ContractView>,
+    },
+    /// Transfers, newest first.
+    History {
+        /// Transfers.
+        transfers: Vec<Transfer>,
+    },
+    /// Totals.
+    Ledger(Totals),
+    /// Rules.
+    Info(EscrowInfo),
+}
+
+/// Encodes a request for the wire: the length prefix and the JSON body.
+pub fn encode_request(req: &EscrowRequest) -> ([u8; 4], Vec<u8>) {
+    let body = serde_json::to_vec(req).unwrap_or_default();
+    ((body.len() as u32).to_le_bytes(), body)
+}
+
+/// Parses a request body (the caller read `len` bytes after checking `len ≤ MAX_REQUEST_LEN`).
+pub fn decode_request(body: &[u8]) -> Result<EscrowRequest, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!("malformed Escrow request: {e}; send {{\"type\":\"ledger\"}}, account, contracts, history, call or settle")
+    })
+}

@@ -9,7 +9,8 @@
 //! browsers can reach it too. `services.status.http` is the base URL of the Status server's
 //! HTTP API (`btfs status`). `services.guard` names the Guard (`peer_id`, `addrs`, and the `pid`
 //! of the process running it): uploads register with it, downloads ask it where repaired shards
-//! live.
+//! live. `services.escrow` names the Escrow the same way (plus `"devnet": true` when its faucet
+//! may top up tenants): uploads sign and fund storage contracts there.
 //! Non-goals: reading or writing the file (the native shell does, with the path in its
 //! errors), parsing multiaddrs (each shell does with its libp2p; [`crate::transport`] says
 //! which addresses each shell keeps).
@@ -24,7 +25,8 @@
 //!   "services": {
 //!     "hub": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW...", "..."] },
 //!     "status": { "http": "http://127.0.0.1:40104" },
-//!     "guard": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW..."], "pid": 4241 }
+//!     "guard": { "peer_id": "12D3KooW...", "addrs": ["/ip4/127.0.0.1/tcp/40100/p2p/12D3KooW..."], "pid": 4241 },
+//!     "escrow": { "peer_id": "12D3KooW...", "addrs": ["..."], "pid": 4241, "devnet": true }
 //!   }
 //! }
 //! ```
@@ -170,6 +172,34 @@ impl NetworkFile {
     /// network has one: uploads register with it, downloads ask it for placement updates.
     pub fn guard(&self) -> Result<Option<ServiceHost>, FormatError> {
         self.libp2p_service("guard")
+    }
+
+    /// The Escrow (`services.escrow`: `{"peer_id": "...", "addrs": [...], "pid": N}`), if the
+    /// network has one: uploads sign and fund storage contracts there; `"devnet": true` on it
+    /// means its faucet tops up tenants that cannot pay.
+    pub fn escrow(&self) -> Result<Option<ServiceHost>, FormatError> {
+        self.libp2p_service("escrow")
+    }
+
+    /// The Guard's epoch length in ms (`services.guard.epoch_ms`; default one hour): storage
+    /// contracts are paid per epoch of the Guard.
+    pub fn guard_epoch_ms(&self) -> u64 {
+        self.services
+            .get("guard")
+            .and_then(|e| e.get("epoch_ms"))
+            .and_then(|v| v.as_u64())
+            .filter(|&v| v > 0)
+            .unwrap_or(3_600_000)
+    }
+
+    /// Whether the network says it is a devnet (`services.escrow.devnet`): tenants may take test
+    /// money from the Escrow's faucet.
+    pub fn escrow_is_devnet(&self) -> bool {
+        self.services
+            .get("escrow")
+            .and_then(|e| e.get("devnet"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
     }
 
     fn libp2p_service(&self, name: &'static str) -> Result<Option<ServiceHost>, FormatError> {

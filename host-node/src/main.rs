@@ -114,18 +114,30 @@ async fn run(cli: Cli) -> Result<()> {
             net,
             shard_size,
             slabs_in_flight,
+            days,
+            wallet,
             json,
         } => {
             init_tracing("warn");
             if !(1..=16).contains(&slabs_in_flight) {
                 bail!("--slabs-in-flight must be between 1 and 16");
             }
-            let tenant = tenant_for_upload(&net.network, &file, shard_size).await?;
+            if days == 0 {
+                bail!("--days must be at least 1");
+            }
+            let wallet = btfs_host::tenant::wallet::Wallet::open(wallet.wallet.as_deref())?;
+            let (tenant, pay) =
+                tenant_for_upload(&net.network, &file, shard_size, &wallet, days).await?;
             let opts = UploadOptions {
                 shard_size,
                 slabs_in_flight,
             };
-            let report = upload::upload(&tenant, &file, opts, progress_bar("upload")).await;
+            let pay = pay.map(|(plan, prices)| upload::Payment {
+                wallet: &wallet,
+                plan,
+                prices,
+            });
+            let report = upload::upload(&tenant, &file, opts, pay, progress_bar("upload")).await;
             tenant.shutdown().await;
             let report = report.with_context(|| format!("upload of {} failed", file.display()))?;
             if json {
@@ -269,6 +281,27 @@ async fn run(cli: Cli) -> Result<()> {
                 exe: btfs,
             })
             .await?;
+        }
+        Cmd::Wallet { cmd } => {
+            init_tracing("warn");
+            cli::money::wallet(cmd).await?;
+        }
+        Cmd::Contracts {
+            wallet,
+            peer,
+            net,
+            json,
+        } => {
+            init_tracing("warn");
+            cli::money::contracts(wallet.wallet, peer, &net.network, json).await?;
+        }
+        Cmd::Earnings { peer, net, json } => {
+            init_tracing("warn");
+            cli::money::earnings(&peer, &net.network, json).await?;
+        }
+        Cmd::Ledger { net, json } => {
+            init_tracing("warn");
+            cli::money::ledger(&net.network, json).await?;
         }
         Cmd::Shard(cmd) => {
             init_tracing("warn");

@@ -138,6 +138,9 @@ pub struct UploadReport {
     pub hedged_puts: usize,
     /// Per slab, the host of each shard.
     pub placement: Vec<Vec<HostId>>,
+    /// Per slab, the root of each shard (the same order as `placement`).
+    #[serde(serialize_with = "roots_hex")]
+    pub roots: Vec<Vec<Root>>,
     /// Hosts holding a copy of the manifest.
     pub manifest_hosts: Vec<HostId>,
     /// Stored blobs the object does not keep that were released.
@@ -146,6 +149,14 @@ pub struct UploadReport {
 
 fn link_text<S: serde::Serializer>(l: &Link, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(l)
+}
+
+fn roots_hex<S: serde::Serializer>(r: &[Vec<Root>], s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    r.iter()
+        .map(|slab| slab.iter().map(Root::to_hex).collect::<Vec<_>>())
+        .collect::<Vec<_>>()
+        .serialize(s)
 }
 
 /// The link, the manifest's host table, and where its copies went.
@@ -531,6 +542,12 @@ impl Upload {
                 .flatten()
                 .map(|s| s.iter().map(|&(_, h)| h).collect())
                 .collect();
+            let roots = self
+                .placed
+                .iter()
+                .flatten()
+                .map(|s| s.iter().map(|&(r, _)| r).collect())
+                .collect();
             self.outcome = Some(Ok(UploadReport {
                 link,
                 bytes: self.layout.plain_len(),
@@ -539,6 +556,7 @@ impl Upload {
                 failed_puts: self.failed_puts,
                 hedged_puts: self.hedged_puts,
                 placement,
+                roots,
                 manifest_hosts: copies.iter().map(|&(_, h)| h).collect(),
                 released: 0,
             }));

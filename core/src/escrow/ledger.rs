@@ -318,6 +318,8 @@ pub enum Receipt {
     Settle(SettleReceipt),
     /// A tick's.
     Tick(TickReceipt),
+    /// The rules changed.
+    Configured,
 }
 
 /// Something the ledger is asked to do; the Escrow logs each accepted one with its `now_ms`.
@@ -336,6 +338,11 @@ pub enum Command {
     },
     /// Time passed: expire what is overdue.
     Tick,
+    /// The operator changed the rules (faucet, grace, skew) from this point of the log on.
+    Configure {
+        /// The new rules.
+        config: LedgerConfig,
+    },
 }
 
 /// What moved, for histories and the auditor.
@@ -498,6 +505,10 @@ impl Ledger {
             Command::Call { call } => self.call(call, now_ms).map(Receipt::Call),
             Command::Settle { batch } => self.settle(batch, now_ms).map(Receipt::Settle),
             Command::Tick => Ok(Receipt::Tick(self.tick(now_ms))),
+            Command::Configure { config } => {
+                self.cfg = config.clone();
+                Ok(Receipt::Configured)
+            }
         }
     }
 

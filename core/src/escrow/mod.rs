@@ -55,7 +55,7 @@ pub use ledger::{
 };
 pub use terms::{
     epoch_at, price_per_epoch, shard_epoch_amount, Call, Cosigned, Op, Settle, ShardTerm, Terms,
-    VerdictLine, MICRO_PER_BTT,
+    VerdictLine, MAX_DOCS_PER_CALL, MICRO_PER_BTT,
 };
 
 use crate::signed::Signed;
@@ -63,7 +63,7 @@ use crate::signed::Signed;
 /// libp2p protocol name.
 pub const PROTOCOL: &str = "/btfs/escrow/1";
 /// Largest request JSON.
-pub const MAX_REQUEST_LEN: u32 = 5 << 20;
+pub const MAX_REQUEST_LEN: u32 = 2 << 20;
 /// Largest response JSON.
 pub const MAX_RESPONSE_LEN: u32 = 8 << 20;
 /// Most contracts one `contracts` answer lists (newest last).
@@ -235,6 +235,48 @@ pub enum EscrowResponse {
     Ledger(Totals),
     /// Rules.
     Info(EscrowInfo),
+}
+
+/// The hosts' protocol for signing offers and contracts (same framing as `/btfs/escrow/1`):
+///
+/// ```json
+/// {"type":"offer","doc":<Cosigned, no signatures>}      → {"type":"signed","doc":<Cosigned, host signed>}
+/// {"type":"contract","doc":<Cosigned, no signatures>}   → {"type":"signed","doc":<Cosigned, host signed>}
+/// ```
+///
+/// A host signs an offer only when the tenant is the peer asking, the host is itself, the price
+/// is at or above its own (per GiB-month, converted with [`price_per_epoch`]) and `max_bytes`
+/// fits its free space; a contract only when, in addition, it holds every listed shard, at the
+/// listed size, put by that tenant.
+pub const HOST_PROTOCOL: &str = "/btfs/contract/1";
+/// Largest host-protocol request.
+pub const MAX_HOST_REQUEST_LEN: u32 = 1 << 20;
+
+/// A request to a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostRequest {
+    /// Sign this offer.
+    Offer {
+        /// The proposed document.
+        doc: Cosigned,
+    },
+    /// Sign this contract.
+    Contract {
+        /// The proposed document.
+        doc: Cosigned,
+    },
+}
+
+/// A host's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostResponse {
+    /// The document with the host's signature.
+    Signed {
+        /// The document.
+        doc: Cosigned,
+    },
 }
 
 /// Encodes a request for the wire: the length prefix and the JSON body.

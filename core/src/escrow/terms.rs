@@ -358,6 +358,14 @@ impl Cosigned {
         serde_json::from_str(&self.payload).map_err(|e| field("payload", e.to_string()))
     }
 
+    /// The terms, after checking kind, size and bounds, whoever signed (what a host checks
+    /// before it signs).
+    pub fn terms(&self) -> Result<Terms, SignedError> {
+        let t = self.terms_unchecked()?;
+        t.validate()?;
+        Ok(t)
+    }
+
     /// The terms, after checking kind, size, bounds and that the host signed them (what a
     /// tenant checks on the host's answer before it adds its own signature).
     pub fn verify_host(&self) -> Result<Terms, SignedError> {
@@ -432,7 +440,7 @@ pub struct Call {
 /// Most documents one `reserve` or `commit` call carries.
 pub const MAX_DOCS_PER_CALL: usize = 64;
 /// Largest call payload.
-pub const MAX_CALL_LEN: usize = 4 << 20;
+pub const MAX_CALL_LEN: usize = 1 << 20;
 
 /// The operations of a [`Call`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,11 @@ pub enum Cmd {
         /// Slabs uploading at once (memory: about 30 MiB per slab at the default shard size).
         #[arg(long, default_value_t = UploadOptions::default().slabs_in_flight)]
         slabs_in_flight: usize,
+        /// Days of storage to pay for (contracts cover the Guard's epochs in that time).
+        #[arg(long, default_value_t = btfs_core::hub::UPLOAD_DAYS)]
+        days: u32,
+        #[command(flatten)]
+        wallet: WalletArg,
         /// Print a JSON report instead of just the link.
         #[arg(long)]
         json: bool,
@@ -174,6 +179,104 @@ pub enum Cmd {
     /// Low-level shard requests to one host (operators, debugging).
     #[command(subcommand)]
     Shard(ShardCmd),
+    /// Your wallet at the network's Escrow: balance, deposits, withdrawals, history.
+    Wallet {
+        #[command(subcommand)]
+        cmd: WalletCmd,
+    },
+    /// Your storage contracts (as tenant or host) at the network's Escrow.
+    Contracts {
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// Another peer's contracts instead of your wallet's (the ledger is public).
+        #[arg(long)]
+        peer: Option<String>,
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a host earned: every contract, every epoch paid or returned, and the Guard's verdict
+    /// behind each payout (the ledger is public).
+    Earnings {
+        /// The host's peer id.
+        #[arg(long)]
+        peer: String,
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The Escrow's totals and its invariant: balances + locked = deposits − withdrawals.
+    Ledger {
+        #[command(flatten)]
+        net: NetworkArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct WalletArg {
+    /// Wallet key file (default: $XDG_CONFIG_HOME/btfs/wallet.key or ~/.config/btfs/wallet.key;
+    /// created on first use).
+    #[arg(long, env = "BTFS_WALLET")]
+    pub wallet: Option<PathBuf>,
+}
+
+/// Where the wallet is and which network's Escrow it uses.
+#[derive(Args)]
+pub struct WalletOpts {
+    #[command(flatten)]
+    pub wallet: WalletArg,
+    #[command(flatten)]
+    pub net: NetworkArg,
+}
+
+#[derive(Subcommand)]
+pub enum WalletCmd {
+    /// Available, locked and incoming amounts.
+    Balance {
+        #[command(flatten)]
+        opts: WalletOpts,
+        /// Print JSON (`balance`, `locked`, `incoming`, ... in µBTT).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pay into the wallet (on a devnet: from the faucet).
+    Deposit {
+        #[command(flatten)]
+        opts: WalletOpts,
+        /// Amount in BTT (e.g. 10 or 0.5).
+        amount: String,
+        /// Print the receipt as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pay out of the wallet to the settlement layer.
+    Withdraw {
+        #[command(flatten)]
+        opts: WalletOpts,
+        /// Amount in BTT.
+        amount: String,
+        /// Print the receipt as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The newest transfers in and out of the wallet.
+    History {
+        #[command(flatten)]
+        opts: WalletOpts,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -270,6 +373,13 @@ pub struct ServiceArgs {
     /// Guard: repair a slab when at most this many of its 30 shards are healthy (10-29).
     #[arg(long, default_value_t = btfs_core::guard::DEFAULT_REPAIR_THRESHOLD)]
     guard_repair_threshold: usize,
+    /// Escrow: run a faucet that credits up to this many µBTT per deposit (test networks
+    /// only; without it deposits come from the settlement layer).
+    #[arg(long)]
+    escrow_faucet_max: Option<u64>,
+    /// Escrow: epochs after an epoch ends before its unpaid parts go back to the tenant.
+    #[arg(long, default_value_t = 3)]
+    escrow_grace_epochs: u64,
 }
 
 #[derive(Args)]
@@ -425,6 +535,14 @@ impl ServiceArgs {
                     ..GuardConfig::default()
                 },
             },
+            escrow: btfs_host::services::escrow::EscrowOptions {
+                ledger: btfs_core::escrow::LedgerConfig {
+                    faucet_max: self.escrow_faucet_max,
+                    grace_epochs: self.escrow_grace_epochs,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         })
     }
 }
@@ -483,7 +601,16 @@ impl Cmd {
             | Cmd::Health { json, .. }
             | Cmd::Audits { json, .. }
             | Cmd::Status { json, .. }
+            | Cmd::Contracts { json, .. }
+            | Cmd::Earnings { json, .. }
+            | Cmd::Ledger { json, .. }
             | Cmd::Hosts { json, .. } => *json,
+            Cmd::Wallet { cmd } => match cmd {
+                WalletCmd::Balance { json, .. }
+                | WalletCmd::Deposit { json, .. }
+                | WalletCmd::Withdraw { json, .. }
+                | WalletCmd::History { json, .. } => *json,
+            },
             _ => false,
         }
     }

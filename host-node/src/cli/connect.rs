@@ -1,11 +1,14 @@
 //! The tenant a command works through: which hosts it knows, from the network file, the Hub's
 //! list or recommendation, or one host's address.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use btfs_host::services::hub;
+use btfs_host::tenant::contracts::PayPlan;
 use btfs_host::tenant::network_file;
+use btfs_host::tenant::wallet::Wallet;
 use btfs_host::tenant::{Tenant, TransferError};
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
@@ -44,10 +47,16 @@ pub async fn tenant_for(network: &Path) -> Result<Tenant> {
 
 /// A tenant for an upload of `file`: with a Hub, the hosts it recommends (best first, with
 /// spares for hosts that fail); without one, the network file's hosts.
-pub async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> Result<Tenant> {
+pub async fn tenant_for_upload(
+    network: &Path,
+    file: &Path,
+    shard_size: u32,
+    wallet: &Wallet,
+    days: u32,
+) -> Result<(Tenant, Option<(PayPlan, HashMap<libp2p::PeerId, u64>)>)> {
     let nf = network_file::load(network)?;
     let Some(hub) = network_file::hub(&nf, network)? else {
-        return tenant_for(network).await;
+        return Ok((tenant_for(network).await?, None));
     };
     let len = std::fs::metadata(file)
         .map_err(|source| TransferError::Input {
@@ -56,14 +65,41 @@ pub async fn tenant_for_upload(network: &Path, file: &Path, shard_size: u32) -> 
         })?
         .len();
     let layout = btfs_core::Layout::new(len, shard_size)?;
-    let req = btfs_core::hub::upload_request(&layout);
-    let mut tenant = Tenant::start(Vec::new()).await?;
-    tenant.set_guard(network_file::guard(&nf, network)?);
-    let (hosts, _) = hub::client::recommend(tenant.net(), &hub, req, btfs_core::TOTAL_SHARDS)
+    let mut req = btfs_core::hub::upload_request(&layout);
+    req.duration_days = days;
+    let mut tenant = Tenant::start_with_key(Vec::new(), wallet.keypair()).await?;
+    let guard = network_file::guard(&nf, network)?;
+    tenant.set_guard(guard.clone());
+    let (hosts, rec) = hub::client::recommend(tenant.net(), &hub, req, btfs_core::TOTAL_SHARDS)
         .await
         .context("cannot choose hosts")?;
     tenant.set_hosts(hosts);
-    Ok(tenant)
+    // With an Escrow (and the Guard whose verdicts pay), the upload signs and funds contracts.
+    let pay = match (network_file::escrow(&nf, network)?, guard) {
+        (Some(escrow), Some(guard)) => {
+            let epoch_ms = nf.guard_epoch_ms();
+            let epochs = (u64::from(days) * 86_400_000)
+                .div_ceil(epoch_ms)
+                .clamp(1, btfs_core::escrow::terms::MAX_EPOCHS);
+            let prices = rec
+                .hosts
+                .iter()
+                .filter_map(|h| Some((h.peer_id.parse().ok()?, h.facts.price)))
+                .collect();
+            Some((
+                PayPlan {
+                    escrow,
+                    guard: guard.peer,
+                    epoch_ms,
+                    epochs,
+                    devnet: nf.escrow_is_devnet(),
+                },
+                prices,
+            ))
+        }
+        _ => None,
+    };
+    Ok((tenant, pay))
 }
 
 /// A single host from a `/p2p/`-terminated multiaddr.

@@ -6,4 +6,5 @@
 pub mod args;
 pub mod connect;
 pub mod inspect;
+pub mod money;
 pub mod render;

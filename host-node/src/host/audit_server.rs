@@ -10,17 +10,16 @@
 //! read under [`HEADER_DEADLINE`], and a whole exchange under [`AUDIT_DEADLINE`].
 //! Non-goals: deciding anything about the verdict (the challenger does), payment.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use btfs_core::proof::{self, Challenge, ProofError, CHALLENGE_LEN};
 use btfs_core::protocol::Status;
 use futures::AsyncReadExt;
-use libp2p::{PeerId, Stream};
+use libp2p::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::fair_slots::FairSlots;
+use crate::host::fair_slots::{FairSlots, RateBuckets};
 use crate::host::shard_server::{respond, HEADER_DEADLINE};
 use crate::host::store::BlobStore;
 
@@ -48,34 +47,6 @@ pub struct AuditStats {
     pub busy: std::sync::atomic::AtomicU64,
 }
 
-/// Per-peer token buckets.
-struct Buckets {
-    peers: HashMap<PeerId, (f64, Instant)>,
-}
-
-impl Buckets {
-    fn take(&mut self, peer: PeerId, now: Instant) -> bool {
-        if self.peers.len() >= MAX_TRACKED_PEERS && !self.peers.contains_key(&peer) {
-            // Forget peers whose buckets have refilled: they lose nothing by it.
-            self.peers.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * AUDIT_RATE < AUDIT_BURST
-            });
-            if self.peers.len() >= MAX_TRACKED_PEERS {
-                return false;
-            }
-        }
-        let (tokens, at) = self.peers.entry(peer).or_insert((AUDIT_BURST, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * AUDIT_RATE).min(AUDIT_BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Answers challenges until cancelled.
 pub async fn serve(
     mut incoming: tokio::sync::mpsc::Receiver<crate::host::inbound::Inbound>,
@@ -85,9 +56,11 @@ pub async fn serve(
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let slots = FairSlots::new(MAX_AUDITS, MAX_AUDITS_PER_PEER);
-    let buckets = Arc::new(Mutex::new(Buckets {
-        peers: HashMap::new(),
-    }));
+    let buckets = Arc::new(Mutex::new(RateBuckets::new(
+        AUDIT_RATE,
+        AUDIT_BURST,
+        MAX_TRACKED_PEERS,
+    )));
     loop {
         let (peer, mut stream) = tokio::select! {
             () = cancel.cancelled() => break,
@@ -177,6 +150,7 @@ pub fn prove_from_store(store: &dyn BlobStore, c: &Challenge) -> (Status, Vec<u8
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use libp2p::PeerId;
     use crate::host::store::{Body, MemStore};
     use btfs_core::Root;
 
@@ -206,9 +180,7 @@ mod tests {
 
     #[test]
     fn buckets_refill_and_stay_bounded() {
-        let mut b = Buckets {
-            peers: HashMap::new(),
-        };
+        let mut b = RateBuckets::new(AUDIT_RATE, AUDIT_BURST, MAX_TRACKED_PEERS);
         let p = PeerId::random();
         let t0 = Instant::now();
         let granted = (0..1000).filter(|_| b.take(p, t0)).count();
@@ -218,6 +190,6 @@ mod tests {
         for _ in 0..MAX_TRACKED_PEERS + 10 {
             b.take(PeerId::random(), t0);
         }
-        assert!(b.peers.len() <= MAX_TRACKED_PEERS);
+        assert!(b.tracked() <= MAX_TRACKED_PEERS);
     }
 }

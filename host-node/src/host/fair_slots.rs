@@ -185,6 +185,54 @@ impl Drop for Slot {
     }
 }
 
+/// Per-peer token buckets: `rate` requests per second sustained, bursts of `burst`, at most
+/// `max_peers` peers remembered (full buckets are forgotten first; they lose nothing by it).
+pub struct RateBuckets {
+    rate: f64,
+    burst: f64,
+    max_peers: usize,
+    peers: HashMap<PeerId, (f64, Instant)>,
+}
+
+impl RateBuckets {
+    /// Buckets with these limits.
+    pub fn new(rate: f64, burst: f64, max_peers: usize) -> Self {
+        Self {
+            rate,
+            burst,
+            max_peers,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Takes one token of `peer`'s bucket; false: over its rate (or too many peers at once).
+    pub fn take(&mut self, peer: PeerId, now: Instant) -> bool {
+        let (rate, burst) = (self.rate, self.burst);
+        if self.peers.len() >= self.max_peers && !self.peers.contains_key(&peer) {
+            self.peers.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+            if self.peers.len() >= self.max_peers {
+                return false;
+            }
+        }
+        let (tokens, at) = self.peers.entry(peer).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Peers remembered.
+    pub fn tracked(&self) -> usize {
+        self.peers.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,7 +61,19 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
 
 /// Loads `<dir>/identity.key`, creating a fresh ed25519 keypair on first start.
 pub fn load_or_create_keypair(dir: &Path) -> Result<Keypair, IdentityError> {
-    let path = dir.join("identity.key");
+    load_or_create_key_file(&dir.join("identity.key"))
+}
+
+/// Loads the ed25519 key at `path` (libp2p protobuf encoding), creating it (mode 0600) on first
+/// use.
+pub fn load_or_create_key_file(path: &Path) -> Result<Keypair, IdentityError> {
+    let path = path.to_path_buf();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| IdentityError::Io {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
     if let Some(bytes) = read(&path)? {
         return Keypair::from_protobuf_encoding(&bytes)
             .map_err(|_| IdentityError::Corrupt(path.display().to_string()));

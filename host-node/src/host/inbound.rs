@@ -29,15 +29,20 @@ pub type Inbound = (PeerId, Stream);
 
 /// The inbound stream queues a node accepts, each with its own bound: a storage host takes
 /// shard streams (`/btfs/shard/1`) and storage challenges (`/btfs/audit/1`); a node running the
-/// Guard takes Guard requests (`/btfs/guard/1`). A tenant takes none.
+/// Guard takes Guard requests (`/btfs/guard/1`), one running the Escrow Escrow requests
+/// (`/btfs/escrow/1`). A tenant takes none.
 #[derive(Default)]
 pub struct InboundQueues {
     /// Shard protocol streams.
     pub shards: Option<InboundStreams>,
     /// Audit challenge streams.
     pub audits: Option<InboundStreams>,
+    /// Contract signing streams (`/btfs/contract/1`).
+    pub contracts: Option<InboundStreams>,
     /// Guard protocol streams.
     pub guard: Option<InboundStreams>,
+    /// Escrow protocol streams.
+    pub escrow: Option<InboundStreams>,
 }
 
 /// Behaviour that queues inbound streams of one protocol. Wrap in `Toggle` for client nodes.

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub mod announce;
 pub mod audit_server;
 pub mod config;
+pub mod contract_server;
 pub mod fair_slots;
 pub mod identity;
 pub mod inbound;
@@ -74,6 +75,9 @@ pub enum NodeError {
     /// A network service did not start.
     #[error(transparent)]
     Services(#[from] ServicesError),
+    /// The identity key is not ed25519 (every BTFS node's is).
+    #[error("{0}")]
+    Key(String),
     /// The metrics endpoint could not listen.
     #[error("cannot serve /metrics: {0}; pick another --metrics-port or pass --no-metrics")]
     Metrics(String),
@@ -184,21 +188,29 @@ impl Node {
             let (shards, incoming) = InboundStreams::new(protocol.clone(), queue);
             let (audits, audit_incoming) =
                 InboundStreams::new(audit_protocol.clone(), 2 * audit_server::MAX_AUDITS);
+            let (contracts, contract_incoming) = InboundStreams::new(
+                StreamProtocol::new(btfs_core::escrow::HOST_PROTOCOL),
+                2 * contract_server::MAX_REQUESTS,
+            );
             let dropped = shards.dropped();
-            let (guard, guard_incoming) = if config.services.contains(&ServiceKind::Guard) {
-                let (q, rx) = crate::services::components::guard_queue();
-                (q.guard, Some(rx))
-            } else {
-                (None, None)
-            };
+            let (guard, escrow, service_incoming) =
+                crate::services::components::service_queues(&config.services);
             let queues = InboundQueues {
                 shards: Some(shards),
                 audits: Some(audits),
+                contracts: Some(contracts),
                 guard,
+                escrow,
             };
-            (queues, incoming, audit_incoming, guard_incoming, dropped)
+            (
+                queues,
+                incoming,
+                (audit_incoming, contract_incoming),
+                service_incoming,
+                dropped,
+            )
         };
-        let (inbound, incoming, audit_incoming, guard_incoming, dropped) = streams(&protocol);
+        let (inbound, incoming, audit_incoming, service_incoming, dropped) = streams(&protocol);
         let started = Net::start_with(
             keypair.clone(),
             cert.clone(),
@@ -208,7 +220,7 @@ impl Node {
             cancel.child_token(),
         )
         .await;
-        let (net, addrs, net_task, incoming, audit_incoming, guard_incoming, dropped) =
+        let (net, addrs, net_task, incoming, audit_incoming, service_incoming, dropped) =
             match started {
                 Ok((net, addrs, task)) => (
                     net,
@@ -216,7 +228,7 @@ impl Node {
                     task,
                     incoming,
                     audit_incoming,
-                    guard_incoming,
+                    service_incoming,
                     dropped,
                 ),
                 // A remembered port may have been taken meanwhile: fall back to fresh ports.
@@ -230,7 +242,7 @@ impl Node {
                             addr: net::listen_addr(t, config.listen_ip, config.port(t)),
                         })
                         .collect();
-                    let (inbound, incoming, audit_incoming, guard_incoming, dropped) =
+                    let (inbound, incoming, audit_incoming, service_incoming, dropped) =
                         streams(&protocol);
                     let (net, addrs, task) = Net::start_with(
                         keypair.clone(),
@@ -247,7 +259,7 @@ impl Node {
                         task,
                         incoming,
                         audit_incoming,
-                        guard_incoming,
+                        service_incoming,
                         dropped,
                     )
                 }
@@ -271,6 +283,18 @@ impl Node {
             cancel.child_token(),
         ));
 
+        let (audit_incoming, contract_incoming) = audit_incoming;
+        let contracts = tokio::spawn(contract_server::serve(
+            contract_incoming,
+            store.clone(),
+            contract_server::ContractPolicy {
+                key: keypair.clone().try_into_ed25519().map_err(|e| {
+                    NodeError::Key(format!("the host needs an ed25519 identity: {e}"))
+                })?,
+                price_per_gib_month: config.price_per_gib_month,
+            },
+            cancel.child_token(),
+        ));
         let audit_stats = Arc::new(audit_server::AuditStats::default());
         let auditor = tokio::spawn(audit_server::serve(
             audit_incoming,
@@ -286,7 +310,7 @@ impl Node {
             cancel.child_token(),
         ));
 
-        let mut tasks = vec![sweeper, service, auditor, net_task];
+        let mut tasks = vec![sweeper, service, auditor, contracts, net_task];
         let services = Services::start(
             NodeParts {
                 net: &net,
@@ -295,7 +319,7 @@ impl Node {
                 previous_status_port: previous_status,
                 cancel: &cancel,
                 key: &keypair,
-                guard_incoming,
+                incoming: service_incoming,
             },
             &services_options(&config),
         )
@@ -503,6 +527,7 @@ fn services_options(config: &HostConfig) -> ServicesOptions {
         status: crate::services::status_options(report, config.service_max_hosts),
         status_port: config.status_port,
         guard: crate::services::guard::GuardOptions::default(),
+        escrow: crate::services::escrow::EscrowOptions::default(),
     }
 }
 

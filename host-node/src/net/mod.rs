@@ -196,6 +196,8 @@ pub struct Behaviour {
     shards: Toggle<InboundStreams>,
     audits: Toggle<InboundStreams>,
     guard: Toggle<InboundStreams>,
+    escrow: Toggle<InboundStreams>,
+    contracts: Toggle<InboundStreams>,
     hub: request_response::json::Behaviour<HubRequest, HubResponse>,
 }
 
@@ -307,6 +309,8 @@ async fn build_swarm(
             shards: Toggle::from(inbound.shards),
             audits: Toggle::from(inbound.audits),
             guard: Toggle::from(inbound.guard),
+            escrow: Toggle::from(inbound.escrow),
+            contracts: Toggle::from(inbound.contracts),
             hub: request_response::json::Behaviour::with_codec(
                 request_response::json::codec::Codec::default()
                     .set_request_size_maximum(hubproto::MAX_REQUEST_BYTES)

@@ -9,7 +9,7 @@
 //! ([`crate::net::Net::serve_hub`]), Status serves its HTTP API on its own port.
 //! Non-goals: running two of one service on a node, services on different nodes agreeing.
 //!
-//! Adding a service (Guard, Escrow): add a [`ServiceKind`] variant (its name is what
+//! Adding a service: add a [`ServiceKind`] variant (its name is what
 //! `--services` accepts), its options to [`ServicesOptions`], a handle field to [`Services`],
 //! and one arm in [`Services::start`] that starts it on [`NodeParts`] after the services it
 //! depends on (which it finds in the [`Services`] started so far); [`Services::shutdown`] stops
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::host::inbound::{Inbound, InboundQueues, InboundStreams};
 use crate::net::{self, Net};
+use crate::services::escrow::{EscrowHandle, EscrowOptions, EscrowServiceError};
 use crate::services::guard::{GuardHandle, GuardOptions, GuardServiceError};
 use crate::services::hub::server::{HubError, HubHandle, HubOptions};
 use crate::services::status::{Admission, StatusError, StatusHandle, StatusOptions};
@@ -41,19 +42,22 @@ pub enum ServiceKind {
     Hub,
     /// Status: hosts push signed reports, operators read the network's state (HTTP).
     Status,
+    /// The Escrow: the ledger of contracts and payments (libp2p).
+    Escrow,
     /// The Guard: challenges every watched shard each epoch, repairs slabs at risk (libp2p).
     Guard,
 }
 
 impl ServiceKind {
     /// Every service, in start order (a service comes after those it depends on).
-    pub const ALL: [ServiceKind; 3] = [Self::Hub, Self::Status, Self::Guard];
+    pub const ALL: [ServiceKind; 4] = [Self::Hub, Self::Status, Self::Escrow, Self::Guard];
 
     /// The name `--services` and the config file use.
     pub fn name(self) -> &'static str {
         match self {
             Self::Hub => "hub",
             Self::Status => "status",
+            Self::Escrow => "escrow",
             Self::Guard => "guard",
         }
     }
@@ -63,6 +67,7 @@ impl ServiceKind {
         match self {
             Self::Hub => &[],
             Self::Status => &[Self::Hub],
+            Self::Escrow => &[],
             Self::Guard => &[Self::Hub],
         }
     }
@@ -147,6 +152,9 @@ pub enum ServicesError {
     /// The Guard did not start.
     #[error("cannot start the Guard service")]
     Guard(#[source] GuardServiceError),
+    /// The Escrow did not start.
+    #[error("cannot start the Escrow service")]
+    Escrow(#[source] EscrowServiceError),
 }
 
 /// Which services to run, and their settings.
@@ -162,6 +170,8 @@ pub struct ServicesOptions {
     pub status_port: u16,
     /// Guard settings.
     pub guard: GuardOptions,
+    /// Escrow settings.
+    pub escrow: EscrowOptions,
 }
 
 /// What a node lends the services it runs.
@@ -178,26 +188,63 @@ pub struct NodeParts<'a> {
     pub cancel: &'a CancellationToken,
     /// The node's identity key (the Guard signs its verdicts with it).
     pub key: &'a libp2p::identity::Keypair,
-    /// The node's queue of inbound Guard streams ([`guard_queue`]), if it accepts them.
-    pub guard_incoming: Option<tokio::sync::mpsc::Receiver<Inbound>>,
+    /// The node's queues of inbound service streams ([`service_queues`]).
+    pub incoming: ServiceIncoming,
+}
+
+/// The receivers of a node's inbound service streams.
+#[derive(Default)]
+pub struct ServiceIncoming {
+    /// `/btfs/guard/1` streams.
+    pub guard: Option<tokio::sync::mpsc::Receiver<Inbound>>,
+    /// `/btfs/escrow/1` streams.
+    pub escrow: Option<tokio::sync::mpsc::Receiver<Inbound>>,
 }
 
 /// Inbound Guard streams queued before the Guard answers `Busy`.
 pub const GUARD_QUEUE: usize = 256;
+/// Inbound Escrow streams queued before they are dropped.
+pub const ESCROW_QUEUE: usize = 1024;
 
-/// The inbound queue a node running the Guard gives its swarm, and its receiver for
-/// [`NodeParts::guard_incoming`].
-pub fn guard_queue() -> (InboundQueues, tokio::sync::mpsc::Receiver<Inbound>) {
-    let (streams, rx) = InboundStreams::new(
-        libp2p::StreamProtocol::new(btfs_core::guard_wire::PROTOCOL),
-        GUARD_QUEUE,
-    );
+/// The inbound queues for the services in `kinds` that take streams (Guard, Escrow), to put
+/// into the node's [`InboundQueues`], and their receivers for [`NodeParts::incoming`].
+pub fn service_queues(
+    kinds: &[ServiceKind],
+) -> (
+    Option<InboundStreams>,
+    Option<InboundStreams>,
+    ServiceIncoming,
+) {
+    let mut incoming = ServiceIncoming::default();
+    let guard = kinds.contains(&ServiceKind::Guard).then(|| {
+        let (q, rx) = InboundStreams::new(
+            libp2p::StreamProtocol::new(btfs_core::guard_wire::PROTOCOL),
+            GUARD_QUEUE,
+        );
+        incoming.guard = Some(rx);
+        q
+    });
+    let escrow = kinds.contains(&ServiceKind::Escrow).then(|| {
+        let (q, rx) = InboundStreams::new(
+            libp2p::StreamProtocol::new(btfs_core::escrow::PROTOCOL),
+            ESCROW_QUEUE,
+        );
+        incoming.escrow = Some(rx);
+        q
+    });
+    (guard, escrow, incoming)
+}
+
+/// The inbound queues of a node that stores nothing (the service node): only service streams.
+pub fn service_only_queues(kinds: &[ServiceKind]) -> (InboundQueues, ServiceIncoming) {
+    let (guard, escrow, incoming) = service_queues(kinds);
     (
         InboundQueues {
-            guard: Some(streams),
+            guard,
+            escrow,
             ..InboundQueues::default()
         },
-        rx,
+        incoming,
     )
 }
 
@@ -207,6 +254,7 @@ pub struct Services {
     hub: Option<HubHandle>,
     status: Option<StatusHandle>,
     guard: Option<GuardHandle>,
+    escrow: Option<EscrowHandle>,
 }
 
 impl Services {
@@ -257,8 +305,20 @@ impl Services {
                     .map_err(ServicesError::Status)?;
                     running.status = Some(status);
                 }
+                ServiceKind::Escrow => {
+                    let escrow = crate::services::escrow::start(
+                        node.data_dir,
+                        node.incoming.escrow.take(),
+                        opts.escrow.clone(),
+                        Box::new(crate::services::escrow::LocalSettlement::new(node.data_dir)),
+                        node.cancel.child_token(),
+                    )
+                    .await
+                    .map_err(ServicesError::Escrow)?;
+                    running.escrow = Some(escrow);
+                }
                 ServiceKind::Guard => {
-                    let (Some(hub), Some(incoming)) = (&running.hub, node.guard_incoming.take())
+                    let (Some(hub), Some(incoming)) = (&running.hub, node.incoming.guard.take())
                     else {
                         return Err(ServicesError::Guard(GuardServiceError::Setup(
                             "the node gives the Guard no Hub or no inbound queue".into(),
@@ -271,6 +331,7 @@ impl Services {
                         hub.book(),
                         incoming,
                         opts.guard.clone(),
+                        running.escrow.as_ref().map(EscrowHandle::local),
                         node.cancel.child_token(),
                     )
                     .await
@@ -290,6 +351,9 @@ impl Services {
         }
         if self.status.is_some() {
             k.push(ServiceKind::Status);
+        }
+        if self.escrow.is_some() {
+            k.push(ServiceKind::Escrow);
         }
         if self.guard.is_some() {
             k.push(ServiceKind::Guard);
@@ -312,6 +376,11 @@ impl Services {
         self.guard.as_ref()
     }
 
+    /// The Escrow, if this node runs it.
+    pub fn escrow(&self) -> Option<&EscrowHandle> {
+        self.escrow.as_ref()
+    }
+
     /// The Status server's base URL, if this node runs it.
     pub fn status_url(&self) -> Option<String> {
         self.status.as_ref().map(StatusHandle::url)
@@ -322,6 +391,9 @@ impl Services {
     pub async fn shutdown(self) {
         if let Some(guard) = self.guard {
             guard.join().await;
+        }
+        if let Some(escrow) = self.escrow {
+            escrow.join().await;
         }
         if let Some(status) = self.status {
             status.shutdown().await;
@@ -347,10 +419,10 @@ mod tests {
             vec![ServiceKind::Hub]
         );
         assert!(ServiceKind::parse_list("").unwrap().is_empty());
-        let e = ServiceKind::parse_list("hub,guard,escrow").unwrap_err();
+        let e = ServiceKind::parse_list("hub,guard,bank").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown service \"escrow\": valid services are hub, status, guard (e.g. --services hub,status)"
+            "unknown service \"bank\": valid services are hub, status, escrow, guard (e.g. --services hub,status)"
         );
         let e = ServiceKind::parse_list("status").unwrap_err();
         assert_eq!(

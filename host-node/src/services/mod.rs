@@ -27,6 +27,7 @@
 //! ```
 
 pub mod components;
+pub mod escrow;
 pub mod guard;
 pub mod hub;
 pub mod status;
@@ -69,6 +70,8 @@ pub struct ServiceNodeOptions {
     pub connections: ConnLimits,
     /// Guard settings.
     pub guard: crate::services::guard::GuardOptions,
+    /// Escrow settings.
+    pub escrow: crate::services::escrow::EscrowOptions,
 }
 
 /// What `service.json` records.
@@ -207,10 +210,10 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
     // The remembered ports may still be held for a moment by a process killed just before:
     // try them again for a few seconds before taking new ones (hosts remember these addresses).
     let mut tries = 0;
-    let mut guard_incoming = None;
+    let mut service_incoming = None;
     let mut queues = || {
-        let (queues, rx) = components::guard_queue();
-        guard_incoming = Some(rx);
+        let (queues, incoming) = components::service_only_queues(&ServiceKind::ALL);
+        service_incoming = Some(incoming);
         queues
     };
     let started = loop {
@@ -256,7 +259,7 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
             previous_status_port: previous_status,
             cancel: &cancel,
             key: &keypair,
-            guard_incoming,
+            incoming: service_incoming.unwrap_or_default(),
         },
         &ServicesOptions {
             kinds: ServiceKind::ALL.to_vec(),
@@ -264,6 +267,7 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
             status: opts.status.clone(),
             status_port: opts.status_port,
             guard: opts.guard.clone(),
+            escrow: opts.escrow.clone(),
         },
     )
     .await?;

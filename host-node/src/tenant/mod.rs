@@ -11,12 +11,14 @@
 //! `source()`.
 
 pub mod audit;
+pub mod contracts;
 pub mod download;
 pub mod driver;
 pub mod network_file;
 pub mod output;
 pub mod shard_client;
 pub mod upload;
+pub mod wallet;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -175,10 +177,18 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// Starts a client node (listens nowhere) that knows `hosts`.
+    /// Starts a client node (listens nowhere) that knows `hosts`, with a fresh identity.
     pub async fn start(hosts: Vec<KnownHost>) -> Result<Self, TransferError> {
+        Self::start_with_key(hosts, libp2p::identity::Keypair::generate_ed25519()).await
+    }
+
+    /// Starts a client node whose identity is `keypair` (a wallet's: hosts then see the payer
+    /// of the contracts as the peer that uploads).
+    pub async fn start_with_key(
+        hosts: Vec<KnownHost>,
+        keypair: libp2p::identity::Keypair,
+    ) -> Result<Self, TransferError> {
         let cancel = CancellationToken::new();
-        let keypair = libp2p::identity::Keypair::generate_ed25519();
         let (net, _, task) = Net::start(
             keypair,
             None,

@@ -123,6 +123,11 @@ pub fn guard(file: &NetworkFile, path: &Path) -> Result<Option<HubAddr>, Network
     service(file.guard(), "guard", path)
 }
 
+/// The Escrow's peer id and native addresses (`services.escrow`), if the network has one.
+pub fn escrow(file: &NetworkFile, path: &Path) -> Result<Option<HubAddr>, NetworkFileError> {
+    service(file.escrow(), "escrow", path)
+}
+
 fn service(
     entry: Result<
         Option<btfs_core::network_file::ServiceHost>,

@@ -29,7 +29,14 @@ use btfs_core::{EncodedSlab, Encoder, ObjectHeader, ObjectKey};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
+use std::collections::HashMap;
+
+use btfs_core::TOTAL_SHARDS;
+use libp2p::PeerId;
+
+use crate::tenant::contracts::{self, ContractError, ContractsReport, PayPlan};
 use crate::tenant::driver::Runner;
+use crate::tenant::wallet::Wallet;
 use crate::tenant::{Tenant, TransferError};
 
 /// An upload failed.
@@ -49,6 +56,9 @@ pub enum UploadError {
         /// Why.
         failure: Failure,
     },
+    /// The storage contracts could not be made or committed.
+    #[error("storage contracts: {0}")]
+    Contracts(#[source] ContractError),
 }
 
 /// Read size of the input file.
@@ -95,6 +105,19 @@ pub struct UploadReport {
     /// itself succeeded either way); absent when the network has no Guard.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<String>,
+    /// The storage contracts (absent when the network has no Escrow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contracts: Option<ContractsReport>,
+}
+
+/// How an upload pays, when the network has an Escrow.
+pub struct Payment<'a> {
+    /// The payer (also the tenant's identity).
+    pub wallet: &'a Wallet,
+    /// The network's Escrow, Guard and epochs.
+    pub plan: PayPlan,
+    /// Each candidate host's advertised price per GiB-month.
+    pub prices: HashMap<PeerId, u64>,
 }
 
 /// Uploads the file at `path`; returns its link. On failure, what was placed is released.
@@ -102,6 +125,7 @@ pub async fn upload(
     tenant: &Tenant,
     path: &Path,
     opts: UploadOptions,
+    pay: Option<Payment<'_>>,
     progress: ProgressBar,
 ) -> Result<UploadReport, UploadError> {
     let started = Instant::now();
@@ -129,7 +153,19 @@ pub async fn upload(
         slabs_in_flight: opts.slabs_in_flight.max(1),
         ..UploadConfig::default()
     };
-    let candidates: Vec<HostId> = tenant.hosts().iter().map(|h| HostId::new(h.peer)).collect();
+    // Contracts first: no byte moves before every host's offer is signed and funded.
+    let reserved = match &pay {
+        None => None,
+        Some(p) => Some(
+            contracts::reserve(tenant, p.wallet, &p.plan, &layout, &p.prices, TOTAL_SHARDS)
+                .await
+                .map_err(UploadError::Contracts)?,
+        ),
+    };
+    let candidates: Vec<HostId> = match &reserved {
+        Some(r) => r.hosts().map(HostId::new).collect(),
+        None => tenant.hosts().iter().map(|h| HostId::new(h.peer)).collect(),
+    };
     let mut runner = Runner::new(tenant.net().clone(), tenant.dial_addrs());
     let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, runner.now());
     progress.set_length(m.progress().1);
@@ -207,6 +243,14 @@ pub async fn upload(
         Err(e) => return Err(upload_error(e, input_error, tenant)),
     };
     progress.finish_and_clear();
+    let contracts = match (&pay, &reserved) {
+        (Some(p), Some(r)) => Some(
+            contracts::commit(tenant, p.wallet, &p.plan, r, &layout, &report)
+                .await
+                .map_err(UploadError::Contracts)?,
+        ),
+        _ => None,
+    };
     let guard = match tenant.guard() {
         None => None,
         Some(g) => {
@@ -235,6 +279,7 @@ pub async fn upload(
         elapsed_ms: started.elapsed().as_millis(),
         peak_rss_bytes: crate::peak_rss_bytes(),
         guard,
+        contracts,
     })
 }
 

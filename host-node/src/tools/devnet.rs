@@ -36,6 +36,9 @@ use crate::tenant::network_file::{self, HostEntry, NetworkFile};
 use crate::tenant::Tenant;
 use btfs_core::guard::GuardConfig;
 
+/// The devnet Escrow's faucet: at most this many µBTT per deposit (1,000 BTT).
+pub const DEVNET_FAUCET_MAX: u64 = 1000 * btfs_core::escrow::MICRO_PER_BTT;
+
 /// Devnet settings.
 #[derive(Debug, Clone)]
 pub struct DevnetOptions {
@@ -103,7 +106,10 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
             .arg("--guard-epoch-ms")
             .arg(GuardConfig::for_devnet().epoch.as_millis().to_string())
             .arg("--guard-deadline-ms")
-            .arg(GuardConfig::for_devnet().deadline.as_millis().to_string()),
+            .arg(GuardConfig::for_devnet().deadline.as_millis().to_string())
+            // Test money: a faucet, so every tenant can pay.
+            .arg("--escrow-faucet-max")
+            .arg(DEVNET_FAUCET_MAX.to_string()),
         &service_dir.join("service.log"),
     )
     .context("cannot start the service node")?;
@@ -161,7 +167,12 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
     );
     services.insert(
         "guard".into(),
-        serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid }),
+        serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid,
+            "epoch_ms": GuardConfig::for_devnet().epoch.as_millis() as u64 }),
+    );
+    services.insert(
+        "escrow".into(),
+        serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid, "devnet": true }),
     );
     let network = NetworkFile {
         bootstrap,

@@ -10,7 +10,10 @@
 //! placements_v1  (manifest id, seq)           → signed PlacementUpdate (JSON)
 //! verdicts_v1    (host peer id, seq)          → signed AuditVerdict (JSON); the newest
 //!                                               MAX_VERDICTS_PER_HOST per host are kept
-//! meta_v1        "secret" → 32 bytes (nonce key), "epoch" → u64 LE, "seq" → u64 LE
+//! escrow_outbox_v1 seq                       → verdict lines for the Escrow (JSON), until it
+//!                                               acknowledges their Settle batch (seq = batch seq)
+//! meta_v1        "secret" → 32 bytes (nonce key), "epoch" → u64 LE, "seq" → u64 LE,
+//!                "outbox" → u64 LE (last outbox seq)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ const HOLDERS: TableDefinition<&str, &str> = TableDefinition::new("holders_v1");
 const PLACEMENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("placements_v1");
 const VERDICTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("verdicts_v1");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("escrow_outbox_v1");
 
 /// Verdicts kept per host (older ones are dropped as new ones arrive).
 pub const MAX_VERDICTS_PER_HOST: u64 = 1000;
@@ -61,6 +65,8 @@ pub struct Batch {
     pub verdicts: Vec<(String, Vec<u8>)>,
     /// The epoch reached.
     pub epoch: Option<u64>,
+    /// Verdict lines to send the Escrow (JSON of `Vec<VerdictLine>`), one outbox row each.
+    pub settle: Vec<Vec<u8>>,
 }
 
 impl Batch {
@@ -71,6 +77,7 @@ impl Batch {
             && self.placements.is_empty()
             && self.verdicts.is_empty()
             && self.epoch.is_none()
+            && self.settle.is_empty()
     }
 }
 
@@ -198,6 +205,19 @@ impl GuardDb {
                 meta.insert("epoch", epoch.to_le_bytes().as_slice())
                     .map_err(|e| self.err(e))?;
             }
+            let mut outbox = tx.open_table(OUTBOX).map_err(|e| self.err(e))?;
+            let mut next = meta
+                .get("outbox")
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| u64_of(v.value()));
+            for lines in &b.settle {
+                next += 1;
+                outbox
+                    .insert(next, lines.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            meta.insert("outbox", next.to_le_bytes().as_slice())
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -209,6 +229,28 @@ impl GuardDb {
         Ok(t.get("epoch")
             .map_err(|e| self.err(e))?
             .map(|v| u64_of(v.value())))
+    }
+
+    /// The oldest `limit` outbox rows for the Escrow: (seq, JSON verdict lines).
+    pub fn outbox(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, DbError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))?.take(limit) {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Drops outbox row `seq` (the Escrow acknowledged it).
+    pub fn outbox_done(&self, seq: u64) -> Result<(), DbError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.open_table(OUTBOX)
+            .map_err(|e| self.err(e))?
+            .remove(seq)
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Every watched object: (manifest id hex, manifest bytes).

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use btfs_core::engine::repair::{Repair, RepairConfig, RepairReport};
 use btfs_core::engine::{HostId, Machine, OpId};
+use btfs_core::escrow::{EscrowRequest, Settle, VerdictLine};
 use btfs_core::guard::{AuditOutcome, Guard, GuardAction, GuardConfig, Verdict};
 use btfs_core::guard_wire::{
     self, AuditVerdict, GuardRequest, GuardResponse, ObjectHealth, PlacementUpdate, ShardMove,
@@ -43,6 +44,7 @@ use super::db::{Batch, DbError, GuardDb, HolderRow};
 use crate::host::inbound::Inbound;
 use crate::host::shard_server::respond;
 use crate::net::Net;
+use crate::services::escrow::EscrowLocal;
 use crate::tenant::driver::{failure_of, sleep_until, Runner};
 use crate::tenant::shard_client;
 
@@ -112,7 +114,9 @@ struct Call {
     reply: Reply,
 }
 
-/// Starts the Guard on `net`, keeping its state in `dir/guard.redb`.
+/// Starts the Guard on `net`, keeping its state in `dir/guard.redb`; with `escrow`, its verdicts
+/// also settle storage contracts there.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     net: Net,
     dir: &Path,
@@ -120,6 +124,7 @@ pub async fn start(
     book: Arc<dyn HostBook>,
     incoming: mpsc::Receiver<Inbound>,
     opts: GuardOptions,
+    escrow: Option<EscrowLocal>,
     cancel: CancellationToken,
 ) -> Result<GuardHandle, GuardServiceError> {
     let key = key
@@ -129,8 +134,11 @@ pub async fn start(
     let mut fresh = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut fresh);
     let secret = db.secret(fresh)?;
-    // Never reuse an epoch number with the same secret (a host could replay an old answer).
-    let first_epoch = db.epoch()?.map_or(0, |e| e + 1);
+    // Never reuse an epoch number with the same secret (a host could replay an old answer), and
+    // number epochs by the clock (unix ms / epoch length), as storage contracts do: a contract
+    // paid for epochs first..first+n is settled by the verdicts of those epochs.
+    let wall = btfs_core::escrow::epoch_at(now_ms(), opts.config.epoch.as_millis() as u64);
+    let first_epoch = db.epoch()?.map_or(wall, |e| (e + 1).max(wall));
     let mut guard = Guard::new(opts.config, secret, Duration::ZERO)
         .map_err(|e| GuardServiceError::Policy(e.to_string()))?
         .with_first_epoch(first_epoch);
@@ -168,6 +176,8 @@ pub async fn start(
         repaired,
         last_repair: HashMap::new(),
         last_epoch: None,
+        escrow,
+        settle_retry: Instant::now(),
     };
     let task = tokio::spawn(actor.run(calls, cancel));
     Ok(GuardHandle { task, accept })
@@ -183,7 +193,13 @@ struct Actor {
     repaired: HashMap<Root, u64>,
     last_repair: HashMap<Root, guard_wire::RepairStats>,
     last_epoch: Option<u64>,
+    /// The Escrow on this node, which verdicts are forwarded to (from the outbox).
+    escrow: Option<EscrowLocal>,
+    /// No outbox send before this (after a failed one).
+    settle_retry: Instant,
 }
+
+type Settled = (u64, Result<(), String>);
 
 type Fetched = (Reply, Root, Result<(Manifest, Vec<u8>), String>);
 type RepairEnded = (Root, Result<RepairReport, String>, Duration);
@@ -207,6 +223,7 @@ impl Actor {
         let mut repairs: FuturesUnordered<BoxFuture<'static, RepairEnded>> =
             FuturesUnordered::new();
         let mut fetches: FuturesUnordered<BoxFuture<'static, Fetched>> = FuturesUnordered::new();
+        let mut settles: FuturesUnordered<BoxFuture<'static, Settled>> = FuturesUnordered::new();
         loop {
             while let Some(action) = self.guard.poll_action() {
                 match action {
@@ -257,6 +274,7 @@ impl Actor {
                 }
             }
             self.flush_verdicts(&mut nonces);
+            self.forward_settlements(&mut settles);
             let timeout = self
                 .guard
                 .poll_timeout()
@@ -274,6 +292,17 @@ impl Actor {
                     self.repair_ended(object, result, took)
                 }
                 Some((reply, id, result)) = fetches.next() => self.fetched(reply, id, result),
+                Some((seq, result)) = settles.next() => match result {
+                    Ok(()) => {
+                        if let Err(e) = self.db.outbox_done(seq) {
+                            tracing::warn!(%e, seq, "cannot drop a settled outbox row");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(seq, error = %e, "the Escrow did not take verdicts; retrying");
+                        self.settle_retry = Instant::now() + Duration::from_secs(2);
+                    }
+                },
                 Some(call) = calls.recv() => {
                     if let Some(f) = self.answer(call, fetches.len()) {
                         fetches.push(f);
@@ -295,10 +324,17 @@ impl Actor {
     fn flush_verdicts(&mut self, nonces: &mut HashMap<OpId, [u8; 32]>) {
         let mut batch = Batch::default();
         let mut results = Vec::new();
+        let mut lines = Vec::new();
         let guard_peer = libp2p::identity::PublicKey::from(self.key.public()).to_peer_id();
         while let Some(v) = self.guard.poll_verdict() {
             let nonce = nonces.remove(&v.op).unwrap_or_default();
             let body = verdict_body(&v, guard_peer, &nonce);
+            lines.push(VerdictLine {
+                host: body.host.clone(),
+                root: body.root.clone(),
+                epoch: body.epoch,
+                passed: body.passed,
+            });
             match Signed::sign(&body, &self.key).and_then(|s| {
                 serde_json::to_vec(&s).map_err(|e| btfs_core::signed::SignedError::Field {
                     field: "verdict",
@@ -314,6 +350,13 @@ impl Actor {
             }
             results.push((v.host.peer(), v.passed));
         }
+        if self.escrow.is_some() {
+            for chunk in lines.chunks(btfs_core::escrow::terms::MAX_VERDICTS_PER_BATCH) {
+                if let Ok(json) = serde_json::to_vec(chunk) {
+                    batch.settle.push(json);
+                }
+            }
+        }
         let epoch = self.guard.epoch();
         if self.last_epoch != Some(epoch) {
             batch.epoch = Some(epoch);
@@ -327,6 +370,63 @@ impl Actor {
                 self.book.record_audits(&results);
             }
             Err(e) => tracing::error!(%e, "cannot store verdicts; they are not reported"),
+        }
+    }
+
+    /// Sends the oldest outbox rows to the Escrow as signed batches (one send at a time; a row
+    /// leaves the outbox only when the Escrow acknowledged it, so a crash resends it, which the
+    /// Escrow counts as a duplicate).
+    fn forward_settlements(&mut self, settles: &mut FuturesUnordered<BoxFuture<'static, Settled>>) {
+        let Some(escrow) = &self.escrow else {
+            return;
+        };
+        if !settles.is_empty() || Instant::now() < self.settle_retry {
+            return;
+        }
+        let rows = match self.db.outbox(8) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%e, "cannot read the Escrow outbox");
+                return;
+            }
+        };
+        let peer = libp2p::identity::PublicKey::from(self.key.public())
+            .to_peer_id()
+            .to_base58();
+        for (seq, json) in rows {
+            let verdicts: Vec<VerdictLine> = match serde_json::from_slice(&json) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(%e, seq, "dropping an unreadable outbox row");
+                    let _ = self.db.outbox_done(seq);
+                    continue;
+                }
+            };
+            let body = Settle {
+                peer_id: peer.clone(),
+                seq,
+                issued_at_ms: now_ms(),
+                verdicts,
+            };
+            let batch = match Signed::sign(&body, &self.key) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%e, seq, "cannot sign verdicts for the Escrow; dropping them");
+                    let _ = self.db.outbox_done(seq);
+                    continue;
+                }
+            };
+            let escrow = escrow.clone();
+            settles.push(
+                async move {
+                    let r = match escrow.request(EscrowRequest::Settle { batch }).await {
+                        Ok(_) => Ok(()),
+                        Err((_, msg)) => Err(msg),
+                    };
+                    (seq, r)
+                }
+                .boxed(),
+            );
         }
     }
 

@@ -1,0 +1,376 @@
+//! An upload's storage contracts, from the tenant's side (rules: `btfs_core::escrow`).
+//!
+//! Before any byte moves: one offer per candidate host — at most one shard per slab, at the
+//! host's advertised price, for `epochs` epochs of the network's Guard from the next one — sent
+//! to each host to sign (`/btfs/contract/1`), countersigned, and reserved at the Escrow in **one**
+//! call. A wallet that cannot pay is topped up from the faucet on a devnet (said on stderr);
+//! anywhere else the upload stops here with the amount needed and how to fund the wallet.
+//! After the upload: for every host that keeps shards, the contract (the offer's terms plus the
+//! manifest id and that host's shard roots and sizes) is signed by the host (which checks it
+//! holds them for this tenant) and by the tenant, and all are committed in **one** call, which
+//! also voids the offers of hosts that got nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use btfs_core::engine::upload::UploadReport as MachineReport;
+use btfs_core::escrow::{
+    self, price_per_epoch, Cosigned, EscrowRequest, EscrowResponse, HostRequest, HostResponse, Op,
+    ShardTerm, Terms, MAX_DOCS_PER_CALL,
+};
+use btfs_core::protocol::{self, Status};
+use btfs_core::Layout;
+use futures::stream::{self, StreamExt};
+use libp2p::{PeerId, StreamProtocol};
+use serde::Serialize;
+
+use crate::services::hub::HubAddr;
+use crate::tenant::wallet::{btt, Wallet, WalletError};
+use crate::tenant::Tenant;
+
+/// How the network pays for storage, from its network file.
+#[derive(Debug, Clone)]
+pub struct PayPlan {
+    /// The Escrow.
+    pub escrow: HubAddr,
+    /// The Guard whose verdicts count.
+    pub guard: PeerId,
+    /// The Guard's epoch length.
+    pub epoch_ms: u64,
+    /// Epochs to pay for.
+    pub epochs: u64,
+    /// The Escrow's faucet may top the wallet up (devnet).
+    pub devnet: bool,
+}
+
+/// What the contracts of an upload came to (part of the upload's JSON report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ContractsReport {
+    /// Contracts committed (one per host keeping shards).
+    pub committed: usize,
+    /// µBTT locked for them (what they cost if every epoch is proven).
+    pub locked: u64,
+    /// µBTT the tenant got back from the reservation (unused offers and rounding room).
+    pub released: u64,
+    /// µBTT taken from the devnet faucet first.
+    pub topped_up: u64,
+    /// Contract ids.
+    pub ids: Vec<String>,
+    /// Hosts whose contract could not be signed (their offer expires and is refunded).
+    pub unsigned: Vec<String>,
+}
+
+/// Offers reserved for an upload.
+pub struct Reserved {
+    offers: Vec<(PeerId, Terms)>,
+    /// µBTT reserved.
+    pub amount: u64,
+    /// µBTT from the faucet.
+    pub topped_up: u64,
+}
+
+/// An upload's contracts could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContractError {
+    /// The wallet cannot pay.
+    #[error("this upload needs {need} reserved and the wallet {peer} has {have} available; fund it with `btfs wallet deposit AMOUNT` (or pay into {peer} through the network's settlement), then upload again")]
+    Unfunded {
+        /// Needed.
+        need: String,
+        /// Available.
+        have: String,
+        /// The wallet.
+        peer: String,
+    },
+    /// Too few hosts signed offers.
+    #[error("only {signed} of the {needed} hosts needed signed a storage offer: {why}")]
+    TooFewHosts {
+        /// Signed.
+        signed: usize,
+        /// Needed.
+        needed: usize,
+        /// Some hosts' answers.
+        why: String,
+    },
+    /// The Escrow.
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+}
+
+fn id() -> String {
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Asks `host` to sign `doc`.
+async fn host_sign(tenant: &Tenant, host: PeerId, req: HostRequest) -> Result<Cosigned, String> {
+    let addrs = tenant.dial_addrs().remove(&host).unwrap_or_default();
+    let net = tenant.net();
+    let work = async {
+        net.connect(host, addrs).await.map_err(|e| e.to_string())?;
+        let mut s = net
+            .control()
+            .open_stream(host, StreamProtocol::new(escrow::HOST_PROTOCOL))
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+        let len = (body.len() as u32).to_le_bytes();
+        let (status, out) =
+            protocol::exchange_bytes(&mut s, &len, &body, escrow::MAX_HOST_REQUEST_LEN)
+                .await
+                .map_err(|e| e.to_string())?;
+        if status != Status::Ok {
+            return Err(String::from_utf8_lossy(&out).into_owned());
+        }
+        match serde_json::from_slice::<HostResponse>(&out).map_err(|e| e.to_string())? {
+            HostResponse::Signed { doc } => Ok(doc),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), work)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 20 s".into()))
+}
+
+/// Makes, signs and reserves one offer per candidate host (at least `needed` must sign).
+pub async fn reserve(
+    tenant: &Tenant,
+    wallet: &Wallet,
+    plan: &PayPlan,
+    layout: &Layout,
+    prices: &HashMap<PeerId, u64>,
+    needed: usize,
+) -> Result<Reserved, ContractError> {
+    let now = now_ms();
+    let first_epoch = escrow::epoch_at(now, plan.epoch_ms) + 1;
+    let slabs = layout.slab_count().max(1);
+    let max_shards = u32::try_from(slabs).unwrap_or(u32::MAX);
+    let max_bytes: u64 = layout
+        .slabs()
+        .map(|s| u64::from(s.shard_size))
+        .sum::<u64>()
+        .max(1);
+    let me = wallet.peer().to_base58();
+    let hosts: Vec<PeerId> = tenant.hosts().iter().map(|h| h.peer).collect();
+    let signed: Vec<Result<(PeerId, Terms, Cosigned), String>> = stream::iter(hosts)
+        .map(|host| {
+            let terms = Terms {
+                id: id(),
+                tenant: me.clone(),
+                host: host.to_base58(),
+                guard: plan.guard.to_base58(),
+                price_per_gib_epoch: price_per_epoch(
+                    prices.get(&host).copied().unwrap_or(0),
+                    plan.epoch_ms,
+                ),
+                epoch_ms: plan.epoch_ms,
+                first_epoch,
+                epochs: plan.epochs,
+                max_bytes,
+                max_shards,
+                offer_expires_ms: now + 3_600_000,
+                manifest_id: None,
+                shards: Vec::new(),
+            };
+            async move {
+                let doc = Cosigned::propose(&terms).map_err(|e| e.to_string())?;
+                let doc = host_sign(tenant, host, HostRequest::Offer { doc }).await?;
+                let got = doc.verify_host().map_err(|e| e.to_string())?;
+                if got != terms {
+                    return Err(format!("host {host} signed other terms"));
+                }
+                let doc = doc.sign(&wallet.ed25519()).map_err(|e| e.to_string())?;
+                Ok((host, terms, doc))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut offers = Vec::new();
+    let mut why = Vec::new();
+    for r in signed {
+        match r {
+            Ok(o) => offers.push(o),
+            Err(e) => why.push(e),
+        }
+    }
+    if offers.len() < needed {
+        return Err(ContractError::TooFewHosts {
+            signed: offers.len(),
+            needed,
+            why: why.into_iter().take(3).collect::<Vec<_>>().join("; "),
+        });
+    }
+    let need: u64 = offers
+        .iter()
+        .filter_map(|(_, t, _)| t.reserve_amount())
+        .sum();
+    let account = match crate::tenant::wallet::query(
+        tenant.net(),
+        &plan.escrow,
+        &EscrowRequest::Account { peer: me.clone() },
+    )
+    .await?
+    {
+        EscrowResponse::Account { account, .. } => account,
+        other => return Err(WalletError::Refused(format!("unexpected answer {other:?}")).into()),
+    };
+    let mut topped_up = 0;
+    if account.available < need {
+        let short = need - account.available;
+        if !plan.devnet {
+            return Err(ContractError::Unfunded {
+                need: btt(need),
+                have: btt(account.available),
+                peer: me,
+            });
+        }
+        // Devnet only: test money from the faucet, at most its limit per call.
+        let limit = crate::tools::devnet::DEVNET_FAUCET_MAX;
+        let mut left = short;
+        while left > 0 {
+            let amount = left.min(limit);
+            wallet
+                .call(tenant.net(), &plan.escrow, Op::Deposit { amount })
+                .await?;
+            left -= amount;
+        }
+        topped_up = short;
+        eprintln!(
+            "devnet: topped up the wallet {me} with {} from the faucet",
+            btt(short)
+        );
+    }
+    let mut reserved = Vec::new();
+    for chunk in offers.chunks(MAX_DOCS_PER_CALL) {
+        let docs = chunk.iter().map(|(_, _, d)| d.clone()).collect();
+        wallet
+            .call(tenant.net(), &plan.escrow, Op::Reserve { offers: docs })
+            .await?;
+        reserved.extend(chunk.iter().map(|(h, t, _)| (*h, t.clone())));
+    }
+    Ok(Reserved {
+        offers: reserved,
+        amount: need,
+        topped_up,
+    })
+}
+
+impl Reserved {
+    /// The hosts that signed offers (the only ones the upload may use).
+    pub fn hosts(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.offers.iter().map(|(h, _)| *h)
+    }
+}
+
+/// Binds each host's shards into its contract and commits them all; voids unused offers.
+pub async fn commit(
+    tenant: &Tenant,
+    wallet: &Wallet,
+    plan: &PayPlan,
+    reserved: &Reserved,
+    layout: &Layout,
+    report: &MachineReport,
+) -> Result<ContractsReport, ContractError> {
+    let mut per_host: BTreeMap<PeerId, Vec<ShardTerm>> = BTreeMap::new();
+    for (slab, (hosts, roots)) in report.placement.iter().zip(&report.roots).enumerate() {
+        let size = layout
+            .slab(slab as u64)
+            .map_or(0, |s| u64::from(s.shard_size));
+        for (h, r) in hosts.iter().zip(roots) {
+            per_host.entry(h.peer()).or_default().push(ShardTerm {
+                root: r.to_hex(),
+                size,
+            });
+        }
+    }
+    let manifest_id = report.link.manifest_id.to_hex();
+    let jobs: Vec<(PeerId, Terms)> = reserved
+        .offers
+        .iter()
+        .filter_map(|(h, offer)| {
+            let shards = per_host.get(h)?;
+            let mut t = offer.clone();
+            t.manifest_id = Some(manifest_id.clone());
+            t.shards = shards.clone();
+            Some((*h, t))
+        })
+        .collect();
+    let unused: Vec<&Terms> = reserved
+        .offers
+        .iter()
+        .filter(|(h, _)| !per_host.contains_key(h))
+        .map(|(_, t)| t)
+        .collect();
+    let signed: Vec<(PeerId, Result<Cosigned, String>)> = stream::iter(jobs)
+        .map(|(host, terms)| async move {
+            let r = async {
+                let doc = Cosigned::propose(&terms).map_err(|e| e.to_string())?;
+                let doc = host_sign(tenant, host, HostRequest::Contract { doc }).await?;
+                if doc.verify_host().map_err(|e| e.to_string())? != terms {
+                    return Err(format!("host {host} signed other terms"));
+                }
+                doc.sign(&wallet.ed25519()).map_err(|e| e.to_string())
+            }
+            .await;
+            (host, r)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut out = ContractsReport {
+        topped_up: reserved.topped_up,
+        ..ContractsReport::default()
+    };
+    let mut docs = Vec::new();
+    let mut locked = 0u64;
+    for (host, r) in signed {
+        match r {
+            Ok(d) => {
+                locked += d.terms().map_or(0, |t| t.contract_amount());
+                docs.push(d);
+            }
+            Err(e) => {
+                tracing::warn!(%host, error = %e, "a host did not sign its contract; its offer will expire");
+                out.unsigned.push(host.to_base58());
+            }
+        }
+    }
+    for chunk in docs.chunks(MAX_DOCS_PER_CALL) {
+        let r = wallet
+            .call(
+                tenant.net(),
+                &plan.escrow,
+                Op::Commit {
+                    contracts: chunk.to_vec(),
+                },
+            )
+            .await?;
+        out.released += r.amount;
+        out.ids.extend(r.contracts);
+    }
+    for t in unused {
+        if let Ok(r) = wallet
+            .call(
+                tenant.net(),
+                &plan.escrow,
+                Op::Cancel {
+                    contract: t.id.clone(),
+                },
+            )
+            .await
+        {
+            out.released += r.amount;
+        }
+    }
+    out.committed = out.ids.len();
+    out.locked = locked;
+    Ok(out)
+}

@@ -178,7 +178,11 @@ impl Devnet {
             .arg("--report-interval-secs")
             .arg(report_interval_secs.to_string())
             // The devnet's Guard settings (`btfs devnet` starts the service node with them).
-            .args(["--guard-epoch-ms", "5000", "--guard-deadline-ms", "2000"]);
+            .args(["--guard-epoch-ms", "5000", "--guard-deadline-ms", "2000"])
+            .args([
+                "--escrow-faucet-max",
+                &btfs_host::tools::devnet::DEVNET_FAUCET_MAX.to_string(),
+            ]);
         let log_path = dir.join("service.log");
         let log_len = || std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
         let mut log_from = log_len();
@@ -334,6 +338,10 @@ impl Devnet {
     pub fn btfs(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(btfs_bin());
         cmd.args(args);
+        // Each devnet's tenant pays from its own wallet, never the user's.
+        if std::env::var_os("BTFS_WALLET").is_none() {
+            cmd.env("BTFS_WALLET", self.scratch().join("wallet.key"));
+        }
         if matches!(args.first(), Some(&"upload") | Some(&"download"))
             && !args.contains(&"--network")
         {

@@ -150,9 +150,9 @@ pub fn prove_from_store(store: &dyn BlobStore, c: &Challenge) -> (Status, Vec<u8
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use libp2p::PeerId;
     use crate::host::store::{Body, MemStore};
     use btfs_core::Root;
+    use libp2p::PeerId;
 
     #[test]
     fn the_store_answers_with_a_proof_or_says_why_not() {

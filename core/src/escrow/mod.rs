@@ -45,6 +45,7 @@
 //! Amounts are whole µBTT (10⁻⁶ BTT) in `u64`.
 
 pub mod ledger;
+pub mod plan;
 pub mod terms;
 
 use serde::{Deserialize, Serialize};

@@ -417,6 +417,10 @@ pub struct HostArgs {
     /// Hub to announce to (multiaddr ending in /p2p/<peer id>).
     #[arg(long, env = "BTFS_HUB")]
     hub: Option<String>,
+    /// The network's Escrow (multiaddr ending in /p2p/<peer id>): /metrics then shows what this
+    /// host earned and has pending there.
+    #[arg(long, env = "BTFS_ESCROW")]
+    escrow: Option<String>,
     /// Asking price per GiB-month.
     #[arg(long, env = "BTFS_PRICE")]
     price_per_gib_month: Option<u64>,
@@ -582,6 +586,9 @@ impl HostArgs {
         }
         if self.hub.is_some() {
             c.hub = self.hub;
+        }
+        if self.escrow.is_some() {
+            c.escrow = self.escrow;
         }
         if self.region.is_some() {
             c.region = self.region;

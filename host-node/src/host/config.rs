@@ -114,6 +114,9 @@ pub struct HostConfig {
     pub max_streams_per_peer: usize,
     /// The Hub to announce to: a multiaddr ending in `/p2p/<peer id>`.
     pub hub: Option<String>,
+    /// The network's Escrow (a multiaddr ending in `/p2p/<peer id>`): `/metrics` shows this
+    /// host's earned and pending amounts there.
+    pub escrow: Option<String>,
     /// Asking price per GiB-month.
     pub price_per_gib_month: u64,
     /// Declared region.
@@ -161,6 +164,7 @@ impl Default for HostConfig {
             max_inbound_streams: 64,
             max_streams_per_peer: 16,
             hub: None,
+            escrow: None,
             price_per_gib_month: 100,
             region: None,
             announce_interval_secs: 300,
@@ -221,6 +225,10 @@ impl HostConfig {
         }
         if let Some(h) = &self.hub {
             crate::services::hub::HubAddr::parse(h).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(e) = &self.escrow {
+            crate::services::hub::HubAddr::parse(e)
+                .map_err(|why| ConfigError::Invalid(format!("escrow: {why}")))?;
         }
         self.connections.validate().map_err(ConfigError::Invalid)?;
         if self.region.as_ref().is_some_and(|r| r.len() > 64) {

@@ -190,7 +190,7 @@ pub fn decide(
         let free = store.quota().saturating_sub(store.used());
         if t.max_bytes > free {
             return Err(format!(
-                "refused: no room: {} bytes asked, {free} free",
+                "refused: host is full: {} bytes asked, {free} free",
                 t.max_bytes
             ));
         }

@@ -7,7 +7,9 @@
 //! `btfs_node_info{peer_id,version} 1`, `btfs_node_requests_served_total`,
 //! `btfs_node_requests_failed_total`, `btfs_node_requests_refused_total`,
 //! `btfs_node_requests_dropped_total`, `btfs_node_shards_held`, `btfs_node_used_bytes`,
-//! `btfs_node_capacity_bytes`, `btfs_node_uptime_seconds`.
+//! `btfs_node_capacity_bytes`, `btfs_node_uptime_seconds`; with an Escrow configured,
+//! `btfs_node_escrow_earned_microbtt`, `btfs_node_escrow_pending_microbtt` and
+//! `btfs_node_escrow_available_microbtt` (read from the Escrow every report interval).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -97,6 +99,27 @@ pub fn render_node(source: &NodeSource) -> String {
         "Seconds since the node started",
         source.started.elapsed().as_secs(),
     );
+    let account = source.escrow.lock().ok().and_then(|a| a.clone());
+    if let Some(a) = account {
+        gauge(
+            &mut r,
+            "btfs_node_escrow_earned_microbtt",
+            "Paid to this host at the Escrow for proven storage (µBTT)",
+            a.earned,
+        );
+        gauge(
+            &mut r,
+            "btfs_node_escrow_pending_microbtt",
+            "Locked in this host's contracts, paid per proven epoch (µBTT)",
+            a.incoming,
+        );
+        gauge(
+            &mut r,
+            "btfs_node_escrow_available_microbtt",
+            "This host's spendable balance at the Escrow (µBTT)",
+            a.available,
+        );
+    }
     finish(&r)
 }
 

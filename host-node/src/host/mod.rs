@@ -395,6 +395,42 @@ impl Node {
                 .map_err(|e| ConfigError::Invalid(format!("status_url: {e}")))?,
             );
         }
+        if let Some(escrow) = &config.escrow {
+            let escrow = HubAddr::parse(escrow).map_err(ConfigError::Invalid)?;
+            let (net, cell, every) = (
+                net.clone(),
+                source.escrow.clone(),
+                Duration::from_secs(config.report_interval_secs.max(1)),
+            );
+            let token = cancel.child_token();
+            tasks.push(tokio::spawn(async move {
+                let req = btfs_core::escrow::EscrowRequest::Account {
+                    peer: peer_id.to_base58(),
+                };
+                loop {
+                    match crate::services::escrow::client::request(
+                        &net,
+                        escrow.peer,
+                        escrow.addrs.clone(),
+                        &req,
+                    )
+                    .await
+                    {
+                        Ok(btfs_core::escrow::EscrowResponse::Account { account, .. }) => {
+                            if let Ok(mut c) = cell.lock() {
+                                *c = Some(account);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(%e, "cannot read this host's Escrow account"),
+                    }
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                }
+            }));
+        }
         let metrics = if config.metrics {
             let server =
                 net::bind_remembered(config.metrics_port, previous_metrics, "metrics", |port| {

@@ -30,6 +30,8 @@ pub struct NodeSource {
     pub started: Instant,
     /// Software version.
     pub version: String,
+    /// The host's account at the Escrow as last read (earned, pending, available µBTT).
+    pub escrow: Arc<std::sync::Mutex<Option<btfs_core::escrow::Account>>>,
 }
 
 impl NodeSource {
@@ -41,6 +43,7 @@ impl NodeSource {
             stats,
             started: Instant::now(),
             version: env!("CARGO_PKG_VERSION").into(),
+            escrow: Arc::default(),
         }
     }
 

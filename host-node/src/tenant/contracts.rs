@@ -10,13 +10,15 @@
 //! holds them for this tenant) and by the tenant, and all are committed in **one** call, which
 //! also voids the offers of hosts that got nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use btfs_core::engine::upload::UploadReport as MachineReport;
+use btfs_core::engine::HostId;
+use btfs_core::escrow::plan::OfferParams;
 use btfs_core::escrow::{
-    self, price_per_epoch, Cosigned, EscrowRequest, EscrowResponse, HostRequest, HostResponse, Op,
-    ShardTerm, Terms, MAX_DOCS_PER_CALL,
+    self, Cosigned, EscrowRequest, EscrowResponse, HostRequest, HostResponse, Op, Terms,
+    MAX_DOCS_PER_CALL,
 };
 use btfs_core::protocol::{self, Status};
 use btfs_core::Layout;
@@ -84,7 +86,9 @@ pub enum ContractError {
         peer: String,
     },
     /// Too few hosts signed offers.
-    #[error("only {signed} of the {needed} hosts needed signed a storage offer: {why}")]
+    #[error(
+        "too few hosts: only {signed} of the {needed} hosts needed signed a storage offer: {why}"
+    )]
     TooFewHosts {
         /// Signed.
         signed: usize,
@@ -149,39 +153,30 @@ pub async fn reserve(
     needed: usize,
 ) -> Result<Reserved, ContractError> {
     let now = now_ms();
-    let first_epoch = escrow::epoch_at(now, plan.epoch_ms) + 1;
-    let slabs = layout.slab_count().max(1);
-    let max_shards = u32::try_from(slabs).unwrap_or(u32::MAX);
-    let max_bytes: u64 = layout
-        .slabs()
-        .map(|s| u64::from(s.shard_size))
-        .sum::<u64>()
-        .max(1);
     let me = wallet.peer().to_base58();
+    let guard = plan.guard.to_base58();
     let hosts: Vec<PeerId> = tenant.hosts().iter().map(|h| h.peer).collect();
     let signed: Vec<Result<(PeerId, Terms, Cosigned), String>> = stream::iter(hosts)
         .map(|host| {
-            let terms = Terms {
-                id: id(),
-                tenant: me.clone(),
-                host: host.to_base58(),
-                guard: plan.guard.to_base58(),
-                price_per_gib_epoch: price_per_epoch(
-                    prices.get(&host).copied().unwrap_or(0),
-                    plan.epoch_ms,
-                ),
-                epoch_ms: plan.epoch_ms,
-                first_epoch,
-                epochs: plan.epochs,
-                max_bytes,
-                max_shards,
-                offer_expires_ms: now + 3_600_000,
-                manifest_id: None,
-                shards: Vec::new(),
-            };
+            let h58 = host.to_base58();
+            let terms = escrow::plan::offer(
+                &OfferParams {
+                    id: id(),
+                    tenant: &me,
+                    host: &h58,
+                    guard: &guard,
+                    price_per_gib_month: prices.get(&host).copied().unwrap_or(0),
+                    epoch_ms: plan.epoch_ms,
+                    epochs: plan.epochs,
+                    now_ms: now,
+                },
+                layout,
+            );
             async move {
                 let doc = Cosigned::propose(&terms).map_err(|e| e.to_string())?;
-                let doc = host_sign(tenant, host, HostRequest::Offer { doc }).await?;
+                let doc = host_sign(tenant, host, HostRequest::Offer { doc })
+                    .await
+                    .map_err(|e| format!("host {host}: {e}"))?;
                 let got = doc.verify_host().map_err(|e| e.to_string())?;
                 if got != terms {
                     return Err(format!("host {host} signed other terms"));
@@ -198,7 +193,10 @@ pub async fn reserve(
     for r in signed {
         match r {
             Ok(o) => offers.push(o),
-            Err(e) => why.push(e),
+            Err(e) => {
+                tracing::warn!("a host made no storage offer: {e}");
+                why.push(e);
+            }
         }
     }
     if offers.len() < needed {
@@ -279,34 +277,22 @@ pub async fn commit(
     layout: &Layout,
     report: &MachineReport,
 ) -> Result<ContractsReport, ContractError> {
-    let mut per_host: BTreeMap<PeerId, Vec<ShardTerm>> = BTreeMap::new();
-    for (slab, (hosts, roots)) in report.placement.iter().zip(&report.roots).enumerate() {
-        let size = layout
-            .slab(slab as u64)
-            .map_or(0, |s| u64::from(s.shard_size));
-        for (h, r) in hosts.iter().zip(roots) {
-            per_host.entry(h.peer()).or_default().push(ShardTerm {
-                root: r.to_hex(),
-                size,
-            });
-        }
-    }
-    let manifest_id = report.link.manifest_id.to_hex();
+    let per_host = escrow::plan::shards_by_host(layout, &report.placement, &report.roots);
     let jobs: Vec<(PeerId, Terms)> = reserved
         .offers
         .iter()
         .filter_map(|(h, offer)| {
-            let shards = per_host.get(h)?;
-            let mut t = offer.clone();
-            t.manifest_id = Some(manifest_id.clone());
-            t.shards = shards.clone();
-            Some((*h, t))
+            let shards = per_host.get(&HostId::new(*h))?;
+            Some((
+                *h,
+                escrow::plan::contract(offer, &report.link.manifest_id, shards.clone()),
+            ))
         })
         .collect();
     let unused: Vec<&Terms> = reserved
         .offers
         .iter()
-        .filter(|(h, _)| !per_host.contains_key(h))
+        .filter(|(h, _)| !per_host.contains_key(&HostId::new(*h)))
         .map(|(_, t)| t)
         .collect();
     let signed: Vec<(PeerId, Result<Cosigned, String>)> = stream::iter(jobs)

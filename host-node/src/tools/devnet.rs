@@ -128,6 +128,7 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
             data_dir: dir.clone(),
             quota: opts.quota.clone(),
             hub: Some(hub_addr.clone()),
+            escrow: Some(hub_addr.clone()),
             announce_interval_secs: opts.report_interval_secs,
             status_url: Some(info.status_http.clone()),
             report_interval_secs: opts.report_interval_secs,

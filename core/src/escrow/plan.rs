@@ -1,0 +1,141 @@
+//! How a tenant turns an upload into storage terms — the same in the CLI and the browser.
+//!
+//! [`offer`]: before any byte moves, the terms one candidate host is asked to sign: at most one
+//! shard per slab (a slab's 30 shards go to 30 distinct hosts), as many bytes as those shards
+//! can take, at the host's advertised price converted to the Guard's epoch, from the next epoch
+//! on. [`contract`]: after the upload, that host's offer plus the manifest id and the roots and
+//! sizes of the shards it keeps, read off the upload machine's placement.
+
+use std::collections::BTreeMap;
+
+use super::terms::{epoch_at, price_per_epoch, ShardTerm, Terms};
+use crate::engine::HostId;
+use crate::layout::Layout;
+use crate::root::Root;
+
+/// How long an offer stays open for the upload to commit it.
+pub const OFFER_LIFETIME_MS: u64 = 3_600_000;
+
+/// Who pays whom, audited by whom, for how long.
+#[derive(Debug, Clone)]
+pub struct OfferParams<'a> {
+    /// Contract id (32 hex digits, random, chosen by the tenant).
+    pub id: String,
+    /// The tenant's peer id.
+    pub tenant: &'a str,
+    /// The host's peer id.
+    pub host: &'a str,
+    /// The Guard's peer id.
+    pub guard: &'a str,
+    /// The host's advertised price per GiB-month.
+    pub price_per_gib_month: u64,
+    /// The Guard's epoch length.
+    pub epoch_ms: u64,
+    /// Epochs to pay for.
+    pub epochs: u64,
+    /// The tenant's clock.
+    pub now_ms: u64,
+}
+
+/// The offer for one candidate host of an upload of `layout`.
+pub fn offer(p: &OfferParams<'_>, layout: &Layout) -> Terms {
+    let slabs = layout.slab_count().max(1);
+    Terms {
+        id: p.id.clone(),
+        tenant: p.tenant.to_string(),
+        host: p.host.to_string(),
+        guard: p.guard.to_string(),
+        price_per_gib_epoch: price_per_epoch(p.price_per_gib_month, p.epoch_ms),
+        epoch_ms: p.epoch_ms,
+        first_epoch: epoch_at(p.now_ms, p.epoch_ms) + 1,
+        epochs: p.epochs,
+        max_bytes: layout
+            .slabs()
+            .map(|s| u64::from(s.shard_size))
+            .sum::<u64>()
+            .max(1),
+        max_shards: u32::try_from(slabs).unwrap_or(u32::MAX),
+        offer_expires_ms: p.now_ms + OFFER_LIFETIME_MS,
+        manifest_id: None,
+        shards: Vec::new(),
+    }
+}
+
+/// Each host's shards from an upload's placement (`placement[slab][shard]` holds
+/// `roots[slab][shard]`), with the slab's shard size from `layout`.
+pub fn shards_by_host(
+    layout: &Layout,
+    placement: &[Vec<HostId>],
+    roots: &[Vec<Root>],
+) -> BTreeMap<HostId, Vec<ShardTerm>> {
+    let mut out: BTreeMap<HostId, Vec<ShardTerm>> = BTreeMap::new();
+    for (slab, (hosts, roots)) in placement.iter().zip(roots).enumerate() {
+        let size = layout
+            .slab(slab as u64)
+            .map_or(0, |s| u64::from(s.shard_size));
+        for (h, r) in hosts.iter().zip(roots) {
+            out.entry(*h).or_default().push(ShardTerm {
+                root: r.to_hex(),
+                size,
+            });
+        }
+    }
+    out
+}
+
+/// The contract that commits `offer` for an object `manifest_id` whose shards on that host are
+/// `shards`.
+pub fn contract(offer: &Terms, manifest_id: &Root, shards: Vec<ShardTerm>) -> Terms {
+    let mut t = offer.clone();
+    t.manifest_id = Some(manifest_id.to_hex());
+    t.shards = shards;
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn an_upload_becomes_valid_offers_and_contracts_within_them() {
+        let key = |n: u8| {
+            let k = libp2p_identity::ed25519::Keypair::from(
+                libp2p_identity::ed25519::SecretKey::try_from_bytes([n; 32]).unwrap(),
+            );
+            libp2p_identity::PublicKey::from(k.public()).to_peer_id()
+        };
+        let (tenant, host, guard) = (key(1), key(2), key(3));
+        let layout = Layout::new(25 << 20, 1 << 20).unwrap(); // 3 slabs, the last one smaller
+        let (t58, h58, g58) = (tenant.to_base58(), host.to_base58(), guard.to_base58());
+        let o = offer(
+            &OfferParams {
+                id: "ab".repeat(16),
+                tenant: &t58,
+                host: &h58,
+                guard: &g58,
+                price_per_gib_month: 100,
+                epoch_ms: 5000,
+                epochs: 10,
+                now_ms: 1_000_000,
+            },
+            &layout,
+        );
+        o.validate().unwrap();
+        assert_eq!((o.first_epoch, o.max_shards), (201, 3));
+        let h = HostId::new(host);
+        let other = HostId::new(guard);
+        let placement: Vec<Vec<HostId>> = (0..3).map(|_| vec![h, other]).collect();
+        let roots: Vec<Vec<Root>> = (0..3u8)
+            .map(|s| vec![Root::from_bytes([s; 32]), Root::from_bytes([s + 10; 32])])
+            .collect();
+        let by = shards_by_host(&layout, &placement, &roots);
+        assert_eq!(by[&h].len(), 3);
+        let c = contract(&o, &Root::from_bytes([9; 32]), by[&h].clone());
+        c.validate().unwrap();
+        assert!(o.committed_by(&c));
+        assert!(c.contract_amount() <= o.reserve_amount().unwrap());
+    }
+}

@@ -6,6 +6,8 @@
 //! downloads with the native CLI to check browser → CLI interop. The devnet runs a Guard
 //! (`services.guard`); the xtask also uploads `BTFS_TEST_DAMAGED_LINK` with the CLI and deletes
 //! the file of its shard `BTFS_TEST_DAMAGED_ROOT` from the host's disk before these tests run.
+//! Tests that need a damaged network (hosts hung or killed, an object repaired by the Guard on
+//! a second devnet of more than 30 hosts) check nothing unless the xtask sets their link.
 #![cfg(target_arch = "wasm32")]
 // The devnet description arrives at build time; without it the tests say how to run them.
 #![allow(clippy::option_env_unwrap)]
@@ -189,6 +191,54 @@ async fn download_with_20_of_30_hosts_killed() {
         blob_bytes(&blob).await == seeded(16 * MIB, 1),
         "bytes differ with 20 hosts down"
     );
+}
+
+/// Bytes of the object the xtask's repair phase uploads with the CLI (`seeded(.., 52)`).
+const REPAIRED_LEN: usize = 3 * MIB + 52;
+
+/// Run by the xtask's repair phase, on a devnet of its own with more than 30 hosts: the CLI
+/// uploaded a one-slab object, the xtask `kill -9`ed 12 of its 30 holders
+/// (`BTFS_TEST_REPAIRED_LOST`, their peer ids), waited until the Guard had rebuilt those 12
+/// shards on other hosts (`btfs health --json`: 30 healthy, audited), and then killed original
+/// holders until fewer than 10 are alive, so 10 verified shards exist only with the repaired
+/// ones. The page reads the Guard's health itself (the repaired shards are on none of the lost
+/// hosts), then downloads the unchanged link byte-identical by following the Guard's signed
+/// placement updates. (In the other phases the link is not set and the test has nothing to
+/// check.)
+#[wasm_bindgen_test]
+async fn a_repaired_object_downloads_with_most_original_holders_dead() {
+    let (Some(link), Some(lost)) = (
+        option_env!("BTFS_TEST_REPAIRED_LINK"),
+        option_env!("BTFS_TEST_REPAIRED_LOST"),
+    ) else {
+        return;
+    };
+    let lost: Vec<&str> = lost.split(',').collect();
+    let client = connect("websocket").await;
+    let health = client
+        .health(link.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("health failed: {}", message(&e)));
+    let health: btfs_core::guard_wire::ObjectHealth = from_js(&health);
+    assert!(health.repaired_shards >= 12, "{health:?}");
+    assert_eq!(health.slabs.len(), 1, "{health:?}");
+    for s in &health.slabs[0].shards {
+        assert!(
+            !lost.contains(&s.host.as_str()),
+            "the Guard says shard {} is still on the killed host {}",
+            s.shard,
+            s.host
+        );
+    }
+    let (plain, report) = client
+        .download_with_report(link)
+        .await
+        .unwrap_or_else(|e| panic!("download after the repair failed: {e}"));
+    assert!(
+        plain == seeded(REPAIRED_LEN, 52),
+        "the repaired object's bytes differ"
+    );
+    web_sys::console::log_1(&format!("repaired object downloaded: {report:?}").into());
 }
 
 /// Run by the xtask after it froze 10 of the 30 hosts with SIGSTOP (a hung machine: the kernel

@@ -2,7 +2,9 @@
 //! headless Chromium against a real 30-host devnet, plus CLI ↔ browser interop, the Guard from
 //! the browser (registration, health, the page's own audit, also of an object with one shard
 //! deleted from a host's disk), a download with 10 of 30 hosts hung (SIGSTOP, timed) and one with
-//! 20 of 30 hosts killed.
+//! 20 of 30 hosts killed; then, on a second short-lived devnet of 44 hosts, the Guard's repair
+//! after `kill -9` of 12 of an object's 30 holders and a browser download that needs the
+//! repaired shards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,12 +83,12 @@ struct Devnet {
 }
 
 impl Devnet {
-    fn start(btfs: &Path, dir: &Path) -> Result<Self> {
+    fn start(btfs: &Path, dir: &Path, hosts: usize) -> Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("devnet.log"))?;
         let child = Command::new(btfs)
-            .args(["devnet", "--hosts", "30", "--dir"])
+            .args(["devnet", "--hosts", &hosts.to_string(), "--dir"])
             .arg(dir)
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -311,6 +313,14 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
 /// `cargo test` of one browser test target in headless Chromium, with the devnet description
 /// compiled in and an optional test-name filter.
 fn wasm_test_command(test_target: &str, network_json: &str, filter: &str) -> Command {
+    let mut cmd = wasm_test_cargo(test_target, network_json);
+    cmd.args(["--", "--nocapture"])
+        .args((!filter.is_empty()).then_some(filter));
+    cmd
+}
+
+/// [`wasm_test_command`] without the test runner's arguments (add `--no-run` to only build).
+fn wasm_test_cargo(test_target: &str, network_json: &str) -> Command {
     let mut cmd = cargo();
     cmd.current_dir(root().join("wasm-client"))
         .args([
@@ -322,8 +332,7 @@ fn wasm_test_command(test_target: &str, network_json: &str, filter: &str) -> Com
             "--release",
             "--locked",
         ])
-        .args(["--test", test_target, "--", "--nocapture"])
-        .args((!filter.is_empty()).then_some(filter))
+        .args(["--test", test_target])
         .env(
             "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
             "wasm-bindgen-test-runner",
@@ -333,13 +342,31 @@ fn wasm_test_command(test_target: &str, network_json: &str, filter: &str) -> Com
     cmd
 }
 
+/// Runs one browser test command (see [`wasm_test_command`]), echoes its output and returns it.
+fn run_wasm_test(mut cmd: Command, what: &str) -> Result<String> {
+    eprintln!("\n==> {what}");
+    let started = Instant::now();
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    if !out.status.success() {
+        bail!("{what} failed");
+    }
+    eprintln!("<== {what}: ok in {:.0?}", started.elapsed());
+    Ok(text)
+}
+
 /// Runs the browser phase.
 pub fn tests() -> Result<()> {
     ensure_tools()?;
     npm_package()?;
     let btfs = target_dir().join("debug").join("btfs");
     let dir = target_dir().join("browser-test-devnet");
-    let net = Devnet::start(&btfs, &dir)?;
+    let net = Devnet::start(&btfs, &dir, 30)?;
     let network_json = std::fs::read_to_string(&net.network)?;
 
     // CLI → browser: the native CLI uploads a file that a browser test downloads as a stream.
@@ -364,20 +391,7 @@ pub fn tests() -> Result<()> {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        eprintln!("\n==> {what}");
-        let started = Instant::now();
-        let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("{text}");
-        if !out.status.success() {
-            bail!("{what} failed");
-        }
-        eprintln!("<== {what}: ok in {:.0?}", started.elapsed());
-        Ok(text)
+        run_wasm_test(cmd, what)
     };
     let log = wasm_test(&[], "", "browser tests in headless Chromium (30 hosts up)")?;
 
@@ -465,6 +479,167 @@ pub fn tests() -> Result<()> {
         "browser download with 20 of 30 hosts killed",
     )?;
     drop(net);
+
+    repair(&btfs, &target_dir().join("browser-repair-devnet"))
+}
+
+/// Hosts of the repair phase's devnet: the slab's 30 holders plus exactly the 12 hosts
+/// without a shard of it that the Guard's repair needs for the 12 rebuilt shards, and 2 more
+/// so that the repair does not depend on every spare host being ranked.
+const REPAIR_HOSTS: usize = 44;
+/// How long the Guard has to bring the slab back to 30 healthy, audited shards (devnet epochs
+/// are 5 s: a few epochs to see the failures, one repair, one epoch to audit the new holders).
+const REPAIR_WAIT: Duration = Duration::from_secs(150);
+
+/// The Guard's repair, seen from the browser, on a short-lived devnet of its own
+/// ([`REPAIR_HOSTS`]; the main phase's 30 hosts leave no host free to repair to): the CLI
+/// uploads a one-slab object, 12 of its 30 holders are `kill -9`ed, the Guard must report the
+/// slab back at 30 healthy, audited shards on other hosts within [`REPAIR_WAIT`], then original
+/// holders die until 9 are left (fewer than the 10 a download needs, so it can only succeed
+/// with repaired shards), and a browser test downloads the unchanged link byte-identical
+/// (`a_repaired_object_downloads_with_most_original_holders_dead`).
+fn repair(btfs: &Path, dir: &Path) -> Result<()> {
+    eprintln!("\n==> repair: {REPAIR_HOSTS}-host devnet, 12 of an object's 30 holders killed");
+    let started = Instant::now();
+    let net = Devnet::start(btfs, dir, REPAIR_HOSTS)?;
+    let network_json = std::fs::read_to_string(&net.network)?;
+    let network = btfs_core::network_file::NetworkFile::parse(network_json.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the repair devnet's network.json: {e}"))?;
+    let pid_of = |peer: &str| -> Result<u32> {
+        network
+            .hosts
+            .iter()
+            .find(|h| h.peer_id == peer)
+            .map(|h| h.pid)
+            .filter(|&pid| pid > 0)
+            .with_context(|| format!("host {peer} is not in the repair devnet's network.json"))
+    };
+
+    // Must match REPAIRED_LEN and the seed in wasm-client/tests/browser.rs.
+    let file = dir.join("repair-3MiB.bin");
+    std::fs::write(&file, seeded(3 * MIB + 52, 52))?;
+    let up: serde_json::Value = serde_json::from_str(&btfs_cli(
+        btfs,
+        &["upload", "--json", &file.display().to_string()],
+        &net.network,
+    )?)?;
+    if up["guard"] != "watching" {
+        bail!("the repair phase's upload was not registered with the Guard: {up}");
+    }
+    let link = up["link"]
+        .as_str()
+        .with_context(|| format!("no link in the upload report: {up}"))?
+        .to_string();
+    let health = guard_health(btfs, &link, &net.network)?;
+    if health.slabs.len() != 1 || health.slabs[0].shards.len() != 30 {
+        bail!("expected one slab of 30 shards: {health:?}");
+    }
+    let original: Vec<String> = health.slabs[0]
+        .shards
+        .iter()
+        .map(|s| s.host.clone())
+        .collect();
+
+    // kill -9 the holders of shards 0..12.
+    let mut dead: Vec<String> = Vec::new();
+    for peer in &original[..12] {
+        sigkill(pid_of(peer)?)?;
+        dead.push(peer.clone());
+    }
+    let killed_at = Instant::now();
+    let repaired = loop {
+        let h = guard_health(btfs, &link, &net.network)?;
+        let slab = &h.slabs[0];
+        let done = slab.healthy == 30
+            && slab
+                .shards
+                .iter()
+                .all(|s| s.passed == Some(true) && !dead.contains(&s.host));
+        if done {
+            break h;
+        }
+        if killed_at.elapsed() > REPAIR_WAIT {
+            bail!(
+                "the Guard did not bring the slab back to 30 healthy, audited shards on live hosts within {REPAIR_WAIT:?} of killing 12 holders (see {}): {h:?}",
+                dir.join("service").join("service.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let repair_secs = killed_at.elapsed().as_secs_f64();
+    let mut new_holders = std::collections::BTreeSet::new();
+    for (k, s) in repaired.slabs[0].shards.iter().enumerate() {
+        let moved = s.host != original[k];
+        let fresh = !original.contains(&s.host) && new_holders.insert(s.host.clone());
+        if moved != (k < 12) || (moved && !fresh) {
+            bail!(
+                "after the repair shard {k} is on {} (originally {}): only the 12 lost shards move, each to its own host that held nothing of the slab",
+                s.host,
+                original[k]
+            );
+        }
+    }
+
+    // The browser test is built first (its inputs are compile-time), so that the download runs
+    // right after the next kills.
+    let lost = original[..12].join(",");
+    let test_env = |mut cmd: Command| {
+        cmd.env("WASM_BINDGEN_TEST_TIMEOUT", "300")
+            .env("BTFS_TEST_REPAIRED_LINK", &link)
+            .env("BTFS_TEST_REPAIRED_LOST", &lost);
+        cmd
+    };
+    let mut build = test_env(wasm_test_cargo("browser", &network_json));
+    run("build the repair browser test", build.arg("--no-run"))?;
+
+    // Original holders die until 9 are left alive: the download needs a repaired shard.
+    for peer in &original[12..21] {
+        sigkill(pid_of(peer)?)?;
+        dead.push(peer.clone());
+    }
+    let alive = original.iter().filter(|p| !dead.contains(p)).count();
+    if alive >= 10 {
+        bail!("{alive} original holders still alive; the download would not need the repair");
+    }
+    eprintln!(
+        "repair: 30 of 30 healthy {repair_secs:.0} s after 12 holders were killed ({} shards repaired); {alive} original holders left alive",
+        repaired.repaired_shards
+    );
+    run_wasm_test(
+        test_env(wasm_test_command(
+            "browser",
+            &network_json,
+            "a_repaired_object",
+        )),
+        "browser download of a repaired object with 21 of its 30 original holders dead",
+    )?;
+    drop(net);
+    eprintln!(
+        "<== repair phase (devnet start, upload, repair, browser download): ok in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// `btfs health LINK --json`: the Guard's view of the object.
+fn guard_health(
+    btfs: &Path,
+    link: &str,
+    network: &Path,
+) -> Result<btfs_core::guard_wire::ObjectHealth> {
+    let json = btfs_cli(btfs, &["health", link, "--json"], network)?;
+    serde_json::from_str(&json).with_context(|| format!("`btfs health --json` printed {json}"))
+}
+
+/// `kill -9 PID`.
+fn sigkill(pid: u32) -> Result<()> {
+    let ok = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?
+        .success();
+    if !ok {
+        bail!("cannot kill host process {pid}");
+    }
     Ok(())
 }
 
@@ -559,7 +734,7 @@ pub fn bench() -> Result<()> {
     )?;
     let btfs = target_dir().join("release").join("btfs");
     let dir = target_dir().join("browser-bench-devnet");
-    let net = Devnet::start(&btfs, &dir)?;
+    let net = Devnet::start(&btfs, &dir, 30)?;
     let network_json = std::fs::read_to_string(&net.network)?;
 
     // Native stages, same inputs as the browser's.

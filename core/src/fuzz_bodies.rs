@@ -525,6 +525,29 @@ pub fn replay_corpus(dir: &std::path::Path, body: fn(&[u8])) {
     eprintln!("{}: {} corpus inputs replayed", dir.display(), files.len());
 }
 
+/// What a tenant parses from a host (`/btfs/contract/1` answers) and from the Escrow (its
+/// answers): both decodes are fallible; a host's signed document that verifies still verifies
+/// after a JSON round trip, and any change to its payload breaks the host's signature.
+pub fn escrow_answers(data: &[u8]) {
+    use crate::escrow::{EscrowResponse, HostResponse};
+    let _ = serde_json::from_slice::<EscrowResponse>(data);
+    let Ok(HostResponse::Signed { doc }) = serde_json::from_slice::<HostResponse>(data) else {
+        return;
+    };
+    if let Ok(t) = doc.verify_host() {
+        t.validate().unwrap();
+        let again: crate::escrow::Cosigned =
+            serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
+        assert_eq!(again.verify_host().unwrap(), t);
+        let mut changed = doc.clone();
+        changed.payload.push(' ');
+        assert!(
+            changed.verify_host().is_err(),
+            "a changed payload still verifies"
+        );
+    }
+}
+
 /// The fixed parties of the [`escrow`] body: (tenant, host, guard) keys.
 pub fn fuzz_escrow_parties() -> [libp2p_identity::ed25519::Keypair; 3] {
     [11u8, 12, 13].map(|n| {

@@ -40,6 +40,11 @@ fn link_corpus() {
 }
 
 #[test]
+fn escrow_answers_corpus() {
+    replay("escrow_answers", fuzz_bodies::escrow_answers);
+}
+
+#[test]
 fn escrow_corpus() {
     replay("escrow", fuzz_bodies::escrow);
 }
@@ -203,6 +208,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("escrow", "deposit", escrow_seed_call()),
         ("escrow", "reserve", escrow_seed_reserve()),
         ("escrow", "settle", escrow_seed_settle()),
+        ("escrow_answers", "host_signed", escrow_seed_host_signed()),
         ("hub_response", "recommendation", json(&rec)),
         (
             "hub_response",
@@ -247,6 +253,16 @@ fn escrow_call(id: u64, op: btfs_core::escrow::Op) -> Vec<u8> {
         call: Signed::sign(&call, &t).unwrap(),
     })
     .unwrap()
+}
+
+/// A host's signed offer, as a tenant receives it.
+fn escrow_seed_host_signed() -> Vec<u8> {
+    let [_, h, _] = fuzz_bodies::fuzz_escrow_parties();
+    let doc = btfs_core::escrow::Cosigned::propose(&fuzz_bodies::fuzz_escrow_offer(4))
+        .unwrap()
+        .sign(&h)
+        .unwrap();
+    serde_json::to_vec(&btfs_core::escrow::HostResponse::Signed { doc }).unwrap()
 }
 
 /// A faucet deposit by the fuzz world's tenant.
@@ -326,6 +342,7 @@ fn seeds_pass_their_bodies() {
             "link" => fuzz_bodies::link,
             "proof" => fuzz_bodies::proof,
             "escrow" => fuzz_bodies::escrow,
+            "escrow_answers" => fuzz_bodies::escrow_answers,
             "hub_response" => fuzz_bodies::hub_response,
             "hub_request" => fuzz_bodies::hub_request,
             "signed" => fuzz_bodies::signed,

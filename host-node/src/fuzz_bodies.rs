@@ -31,6 +31,62 @@ use crate::services::status::server::Api;
 use crate::services::status::{StatusOptions, HOSTS_PATH, REPORTS_PATH, STATUS_PATH};
 use crate::tenant::network_file::{self, NetworkFile};
 
+/// The bytes of the one shard [`contract_serve`]'s host holds for the fuzz tenant.
+pub fn fuzz_contract_shard() -> Vec<u8> {
+    (0..4096u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// A host deciding whether to sign what a peer sends on `/btfs/contract/1`
+/// ([`crate::host::contract_server::decide`]): the asking peer is fuzz identity 1, the host is
+/// identity 2 (asking price 100 per GiB-month) and holds [`fuzz_contract_shard`] for identity
+/// 1. Whatever arrives, a signature is given only to terms that name this host and this
+/// tenant, price at or above 100/month, and (a contract) shards it holds for that tenant at
+/// their size; the signed document verifies and says what was asked.
+pub fn contract_serve(data: &[u8]) {
+    let _ = contract_decide(data);
+}
+
+/// [`contract_serve`]'s decision: `None` if `data` is not a request, else what the host
+/// answered (after the body's checks).
+pub fn contract_decide(data: &[u8]) -> Option<Result<btfs_core::escrow::Cosigned, String>> {
+    use crate::host::contract_server::{decide, ContractPolicy};
+    use crate::host::store::{BlobStore, MemStore};
+    use btfs_core::escrow::HostRequest;
+    let req = serde_json::from_slice::<HostRequest>(data).ok()?;
+    let tenant = fuzz_key(1);
+    let peer = libp2p::identity::PublicKey::from(tenant.public()).to_peer_id();
+    static STORE: OnceLock<std::sync::Arc<MemStore>> = OnceLock::new();
+    let store = STORE.get_or_init(|| {
+        let s = MemStore::new(1 << 30);
+        let shard = fuzz_contract_shard();
+        let root = btfs_core::Root::of(&shard);
+        let verified = root
+            .verify_in(crate::host::store::Body::copy_of(&shard))
+            .unwrap();
+        s.put(&root, &verified, peer, 0).unwrap();
+        std::sync::Arc::new(s)
+    });
+    let policy = ContractPolicy {
+        key: fuzz_key(2),
+        price_per_gib_month: 100,
+    };
+    let asked = match &req {
+        HostRequest::Offer { doc } | HostRequest::Contract { doc } => doc.clone(),
+    };
+    let r = decide(peer, req, store.as_ref(), &policy);
+    if let Ok(signed) = &r {
+        let t = signed.verify_host().expect("what the host signs verifies");
+        assert_eq!(signed.payload, asked.payload, "the host signed other terms");
+        assert_eq!(t.tenant, peer.to_base58());
+        assert!(t.price_per_gib_epoch >= btfs_core::escrow::price_per_epoch(100, t.epoch_ms));
+        for sh in &t.shards {
+            let root = btfs_core::Root::from_hex(&sh.root).unwrap();
+            assert_eq!(store.size(&root).unwrap(), Some(sh.size));
+        }
+    }
+    Some(r)
+}
+
 /// The clock of [`hub_serve`] (fixed, so runs are reproducible): the seed hosts' ads are
 /// issued at this time.
 pub const HUB_NOW_MS: u64 = 1_000_000;

@@ -33,6 +33,11 @@ fn hub_serve_corpus() {
 }
 
 #[test]
+fn contract_serve_corpus() {
+    replay("contract_serve", fuzz_bodies::contract_serve);
+}
+
+#[test]
 fn status_api_corpus() {
     replay("status_api", fuzz_bodies::status_api);
 }
@@ -51,7 +56,45 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("hub_serve", "announce_again", announce(0, "\n")),
         // Relayed by another peer (the last byte, '}', is odd): refused.
         ("hub_serve", "announce_relayed", announce(6, "")),
+        // A contract for the one shard the host holds for the asking tenant: signed.
+        ("contract_serve", "contract_held", contract_seed(true)),
+        // The same for a shard it does not hold: refused.
+        ("contract_serve", "contract_not_held", contract_seed(false)),
     ]
+}
+
+fn contract_seed(held: bool) -> Vec<u8> {
+    let peer = |k: &libp2p::identity::ed25519::Keypair| {
+        libp2p::identity::PublicKey::from(k.public())
+            .to_peer_id()
+            .to_base58()
+    };
+    let shard = fuzz_bodies::fuzz_contract_shard();
+    let root = if held {
+        btfs_core::Root::of(&shard)
+    } else {
+        btfs_core::Root::of(b"other")
+    };
+    let terms = btfs_core::escrow::Terms {
+        id: "ab".repeat(16),
+        tenant: peer(&fuzz_bodies::fuzz_key(1)),
+        host: peer(&fuzz_bodies::fuzz_key(2)),
+        guard: peer(&fuzz_bodies::fuzz_key(3)),
+        price_per_gib_epoch: 1,
+        epoch_ms: 5000,
+        first_epoch: 10,
+        epochs: 100,
+        max_bytes: 1 << 20,
+        max_shards: 4,
+        offer_expires_ms: 2_000_000_000_000,
+        manifest_id: Some("cd".repeat(32)),
+        shards: vec![btfs_core::escrow::ShardTerm {
+            root: root.to_hex(),
+            size: shard.len() as u64,
+        }],
+    };
+    let doc = btfs_core::escrow::Cosigned::propose(&terms).unwrap();
+    serde_json::to_vec(&btfs_core::escrow::HostRequest::Contract { doc }).unwrap()
 }
 
 /// Writes the seeds into `fuzz/corpus/<target>/seed-<name>` (run by `cargo xtask fuzz`).
@@ -68,9 +111,22 @@ fn write_seeds() {
 #[test]
 fn seeds_pass_their_bodies() {
     for (target, name, data) in seeds() {
-        assert_eq!(target, "hub_serve");
-        let ok = catch_unwind(AssertUnwindSafe(|| fuzz_bodies::hub_serve(&data))).is_ok();
+        let body: fn(&[u8]) = match target {
+            "hub_serve" => fuzz_bodies::hub_serve,
+            "contract_serve" => fuzz_bodies::contract_serve,
+            other => panic!("no body for {other}"),
+        };
+        let ok = catch_unwind(AssertUnwindSafe(|| body(&data))).is_ok();
         assert!(ok, "seed {target}/{name} fails its body");
+    }
+    // The held-shard contract really is signed (the seed reaches the signing path), the other
+    // refused with the reason.
+    for (name, signed) in [("contract_held", true), ("contract_not_held", false)] {
+        let (_, _, data) = seeds().into_iter().find(|(_, n, _)| *n == name).unwrap();
+        match fuzz_bodies::contract_decide(&data).unwrap() {
+            Ok(_) => assert!(signed, "{name} was signed"),
+            Err(e) => assert!(!signed && e.contains("is not on this host"), "{name}: {e}"),
+        }
     }
 }
 

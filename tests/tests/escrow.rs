@@ -58,6 +58,50 @@ fn host_shard(e: &serde_json::Value, root: &str) -> (u64, u64) {
     panic!("no contract covers shard {root}: {e:#}");
 }
 
+fn metrics_text(net: &Devnet, i: usize) -> Option<String> {
+    let info = std::fs::read(net.hosts()[i].data_dir.join("node.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&info).ok()?;
+    let url = v
+        .get("metrics_http")?
+        .as_str()?
+        .strip_prefix("http://")?
+        .to_string();
+    let hostport = url.split('/').next()?.to_string();
+    let mut s = std::net::TcpStream::connect(&hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: {hostport}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn blob_count(net: &Devnet) -> usize {
+    net.hosts()
+        .iter()
+        .map(|h| walk(&h.data_dir.join("blobs")))
+        .sum()
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
 fn peer_of(k: &ed25519::Keypair) -> String {
     libp2p::identity::PublicKey::from(k.public())
         .to_peer_id()
@@ -207,6 +251,52 @@ fn hosts_are_paid_for_proven_epochs_only_and_the_ledger_survives_kill_9() {
         tenant["refunded"].as_u64().unwrap() > 0,
         "the tenant got the lost epochs back: {tenant:#}"
     );
+    // The host's own /metrics shows what it earned and has pending.
+    wait_for(
+        "the host's /metrics to show its earnings",
+        Duration::from_secs(30),
+        || {
+            let text = metrics_text(&net, lost_host).unwrap_or_default();
+            let get = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            get("btfs_node_escrow_earned_microbtt ").is_some_and(|v| v > 0)
+                && get("btfs_node_escrow_pending_microbtt ").is_some_and(|v| v > 0)
+        },
+    );
+
+    // Off a devnet an upload with an empty wallet stops before a byte is sent, saying how much
+    // it needs and how to pay.
+    let mut nf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&network).unwrap()).unwrap();
+    nf["services"]["escrow"]["devnet"] = serde_json::Value::Bool(false);
+    let prod = net.scratch().join("network-prod.json");
+    std::fs::write(&prod, serde_json::to_vec(&nf).unwrap()).unwrap();
+    let blobs_before = blob_count(&net);
+    let o = std::process::Command::new(btfs_tests::btfs_bin())
+        .args([
+            "upload",
+            src.to_str().unwrap(),
+            "--network",
+            prod.to_str().unwrap(),
+        ])
+        .env("BTFS_WALLET", net.scratch().join("empty-wallet.key"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "an unfunded upload succeeded: {err}");
+    assert!(
+        err.contains("needs") && err.contains("btfs wallet deposit"),
+        "{err}"
+    );
+    assert_eq!(
+        blob_count(&net),
+        blobs_before,
+        "an unfunded upload stored shards"
+    );
 
     // kill -9 of the Escrow (the service node) during a burst of payouts.
     let before = json(&net, &["ledger"]);
@@ -276,6 +366,26 @@ fn hosts_are_paid_for_proven_epochs_only_and_the_ledger_survives_kill_9() {
     wait_for("payouts after the restart", Duration::from_secs(60), || {
         json(&net, &["ledger"])["paid"].as_u64() > after["paid"].as_u64()
     });
+
+    // The devnet started with funded test accounts.
+    let alice = net.scratch().join("wallets").join("alice.key");
+    let o = std::process::Command::new(btfs_tests::btfs_bin())
+        .args([
+            "wallet",
+            "balance",
+            "--json",
+            "--network",
+            network.to_str().unwrap(),
+        ])
+        .env("BTFS_WALLET", &alice)
+        .output()
+        .unwrap();
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        a["balance"],
+        btfs_host::tools::devnet::TEST_WALLET_FUNDS,
+        "{a:#}"
+    );
 
     // Refusals, each with a reason.
     let wallet = wallet_key(&net);

@@ -183,11 +183,62 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
     let path = opts.dir.join("network.json");
     let hub = network_file::hub(&network, &path)?.context("network file without a Hub")?;
     wait_until_listed(&hub, &network, opts.probe_interval, &mut service).await?;
+    if let Some(escrow) = crate::tenant::network_file::escrow(&network, &path)? {
+        fund_test_wallets(&opts.dir, &escrow)
+            .await
+            .context("cannot fund the devnet's test wallets")?;
+    }
     network_file::save(&network, &path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let mut all = vec![service];
     all.extend(children.into_iter().map(|(_, c)| c));
     Ok((all, network))
+}
+
+/// The devnet's funded test accounts: `DIR/wallets/<name>.key`.
+pub const TEST_WALLETS: [&str; 3] = ["alice", "bob", "carol"];
+/// What each test account starts with (µBTT): 1,000 BTT.
+pub const TEST_WALLET_FUNDS: u64 = 1000 * btfs_core::escrow::MICRO_PER_BTT;
+
+/// Creates the test wallets (or reuses them) and tops each up to [`TEST_WALLET_FUNDS`] from the
+/// faucet.
+async fn fund_test_wallets(dir: &Path, escrow: &crate::services::hub::HubAddr) -> Result<()> {
+    use btfs_core::escrow::{EscrowRequest, EscrowResponse, Op};
+    for name in TEST_WALLETS {
+        let w = crate::tenant::wallet::Wallet::open(Some(
+            &dir.join("wallets").join(format!("{name}.key")),
+        ))?;
+        let t = crate::tenant::Tenant::start_with_key(Vec::new(), w.keypair()).await?;
+        let r = async {
+            let have = match crate::tenant::wallet::query(
+                t.net(),
+                escrow,
+                &EscrowRequest::Account {
+                    peer: w.peer().to_base58(),
+                },
+            )
+            .await?
+            {
+                EscrowResponse::Account { account, .. } => account.available,
+                _ => 0,
+            };
+            if have < TEST_WALLET_FUNDS {
+                w.call(
+                    t.net(),
+                    escrow,
+                    Op::Deposit {
+                        amount: TEST_WALLET_FUNDS - have,
+                    },
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        t.shutdown().await;
+        r?;
+    }
+    Ok(())
 }
 
 fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
@@ -339,6 +390,13 @@ pub async fn run(opts: DevnetOptions) -> Result<()> {
             path.display()
         );
     }
+    println!(
+        "  wallets:  {} funded test wallets in {} (btfs wallet balance --wallet {} --network {})",
+        TEST_WALLETS.len(),
+        opts.dir.join("wallets").display(),
+        opts.dir.join("wallets").join("alice.key").display(),
+        path.display()
+    );
     println!("  hosts:    btfs hosts --network {}", path.display());
     println!("  upload:   btfs upload FILE --network {}", path.display());
     println!(

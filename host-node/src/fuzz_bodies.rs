@@ -38,8 +38,8 @@ pub fn fuzz_contract_shard() -> Vec<u8> {
 
 /// A host deciding whether to sign what a peer sends on `/btfs/contract/1`
 /// ([`crate::host::contract_server::decide`]): the asking peer is fuzz identity 1, the host is
-/// identity 2 (asking price 100 per GiB-month) and holds [`fuzz_contract_shard`] for identity
-/// 1. Whatever arrives, a signature is given only to terms that name this host and this
+/// identity 2 (asking price 100 per GiB-month) and holds [`fuzz_contract_shard`] for the
+/// asking peer. Whatever arrives, a signature is given only to terms that name this host and this
 /// tenant, price at or above 100/month, and (a contract) shards it holds for that tenant at
 /// their size; the signed document verifies and says what was asked.
 pub fn contract_serve(data: &[u8]) {

@@ -621,6 +621,7 @@ pub fn fuzz_escrow_ledger() -> crate::escrow::Ledger {
                 },
                 Op::Commit {
                     contracts: vec![cosign(&contract)],
+                    void: vec![],
                 },
             ];
             for (i, op) in ops.into_iter().enumerate() {

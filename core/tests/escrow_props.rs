@@ -210,20 +210,42 @@ impl World {
                     Err(_) => return, // over max_shards/max_bytes: cannot even be signed
                 };
                 let state = self.audit.ledger.contract(&offer.id).unwrap().stage;
+                // Every other size also voids another offer of the same tenant (open or not).
+                let void: Vec<String> = if size % 2 == 0 {
+                    self.offers
+                        .iter()
+                        .filter(|(o, t, _)| *t == tenant && o.id != offer.id)
+                        .map(|(o, _, _)| o.id.clone())
+                        .take(1)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let voided_open = void.iter().all(|id| {
+                    self.audit.ledger.contract(id).map(|c| c.stage) == Some(Stage::Offered)
+                });
                 let Some(Receipt::Call(r)) = self.call(
                     tenant,
                     Op::Commit {
                         contracts: vec![doc],
+                        void: void.clone(),
                     },
                 ) else {
                     unreachable!()
                 };
                 if r.ok {
                     assert_eq!(state, Stage::Offered);
+                    assert!(
+                        voided_open,
+                        "a commit voided a contract that was not an open offer"
+                    );
                     assert_eq!(
                         self.audit.ledger.contract(&offer.id).unwrap().stage,
                         Stage::Active
                     );
+                    for id in &void {
+                        assert_eq!(self.audit.ledger.contract(id).unwrap().stage, Stage::Voided);
+                    }
                 }
             }
             Action::Cancel { which, other } => {

@@ -223,6 +223,7 @@ fn run(seed: u64) -> (u32, u64, u64) {
                             cosign(&c, &t.party, &hosts[*h])
                         })
                         .collect(),
+                    void: vec![],
                 },
                 Plan::Done => continue,
             };

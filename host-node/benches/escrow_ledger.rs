@@ -148,7 +148,12 @@ async fn run() {
     }
     for chunk in contracts.chunks(8) {
         let docs = chunk.iter().map(|(d, _)| d.clone()).collect();
-        ok(handle.request(call(Op::Commit { contracts: docs })).await);
+        ok(handle
+            .request(call(Op::Commit {
+                contracts: docs,
+                void: vec![],
+            }))
+            .await);
     }
     // Every (contract, shard, epoch) part once, in verdict batches signed ahead of time.
     let mut lines = Vec::with_capacity(CONTRACTS * SHARDS * EPOCHS as usize);

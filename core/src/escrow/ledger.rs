@@ -548,7 +548,7 @@ impl Ledger {
             Op::Deposit { amount } => self.deposit(&call.peer_id, *amount, now_ms),
             Op::Withdraw { amount } => self.withdraw(&call.peer_id, *amount, now_ms),
             Op::Reserve { offers } => self.reserve(&call.peer_id, offers, now_ms),
-            Op::Commit { contracts } => self.commit(&call.peer_id, contracts, now_ms),
+            Op::Commit { contracts, void } => self.commit(&call.peer_id, contracts, void, now_ms),
             Op::Cancel { contract } => self.cancel(&call.peer_id, contract, now_ms),
         };
         match result {
@@ -783,10 +783,24 @@ impl Ledger {
         &mut self,
         peer: &str,
         docs: &[Cosigned],
+        void: &[String],
         now_ms: u64,
     ) -> Result<(u64, Vec<String>), String> {
         let mut checked = Vec::with_capacity(docs.len());
         let mut ids = BTreeSet::new();
+        for id in void {
+            let Some(c) = self.contracts.get(id) else {
+                return Err(format!("no offer {id} to void"));
+            };
+            if c.terms.tenant != peer || c.stage != Stage::Offered {
+                return Err(format!(
+                    "offer {id} is not an open offer of {peer}; only its tenant voids an open offer"
+                ));
+            }
+            if !ids.insert(id.clone()) {
+                return Err(format!("offer {id} is listed twice"));
+            }
+        }
         for (i, doc) in docs.iter().enumerate() {
             let t = doc.verify().map_err(|e| format!("contract {i}: {e}"))?;
             if !t.is_contract() {
@@ -839,6 +853,15 @@ impl Ledger {
         }
         let mut released = 0;
         let mut out = Vec::new();
+        for id in void {
+            let amount = self.contracts.get(id).map_or(0, |c| c.locked);
+            self.release(id, amount, now_ms, None);
+            if let Some(c) = self.contracts.get_mut(id) {
+                c.stage = Stage::Voided;
+            }
+            self.index(id);
+            released += amount;
+        }
         for (t, doc, exact) in checked {
             let id = t.id.clone();
             let surplus = self.contracts.get(&id).map_or(0, |c| c.locked - exact);

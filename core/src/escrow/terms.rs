@@ -462,10 +462,14 @@ pub enum Op {
         /// Offers signed by both parties.
         offers: Vec<Cosigned>,
     },
-    /// Replace reserved offers by the contracts that commit them (all or nothing).
+    /// Replace reserved offers by the contracts that commit them, and void the offers the
+    /// upload did not use (all or nothing).
     Commit {
         /// Contracts signed by both parties.
         contracts: Vec<Cosigned>,
+        /// Ids of this tenant's open offers to void (hosts that got no shard).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        void: Vec<String>,
     },
     /// End a contract (or void an uncommitted offer): every epoch after the current one is
     /// refunded to the tenant.
@@ -493,7 +497,26 @@ impl Body for Call {
                     return Err(field("amount", "must be at least 1 µBTT and below 2^48"));
                 }
             }
-            Op::Reserve { offers: docs } | Op::Commit { contracts: docs } => {
+            Op::Commit { contracts, void } => {
+                if contracts.is_empty() && void.is_empty()
+                    || contracts.len() > MAX_DOCS_PER_CALL
+                    || void.len() > 4 * MAX_DOCS_PER_CALL
+                {
+                    return Err(field(
+                        "op",
+                        format!(
+                            "{} contracts and {} offers to void; one commit carries 1..={MAX_DOCS_PER_CALL} contracts and at most {} voids",
+                            contracts.len(),
+                            void.len(),
+                            4 * MAX_DOCS_PER_CALL
+                        ),
+                    ));
+                }
+                for id in void {
+                    hex_id("void", id, 32)?;
+                }
+            }
+            Op::Reserve { offers: docs } => {
                 if docs.is_empty() || docs.len() > MAX_DOCS_PER_CALL {
                     return Err(field(
                         "op",

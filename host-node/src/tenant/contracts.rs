@@ -62,6 +62,9 @@ pub struct ContractsReport {
     pub unsigned: Vec<String>,
 }
 
+/// The least a devnet top-up takes from the faucet (100 BTT).
+pub const DEVNET_TOP_UP: u64 = 100 * escrow::MICRO_PER_BTT;
+
 /// Offers reserved for an upload.
 pub struct Reserved {
     offers: Vec<(PeerId, Terms)>,
@@ -185,7 +188,7 @@ pub async fn reserve(
                 Ok((host, terms, doc))
             }
         })
-        .buffer_unordered(16)
+        .buffer_unordered(64)
         .collect()
         .await;
     let mut offers = Vec::new();
@@ -231,7 +234,9 @@ pub async fn reserve(
             });
         }
         // Devnet only: test money from the faucet, at most its limit per call.
+        // Take some headroom too, so the next uploads need no top-up of their own.
         let limit = crate::tools::devnet::DEVNET_FAUCET_MAX;
+        let short = short.max(DEVNET_TOP_UP.min(limit));
         let mut left = short;
         while left > 0 {
             let amount = left.min(limit);
@@ -308,7 +313,7 @@ pub async fn commit(
             .await;
             (host, r)
         })
-        .buffer_unordered(16)
+        .buffer_unordered(64)
         .collect()
         .await;
     let mut out = ContractsReport {
@@ -329,32 +334,31 @@ pub async fn commit(
             }
         }
     }
-    for chunk in docs.chunks(MAX_DOCS_PER_CALL) {
+    // One commit call (more only past MAX_DOCS_PER_CALL hosts); the first also voids the offers
+    // of hosts that got nothing.
+    let mut void: Vec<String> = unused.iter().map(|t| t.id.clone()).collect();
+    let mut chunks: Vec<Vec<Cosigned>> =
+        docs.chunks(MAX_DOCS_PER_CALL).map(<[_]>::to_vec).collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    for contracts in chunks {
+        let take = std::mem::take(&mut void);
+        if contracts.is_empty() && take.is_empty() {
+            continue;
+        }
         let r = wallet
             .call(
                 tenant.net(),
                 &plan.escrow,
                 Op::Commit {
-                    contracts: chunk.to_vec(),
+                    contracts,
+                    void: take,
                 },
             )
             .await?;
         out.released += r.amount;
         out.ids.extend(r.contracts);
-    }
-    for t in unused {
-        if let Ok(r) = wallet
-            .call(
-                tenant.net(),
-                &plan.escrow,
-                Op::Cancel {
-                    contract: t.id.clone(),
-                },
-            )
-            .await
-        {
-            out.released += r.amount;
-        }
     }
     out.committed = out.ids.len();
     out.locked = locked;

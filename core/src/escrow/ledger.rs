@@ -20,7 +20,9 @@
 //! same id is refused ([`LedgerError::IdReused`]). Results are kept for good (like TigerBeetle's
 //! transfer ids): calls are few, a handful per upload, while payouts, the busy path, are verdict
 //! lines, which need no id: a (contract, shard, epoch) settles once, a repeat is counted as a
-//! duplicate. A call must be fresh (within `max_skew` of the clock) only the first time.
+//! duplicate. A call must be fresh (within `max_skew` of the clock) only the first time. A call
+//! from an account that never held anything is refused unrecorded unless it is a deposit
+//! ([`LedgerError::UnknownAccount`]), so fresh keys cannot fill the log.
 //!
 //! Time comes in as `now_ms` (the Escrow's clock, logged with each command), so replaying the
 //! command log reproduces the ledger exactly: that is how the Escrow recovers from a crash and
@@ -222,6 +224,10 @@ pub enum LedgerError {
         /// Allowed skew.
         max_skew_ms: u64,
     },
+    /// A call other than a deposit from an account that never held anything: refused without
+    /// a record, so strangers cannot fill the log with failing calls.
+    #[error("unknown account {0}: it has never held anything; deposit first")]
+    UnknownAccount(String),
     /// Another body under an id this account used before.
     #[error("request id {id} was already used by {account} for a different request; generate a new id for a new request")]
     IdReused {
@@ -527,6 +533,10 @@ impl Ledger {
                 account: call.peer_id,
                 id: call.id,
             });
+        }
+        if !self.accounts.contains_key(&call.peer_id) && !matches!(call.op, Op::Deposit { .. })
+        {
+            return Err(LedgerError::UnknownAccount(call.peer_id));
         }
         if call.issued_at_ms.abs_diff(now_ms) > self.cfg.max_skew_ms {
             return Err(LedgerError::Stale {

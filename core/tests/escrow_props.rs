@@ -142,7 +142,7 @@ impl World {
                 }
                 let before = self.audit.ledger.account(&self.parties[who].peer).available;
                 let Some(Receipt::Call(r)) = self.call(who, Op::Deposit { amount }) else {
-                    return
+                    return;
                 };
                 let after = self.audit.ledger.account(&self.parties[who].peer).available;
                 assert_eq!(r.ok, amount <= 2_500_000, "{r:?}");
@@ -154,7 +154,7 @@ impl World {
                 }
                 let before = self.audit.ledger.account(&self.parties[who].peer).available;
                 let Some(Receipt::Call(r)) = self.call(who, Op::Withdraw { amount }) else {
-                    return
+                    return;
                 };
                 assert_eq!(
                     r.ok,
@@ -197,7 +197,7 @@ impl World {
                     .map(|(t, _, _)| t.reserve_amount().unwrap())
                     .sum();
                 let Some(Receipt::Call(r)) = self.call(tenant, Op::Reserve { offers: docs }) else {
-                    return
+                    return;
                 };
                 assert_eq!(r.ok, need <= avail, "{r:?}");
                 if r.ok {
@@ -240,7 +240,7 @@ impl World {
                         void: void.clone(),
                     },
                 ) else {
-                    return
+                    return;
                 };
                 if r.ok {
                     assert_eq!(state, Stage::Offered);
@@ -269,7 +269,7 @@ impl World {
                         contract: offer.id.clone(),
                     },
                 ) else {
-                    return
+                    return;
                 };
                 if other {
                     assert!(!r.ok, "another tenant cancelled a contract");

@@ -534,8 +534,7 @@ impl Ledger {
                 id: call.id,
             });
         }
-        if !self.accounts.contains_key(&call.peer_id) && !matches!(call.op, Op::Deposit { .. })
-        {
+        if !self.accounts.contains_key(&call.peer_id) && !matches!(call.op, Op::Deposit { .. }) {
             return Err(LedgerError::UnknownAccount(call.peer_id));
         }
         if call.issued_at_ms.abs_diff(now_ms) > self.cfg.max_skew_ms {

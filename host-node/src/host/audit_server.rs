@@ -10,7 +10,7 @@
 //! read under [`HEADER_DEADLINE`], and a whole exchange under [`AUDIT_DEADLINE`].
 //! Non-goals: deciding anything about the verdict (the challenger does), payment.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use btfs_core::proof::{self, Challenge, ProofError, CHALLENGE_LEN};
@@ -19,7 +19,7 @@ use futures::AsyncReadExt;
 use libp2p::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::fair_slots::{FairSlots, RateBuckets};
+use crate::host::fair_slots::{refuse_busy, Gate};
 use crate::host::shard_server::{respond, HEADER_DEADLINE};
 use crate::host::store::BlobStore;
 
@@ -55,36 +55,27 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let slots = FairSlots::new(MAX_AUDITS, MAX_AUDITS_PER_PEER);
-    let buckets = Arc::new(Mutex::new(RateBuckets::new(
+    let gate = Gate::new(
+        MAX_AUDITS,
+        MAX_AUDITS_PER_PEER,
         AUDIT_RATE,
         AUDIT_BURST,
         MAX_TRACKED_PEERS,
-    )));
+    );
     loop {
         let (peer, mut stream) = tokio::select! {
             () = cancel.cancelled() => break,
             next = incoming.recv() => match next { Some(s) => s, None => break },
         };
-        let now = Instant::now();
-        let allowed = buckets
-            .lock()
-            .map(|mut b| b.take(peer, now))
-            .unwrap_or(false);
-        let slot = if allowed {
-            slots.acquire(peer, now)
-        } else {
-            None
-        };
+        let slot = gate.admit(peer, Instant::now());
         let store = store.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
             let Some(slot) = slot else {
                 stats.busy.fetch_add(1, Relaxed);
-                let msg = "host busy: too many challenges from you; retry later";
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    respond(&mut stream, Status::Busy, msg.as_bytes(), true),
+                refuse_busy(
+                    &mut stream,
+                    "host busy: too many challenges from you; retry later",
                 )
                 .await;
                 return;
@@ -150,6 +141,7 @@ pub fn prove_from_store(store: &dyn BlobStore, c: &Challenge) -> (Status, Vec<u8
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::host::fair_slots::RateBuckets;
     use crate::host::store::{Body, MemStore};
     use btfs_core::Root;
     use libp2p::PeerId;

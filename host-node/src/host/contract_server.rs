@@ -10,7 +10,7 @@
 //! Non-goals: funding (the tenant funds at the Escrow), refusing unfunded shards (a later
 //! step: see docs/escrow.md).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use btfs_core::escrow::{
@@ -23,7 +23,7 @@ use libp2p::identity::ed25519;
 use libp2p::{PeerId, Stream};
 use tokio_util::sync::CancellationToken;
 
-use crate::host::fair_slots::{FairSlots, RateBuckets};
+use crate::host::fair_slots::{refuse_busy, Gate};
 use crate::host::inbound::Inbound;
 use crate::host::shard_server::{respond, HEADER_DEADLINE};
 use crate::host::store::BlobStore;
@@ -55,33 +55,19 @@ pub async fn serve(
     policy: ContractPolicy,
     cancel: CancellationToken,
 ) {
-    let slots = FairSlots::new(MAX_REQUESTS, MAX_PER_PEER);
-    let buckets = Arc::new(Mutex::new(RateBuckets::new(RATE, BURST, 4096)));
+    let gate = Gate::new(MAX_REQUESTS, MAX_PER_PEER, RATE, BURST, 4096);
     loop {
         let (peer, mut stream) = tokio::select! {
             () = cancel.cancelled() => break,
             next = incoming.recv() => match next { Some(s) => s, None => break },
         };
-        let now = Instant::now();
-        let allowed = buckets
-            .lock()
-            .map(|mut b| b.take(peer, now))
-            .unwrap_or(false);
-        let slot = if allowed {
-            slots.acquire(peer, now)
-        } else {
-            None
-        };
+        let slot = gate.admit(peer, Instant::now());
         let store = store.clone();
         let policy = policy.clone();
         tokio::spawn(async move {
             let Some(slot) = slot else {
                 let msg = "host busy: too many contract requests from you; retry later";
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    respond(&mut stream, Status::Busy, msg.as_bytes(), true),
-                )
-                .await;
+                refuse_busy(&mut stream, msg).await;
                 return;
             };
             slot.set_working();

@@ -233,6 +233,51 @@ impl RateBuckets {
     }
 }
 
+/// Admission for one inbound protocol: first the peer's token bucket, then a fair slot.
+pub struct Gate {
+    slots: Arc<FairSlots>,
+    buckets: Mutex<RateBuckets>,
+}
+
+impl Gate {
+    /// `capacity` streams at once, `per_peer` of them per peer, `rate` per second per peer
+    /// (bursts of `burst`), at most `max_peers` buckets remembered.
+    pub fn new(capacity: usize, per_peer: usize, rate: f64, burst: f64, max_peers: usize) -> Self {
+        Self {
+            slots: FairSlots::new(capacity, per_peer),
+            buckets: Mutex::new(RateBuckets::new(rate, burst, max_peers)),
+        }
+    }
+
+    /// A slot for `peer`'s new stream, or `None`: over its rate or no room (answer `Busy`).
+    pub fn admit(&self, peer: PeerId, now: Instant) -> Option<Slot> {
+        let allowed = self
+            .buckets
+            .lock()
+            .map(|mut b| b.take(peer, now))
+            .unwrap_or(false);
+        if allowed {
+            self.slots.acquire(peer, now)
+        } else {
+            None
+        }
+    }
+}
+
+/// Answers a stream that [`Gate::admit`] refused with `Busy` and `msg` (within 2 s).
+pub async fn refuse_busy(stream: &mut libp2p::Stream, msg: &str) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        crate::host::shard_server::respond(
+            stream,
+            btfs_core::protocol::Status::Busy,
+            msg.as_bytes(),
+            true,
+        ),
+    )
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -698,6 +698,38 @@ pub fn port_of(a: &Multiaddr) -> Option<u16> {
     })
 }
 
+/// One request on a fresh stream of `protocol` to `peer` (dialled at `addrs` if not connected):
+/// writes `len: u32 LE ‖ body`, reads a `ResponseHead`-framed answer of at most `max` bytes, all within
+/// `timeout`. `Err` says why the peer could not be reached or did not answer; a refusal is an
+/// `Ok` with its status (the Guard, Escrow and hosts' contract protocols all frame this way).
+pub async fn exchange(
+    net: &Net,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    protocol: &'static str,
+    body: &[u8],
+    max: u32,
+    timeout: std::time::Duration,
+) -> Result<(btfs_core::protocol::Status, Vec<u8>), String> {
+    let work = async {
+        net.connect(peer, addrs).await.map_err(|e| e.to_string())?;
+        let mut stream = net
+            .control()
+            .open_stream(peer, StreamProtocol::new(protocol))
+            .await
+            .map_err(|e| e.to_string())?;
+        let len = u32::try_from(body.len())
+            .map_err(|_| "request too large".to_string())?
+            .to_le_bytes();
+        btfs_core::protocol::exchange_bytes(&mut stream, &len, body, max)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,10 +20,10 @@ use btfs_core::escrow::{
     self, Cosigned, EscrowRequest, EscrowResponse, HostRequest, HostResponse, Op, Terms,
     MAX_DOCS_PER_CALL,
 };
-use btfs_core::protocol::{self, Status};
+use btfs_core::protocol::Status;
 use btfs_core::Layout;
 use futures::stream::{self, StreamExt};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::PeerId;
 use serde::Serialize;
 
 use crate::services::hub::HubAddr;
@@ -120,30 +120,23 @@ fn now_ms() -> u64 {
 /// Asks `host` to sign `doc`.
 async fn host_sign(tenant: &Tenant, host: PeerId, req: HostRequest) -> Result<Cosigned, String> {
     let addrs = tenant.dial_addrs().remove(&host).unwrap_or_default();
-    let net = tenant.net();
-    let work = async {
-        net.connect(host, addrs).await.map_err(|e| e.to_string())?;
-        let mut s = net
-            .control()
-            .open_stream(host, StreamProtocol::new(escrow::HOST_PROTOCOL))
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
-        let len = (body.len() as u32).to_le_bytes();
-        let (status, out) =
-            protocol::exchange_bytes(&mut s, &len, &body, escrow::MAX_HOST_REQUEST_LEN)
-                .await
-                .map_err(|e| e.to_string())?;
-        if status != Status::Ok {
-            return Err(String::from_utf8_lossy(&out).into_owned());
-        }
-        match serde_json::from_slice::<HostResponse>(&out).map_err(|e| e.to_string())? {
-            HostResponse::Signed { doc } => Ok(doc),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), work)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 20 s".into()))
+    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+    let (status, out) = crate::net::exchange(
+        tenant.net(),
+        host,
+        addrs,
+        escrow::HOST_PROTOCOL,
+        &body,
+        escrow::MAX_HOST_REQUEST_LEN,
+        Duration::from_secs(20),
+    )
+    .await?;
+    if status != Status::Ok {
+        return Err(String::from_utf8_lossy(&out).into_owned());
+    }
+    match serde_json::from_slice::<HostResponse>(&out).map_err(|e| e.to_string())? {
+        HostResponse::Signed { doc } => Ok(doc),
+    }
 }
 
 /// Makes, signs and reserves one offer per candidate host (at least `needed` must sign).

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use btfs_core::escrow::{self, EscrowRequest, EscrowResponse, MAX_RESPONSE_LEN};
-use btfs_core::protocol::{self, Status};
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use btfs_core::protocol::Status;
+use libp2p::{Multiaddr, PeerId};
 use thiserror::Error;
 
 use crate::net::Net;
@@ -39,28 +39,22 @@ pub async fn request(
     addrs: Vec<Multiaddr>,
     req: &EscrowRequest,
 ) -> Result<EscrowResponse, EscrowClientError> {
-    let unreachable = |reason: String| EscrowClientError::Unreachable { peer, reason };
-    let work = async {
-        net.connect(peer, addrs)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut stream = net
-            .control()
-            .open_stream(peer, StreamProtocol::new(escrow::PROTOCOL))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (len, body) = escrow::encode_request(req);
-        let (status, out) = protocol::exchange_bytes(&mut stream, &len, &body, MAX_RESPONSE_LEN)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        if status != Status::Ok {
-            return Err(EscrowClientError::Refused(
-                String::from_utf8_lossy(&out).into_owned(),
-            ));
-        }
-        serde_json::from_slice(&out).map_err(|e| EscrowClientError::Malformed(e.to_string()))
-    };
-    tokio::time::timeout(ESCROW_TIMEOUT, work)
-        .await
-        .map_err(|_| unreachable(format!("no answer within {ESCROW_TIMEOUT:?}")))?
+    let (_, body) = escrow::encode_request(req);
+    let (status, out) = crate::net::exchange(
+        net,
+        peer,
+        addrs,
+        escrow::PROTOCOL,
+        &body,
+        MAX_RESPONSE_LEN,
+        ESCROW_TIMEOUT,
+    )
+    .await
+    .map_err(|reason| EscrowClientError::Unreachable { peer, reason })?;
+    if status != Status::Ok {
+        return Err(EscrowClientError::Refused(
+            String::from_utf8_lossy(&out).into_owned(),
+        ));
+    }
+    serde_json::from_slice(&out).map_err(|e| EscrowClientError::Malformed(e.to_string()))
 }

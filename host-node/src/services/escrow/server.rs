@@ -10,7 +10,7 @@
 //! that says to retry with the same id (nothing was acknowledged, so nothing is lost).
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use btfs_core::escrow::{
@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::db::{DbError, Entry, EscrowDb};
-use crate::host::fair_slots::{FairSlots, RateBuckets};
+use crate::host::fair_slots::{refuse_busy, Gate};
 use crate::host::inbound::Inbound;
 use crate::host::shard_server::{respond, HEADER_DEADLINE};
 
@@ -425,32 +425,18 @@ async fn accept(
     jobs: std_mpsc::SyncSender<Job>,
     cancel: CancellationToken,
 ) {
-    let slots = FairSlots::new(MAX_STREAMS, MAX_STREAMS_PER_PEER);
-    let buckets = Arc::new(Mutex::new(RateBuckets::new(RATE, BURST, 4096)));
+    let gate = Gate::new(MAX_STREAMS, MAX_STREAMS_PER_PEER, RATE, BURST, 4096);
     loop {
         let (peer, mut stream) = tokio::select! {
             () = cancel.cancelled() => break,
             next = incoming.recv() => match next { Some(s) => s, None => break },
         };
-        let now = Instant::now();
-        let allowed = buckets
-            .lock()
-            .map(|mut b| b.take(peer, now))
-            .unwrap_or(false);
-        let slot = if allowed {
-            slots.acquire(peer, now)
-        } else {
-            None
-        };
+        let slot = gate.admit(peer, Instant::now());
         let jobs = jobs.clone();
         tokio::spawn(async move {
             let Some(slot) = slot else {
                 let msg = "the Escrow is busy: too many requests from you; retry in a second";
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    respond(&mut stream, Status::Busy, msg.as_bytes(), true),
-                )
-                .await;
+                refuse_busy(&mut stream, msg).await;
                 return;
             };
             slot.set_working();

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use btfs_core::engine::Moves;
 use btfs_core::guard_wire::{self, AuditVerdict, GuardRequest, GuardResponse, MAX_RESPONSE_LEN};
-use btfs_core::protocol::{self, Status};
+use btfs_core::protocol::Status;
 use btfs_core::signed::Signed;
 use btfs_core::Root;
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId};
 use thiserror::Error;
 
 use crate::net::Net;
@@ -42,35 +42,24 @@ pub async fn request(
     addrs: Vec<Multiaddr>,
     req: &GuardRequest,
 ) -> Result<GuardResponse, GuardClientError> {
-    let unreachable = |reason: String| GuardClientError::Unreachable { peer, reason };
-    let work = async {
-        net.connect(peer, addrs)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut stream = net
-            .control()
-            .open_stream(peer, StreamProtocol::new(guard_wire::PROTOCOL))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (len, body) = guard_wire::encode_request(req);
-        let (status, out) = protocol::exchange_bytes(&mut stream, &len, &body, MAX_RESPONSE_LEN)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        if status != Status::Ok {
-            return Err(GuardClientError::Refused(
-                String::from_utf8_lossy(&out).into_owned(),
-            ));
-        }
-        serde_json::from_slice(&out).map_err(|e| GuardClientError::Malformed(e.to_string()))
-    };
-    tokio::time::timeout(GUARD_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(unreachable(format!(
-                "no answer within {} s",
-                GUARD_TIMEOUT.as_secs()
-            )))
-        })
+    let (_, body) = guard_wire::encode_request(req);
+    let (status, out) = crate::net::exchange(
+        net,
+        peer,
+        addrs,
+        guard_wire::PROTOCOL,
+        &body,
+        MAX_RESPONSE_LEN,
+        GUARD_TIMEOUT,
+    )
+    .await
+    .map_err(|reason| GuardClientError::Unreachable { peer, reason })?;
+    if status != Status::Ok {
+        return Err(GuardClientError::Refused(
+            String::from_utf8_lossy(&out).into_owned(),
+        ));
+    }
+    serde_json::from_slice(&out).map_err(|e| GuardClientError::Malformed(e.to_string()))
 }
 
 /// The moves of every valid placement update signed by `guard` for `manifest`

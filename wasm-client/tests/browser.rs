@@ -492,9 +492,9 @@ async fn a_browser_upload_funds_and_commits_30_contracts_that_the_escrow_lists()
     }
     assert_eq!(hosts.len(), 30, "30 distinct hosts");
     // For the xtask: the CLI checks the same contracts at the Escrow.
-    println!("BTFS_WALLET {}", client.peer_id());
+    web_sys::console::log_1(&format!("BTFS_WALLET {}", client.peer_id()).into());
     for id in c["ids"].as_array().unwrap() {
-        println!("BTFS_CONTRACT {}", id.as_str().unwrap());
+        web_sys::console::log_1(&format!("BTFS_CONTRACT {}", id.as_str().unwrap()).into());
     }
 }
 

@@ -21,6 +21,10 @@
 //! holders. Neither ever fails because of the Guard. [`Client::audit`] challenges every shard's
 //! holder itself and verifies each proof in wasm (`btfs_core::proof`): the page does not have to
 //! trust the Guard's word.
+//!
+//! The Escrow (`services.escrow`): an upload's storage contracts are reserved before the
+//! upload machine starts (it gets only the hosts that signed an offer) and committed after it
+//! finished; a failed upload cancels its offers. The steps are `crate::contracts`'.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -50,7 +50,8 @@ $('upload').onclick = async () => {
   const started = performance.now();
   try {
     show($('up-status'), '', 'note');
-    const onStatus = (line) => show($('up-status'), line, 'note');
+    const lines = [];
+    const onStatus = (line) => { lines.push(line); show($('up-status'), lines.join(' · '), 'note'); };
     const report = await client.uploadWithReport(file, { onProgress: progress($('up-progress')), onStatus });
     const link = report.link;
     const secs = (performance.now() - started) / 1000;

@@ -4,6 +4,7 @@ import init, { BtfsClient, isValidLink } from './pkg/btfs_client.js';
 
 const $ = (id) => document.getElementById(id);
 let client = null;
+let hasEscrow = false;
 
 function explain(err) {
   let text = err && err.message ? err.message : String(err);
@@ -34,6 +35,9 @@ async function connect() {
     show($('status'), `connected as ${client.peerId.slice(0, 16)}… — ${client.hostCount} hosts known${hub}`, 'ok');
     $('upload').disabled = $('download').disabled = $('audit').disabled = false;
     $('health').disabled = !(network.services && network.services.guard);
+    hasEscrow = !!(network.services && network.services.escrow && network.services.guard);
+    $('wallet').hidden = !hasEscrow;
+    if (hasEscrow) showWallet();
   } catch (err) {
     show($('status'), explain(err), 'err');
   }
@@ -45,17 +49,23 @@ $('upload').onclick = async () => {
   $('upload').disabled = true;
   const started = performance.now();
   try {
-    const report = await client.uploadWithReport(file, { onProgress: progress($('up-progress')) });
+    show($('up-status'), '', 'note');
+    const lines = [];
+    const onStatus = (line) => { lines.push(line); show($('up-status'), lines.join(' · '), 'note'); };
+    const report = await client.uploadWithReport(file, { onProgress: progress($('up-progress')), onStatus });
     const link = report.link;
     const secs = (performance.now() - started) / 1000;
     const rate = (file.size / 1048576 / secs).toFixed(1);
     const guard = report.guard === undefined ? 'no Guard in this network'
       : report.guard === 'watching' ? 'the Guard watches it' : `the Guard does not watch it: ${report.guard}`;
     $('up-result').className = 'ok mono';
-    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard})`;
+    const c = report.contracts;
+    const paid = c ? `; ${c.committed} storage contracts, ${btt(c.locked)} locked${c.topped_up ? `, ${btt(c.topped_up)} from the devnet faucet` : ''}` : '';
+    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard}${paid})`;
     $('link').value = link;
     $('audit-result').replaceChildren();
     if (report.guard === 'watching') showHealth();
+    if (hasEscrow) showWallet();
   } catch (err) {
     show($('up-result'), explain(err), 'err');
   } finally {
@@ -155,6 +165,63 @@ $('audit').onclick = async () => {
   }
 };
 
+/** µBTT as BTT text. */
+function btt(micro) {
+  const whole = Math.floor(micro / 1e6), frac = String(micro % 1e6).padStart(6, '0').replace(/0+$/, '');
+  return frac ? `${whole}.${frac} BTT` : `${whole} BTT`;
+}
+
+function amount(value, label) {
+  const d = document.createElement('div');
+  const b = document.createElement('b');
+  b.textContent = btt(value);
+  const s = document.createElement('span');
+  s.textContent = label;
+  d.append(b, s);
+  return d;
+}
+
+async function showWallet() {
+  const out = $('wallet-balance'), list = $('contracts');
+  $('wallet-refresh').disabled = true;
+  try {
+    const [b, contracts] = await Promise.all([client.balance(), client.contracts()]);
+    const amounts = document.createElement('div');
+    amounts.className = 'amounts';
+    amounts.append(amount(b.balance, 'available'), amount(b.locked, 'locked in contracts'),
+      amount(b.spent, 'paid to hosts'), amount(b.refunded, 'refunded'));
+    const who = document.createElement('p');
+    who.className = 'note mono';
+    who.textContent = `account ${b.peer}`;
+    out.className = '';
+    out.replaceChildren(amounts, who);
+    // One row per upload (its contracts share the manifest id), newest first.
+    const uploads = new Map();
+    for (const c of contracts.filter((c) => c.tenant === b.peer)) {
+      const key = c.manifest_id || '(offer, not committed)';
+      const u = uploads.get(key) || { n: 0, states: {}, pending: 0, paid: 0, refunded: 0, paidEpochs: 0 };
+      u.n += 1;
+      u.states[c.state] = (u.states[c.state] || 0) + 1;
+      u.pending += c.pending; u.paid += c.paid; u.refunded += c.refunded;
+      u.paidEpochs += c.shards.reduce((s, x) => s + x.paid_epochs, 0);
+      uploads.set(key, u);
+    }
+    const rows = [...uploads].reverse().map(([m, u]) => [[m.length > 20 ? m.slice(0, 16) + '…' : m], [u.n],
+      [Object.entries(u.states).map(([s, n]) => `${n} ${s}`).join(', '), !u.states.active],
+      [btt(u.pending)], [btt(u.paid)], [btt(u.refunded)], [u.paidEpochs]]);
+    const summary = document.createElement('p');
+    summary.id = 'contracts-summary';
+    const active = contracts.filter((c) => c.tenant === b.peer && c.state === 'active').length;
+    summary.textContent = contracts.length ? `${active} active contract(s) in ${uploads.size} upload(s)` : 'no contracts yet: upload a file';
+    list.replaceChildren(summary, ...(rows.length ? [table(['object', 'contracts', 'state', 'locked', 'paid', 'refunded', 'epochs paid'], rows)] : []));
+  } catch (err) {
+    show(out, explain(err), 'err');
+  } finally {
+    $('wallet-refresh').disabled = false;
+  }
+}
+
+$('wallet-refresh').onclick = showWallet;
 $('transport').onchange = connect;
 await init();
 await connect();

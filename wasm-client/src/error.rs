@@ -28,6 +28,32 @@ pub enum ClientError {
     /// The Guard could not be asked, refused, or answered what the protocol does not allow.
     #[error("guard: {0}")]
     Guard(String),
+    /// The Escrow could not be asked, refused a call, or answered what the protocol does not
+    /// allow.
+    #[error("escrow: {0}")]
+    Escrow(String),
+    /// The wallet cannot pay for an upload (on a network without a faucet).
+    #[error("this upload needs {need} reserved and the wallet {peer} has {have} available; pay into {peer} through the network's settlement (or use a devnet, whose faucet tops wallets up), then upload again")]
+    Unfunded {
+        /// Needed.
+        need: String,
+        /// Available.
+        have: String,
+        /// The wallet's peer id.
+        peer: String,
+    },
+    /// Too few hosts signed a storage offer.
+    #[error(
+        "too few hosts: only {signed} of the {needed} hosts needed signed a storage offer: {why}"
+    )]
+    TooFewOffers {
+        /// Signed.
+        signed: usize,
+        /// Needed.
+        needed: usize,
+        /// Some hosts' answers.
+        why: String,
+    },
     /// Bad `network` option.
     #[error(transparent)]
     Network(#[from] NetworkError),

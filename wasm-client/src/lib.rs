@@ -13,17 +13,30 @@
 //! const stream = client.downloadStream(link);             // a ReadableStream of Uint8Array
 //! const health = await client.health(link);               // the Guard's view: healthy shards per slab
 //! const audit = await client.audit(link);                 // challenge every holder, verify here
+//! const wallet = await client.balance();                  // { peer, balance, locked, ... } in µBTT
+//! const contracts = await client.contracts();             // [{ id, host, state, ... }]
 //! ```
 //!
 //! With a Guard in the network file (`services.guard`), uploads ask it to watch the object
 //! (`uploadWithReport` says `guard: "watching"` or why not) and downloads follow its signed
 //! placement updates after a repair; neither fails because of the Guard.
 //!
+//! With an Escrow too (`services.escrow`), every upload makes storage contracts like the CLI:
+//! the wallet key (kept in IndexedDB, also the page's libp2p identity) signs one offer per
+//! recommended host, reserves them all in one call before any byte moves (on a devnet the
+//! faucet tops up a wallet that is short, and `onStatus` says so; elsewhere an unfunded upload
+//! stops with the amount needed), and commits one contract per host that keeps shards
+//! (`uploadWithReport`'s `contracts`). `client.balance()` and `client.contracts()` ask the
+//! Escrow.
+//!
 //! Goals: a JavaScript-native API (promises, `Blob`, `ReadableStream`, real `Error`s with a
 //! `cause` chain), bounded memory, the same wire formats and the same transfer engine
 //! (`btfs_core::engine`: placement, retries, hedging, read-ahead) as native tenants.
-//! Non-goals (yet): a persistent wallet key in IndexedDB, a wasm SIMD Reed-Solomon engine.
+//! Non-goals (yet): deposits and withdrawals from the page (the settlement layer's), a wasm SIMD
+//! Reed-Solomon engine.
 
+#[cfg(target_arch = "wasm32")]
+mod contracts;
 #[cfg(target_arch = "wasm32")]
 mod driver;
 pub mod error;
@@ -37,6 +50,8 @@ mod wallet;
 
 #[cfg(target_arch = "wasm32")]
 pub use api::BtfsClient;
+#[cfg(target_arch = "wasm32")]
+pub use contracts::{Balance, ContractsReport};
 #[cfg(target_arch = "wasm32")]
 pub use transfer::UploadResult;
 
@@ -61,6 +76,7 @@ mod api {
     use wasm_bindgen::JsCast;
     use wasm_bindgen_futures::JsFuture;
 
+    use crate::contracts::{Status, Wallet};
     use crate::error::{from_js, ClientError};
     use crate::network_file::{self, TransportChoice};
     use crate::swarm::Node;
@@ -90,6 +106,75 @@ export interface UploadReport {
   hostsUsed: number;
   /** 'watching' once the network's Guard watches the object, else why not; absent without a Guard. */
   guard?: string;
+  /** The upload's storage contracts; absent when the network has no Escrow. */
+  contracts?: ContractsReport;
+}
+/** What an upload's storage contracts came to (amounts in µBTT, 10⁻⁶ BTT). */
+export interface ContractsReport {
+  /** Contracts committed: one per host keeping shards. */
+  committed: number;
+  /** Locked for them: what they cost if every epoch is proven. */
+  locked: number;
+  /** Given back from the reservation (unused offers, rounding room). */
+  released: number;
+  /** Taken from the devnet faucet first (0 when the wallet could pay). */
+  topped_up: number;
+  /** Contract ids. */
+  ids: string[];
+  /** Hosts that did not sign their contract (their offer expires and is refunded). */
+  unsigned: string[];
+}
+/** What `balance` resolves to: the wallet's account at the Escrow, in µBTT (`btfs wallet balance --json`). */
+export interface Balance {
+  /** The wallet's peer id. */
+  peer: string;
+  /** Spendable. */
+  balance: number;
+  /** Locked in this wallet's storage contracts. */
+  locked: number;
+  /** Promised to this peer as a host, not yet earned. */
+  incoming: number;
+  deposited: number;
+  withdrawn: number;
+  /** Earned as a host. */
+  earned: number;
+  /** Paid to hosts for proven storage. */
+  spent: number;
+  /** Returned from contracts. */
+  refunded: number;
+  unit: 'µBTT';
+}
+/** One shard of a contract. */
+export interface ContractShard {
+  root: string;
+  size: number;
+  /** µBTT per epoch. */
+  per_epoch: number;
+  paid_epochs: number;
+  refunded_epochs: number;
+}
+/** One storage contract as the Escrow shows it (`btfs contracts --json`). */
+export interface ContractView {
+  id: string;
+  tenant: string;
+  /** The host's peer id. */
+  host: string;
+  /** The Guard whose verdicts pay. */
+  guard: string;
+  state: 'offered' | 'active' | 'cancelled' | 'ended' | 'voided';
+  manifest_id?: string;
+  price_per_gib_epoch: number;
+  epoch_ms: number;
+  first_epoch: number;
+  /** One past the last payable epoch. */
+  end_epoch: number;
+  /** µBTT still locked. */
+  pending: number;
+  /** µBTT paid to the host. */
+  paid: number;
+  /** µBTT returned to the tenant. */
+  refunded: number;
+  shards: ContractShard[];
 }
 /** One shard as the Guard knows it. */
 export interface ShardHealth {
@@ -158,6 +243,8 @@ export interface AuditReport {
 export interface TransferOptions {
   /** Called with (bytes done, bytes total). */
   onProgress?: (done: number, total: number) => void;
+  /** Uploads: called with a line the page may show (e.g. a devnet faucet top-up). */
+  onStatus?: (message: string) => void;
 }
 "#;
 
@@ -178,6 +265,13 @@ export interface TransferOptions {
             .ok()?;
         Some(Rc::new(move |done: f64, total: f64| {
             let _ = f.call2(&JsValue::NULL, &done.into(), &total.into());
+        }))
+    }
+
+    fn status_of(opts: &JsValue) -> Option<Status> {
+        let f = get(opts, "onStatus").dyn_into::<js_sys::Function>().ok()?;
+        Some(Rc::new(move |line: &str| {
+            let _ = f.call1(&JsValue::NULL, &line.into());
         }))
     }
 
@@ -232,11 +326,10 @@ export interface TransferOptions {
             let choice = TransportChoice::parse(get(&options, "transport").as_string().as_deref())
                 .map_err(|e| ClientError::from(network_file::NetworkError::from(e)))?;
             let json = network_json(network).await?;
-            let network_file::Network { hosts, hub, guard } =
-                network_file::parse_network(&json, choice).map_err(ClientError::from)?;
-            let wallet = match get(&options, "wallet").as_string().as_deref() {
-                None | Some("indexeddb") => crate::wallet::load_or_create().await?,
-                Some("ephemeral") => libp2p::identity::Keypair::generate_ed25519(),
+            let network = network_file::parse_network(&json, choice).map_err(ClientError::from)?;
+            let (wallet, journal) = match get(&options, "wallet").as_string().as_deref() {
+                None | Some("indexeddb") => (crate::wallet::load_or_create().await?, true),
+                Some("ephemeral") => (libp2p::identity::Keypair::generate_ed25519(), false),
                 Some(other) => {
                     return Err(ClientError::Js(format!(
                         "unknown wallet {other:?}: use 'indexeddb' or 'ephemeral'"
@@ -245,7 +338,7 @@ export interface TransferOptions {
                 }
             };
             let node = Node::start(wallet.clone())?;
-            let client = Client::new(node, &hosts, hub.as_ref(), guard.as_ref(), choice)?;
+            let client = Client::new(node, &network, choice, Wallet::new(wallet.clone(), journal))?;
             Ok(BtfsClient {
                 inner: Rc::new(client),
                 wallet,
@@ -292,8 +385,9 @@ export interface TransferOptions {
         }
 
         /// `await client.uploadWithReport(data, { onProgress })` → `{ link, bytes, slabs,
-        /// hostsUsed, guard }`; `guard` is `'watching'` once the network's Guard watches the
-        /// object, else the reason it does not (the upload itself succeeded either way).
+        /// hostsUsed, guard, contracts }`; `guard` is `'watching'` once the network's Guard
+        /// watches the object, else the reason it does not (the upload itself succeeded either
+        /// way); `contracts` (with an Escrow) says what the storage contracts came to.
         #[wasm_bindgen(js_name = uploadWithReport, unchecked_return_type = "UploadReport")]
         pub async fn upload_with_report(
             &self,
@@ -303,6 +397,23 @@ export interface TransferOptions {
         ) -> Result<JsValue, JsValue> {
             let report = self.upload_report(data, options).await?;
             Ok(to_js_value(&report)?)
+        }
+
+        /// `await client.balance()` → the wallet's account at the network's Escrow, in µBTT:
+        /// `{ peer, balance, locked, incoming, deposited, withdrawn, earned, spent, refunded,
+        /// unit }` (the names of `btfs wallet balance --json`). Fails without an Escrow.
+        #[wasm_bindgen(unchecked_return_type = "Balance")]
+        pub async fn balance(&self) -> Result<JsValue, JsValue> {
+            Ok(to_js_value(&self.inner.balance().await?)?)
+        }
+
+        /// `await client.contracts()` → the wallet's storage contracts at the Escrow, oldest
+        /// first: `ContractView`s with `id`, `host`, `state` (`'active'` once committed), the
+        /// amounts locked, paid and refunded and each shard's paid epochs. Fails without an
+        /// Escrow.
+        #[wasm_bindgen(unchecked_return_type = "ContractView[]")]
+        pub async fn contracts(&self) -> Result<JsValue, JsValue> {
+            Ok(to_js_value(&self.inner.contracts().await?)?)
         }
 
         /// `await client.health(link)` → the Guard's `ObjectHealth`: per slab the healthy shards
@@ -435,7 +546,13 @@ export interface TransferOptions {
                 ));
             };
             self.inner
-                .upload(&blob, name, mime, progress_of(&options))
+                .upload(
+                    &blob,
+                    name,
+                    mime,
+                    progress_of(&options),
+                    status_of(&options),
+                )
                 .await
         }
 
@@ -453,6 +570,18 @@ export interface TransferOptions {
             link: &str,
         ) -> Result<btfs_core::proof::AuditReport, ClientError> {
             self.inner.audit(Link::parse(link)?).await
+        }
+
+        /// The wallet's account (`balance` without the JavaScript object).
+        pub async fn balance_report(&self) -> Result<crate::Balance, ClientError> {
+            self.inner.balance().await
+        }
+
+        /// The wallet's contracts (`contracts` without the JavaScript object).
+        pub async fn contracts_report(
+            &self,
+        ) -> Result<Vec<btfs_core::escrow::ContractView>, ClientError> {
+            self.inner.contracts().await
         }
 
         /// Downloads `link` whole and returns the plaintext with the engine's report (hedged and

@@ -7,7 +7,10 @@
 //! [`btfs_core::transport::browser_preferred`] rules. A network.json with `services.hub`
 //! (`{ peer_id, addrs }`) also names the Hub, which the client asks for hosts to upload to and
 //! for hosts not in the file; one with `services.guard` also names the Guard, which watches
-//! uploads, answers `client.health` and tells downloads where repaired shards live. This module
+//! uploads, answers `client.health` and tells downloads where repaired shards live; one with
+//! `services.escrow` also names the Escrow, where uploads fund storage contracts (with
+//! `"devnet": true`, from its faucet when the wallet is short) and which answers
+//! `client.balance` and `client.contracts`. This module
 //! only maps the core's answers and errors to the browser's.
 
 use btfs_core::network_file::{FormatError, NetworkFile};
@@ -63,6 +66,12 @@ pub struct Network {
     pub hub: Option<BrowserHost>,
     /// `services.guard`, with its browser addresses.
     pub guard: Option<BrowserHost>,
+    /// `services.escrow`, with its browser addresses.
+    pub escrow: Option<BrowserHost>,
+    /// `services.escrow.devnet`: the Escrow's faucet may top up a wallet that cannot pay.
+    pub escrow_is_devnet: bool,
+    /// `services.guard.epoch_ms`: contracts are paid per epoch of the Guard.
+    pub guard_epoch_ms: u64,
 }
 
 /// A service entry with the addresses `choice` allows; an error names the service if it has none.
@@ -87,7 +96,8 @@ fn service(
 /// Parses the JSON text of the `network` option.
 pub fn parse_network(json: &str, choice: TransportChoice) -> Result<Network, NetworkError> {
     let file = NetworkFile::parse_or_addrs(json)?;
-    let (hub, guard) = (file.hub(), file.guard());
+    let (hub, guard, escrow) = (file.hub(), file.guard(), file.escrow());
+    let (escrow_is_devnet, guard_epoch_ms) = (file.escrow_is_devnet(), file.guard_epoch_ms());
     let hosts: Vec<BrowserHost> = file
         .hosts
         .into_iter()
@@ -104,7 +114,15 @@ pub fn parse_network(json: &str, choice: TransportChoice) -> Result<Network, Net
     }
     let hub = service("hub", hub?, choice)?;
     let guard = service("guard", guard?, choice)?;
-    Ok(Network { hosts, hub, guard })
+    let escrow = service("escrow", escrow?, choice)?;
+    Ok(Network {
+        hosts,
+        hub,
+        guard,
+        escrow,
+        escrow_is_devnet,
+        guard_epoch_ms,
+    })
 }
 
 #[cfg(test)]
@@ -120,7 +138,8 @@ mod tests {
             "/ip4/127.0.0.1/udp/2/webrtc-direct/certhash/uEiAx/p2p/{P}",
             "/ip4/127.0.0.1/tcp/3/ws/p2p/{P}"]}}],
             "services":{{"hub":{{"peer_id":"{P}","addrs":["/ip4/127.0.0.1/tcp/4/ws/p2p/{P}"]}},
-            "guard":{{"peer_id":"{P}","pid":7,"addrs":["/ip4/127.0.0.1/tcp/4/ws/p2p/{P}"]}}}}}}"#
+            "guard":{{"peer_id":"{P}","pid":7,"epoch_ms":5000,"addrs":["/ip4/127.0.0.1/tcp/4/ws/p2p/{P}"]}},
+            "escrow":{{"peer_id":"{P}","pid":8,"devnet":true,"addrs":["/ip4/127.0.0.1/tcp/4/ws/p2p/{P}"]}}}}}}"#
         )
     }
 
@@ -131,6 +150,9 @@ mod tests {
         assert!(n.hosts[0].addrs[0].contains("/ws/"));
         assert_eq!(n.hub.unwrap().peer_id, P);
         assert_eq!(n.guard.unwrap().addrs.len(), 1);
+        assert_eq!(n.escrow.unwrap().peer_id, P);
+        assert!(n.escrow_is_devnet);
+        assert_eq!(n.guard_epoch_ms, 5000);
         let rtc = parse_network(&file(), TransportChoice::WebRtc);
         // The Hub has no WebRTC-direct address.
         assert!(rtc.unwrap_err().to_string().contains("services.hub"));
@@ -141,7 +163,8 @@ mod tests {
         let list = format!(r#"["/ip4/127.0.0.1/tcp/3/ws/p2p/{P}"]"#);
         let n = parse_network(&list, TransportChoice::Auto).unwrap();
         assert_eq!(n.hosts[0].peer_id, P);
-        assert!(n.hub.is_none() && n.guard.is_none());
+        assert!(n.hub.is_none() && n.guard.is_none() && n.escrow.is_none());
+        assert!(!n.escrow_is_devnet);
         assert!(matches!(
             parse_network("42", TransportChoice::Auto),
             Err(NetworkError::Shape(_))

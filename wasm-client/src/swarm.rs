@@ -3,8 +3,9 @@
 //! `/btfs/shard/1` streams using the same framing code as the native tenant
 //! (`btfs_core::protocol::exchange`). Hub requests (`btfs_core::hub`) go over libp2p
 //! request-response with the same bounded JSON codec as native nodes. Guard requests
-//! (`/btfs/guard/1`, `btfs_core::guard_wire`) and storage challenges (`/btfs/audit/1`,
-//! `btfs_core::proof`) are one stream each, in the same response framing as the native tenant
+//! (`/btfs/guard/1`, `btfs_core::guard_wire`), storage challenges (`/btfs/audit/1`,
+//! `btfs_core::proof`), Escrow requests (`/btfs/escrow/1`) and contract signing
+//! (`/btfs/contract/1`, both `btfs_core::escrow`) are one stream each, in the same response framing as the native tenant
 //! (`btfs_core::protocol::exchange_bytes`).
 //!
 //! Dials and shard requests carry no deadline of their own: the transfer engine
@@ -73,6 +74,17 @@ impl RequestError {
             }
         }
     }
+}
+
+/// Why a service request ([`Node::framed_request`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The peer answered with a refusal (its message).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No connection, a broken stream, no answer in time, or a malformed answer.
+    #[error("{0}")]
+    Failed(String),
 }
 
 #[derive(NetworkBehaviour)]
@@ -266,6 +278,42 @@ impl Node {
             futures::future::Either::Right(_) => Err(guard(format!(
                 "no answer within {} s",
                 GUARD_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// One length-prefixed JSON request (`len: u32 LE ‖ body`) on a fresh stream of
+    /// `protocol` to `peer`, connected first through `addrs`, answered in the `ResponseHead`
+    /// framing within `timeout`: the Escrow's `/btfs/escrow/1` and the hosts'
+    /// `/btfs/contract/1` (`btfs_core::escrow`). Returns the body of an `Ok` answer.
+    pub async fn framed_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        protocol: &'static str,
+        body: &[u8],
+        max_ok_len: u32,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let work = async {
+            self.connect(peer, addrs)
+                .await
+                .map_err(|e| ServiceError::Failed(e.to_string()))?;
+            let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
+            self.exchange_on(peer, protocol, &len, body, max_ok_len)
+                .await
+                .map_err(|e| match e {
+                    RequestError::Refused { message, .. } => ServiceError::Refused(message),
+                    e => ServiceError::Failed(e.to_string()),
+                })
+        };
+        let deadline = Delay::new(timeout);
+        futures::pin_mut!(work);
+        match futures::future::select(work, deadline).await {
+            futures::future::Either::Left((r, _)) => r,
+            futures::future::Either::Right(_) => Err(ServiceError::Failed(format!(
+                "no answer within {} s",
+                timeout.as_secs()
             ))),
         }
     }

@@ -21,6 +21,10 @@
 //! holders. Neither ever fails because of the Guard. [`Client::audit`] challenges every shard's
 //! holder itself and verifies each proof in wasm (`btfs_core::proof`): the page does not have to
 //! trust the Guard's word.
+//!
+//! The Escrow (`services.escrow`): an upload's storage contracts are reserved before the
+//! upload machine starts (it gets only the hosts that signed an offer) and committed after it
+//! finished; a failed upload cancels its offers. The steps are `crate::contracts`'.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -45,6 +49,7 @@ use futures_timer::Delay;
 use libp2p::{Multiaddr, PeerId};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::contracts::{self, ContractsReport, PayPlan, Status, Wallet};
 use crate::driver::Driver;
 use crate::error::{from_js, ClientError};
 use crate::network_file::{self as network, BrowserHost, TransportChoice};
@@ -75,6 +80,10 @@ pub struct Client {
     /// The network's Guard, if it has one.
     guard: Option<Host>,
     choice: TransportChoice,
+    /// The wallet (the node's identity key).
+    pub(crate) wallet: Wallet,
+    /// How uploads pay: with an Escrow and a Guard in the network file.
+    pub(crate) pay: Option<PayPlan>,
 }
 
 /// Reports progress as (done, total) bytes.
@@ -106,18 +115,34 @@ fn own_version() -> btfs_core::score::Version {
 impl Client {
     pub fn new(
         node: Node,
-        hosts: &[BrowserHost],
-        hub: Option<&BrowserHost>,
-        guard: Option<&BrowserHost>,
+        network: &network::Network,
         choice: TransportChoice,
+        wallet: Wallet,
     ) -> Result<Self, ClientError> {
+        let guard = network.guard.as_ref().map(to_host).transpose()?;
+        let pay = match (&network.escrow, &guard) {
+            (Some(escrow), Some(guard)) => Some(PayPlan {
+                escrow: to_host(escrow)?,
+                guard: guard.peer,
+                epoch_ms: network.guard_epoch_ms,
+                epochs: PayPlan::epochs_for_days(
+                    btfs_core::hub::UPLOAD_DAYS,
+                    network.guard_epoch_ms,
+                ),
+                devnet: network.escrow_is_devnet,
+            }),
+            _ => None,
+        };
         let client = Self {
             node,
             hosts: RefCell::default(),
-            hub: hub.map(to_host).transpose()?,
-            guard: guard.map(to_host).transpose()?,
+            hub: network.hub.as_ref().map(to_host).transpose()?,
+            guard,
             choice,
+            wallet,
+            pay,
         };
+        let hosts = &network.hosts;
         for h in hosts {
             client.learn(to_host(h)?);
         }
@@ -201,8 +226,9 @@ impl Client {
         Ok(())
     }
 
-    /// Asks the Hub for upload hosts and checks its answer; returns them best first.
-    async fn recommend(&self, layout: &Layout) -> Result<Vec<HostId>, ClientError> {
+    /// Asks the Hub for upload hosts and checks its answer; returns them best first, each with
+    /// its advertised price per GiB-month (checked against its signed ad).
+    async fn recommend(&self, layout: &Layout) -> Result<Vec<(PeerId, u64)>, ClientError> {
         let req = btfs_core::hub::upload_request(layout);
         let HubResponse::Recommendation(rec) =
             self.ask_hub(HubRequest::Recommend(req.clone())).await?
@@ -211,10 +237,17 @@ impl Client {
         };
         let checked = check_recommendation(&rec, &req, own_version(), TOTAL_SHARDS)
             .map_err(ClientError::Hub)?;
-        let picked: Vec<HostId> = checked
+        let prices: HashMap<&str, u64> = rec
+            .hosts
             .iter()
-            .filter_map(|h| self.add_host(&h.peer_id, &h.addrs))
-            .map(HostId::new)
+            .map(|h| (h.peer_id.as_str(), h.facts.price))
+            .collect();
+        let picked: Vec<(PeerId, u64)> = checked
+            .iter()
+            .filter_map(|h| {
+                let peer = self.add_host(&h.peer_id, &h.addrs)?;
+                Some((peer, prices.get(h.peer_id.as_str()).copied().unwrap_or(0)))
+            })
             .collect();
         if picked.len() < TOTAL_SHARDS {
             return Err(ClientError::Hub(format!(
@@ -333,20 +366,35 @@ impl Client {
     }
 
     /// Encrypts, encodes and stores `blob`, then asks the Guard to watch it; returns its link
-    /// and what the Guard said. A failed upload releases what it placed (best effort) before it
-    /// returns; the Guard's answer never fails an upload.
+    /// and what the Guard said. With an Escrow, storage contracts are signed and funded before
+    /// any byte moves and committed after (`crate::contracts`). A failed upload releases what it
+    /// placed and cancels its offers (best effort) before it returns; the Guard's answer never
+    /// fails an upload.
     pub async fn upload(
         self: &Rc<Self>,
         blob: &web_sys::Blob,
         name: String,
         mime: String,
         progress: Option<Progress>,
+        on_status: Option<Status>,
     ) -> Result<UploadResult, ClientError> {
         let size = blob.size();
         let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
-        let candidates = match self.hub {
-            Some(_) => self.recommend(&layout).await?,
-            None => self.host_ids(),
+        let recommended = match self.hub {
+            Some(_) => Some(self.recommend(&layout).await?),
+            None => None,
+        };
+        // Contracts first: no byte moves before every host's offer is signed and funded.
+        let reserved = match (&self.pay, &recommended) {
+            (Some(_), Some(rec)) => Some(
+                contracts::reserve(self, &layout, rec, TOTAL_SHARDS, on_status.as_ref()).await?,
+            ),
+            _ => None,
+        };
+        let candidates: Vec<HostId> = match (&reserved, recommended) {
+            (Some(r), _) => r.hosts().map(HostId::new).collect(),
+            (None, Some(rec)) => rec.into_iter().map(|(p, _)| HostId::new(p)).collect(),
+            (None, None) => self.host_ids(),
         };
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).map_err(|e| ClientError::Js(e.to_string()))?;
@@ -416,11 +464,19 @@ impl Client {
             }
         }
         driver.perform(&mut m);
-        match m.take_result() {
+        let result = m.take_result();
+        if let (Some(r), false) = (&reserved, matches!(result, Some(Ok(_)))) {
+            contracts::cancel_all(self, r).await;
+        }
+        match result {
             Some(Ok(report)) => {
                 if let Some(p) = &progress {
                     p(size, size);
                 }
+                let contracts = match &reserved {
+                    Some(r) => Some(contracts::commit(self, r, &layout, &report).await?),
+                    None => None,
+                };
                 let guard = match &self.guard {
                     None => None,
                     Some(_) => Some(match self.watch(report.link.manifest_id).await {
@@ -439,6 +495,7 @@ impl Client {
                     slabs: report.slabs,
                     hosts_used: report.hosts_used,
                     guard,
+                    contracts,
                 })
             }
             Some(Err(UploadError::Aborted)) if input_error.is_some() => {
@@ -595,6 +652,9 @@ pub struct UploadResult {
     /// `"watching"` once the Guard watches the object, else why not; absent without a Guard.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<String>,
+    /// The storage contracts; absent without an Escrow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contracts: Option<ContractsReport>,
 }
 
 fn warn(message: &str) {

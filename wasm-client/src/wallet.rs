@@ -1,6 +1,13 @@
 //! The wallet key: the page's ed25519 libp2p identity, generated on first use and kept in
 //! IndexedDB (database `btfs-client`, object store `wallet`, key `identity`, value: the
-//! protobuf-encoded libp2p keypair). Contracts and escrow will sign with it.
+//! protobuf-encoded libp2p keypair). It signs the page's storage contracts and its calls to the
+//! Escrow (`crate::contracts`).
+//!
+//! The call journal (object store `calls`, key: the call id, value: the signed call as JSON),
+//! like the CLI's `wallet.key.journal`: every call to the Escrow is saved **before** it is sent
+//! and deleted once answered, so a call whose answer was lost (a closed tab, a dropped
+//! connection) is resent, byte for byte, by the next client of this origin; the Escrow answers a
+//! resent call with its first result, so nothing is done twice.
 //!
 //! Non-goals: encryption at rest (IndexedDB is origin-scoped; a passphrase can wrap the bytes
 //! later), several wallets per origin.
@@ -16,6 +23,9 @@ use crate::error::{from_js, ClientError};
 const DB: &str = "btfs-client";
 const STORE: &str = "wallet";
 const KEY: &str = "identity";
+const CALLS: &str = "calls";
+/// Version 2 added the call journal.
+const DB_VERSION: u32 = 2;
 
 /// Resolves when an IndexedDB request succeeds, with its result.
 fn done(req: &IdbRequest) -> JsFuture {
@@ -53,14 +63,21 @@ async fn open() -> Result<IdbDatabase, ClientError> {
         .ok_or_else(|| {
             ClientError::Js("IndexedDB is not available here; use { wallet: 'ephemeral' }".into())
         })?;
-    let req = factory.open_with_u32(DB, 1).map_err(idb_error("open"))?;
+    let req = factory
+        .open_with_u32(DB, DB_VERSION)
+        .map_err(idb_error("open"))?;
     let upgrade_req = req.clone();
     let on_upgrade = Closure::once_into_js(move |_: web_sys::Event| {
         if let Ok(db) = upgrade_req
             .result()
             .and_then(|r| r.dyn_into::<IdbDatabase>())
         {
-            let _ = db.create_object_store(STORE);
+            let names = db.object_store_names();
+            for store in [STORE, CALLS] {
+                if !names.contains(store) {
+                    let _ = db.create_object_store(store);
+                }
+            }
         }
     });
     req.set_onupgradeneeded(Some(on_upgrade.unchecked_ref()));
@@ -82,22 +99,52 @@ async fn read() -> Result<Option<Vec<u8>>, ClientError> {
     Ok(v.dyn_into::<js_sys::Uint8Array>().ok().map(|a| a.to_vec()))
 }
 
-async fn write(bytes: &[u8]) -> Result<(), ClientError> {
+/// Puts (`Some`) or deletes (`None`) `key` in `store`, durably once the promise resolves.
+async fn put(store: &str, key: &str, value: Option<&JsValue>) -> Result<(), ClientError> {
     let db = open().await?;
-    let store = db
-        .transaction_with_str_and_mode(STORE, IdbTransactionMode::Readwrite)
-        .and_then(|t| t.object_store(STORE))
+    let os = db
+        .transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite)
+        .and_then(|t| t.object_store(store))
         .map_err(idb_error("write"))?;
-    let value = js_sys::Uint8Array::from(bytes);
-    done(
-        &store
-            .put_with_key(&value, &KEY.into())
-            .map_err(idb_error("write"))?,
-    )
-    .await
+    let req = match value {
+        Some(v) => os.put_with_key(v, &key.into()),
+        None => os.delete(&key.into()),
+    }
     .map_err(idb_error("write"))?;
+    done(&req).await.map_err(idb_error("write"))?;
     db.close();
     Ok(())
+}
+
+async fn write(bytes: &[u8]) -> Result<(), ClientError> {
+    put(STORE, KEY, Some(&js_sys::Uint8Array::from(bytes).into())).await
+}
+
+/// Saves a signed call (JSON) under its id before it is sent.
+pub async fn save_call(id: &str, call_json: &str) -> Result<(), ClientError> {
+    put(CALLS, id, Some(&JsValue::from_str(call_json))).await
+}
+
+/// Forgets an answered call.
+pub async fn forget_call(id: &str) -> Result<(), ClientError> {
+    put(CALLS, id, None).await
+}
+
+/// Calls saved but never answered (JSON), at most `limit`.
+pub async fn pending_calls(limit: u32) -> Result<Vec<String>, ClientError> {
+    let db = open().await?;
+    let store = db
+        .transaction_with_str(CALLS)
+        .and_then(|t| t.object_store(CALLS))
+        .map_err(idb_error("read"))?;
+    let req = store
+        .get_all_with_key_and_limit(&JsValue::UNDEFINED, limit)
+        .map_err(idb_error("read"))?;
+    let v = done(&req).await.map_err(idb_error("read"))?;
+    db.close();
+    Ok(v.dyn_into::<js_sys::Array>()
+        .map(|a| a.iter().filter_map(|x| x.as_string()).collect())
+        .unwrap_or_default())
 }
 
 /// Parses exported wallet bytes.

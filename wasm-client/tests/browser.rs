@@ -430,3 +430,119 @@ async fn a_browser_audit_fails_exactly_the_shard_deleted_from_a_hosts_disk() {
         .into(),
     );
 }
+
+#[wasm_bindgen_test]
+async fn a_browser_upload_funds_and_commits_30_contracts_that_the_escrow_lists() {
+    let client = connect("websocket").await;
+    let statuses = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let seen = statuses.clone();
+    let on_status = wasm_bindgen::closure::Closure::<dyn Fn(String)>::new(move |s: String| {
+        seen.borrow_mut().push(s)
+    });
+    let data = seeded(3 * MIB + 1, 41);
+    let bytes: JsValue = js_sys::Uint8Array::from(&data[..]).into();
+    let report = client
+        .upload_with_report(bytes, options(&[("onStatus", on_status.as_ref().clone())]))
+        .await
+        .unwrap_or_else(|e| panic!("upload failed: {}", message(&e)));
+    let report: serde_json::Value = from_js(&report);
+    let c = &report["contracts"];
+    assert_eq!(c["committed"], 30, "one contract per host: {report}");
+    assert_eq!(c["ids"].as_array().map(Vec::len), Some(30), "{report}");
+    assert_eq!(c["unsigned"].as_array().map(Vec::len), Some(0), "{report}");
+    assert!(c["locked"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(
+        statuses.borrow().iter().any(|s| s.starts_with("reserved ")),
+        "the page hears about the reservation: {:?}",
+        statuses.borrow()
+    );
+    if c["topped_up"].as_u64().unwrap_or(0) > 0 {
+        assert!(
+            statuses
+                .borrow()
+                .iter()
+                .any(|s| s.contains("from the faucet")),
+            "a devnet top-up is said: {:?}",
+            statuses.borrow()
+        );
+    }
+
+    let balance: serde_json::Value = from_js(&client.balance().await.unwrap());
+    assert_eq!(balance["peer"], client.peer_id().as_str(), "{balance}");
+    assert!(
+        balance["locked"].as_u64().unwrap_or(0) >= c["locked"].as_u64().unwrap_or(u64::MAX),
+        "the contracts' money is locked: {balance} vs {report}"
+    );
+    let listed: Vec<serde_json::Value> = from_js(&client.contracts().await.unwrap());
+    let mut hosts = std::collections::BTreeSet::new();
+    for id in c["ids"].as_array().unwrap() {
+        let k = listed
+            .iter()
+            .find(|k| k["id"] == *id)
+            .unwrap_or_else(|| panic!("contract {id} is not listed"));
+        assert_eq!(k["state"], "active", "{k}");
+        assert_eq!(k["tenant"], client.peer_id().as_str(), "{k}");
+        let manifest = btfs_core::Link::parse(report["link"].as_str().unwrap())
+            .unwrap()
+            .manifest_id
+            .to_hex();
+        assert_eq!(k["manifest_id"], manifest.as_str(), "{k}");
+        assert_eq!(k["shards"].as_array().map(Vec::len), Some(1), "{k}");
+        hosts.insert(k["host"].as_str().unwrap().to_string());
+    }
+    assert_eq!(hosts.len(), 30, "30 distinct hosts");
+    // For the xtask: the CLI checks the same contracts at the Escrow.
+    web_sys::console::log_1(&format!("BTFS_WALLET {}", client.peer_id()).into());
+    for id in c["ids"].as_array().unwrap() {
+        web_sys::console::log_1(&format!("BTFS_CONTRACT {}", id.as_str().unwrap()).into());
+    }
+}
+
+#[wasm_bindgen_test]
+async fn an_unfunded_upload_off_the_devnet_stops_before_a_byte_with_the_amount_needed() {
+    // The devnet's network file without its faucet: a fresh wallet has nothing.
+    let mut net: serde_json::Value = serde_json::from_str(network()).unwrap();
+    net["services"]["escrow"]["devnet"] = false.into();
+    let net = js_sys::JSON::parse(&net.to_string()).unwrap();
+    let client = BtfsClient::connect(options(&[
+        ("network", net),
+        ("transport", "websocket".into()),
+        ("wallet", "ephemeral".into()),
+    ]))
+    .await
+    .unwrap();
+    let called = std::rc::Rc::new(std::cell::Cell::new(false));
+    let c = called.clone();
+    let on_progress =
+        wasm_bindgen::closure::Closure::<dyn Fn(f64, f64)>::new(move |done: f64, _total: f64| {
+            if done > 0.0 {
+                c.set(true)
+            }
+        });
+    let bytes: JsValue = js_sys::Uint8Array::from(&seeded(MIB, 43)[..]).into();
+    let e = client
+        .upload(
+            bytes,
+            options(&[("onProgress", on_progress.as_ref().clone())]),
+        )
+        .await
+        .unwrap_err();
+    let msg = message(&e);
+    assert!(
+        msg.contains("this upload needs") && msg.contains("has 0 BTT available"),
+        "{msg}"
+    );
+    assert!(msg.contains(&client.peer_id()), "{msg}");
+    assert!(
+        !called.get(),
+        "no byte may move before the contracts are funded"
+    );
+    let balance: serde_json::Value = from_js(&client.balance().await.unwrap());
+    assert_eq!(
+        (balance["balance"].as_u64(), balance["locked"].as_u64()),
+        (Some(0), Some(0)),
+        "{balance}"
+    );
+    let listed: Vec<serde_json::Value> = from_js(&client.contracts().await.unwrap());
+    assert!(listed.is_empty(), "{listed:?}");
+}

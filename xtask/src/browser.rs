@@ -237,7 +237,8 @@ pub fn build_pkg() -> Result<PathBuf> {
 }
 
 /// The dApp page (`www/`) in headless Chromium, served as `cargo xtask demo` serves it: it
-/// connects, uploads a file through the file input (registered with the Guard), shows its health
+/// connects, uploads a file through the file input (registered with the Guard, paid with 30
+/// storage contracts that the wallet section then lists), shows its health
 /// and passes its own audit ("Audit it yourself"), downloads it back, and the CLI downloads the
 /// page's link byte-identical.
 fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
@@ -275,6 +276,16 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     if !up.contains("the Guard watches it") {
         bail!("the page's upload was not registered with the Guard: {up}");
     }
+    // Paid with the page's wallet: 30 contracts, which the wallet section lists after it.
+    if !up.contains("30 storage contracts") {
+        bail!("the page's upload did not report its 30 storage contracts: {up}");
+    }
+    let listed = driver.wait_text("contracts-summary", minute, |t| {
+        t.starts_with("30 active") || t.contains("rror")
+    })?;
+    if !listed.starts_with("30 active contract(s) in 1 upload(s)") {
+        bail!("the page's wallet does not list its upload's contracts: {listed}");
+    }
     // After the upload the page shows the Guard's health; "Audit it yourself" verifies 30 proofs.
     let health = driver.wait_text("health-result", minute, |t| {
         t.contains("healthy") || t.contains("rror") || t.contains("guard:")
@@ -304,8 +315,48 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         bail!("the page's upload, downloaded with the CLI, differs");
     }
     eprintln!(
-        "<== the dApp page: connect, upload, Guard health, own audit, download, CLI interop ok in {:.0?}",
+        "<== the dApp page: connect, upload with 30 contracts, wallet, Guard health, own audit, download, CLI interop ok in {:.0?}",
         started.elapsed()
+    );
+    Ok(())
+}
+
+/// The contracts a browser upload committed (its test prints `BTFS_WALLET <peer>` and one
+/// `BTFS_CONTRACT <id>` line each), as the native CLI sees them at the Escrow:
+/// `btfs contracts --peer <browser wallet> --json` lists every one as `active`.
+fn browser_contracts_seen_by_the_cli(btfs: &Path, network: &Path, log: &str) -> Result<()> {
+    let field = |tag: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.split_once(tag).map(|(_, v)| v.trim().to_string()))
+            .collect()
+    };
+    let peer = field("BTFS_WALLET ")
+        .pop()
+        .context("the browser contracts test printed no BTFS_WALLET line")?;
+    let ids = field("BTFS_CONTRACT ");
+    if ids.len() != 30 {
+        bail!(
+            "the browser upload printed {} contract ids, expected 30",
+            ids.len()
+        );
+    }
+    let json = btfs_cli(btfs, &["contracts", "--peer", &peer, "--json"], network)?;
+    for id in &ids {
+        // Pretty JSON of `ContractView`s: `state` follows `id` (the signed document's own
+        // fields are inside an escaped string, so they do not match).
+        let at = json
+            .find(&format!("\"id\": \"{id}\""))
+            .with_context(|| format!("btfs contracts --peer {peer} does not list {id}"))?;
+        let state = json[at..]
+            .split_once("\"state\": \"")
+            .and_then(|(_, rest)| rest.split('"').next())
+            .unwrap_or("");
+        if state != "active" {
+            bail!("the CLI sees the browser's contract {id} as {state:?}, not active");
+        }
+    }
+    eprintln!(
+        "browser → CLI: the 30 contracts of the browser wallet {peer} are active at the Escrow"
     );
     Ok(())
 }
@@ -430,6 +481,8 @@ pub fn tests() -> Result<()> {
         }
         eprintln!("browser → CLI interop ok: {name}");
     }
+
+    browser_contracts_seen_by_the_cli(&btfs, &net.network, &log)?;
 
     page_round_trip(&btfs, &net.network, &dir)?;
 

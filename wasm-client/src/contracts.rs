@@ -14,7 +14,7 @@
 //! After the upload ([`commit`]): for every host that keeps shards, its offer plus the manifest
 //! id and its shard roots (`escrow::plan::shards_by_host` + `escrow::plan::contract`), signed by
 //! the host (which checks it holds them for this tenant) and the tenant, all in **one**
-//! [`Op::Commit`] call; offers of hosts that got nothing are cancelled ([`Op::Cancel`]).
+//! [`Op::Commit`] call; offers of hosts that got nothing are voided in the same call.
 //!
 //! Every call gets a fresh random id and is saved in IndexedDB before it is sent
 //! (`crate::wallet`'s call journal); retries resend the very same signed call, and calls an
@@ -610,28 +610,27 @@ pub async fn commit(
             }
         }
     }
-    for chunk in docs.chunks(MAX_DOCS_PER_CALL) {
+    // One commit call (more only past MAX_DOCS_PER_CALL hosts); the first also voids the offers
+    // of hosts that got nothing.
+    let mut void: Vec<String> = unused.iter().map(|t| t.id.clone()).collect();
+    let mut chunks: Vec<Vec<Cosigned>> =
+        docs.chunks(MAX_DOCS_PER_CALL).map(<[_]>::to_vec).collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    for contracts in chunks {
+        let take = std::mem::take(&mut void);
+        if contracts.is_empty() && take.is_empty() {
+            continue;
+        }
         let r = client
             .call(Op::Commit {
-                contracts: chunk.to_vec(),
+                contracts,
+                void: take,
             })
             .await?;
         out.released += r.amount;
         out.ids.extend(r.contracts);
-    }
-    for t in unused {
-        match client
-            .call(Op::Cancel {
-                contract: t.id.clone(),
-            })
-            .await
-        {
-            Ok(r) => out.released += r.amount,
-            Err(e) => warn(&format!(
-                "btfs: cannot cancel the unused offer {} ({e}); it expires and is refunded",
-                t.id
-            )),
-        }
     }
     out.committed = out.ids.len();
     out.locked = locked;
@@ -641,16 +640,17 @@ pub async fn commit(
 /// Cancels every offer of an upload that failed (best effort: an offer not cancelled expires
 /// and is refunded).
 pub async fn cancel_all(client: &Client, reserved: &Reserved) {
-    for (_, t) in &reserved.offers {
+    let ids: Vec<String> = reserved.offers.iter().map(|(_, t)| t.id.clone()).collect();
+    for void in ids.chunks(4 * MAX_DOCS_PER_CALL) {
         if let Err(e) = client
-            .call(Op::Cancel {
-                contract: t.id.clone(),
+            .call(Op::Commit {
+                contracts: Vec::new(),
+                void: void.to_vec(),
             })
             .await
         {
             warn(&format!(
-                "btfs: cannot cancel the offer {} of a failed upload ({e}); it expires and is refunded",
-                t.id
+                "btfs: cannot void the offers of a failed upload ({e}); they expire and are refunded"
             ));
         }
     }

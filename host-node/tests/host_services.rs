@@ -196,7 +196,7 @@ async fn unknown_or_incomplete_service_lists_are_refused_before_anything_starts(
     assert!(err.contains("status needs hub"), "{err}");
     // Nothing was created: the config is checked first.
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
-    let e = ServiceKind::parse_list("hub,escrow")
+    let e = ServiceKind::parse_list("hub,bank")
         .unwrap_err()
         .to_string();
     assert!(e.contains("valid services are hub, status"), "{e}");
@@ -217,11 +217,11 @@ fn the_cli_flag_is_checked_and_reported() {
             .output()
             .unwrap()
     };
-    let o = run("hub,escrow");
+    let o = run("hub,bank");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        err.contains("unknown service \"escrow\": valid services are hub, status, guard"),
+        err.contains("unknown service \"bank\": valid services are hub, status, escrow, guard"),
         "{err}"
     );
     let o = run("status");

@@ -196,9 +196,7 @@ async fn unknown_or_incomplete_service_lists_are_refused_before_anything_starts(
     assert!(err.contains("status needs hub"), "{err}");
     // Nothing was created: the config is checked first.
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
-    let e = ServiceKind::parse_list("hub,bank")
-        .unwrap_err()
-        .to_string();
+    let e = ServiceKind::parse_list("hub,bank").unwrap_err().to_string();
     assert!(e.contains("valid services are hub, status"), "{e}");
 }
 

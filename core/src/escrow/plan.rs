@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use super::terms::{epoch_at, price_per_epoch, ShardTerm, Terms};
+use super::terms::{epoch_at, price_per_epoch, ShardTerm, Terms, MAX_DOCS_PER_CALL};
 use crate::engine::HostId;
 use crate::layout::Layout;
 use crate::root::Root;
+use libp2p_identity::PeerId;
 
 /// How long an offer stays open for the upload to commit it.
 pub const OFFER_LIFETIME_MS: u64 = 3_600_000;
@@ -92,6 +93,48 @@ pub fn contract(offer: &Terms, manifest_id: &Root, shards: Vec<ShardTerm>) -> Te
     t
 }
 
+/// After an upload: the contract each offered host signs (hosts that got shards) and the ids of
+/// the offers to void (hosts that got none), from the upload machine's placement.
+pub fn commitments(
+    offers: &[(PeerId, Terms)],
+    layout: &Layout,
+    report: &crate::engine::upload::UploadReport,
+) -> (Vec<(PeerId, Terms)>, Vec<String>) {
+    let per_host = shards_by_host(layout, &report.placement, &report.roots);
+    let mut jobs = Vec::new();
+    let mut void = Vec::new();
+    for (h, offer) in offers {
+        match per_host.get(&HostId::new(*h)) {
+            Some(shards) => jobs.push((
+                *h,
+                contract(offer, &report.link.manifest_id, shards.clone()),
+            )),
+            None => void.push(offer.id.clone()),
+        }
+    }
+    (jobs, void)
+}
+
+/// The commit calls for `contracts` (signed by both) and the offers to `void`: one call, more
+/// only past [`MAX_DOCS_PER_CALL`] contracts; the first also voids.
+pub fn commit_ops(contracts: Vec<super::Cosigned>, void: Vec<String>) -> Vec<super::Op> {
+    let mut void = Some(void);
+    let mut ops: Vec<super::Op> = contracts
+        .chunks(MAX_DOCS_PER_CALL)
+        .map(|c| super::Op::Commit {
+            contracts: c.to_vec(),
+            void: void.take().unwrap_or_default(),
+        })
+        .collect();
+    if let Some(v) = void.filter(|v| !v.is_empty()) {
+        ops.push(super::Op::Commit {
+            contracts: Vec::new(),
+            void: v,
+        });
+    }
+    ops
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -137,5 +180,7 @@ mod tests {
         c.validate().unwrap();
         assert!(o.committed_by(&c));
         assert!(c.contract_amount() <= o.reserve_amount().unwrap());
+        assert_eq!(commit_ops(Vec::new(), Vec::new()).len(), 0);
+        assert_eq!(commit_ops(Vec::new(), vec!["ab".repeat(16)]).len(), 1);
     }
 }

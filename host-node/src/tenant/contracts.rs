@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use btfs_core::engine::upload::UploadReport as MachineReport;
-use btfs_core::engine::HostId;
 use btfs_core::escrow::plan::OfferParams;
 use btfs_core::escrow::{
     self, Cosigned, EscrowRequest, EscrowResponse, HostRequest, HostResponse, Op, Terms,
@@ -275,24 +274,7 @@ pub async fn commit(
     layout: &Layout,
     report: &MachineReport,
 ) -> Result<ContractsReport, ContractError> {
-    let per_host = escrow::plan::shards_by_host(layout, &report.placement, &report.roots);
-    let jobs: Vec<(PeerId, Terms)> = reserved
-        .offers
-        .iter()
-        .filter_map(|(h, offer)| {
-            let shards = per_host.get(&HostId::new(*h))?;
-            Some((
-                *h,
-                escrow::plan::contract(offer, &report.link.manifest_id, shards.clone()),
-            ))
-        })
-        .collect();
-    let unused: Vec<&Terms> = reserved
-        .offers
-        .iter()
-        .filter(|(h, _)| !per_host.contains_key(&HostId::new(*h)))
-        .map(|(_, t)| t)
-        .collect();
+    let (jobs, void) = escrow::plan::commitments(&reserved.offers, layout, report);
     let signed: Vec<(PeerId, Result<Cosigned, String>)> = stream::iter(jobs)
         .map(|(host, terms)| async move {
             let r = async {
@@ -327,29 +309,8 @@ pub async fn commit(
             }
         }
     }
-    // One commit call (more only past MAX_DOCS_PER_CALL hosts); the first also voids the offers
-    // of hosts that got nothing.
-    let mut void: Vec<String> = unused.iter().map(|t| t.id.clone()).collect();
-    let mut chunks: Vec<Vec<Cosigned>> =
-        docs.chunks(MAX_DOCS_PER_CALL).map(<[_]>::to_vec).collect();
-    if chunks.is_empty() {
-        chunks.push(Vec::new());
-    }
-    for contracts in chunks {
-        let take = std::mem::take(&mut void);
-        if contracts.is_empty() && take.is_empty() {
-            continue;
-        }
-        let r = wallet
-            .call(
-                tenant.net(),
-                &plan.escrow,
-                Op::Commit {
-                    contracts,
-                    void: take,
-                },
-            )
-            .await?;
+    for op in escrow::plan::commit_ops(docs, void) {
+        let r = wallet.call(tenant.net(), &plan.escrow, op).await?;
         out.released += r.amount;
         out.ids.extend(r.contracts);
     }

@@ -48,6 +48,19 @@ pub const MAX_NAME_LEN: usize = 1024;
 pub const MAX_MIME_LEN: usize = 255;
 const SHARD_RECORD_LEN: usize = 32 + 2;
 
+/// The most bytes the manifest of an object of `slabs` slabs can take (every shard on its own
+/// host, the longest name and media type), capped at [`MAX_MANIFEST_LEN`]: what a storage offer
+/// sets aside for a manifest copy before the manifest exists.
+pub fn max_len_for(slabs: u64) -> u64 {
+    let shards = slabs.max(1).saturating_mul(TOTAL_SHARDS as u64);
+    let hosts = shards.min(u64::from(u16::MAX));
+    let sealed = (1 + 2 + MAX_NAME_LEN + 2 + MAX_MIME_LEN + 64) as u64;
+    (26 + 2 + sealed + 2)
+        .saturating_add(hosts.saturating_mul(1 + MAX_HOST_ID_LEN as u64))
+        .saturating_add(shards.saturating_mul(SHARD_RECORD_LEN as u64))
+        .min(MAX_MANIFEST_LEN as u64)
+}
+
 /// A manifest could not be built, parsed or opened.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -22,7 +22,8 @@
 //!                         are kept by a completed upload
 //! response = status: u8 ‖ len: u32 ‖ body: [u8; len]
 //!            status 0 OK      PUT, RELEASE, CLAIM: empty; GET: the blob; STAT: size as u64
-//!            status 1..=8     body = UTF-8 message (≤ 1 KiB) saying what went wrong
+//!            status 1..=9     body = UTF-8 message (≤ 1 KiB) saying what went wrong
+//!                             (9 = no funded offer covers this PUT: `crate::escrow::funding`)
 //! ```
 //!
 //! The requester closes its write side after reading the answer; the host closes after the
@@ -126,6 +127,9 @@ pub enum Status {
     /// The requester may not do this to the blob: it holds no hold on it (RELEASE, CLAIM), or
     /// the blob has [`MAX_HOLDERS`] holds already (PUT).
     Forbidden = 8,
+    /// The host works with an Escrow and no funded offer of the requester covers this PUT
+    /// (`crate::escrow::funding`); nothing was read or stored.
+    Unfunded = 9,
 }
 
 impl Status {
@@ -141,6 +145,7 @@ impl Status {
             6 => Self::BadRequest,
             7 => Self::Internal,
             8 => Self::Forbidden,
+            9 => Self::Unfunded,
             other => return Err(FrameError::Status(other)),
         })
     }
@@ -503,7 +508,7 @@ mod tests {
             len: 100,
         };
         assert!(ResponseHead::decode(&r.encode(), 99).is_err());
-        assert!(ResponseHead::decode(&[9, 0, 0, 0, 0], 0).is_err());
+        assert!(ResponseHead::decode(&[10, 0, 0, 0, 0], 0).is_err());
         assert!(ResponseHead::decode(&[1, 1, 4, 0, 0], 0).is_err());
     }
 
@@ -547,9 +552,14 @@ mod tests {
             ResponseHead::decode(&forbidden.encode(), 0).unwrap(),
             forbidden
         );
+        let unfunded = ResponseHead {
+            status: Status::Unfunded,
+            len: 4,
+        };
+        assert_eq!(unfunded.encode(), [0x09, 0x04, 0x00, 0x00, 0x00]);
         assert_eq!(
-            ResponseHead::decode(&[9, 0, 0, 0, 0], 0),
-            Err(FrameError::Status(9))
+            ResponseHead::decode(&[10, 0, 0, 0, 0], 0),
+            Err(FrameError::Status(10))
         );
     }
 

@@ -62,6 +62,7 @@ async fn run() {
     let handle = escrow::start(
         dir.path(),
         None,
+        libp2p::identity::ed25519::Keypair::generate(),
         EscrowOptions {
             ledger: LedgerConfig {
                 faucet_max: Some(u64::MAX >> 17),

@@ -51,7 +51,7 @@ pub fn contract_serve(data: &[u8]) {
 pub fn contract_decide(data: &[u8]) -> Option<Result<btfs_core::escrow::Cosigned, String>> {
     use crate::host::contract_server::{decide, ContractPolicy};
     use crate::host::store::{BlobStore, MemStore};
-    use btfs_core::escrow::HostRequest;
+    use btfs_core::escrow::{HostRequest, HostResponse};
     let req = serde_json::from_slice::<HostRequest>(data).ok()?;
     let tenant = fuzz_key(1);
     let peer = libp2p::identity::PublicKey::from(tenant.public()).to_peer_id();
@@ -66,14 +66,38 @@ pub fn contract_decide(data: &[u8]) -> Option<Result<btfs_core::escrow::Cosigned
         s.put(&root, &verified, peer, 0).unwrap();
         std::sync::Arc::new(s)
     });
+    let pid = |k: &libp2p::identity::ed25519::Keypair| {
+        libp2p::identity::PublicKey::from(k.public()).to_peer_id()
+    };
     let policy = ContractPolicy {
         key: fuzz_key(2),
         price_per_gib_month: 100,
+        funding: Some(std::sync::Arc::new(crate::host::funding::Funding::new(
+            pid(&fuzz_key(2)),
+            pid(&fuzz_key(3)),
+            None,
+        ))),
     };
     let asked = match &req {
         HostRequest::Offer { doc } | HostRequest::Contract { doc } => doc.clone(),
+        HostRequest::Funded { proof, .. } => {
+            // A grant is given only on the Escrow's (identity 3's) proof for this tenant.
+            if let Ok(HostResponse::Granted { .. }) =
+                decide(peer, req.clone(), store.as_ref(), &policy)
+            {
+                let v = proof
+                    .verify::<btfs_core::escrow::Funded>()
+                    .expect("a granted proof verifies");
+                assert_eq!(v.peer, pid(&fuzz_key(3)), "granted on a stranger's proof");
+                assert_eq!(v.body.tenant, peer.to_base58());
+            }
+            return Some(Err("funded".into()));
+        }
     };
-    let r = decide(peer, req, store.as_ref(), &policy);
+    let r = decide(peer, req, store.as_ref(), &policy).and_then(|r| match r {
+        HostResponse::Signed { doc } => Ok(doc),
+        HostResponse::Granted { .. } => Err("an offer was answered with a grant".into()),
+    });
     if let Ok(signed) = &r {
         let t = signed.verify_host().expect("what the host signs verifies");
         assert_eq!(signed.payload, asked.payload, "the host signed other terms");

@@ -342,7 +342,9 @@ impl Devnet {
         if std::env::var_os("BTFS_WALLET").is_none() {
             cmd.env("BTFS_WALLET", self.scratch().join("wallet.key"));
         }
-        if matches!(args.first(), Some(&"upload") | Some(&"download"))
+        // Uploads, downloads and raw puts (which pay on a network with an Escrow) use this devnet.
+        let paid_put = args.starts_with(&["shard", "put"]);
+        if (matches!(args.first(), Some(&"upload") | Some(&"download")) || paid_put)
             && !args.contains(&"--network")
         {
             cmd.arg("--network").arg(self.network_path());

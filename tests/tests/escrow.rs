@@ -504,3 +504,157 @@ fn hosts_are_paid_for_proven_epochs_only_and_the_ledger_survives_kill_9() {
     assert_eq!(l["withdrawals"], 500_000);
     assert_eq!(l["conserved"], true);
 }
+
+/// One `/btfs/contract/1` request to `host` as `key`: the answer, or the refusal's text.
+fn host_ask(
+    key: &ed25519::Keypair,
+    host: &btfs_tests::Host,
+    req: &btfs_core::escrow::HostRequest,
+) -> Result<btfs_core::escrow::HostResponse, String> {
+    let peer: libp2p::PeerId = host.peer_id.parse().unwrap();
+    let addrs = host.addrs.iter().map(|a| a.parse().unwrap()).collect();
+    let body = serde_json::to_vec(req).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = btfs_host::tenant::Tenant::start_with_key(Vec::new(), key.clone().into())
+            .await
+            .unwrap();
+        let r = btfs_host::net::exchange(
+            t.net(),
+            peer,
+            addrs,
+            btfs_core::escrow::HOST_PROTOCOL,
+            &body,
+            btfs_core::escrow::MAX_HOST_REQUEST_LEN,
+            Duration::from_secs(20),
+        )
+        .await;
+        t.shutdown().await;
+        let (status, out) = r?;
+        if status != btfs_core::protocol::Status::Ok {
+            return Err(String::from_utf8_lossy(&out).into_owned());
+        }
+        Ok(serde_json::from_slice(&out).unwrap())
+    })
+}
+
+#[test]
+fn hosts_store_only_blobs_a_funded_offer_covers() {
+    use btfs_core::escrow::plan::{offer_for, OfferParams, Room};
+    use btfs_core::escrow::{Cosigned, EscrowResponse, Funded, HostRequest, HostResponse};
+    let net = Devnet::start(1).unwrap();
+    let host = net.hosts()[0].clone();
+    let addr = host.addrs[0].clone();
+    let blob = net.scratch().join("blob");
+    random_file(&blob, 100 * KIB, 7).unwrap();
+    let put = |network: &str, file: &std::path::Path| {
+        net.btfs(&[
+            "shard",
+            "put",
+            "--host",
+            &addr,
+            "--network",
+            network,
+            &file.display().to_string(),
+        ])
+    };
+
+    // Without paying (no network file, so no Escrow to pay): refused before the body is read.
+    let o = put("/nonexistent/network.json", &blob);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "an unfunded put was stored");
+    assert!(err.contains("funded storage offer"), "{err}");
+    let root = btfs_core::Root::of(&std::fs::read(&blob).unwrap()).to_hex();
+    assert!(!blob_path(&host.data_dir, &root).exists());
+
+    // Paying: one offer for the blob, reserved and shown to the host, then the put.
+    let network = net.network_path().display().to_string();
+    let o = put(&network, &blob);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(blob_path(&host.data_dir, &root).exists());
+    let balance = json(&net, &["wallet", "balance"]);
+    assert!(balance["locked"].as_u64().unwrap() > 0, "{balance:#}");
+
+    // Raw: a fresh tenant's offer, signed by the host and reserved at the Escrow.
+    let tenant = ed25519::Keypair::generate();
+    let me = peer_of(&tenant);
+    let escrow_key = guard_key(&net); // the devnet's service node runs the Escrow
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let terms = offer_for(
+        &OfferParams {
+            id: "5e".repeat(16),
+            tenant: &me,
+            host: &host.peer_id,
+            guard: &peer_of(&escrow_key),
+            price_per_gib_month: btfs_host::host::config::HostConfig::default().price_per_gib_month,
+            epoch_ms: 60_000,
+            epochs: 10,
+            now_ms: now,
+        },
+        Room::blob(4096),
+    );
+    let doc = match host_ask(
+        &tenant,
+        &host,
+        &HostRequest::Offer {
+            doc: Cosigned::propose(&terms).unwrap(),
+        },
+    ) {
+        Ok(HostResponse::Signed { doc }) => doc.sign(&tenant).unwrap(),
+        other => panic!("the host did not sign the offer: {other:?}"),
+    };
+    let r = ask(
+        &net,
+        vec![
+            EscrowRequest::Call {
+                call: call(&tenant, &me, 1, Op::Deposit { amount: 1_000_000 }),
+            },
+            EscrowRequest::Call {
+                call: call(
+                    &tenant,
+                    &me,
+                    2,
+                    Op::Reserve {
+                        offers: vec![doc.clone()],
+                    },
+                ),
+            },
+        ],
+    );
+    let Ok(EscrowResponse::Call(receipt)) = &r[1] else {
+        panic!("reserve: {r:?}")
+    };
+    let proof = receipt.funded.clone().expect("a funding proof");
+    let v = proof.verify::<Funded>().unwrap();
+    assert_eq!(v.peer.to_base58(), peer_of(&escrow_key));
+    assert_eq!(v.body.offers, vec![terms.id.clone()]);
+
+    // A proof the tenant signed itself, and someone else's proof, are refused.
+    let forged = Signed::sign(
+        &Funded {
+            peer_id: me.clone(),
+            ..v.body.clone()
+        },
+        &tenant,
+    )
+    .unwrap();
+    let funded = |proof: &Signed| HostRequest::Funded {
+        offers: vec![doc.clone()],
+        proof: proof.clone(),
+    };
+    let e = host_ask(&tenant, &host, &funded(&forged)).unwrap_err();
+    assert!(e.contains("not by this host's Escrow"), "{e}");
+    let thief = ed25519::Keypair::generate();
+    let e = host_ask(&thief, &host, &funded(&proof)).unwrap_err();
+    assert!(e.contains("not for you"), "{e}");
+    // The real proof grants exactly the offer's room, and showing it twice grants it once.
+    for _ in 0..2 {
+        match host_ask(&tenant, &host, &funded(&proof)) {
+            Ok(HostResponse::Granted { bytes, blobs }) => assert_eq!((bytes, blobs), (4096, 1)),
+            other => panic!("not granted: {other:?}"),
+        }
+    }
+}

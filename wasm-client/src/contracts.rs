@@ -8,8 +8,10 @@
 //! [`Op::Reserve`] call. A wallet that cannot pay is topped up from the Escrow's faucet first
 //! (`Op::Deposit`, at most the faucet's `faucet_max` per call) when the network file says
 //! `services.escrow.devnet`, and the page is told so; on any other network the upload stops
-//! here with [`ClientError::Unfunded`] (how much is needed, what the wallet has). The upload
-//! then uses only the hosts that signed.
+//! here with [`ClientError::Unfunded`] (how much is needed, what the wallet has). The Escrow's
+//! answer carries its signed funding proof; each host is shown its offer with that proof
+//! (`escrow::plan::funding_notices`), and hosts store the tenant's shards only after it. The
+//! upload then uses only the hosts that signed and took the proof.
 //!
 //! After the upload ([`commit`]): for every host that keeps shards, its offer plus the manifest
 //! id and its shard roots (`escrow::plan::shards_by_host` + `escrow::plan::contract`), signed by
@@ -22,7 +24,7 @@
 //!
 //! Non-goals: choosing prices or hosts (the Hub and the hosts' ads), repair contracts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use btfs_core::engine::upload::UploadReport as MachineReport;
@@ -167,14 +169,20 @@ impl Balance {
 pub struct Reserved {
     /// Host and offer, in the order of the Hub's recommendation.
     offers: Vec<(PeerId, Terms)>,
+    /// Hosts that took the funding proof.
+    granted: BTreeSet<PeerId>,
     /// µBTT from the faucet.
     topped_up: u64,
 }
 
 impl Reserved {
-    /// The hosts that signed offers (the only ones the upload may use), best first.
+    /// The hosts that signed offers and took their funding proof (the only ones the upload may
+    /// use), best first.
     pub fn hosts(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.offers.iter().map(|(h, _)| *h)
+        self.offers
+            .iter()
+            .map(|(h, _)| *h)
+            .filter(|h| self.granted.contains(h))
     }
 }
 
@@ -366,6 +374,16 @@ impl Client {
 
     /// Asks `host` to sign `req`'s document.
     async fn host_sign(&self, host: PeerId, req: HostRequest) -> Result<Cosigned, String> {
+        match self.host_request(host, req).await? {
+            HostResponse::Signed { doc } => Ok(doc),
+            other => Err(format!(
+                "host {host} answered {other:?}, not a signed document"
+            )),
+        }
+    }
+
+    /// One `/btfs/contract/1` request.
+    async fn host_request(&self, host: PeerId, req: HostRequest) -> Result<HostResponse, String> {
         self.connect(host).await.map_err(|e| e.to_string())?;
         let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
         // Connected: no addresses needed.
@@ -381,9 +399,7 @@ impl Client {
             )
             .await
             .map_err(|e| e.to_string())?;
-        match serde_json::from_slice::<HostResponse>(&out).map_err(|e| e.to_string())? {
-            HostResponse::Signed { doc } => Ok(doc),
-        }
+        serde_json::from_slice::<HostResponse>(&out).map_err(|e| e.to_string())
     }
 
     /// Has `host` sign `terms`, checks it signed exactly them, countersigns.
@@ -540,23 +556,68 @@ pub async fn reserve(
         );
     }
     let mut reserved = Vec::with_capacity(chosen.len());
+    let mut granted = BTreeSet::new();
     for chunk in chosen.chunks(MAX_DOCS_PER_CALL) {
         let docs = chunk.iter().map(|(_, _, d)| d.clone()).collect();
-        client.call(Op::Reserve { offers: docs }).await?;
+        let r = client.call(Op::Reserve { offers: docs }).await?;
         reserved.extend(chunk.iter().map(|(h, t, _)| (*h, t.clone())));
+        let Some(proof) = r.funded else {
+            let out = Reserved {
+                offers: reserved,
+                granted,
+                topped_up,
+            };
+            cancel_all(client, &out).await;
+            return Err(ClientError::Escrow(
+                "the Escrow sent no funding proof for the reserved offers; hosts store nothing without one".into(),
+            ));
+        };
+        let docs: Vec<(PeerId, Cosigned)> = chunk.iter().map(|(h, _, d)| (*h, d.clone())).collect();
+        let answers: Vec<(PeerId, Result<(), String>)> =
+            stream::iter(escrow::plan::funding_notices(&docs, &proof))
+                .map(|(host, req)| async move {
+                    let r = client.host_request(host, req).await;
+                    (host, r.and_then(|a| escrow::plan::granted(&a)))
+                })
+                .buffer_unordered(SIGN_PARALLEL)
+                .collect()
+                .await;
+        for (host, r) in answers {
+            match r {
+                Ok(()) => {
+                    granted.insert(host);
+                }
+                Err(e) => {
+                    warn(&format!(
+                        "btfs: host {host} did not take the funding proof: {e}"
+                    ));
+                    why.push(format!("host {host}: {e}"));
+                }
+            }
+        }
+    }
+    let out = Reserved {
+        offers: reserved,
+        granted,
+        topped_up,
+    };
+    if out.granted.len() < needed {
+        cancel_all(client, &out).await;
+        return Err(ClientError::TooFewOffers {
+            signed: out.granted.len(),
+            needed,
+            why: why.into_iter().rev().take(3).collect::<Vec<_>>().join("; "),
+        });
     }
     client.status(
         on_status,
         &format!(
             "reserved {} for {} storage offers",
             btt(need),
-            reserved.len()
+            out.granted.len()
         ),
     );
-    Ok(Reserved {
-        offers: reserved,
-        topped_up,
-    })
+    Ok(out)
 }
 
 /// Binds each host's shards into its contract and commits them all; cancels unused offers.

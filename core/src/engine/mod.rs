@@ -250,7 +250,7 @@ pub enum Failure {
     Corrupt,
     /// The host does not hold the blob.
     NotFound,
-    /// The host refuses this requester (no hold, too many holders).
+    /// The host refuses this requester (no hold, too many holders, no funded offer).
     Forbidden,
     /// Any other refusal (bad request, internal error).
     Refused,
@@ -282,7 +282,7 @@ impl Failure {
             Status::TooLarge | Status::BadRequest | Status::Internal => Self::Refused,
             Status::QuotaExceeded => Self::Full,
             Status::Busy => Self::Busy,
-            Status::Forbidden => Self::Forbidden,
+            Status::Forbidden | Status::Unfunded => Self::Forbidden,
         })
     }
 

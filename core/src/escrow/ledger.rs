@@ -258,6 +258,10 @@ pub struct CallReceipt {
     /// True when this is the stored answer to an earlier identical call.
     #[serde(default)]
     pub replayed: bool,
+    /// For a reservation: the Escrow's signed [`super::Funded`] proof of the offers still
+    /// locked, for the hosts (added by the service, never stored in the ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funded: Option<Signed>,
 }
 
 /// What one verdict line did.
@@ -552,6 +556,7 @@ impl Ledger {
             amount: 0,
             contracts: Vec::new(),
             replayed: false,
+            funded: None,
         };
         let result = match &call.op {
             Op::Deposit { amount } => self.deposit(&call.peer_id, *amount, now_ms),

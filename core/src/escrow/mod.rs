@@ -44,12 +44,14 @@
 //!
 //! Amounts are whole µBTT (10⁻⁶ BTT) in `u64`.
 
+pub mod funding;
 pub mod ledger;
 pub mod plan;
 pub mod terms;
 
 use serde::{Deserialize, Serialize};
 
+pub use funding::{Funded, Grant, Grants};
 pub use ledger::{
     Account, CallReceipt, Command, ContractState, Ledger, LedgerConfig, LedgerError, Receipt,
     SettleReceipt, Stage, TickReceipt, Totals, Transfer, TransferKind,
@@ -243,12 +245,16 @@ pub enum EscrowResponse {
 /// ```json
 /// {"type":"offer","doc":<Cosigned, no signatures>}      → {"type":"signed","doc":<Cosigned, host signed>}
 /// {"type":"contract","doc":<Cosigned, no signatures>}   → {"type":"signed","doc":<Cosigned, host signed>}
+/// {"type":"funded","offers":[<Cosigned offer>],"proof":<Signed Funded>}
+///                                                       → {"type":"granted","bytes":N,"blobs":N}
 /// ```
 ///
 /// A host signs an offer only when the tenant is the peer asking, the host is itself, the price
 /// is at or above its own (per GiB-month, converted with [`price_per_epoch`]) and `max_bytes`
 /// fits its free space; a contract only when, in addition, it holds every listed shard, at the
-/// listed size, put by that tenant.
+/// listed size, put by that tenant. A host that works with an Escrow stores a tenant's blobs
+/// only under a funded offer: `funded` shows it the offers with the Escrow's proof
+/// ([`funding`]), and the answer says what the tenant may now put there.
 pub const HOST_PROTOCOL: &str = "/btfs/contract/1";
 /// Largest host-protocol request.
 pub const MAX_HOST_REQUEST_LEN: u32 = 1 << 20;
@@ -267,6 +273,13 @@ pub enum HostRequest {
         /// The proposed document.
         doc: Cosigned,
     },
+    /// These offers (signed by both) are funded: here is the Escrow's [`Funded`] proof.
+    Funded {
+        /// This host's offers.
+        offers: Vec<Cosigned>,
+        /// The Escrow's signed statement.
+        proof: Signed,
+    },
 }
 
 /// A host's answer.
@@ -277,6 +290,13 @@ pub enum HostResponse {
     Signed {
         /// The document.
         doc: Cosigned,
+    },
+    /// The offers are granted: what the tenant may now put on this host in all.
+    Granted {
+        /// Bytes.
+        bytes: u64,
+        /// Blobs.
+        blobs: u64,
     },
 }
 

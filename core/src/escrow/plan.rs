@@ -2,16 +2,18 @@
 //!
 //! [`offer`]: before any byte moves, the terms one candidate host is asked to sign: at most one
 //! shard per slab (a slab's 30 shards go to 30 distinct hosts), as many bytes as those shards
-//! can take, at the host's advertised price converted to the Guard's epoch, from the next epoch
+//! can take and one copy of the manifest, at the host's advertised price converted to the Guard's epoch, from the next epoch
 //! on. [`contract`]: after the upload, that host's offer plus the manifest id and the roots and
 //! sizes of the shards it keeps, read off the upload machine's placement.
 
 use std::collections::BTreeMap;
 
-use super::terms::{epoch_at, price_per_epoch, ShardTerm, Terms, MAX_DOCS_PER_CALL};
+use super::terms::{epoch_at, price_per_epoch, Cosigned, ShardTerm, Terms, MAX_DOCS_PER_CALL};
+use super::{HostRequest, HostResponse};
 use crate::engine::HostId;
 use crate::layout::Layout;
 use crate::root::Root;
+use crate::signed::Signed;
 use libp2p_identity::PeerId;
 
 /// How long an offer stays open for the upload to commit it.
@@ -38,9 +40,46 @@ pub struct OfferParams<'a> {
     pub now_ms: u64,
 }
 
+/// How much one offer lets a tenant put on its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes in all.
+    pub max_bytes: u64,
+    /// Blobs.
+    pub max_shards: u32,
+}
+
+impl Room {
+    /// One host's part of an upload of `layout`: at most one shard per slab, and one copy of
+    /// the manifest.
+    pub fn upload(layout: &Layout) -> Self {
+        let slabs = layout.slab_count().max(1);
+        Self {
+            max_bytes: layout
+                .slabs()
+                .map(|s| u64::from(s.shard_size))
+                .sum::<u64>()
+                .saturating_add(crate::manifest::max_len_for(slabs)),
+            max_shards: u32::try_from(slabs + 1).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// One blob of `len` bytes (`btfs shard put`).
+    pub fn blob(len: u64) -> Self {
+        Self {
+            max_bytes: len.max(1),
+            max_shards: 1,
+        }
+    }
+}
+
 /// The offer for one candidate host of an upload of `layout`.
 pub fn offer(p: &OfferParams<'_>, layout: &Layout) -> Terms {
-    let slabs = layout.slab_count().max(1);
+    offer_for(p, Room::upload(layout))
+}
+
+/// The offer for `room` on one host.
+pub fn offer_for(p: &OfferParams<'_>, room: Room) -> Terms {
     Terms {
         id: p.id.clone(),
         tenant: p.tenant.to_string(),
@@ -50,12 +89,8 @@ pub fn offer(p: &OfferParams<'_>, layout: &Layout) -> Terms {
         epoch_ms: p.epoch_ms,
         first_epoch: epoch_at(p.now_ms, p.epoch_ms) + 1,
         epochs: p.epochs,
-        max_bytes: layout
-            .slabs()
-            .map(|s| u64::from(s.shard_size))
-            .sum::<u64>()
-            .max(1),
-        max_shards: u32::try_from(slabs).unwrap_or(u32::MAX),
+        max_bytes: room.max_bytes,
+        max_shards: room.max_shards,
         offer_expires_ms: p.now_ms + OFFER_LIFETIME_MS,
         manifest_id: None,
         shards: Vec::new(),
@@ -135,6 +170,45 @@ pub fn commit_ops(contracts: Vec<super::Cosigned>, void: Vec<String>) -> Vec<sup
     ops
 }
 
+/// What each host of one reservation is shown after it: its own offers and the Escrow's
+/// funding proof ([`super::funding`]); a host stores the tenant's blobs only after it.
+pub fn funding_notices<H: Copy + Ord>(
+    reserved: &[(H, Cosigned)],
+    proof: &Signed,
+) -> Vec<(H, HostRequest)> {
+    let mut by_host: BTreeMap<H, Vec<Cosigned>> = BTreeMap::new();
+    for (h, doc) in reserved {
+        by_host.entry(*h).or_default().push(doc.clone());
+    }
+    by_host
+        .into_iter()
+        .flat_map(|(h, docs)| {
+            docs.chunks(super::funding::MAX_FUNDED_OFFERS)
+                .map(|c| {
+                    (
+                        h,
+                        HostRequest::Funded {
+                            offers: c.to_vec(),
+                            proof: proof.clone(),
+                        },
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A host's answer to a funding notice: `Ok` when it granted room for the tenant's blobs.
+pub fn granted(answer: &HostResponse) -> Result<(), String> {
+    match answer {
+        HostResponse::Granted { bytes, blobs } if *bytes > 0 && *blobs > 0 => Ok(()),
+        HostResponse::Granted { .. } => Err("the host granted no room".into()),
+        HostResponse::Signed { .. } => {
+            Err("the host answered a funding notice with a document".into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -167,7 +241,10 @@ mod tests {
             &layout,
         );
         o.validate().unwrap();
-        assert_eq!((o.first_epoch, o.max_shards), (201, 3));
+        // Three slabs' shards and one copy of the manifest.
+        assert_eq!((o.first_epoch, o.max_shards), (201, 4));
+        let shards: u64 = layout.slabs().map(|s| u64::from(s.shard_size)).sum();
+        assert!(o.max_bytes > shards);
         let h = HostId::new(host);
         let other = HostId::new(guard);
         let placement: Vec<Vec<HostId>> = (0..3).map(|_| vec![h, other]).collect();

@@ -298,6 +298,15 @@ pub enum ShardCmd {
         root: Option<Root>,
         /// File with the bytes.
         file: PathBuf,
+        /// With an Escrow in this network file (when it exists), the put is paid for first: one
+        /// storage offer for the blob, reserved from the wallet and shown to the host.
+        #[command(flatten)]
+        net: NetworkArg,
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// Days of storage the offer covers.
+        #[arg(long, default_value_t = btfs_core::hub::UPLOAD_DAYS)]
+        days: u32,
     },
     /// Fetch the blob ROOT into OUTPUT (verified against ROOT).
     Get {

@@ -75,35 +75,53 @@ pub async fn tenant_for_upload(
         .context("cannot choose hosts")?;
     tenant.set_hosts(hosts);
     // With an Escrow (and the Guard whose verdicts pay), the upload signs and funds contracts.
-    let pay = match (network_file::escrow(&nf, network)?, guard) {
-        (Some(escrow), Some(guard)) => {
-            let epoch_ms = nf.guard_epoch_ms();
-            let epochs = (u64::from(days) * 86_400_000)
-                .div_ceil(epoch_ms)
-                .clamp(1, btfs_core::escrow::terms::MAX_EPOCHS);
-            let prices = rec
-                .hosts
-                .iter()
-                .filter_map(|h| Some((h.peer_id.parse().ok()?, h.facts.price)))
-                .collect();
-            Some((
-                PayPlan {
-                    escrow,
-                    guard: guard.peer,
-                    epoch_ms,
-                    epochs,
-                    devnet: nf.escrow_is_devnet(),
-                },
-                prices,
-            ))
-        }
-        _ => None,
-    };
+    let pay = pay_plan(&nf, network, days)?.map(|plan| {
+        let prices = rec
+            .hosts
+            .iter()
+            .filter_map(|h| Some((h.peer_id.parse().ok()?, h.facts.price)))
+            .collect();
+        (plan, prices)
+    });
     Ok((tenant, pay))
+}
+
+/// How storage is paid for on the network of file `nf`, for `days`: `None` without an Escrow
+/// and a Guard.
+pub fn pay_plan(
+    nf: &network_file::NetworkFile,
+    network: &Path,
+    days: u32,
+) -> Result<Option<PayPlan>> {
+    let (Some(escrow), Some(guard)) = (
+        network_file::escrow(nf, network)?,
+        network_file::guard(nf, network)?,
+    ) else {
+        return Ok(None);
+    };
+    let epoch_ms = nf.guard_epoch_ms();
+    let epochs = (u64::from(days) * 86_400_000)
+        .div_ceil(epoch_ms)
+        .clamp(1, btfs_core::escrow::terms::MAX_EPOCHS);
+    Ok(Some(PayPlan {
+        escrow,
+        guard: guard.peer,
+        epoch_ms,
+        epochs,
+        devnet: nf.escrow_is_devnet(),
+    }))
 }
 
 /// A single host from a `/p2p/`-terminated multiaddr.
 pub async fn tenant_for_addr(addr: &Multiaddr) -> Result<Tenant> {
+    tenant_for_addr_as(addr, None).await
+}
+
+/// A single host from a `/p2p/`-terminated multiaddr, asked as `key` (default: a fresh key).
+pub async fn tenant_for_addr_as(
+    addr: &Multiaddr,
+    key: Option<libp2p::identity::Keypair>,
+) -> Result<Tenant> {
     let Some(Protocol::P2p(peer)) = addr.iter().last() else {
         bail!("host address {addr} must end in /p2p/<peer id>");
     };
@@ -111,7 +129,10 @@ pub async fn tenant_for_addr(addr: &Multiaddr) -> Result<Tenant> {
         peer,
         addrs: vec![addr.clone()],
     };
-    let t = Tenant::start(vec![host]).await?;
+    let t = match key {
+        Some(k) => Tenant::start_with_key(vec![host], k).await?,
+        None => Tenant::start(vec![host]).await?,
+    };
     t.connect(0).await?;
     Ok(t)
 }

@@ -7,24 +7,67 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use btfs_core::Root;
 use btfs_host::services::hub;
+use btfs_host::tenant::contracts;
 use btfs_host::tenant::network_file;
 use btfs_host::tenant::shard_client;
+use btfs_host::tenant::wallet::Wallet;
 use btfs_host::tenant::Tenant;
 
 use super::args::ShardCmd;
-use super::connect::tenant_for_addr;
+use super::connect::{tenant_for_addr, tenant_for_addr_as};
 use super::render::human_bytes;
 
 /// `btfs shard put|get|stat`: one request to one host, its answer on stdout.
 pub async fn shard(cmd: ShardCmd) -> Result<()> {
     match cmd {
-        ShardCmd::Put { host, root, file } => {
+        ShardCmd::Put {
+            host,
+            root,
+            file,
+            net,
+            wallet,
+            days,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let root = root.unwrap_or_else(|| Root::of(&bytes));
-            let t = tenant_for_addr(&host).await?;
+            // On a network with an Escrow, the host stores only a funded blob: one offer for
+            // it, reserved from the wallet, shown to the host before the put.
+            let plan = match net.network.exists() {
+                true => {
+                    let nf = network_file::load(&net.network)?;
+                    super::connect::pay_plan(&nf, &net.network, days)?
+                        .map(|plan| (plan, network_file::hub(&nf, &net.network)))
+                }
+                false => None,
+            };
+            let wallet = match &plan {
+                Some(_) => Some(Wallet::open(wallet.wallet.as_deref())?),
+                None => None,
+            };
+            let t = tenant_for_addr_as(&host, wallet.as_ref().map(Wallet::keypair)).await?;
             let peer = t.hosts()[0].peer;
-            let r = shard_client::put(&mut t.net().control(), peer, root, &bytes).await;
+            let r = async {
+                if let (Some((plan, hub)), Some(w)) = (&plan, &wallet) {
+                    let price = match hub {
+                        Ok(Some(hub)) => {
+                            hub::client::hosts(t.net(), hub, btfs_core::hub::MAX_COUNT)
+                                .await
+                                .ok()
+                                .and_then(|l| l.into_iter().find(|h| h.peer_id == peer.to_base58()))
+                                .map_or(0, |h| h.facts.price)
+                        }
+                        _ => 0,
+                    };
+                    let prices = std::collections::HashMap::from([(peer, price)]);
+                    let room = btfs_core::escrow::plan::Room::blob(bytes.len() as u64);
+                    contracts::reserve(&t, w, plan, room, &prices, 1).await?;
+                }
+                shard_client::put(&mut t.net().control(), peer, root, &bytes)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            .await;
             t.shutdown().await;
             r?;
             println!("{root}");

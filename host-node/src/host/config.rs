@@ -117,6 +117,10 @@ pub struct HostConfig {
     /// The network's Escrow (a multiaddr ending in `/p2p/<peer id>`): `/metrics` shows this
     /// host's earned and pending amounts there.
     pub escrow: Option<String>,
+    /// The network's Guard (a peer id, or a multiaddr ending in `/p2p/<peer id>`). With
+    /// `escrow` set, this host stores a peer's blobs only under that peer's funded offers, except
+    /// the Guard's repairs of shards already under contract.
+    pub guard: Option<String>,
     /// Asking price per GiB-month.
     pub price_per_gib_month: u64,
     /// Declared region.
@@ -165,6 +169,7 @@ impl Default for HostConfig {
             max_streams_per_peer: 16,
             hub: None,
             escrow: None,
+            guard: None,
             price_per_gib_month: 100,
             region: None,
             announce_interval_secs: 300,
@@ -229,6 +234,9 @@ impl HostConfig {
         if let Some(e) = &self.escrow {
             crate::services::hub::HubAddr::parse(e)
                 .map_err(|why| ConfigError::Invalid(format!("escrow: {why}")))?;
+        }
+        if let Some(g) = &self.guard {
+            parse_peer(g).map_err(|why| ConfigError::Invalid(format!("guard: {why}")))?;
         }
         self.connections.validate().map_err(ConfigError::Invalid)?;
         if self.region.as_ref().is_some_and(|r| r.len() > 64) {
@@ -319,6 +327,13 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
         return Err(ConfigError::Size(s.into()));
     }
     Ok(v as u64)
+}
+
+/// A peer id, given bare or as the `/p2p/` part of a multiaddr.
+pub fn parse_peer(s: &str) -> Result<libp2p::PeerId, String> {
+    let id = s.rsplit("/p2p/").next().unwrap_or(s);
+    id.parse()
+        .map_err(|e| format!("{s:?} is not a peer id or a multiaddr ending in /p2p/<peer id>: {e}"))
 }
 
 #[cfg(test)]

@@ -7,15 +7,15 @@
 //! no state for this: everything it checks is in the document and on its disk, so a restart
 //! between offer and contract changes nothing. Bounded like the other host protocols: fair
 //! slots per peer, a token bucket per peer, a size limit and deadlines.
-//! Non-goals: funding (the tenant funds at the Escrow), refusing unfunded shards (a later
-//! step: see docs/escrow.md).
+//! Funding: a host that works with an Escrow also takes the Escrow's proof that a tenant's
+//! offers are reserved (`funded`), and grants that tenant room for its puts
+//! ([`crate::host::funding`]); those grants are the only state this protocol keeps.
+//! Non-goals: funding (the tenant funds at the Escrow).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use btfs_core::escrow::{
-    price_per_epoch, Cosigned, HostRequest, HostResponse, MAX_HOST_REQUEST_LEN,
-};
+use btfs_core::escrow::{price_per_epoch, HostRequest, HostResponse, MAX_HOST_REQUEST_LEN};
 use btfs_core::protocol::Status;
 use btfs_core::Root;
 use futures::AsyncReadExt;
@@ -24,6 +24,7 @@ use libp2p::{PeerId, Stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::fair_slots::{refuse_busy, Gate};
+use crate::host::funding::Funding;
 use crate::host::inbound::Inbound;
 use crate::host::shard_server::{respond, HEADER_DEADLINE};
 use crate::host::store::BlobStore;
@@ -46,6 +47,8 @@ pub struct ContractPolicy {
     pub key: ed25519::Keypair,
     /// Its asking price per GiB-month.
     pub price_per_gib_month: u64,
+    /// Whose funding proofs it takes (a host without an Escrow stores for free).
+    pub funding: Option<Arc<Funding>>,
 }
 
 /// Answers offer and contract requests until cancelled.
@@ -110,9 +113,7 @@ async fn answer(
                 .unwrap_or_else(|e| Err(e.to_string()))
         }
     };
-    match result.and_then(|doc| {
-        serde_json::to_vec(&HostResponse::Signed { doc }).map_err(|e| e.to_string())
-    }) {
+    match result.and_then(|r| serde_json::to_vec(&r).map_err(|e| e.to_string())) {
         Ok(json) => respond(stream, Status::Ok, &json, false).await,
         Err(msg) => respond(stream, Status::BadRequest, msg.as_bytes(), false).await,
     }
@@ -130,13 +131,22 @@ pub fn decide(
     req: HostRequest,
     store: &dyn BlobStore,
     policy: &ContractPolicy,
-) -> Result<Cosigned, String> {
+) -> Result<HostResponse, String> {
     let me = libp2p::identity::PublicKey::from(policy.key.public())
         .to_peer_id()
         .to_base58();
     let (doc, want_contract) = match req {
         HostRequest::Offer { doc } => (doc, false),
         HostRequest::Contract { doc } => (doc, true),
+        HostRequest::Funded { offers, proof } => {
+            let Some(f) = &policy.funding else {
+                return Err(
+                    "refused: this host works with no Escrow and stores without contracts".into(),
+                );
+            };
+            let (bytes, blobs) = f.grant(peer, &offers, &proof, now_ms())?;
+            return Ok(HostResponse::Granted { bytes, blobs });
+        }
     };
     let t = doc.terms().map_err(|e| format!("refused: {e}"))?;
     if t.host != me {
@@ -194,5 +204,6 @@ pub fn decide(
         }
     }
     doc.sign(&policy.key)
+        .map(|doc| HostResponse::Signed { doc })
         .map_err(|e| format!("cannot sign: {e}"))
 }

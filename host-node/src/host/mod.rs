@@ -38,6 +38,7 @@ pub mod audit_server;
 pub mod config;
 pub mod contract_server;
 pub mod fair_slots;
+pub mod funding;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
@@ -145,7 +146,7 @@ impl Node {
         } else {
             None
         };
-        let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(dir, config.quota_bytes()?)?);
+        let store: Arc<dyn BlobStore> = Arc::new(open_store(dir, config.quota_bytes()?).await?);
 
         let previous_info = read_node_info(dir);
         let previous_metrics = previous_info
@@ -275,11 +276,30 @@ impl Node {
             max_inbound: config.max_inbound_streams,
             max_per_peer: config.max_streams_per_peer,
         };
+        // With an Escrow, only funded puts (and the Guard's repairs) are stored.
+        let funding = match &config.escrow {
+            Some(e) => {
+                let escrow = HubAddr::parse(e).map_err(ConfigError::Invalid)?.peer;
+                let guard = config
+                    .guard
+                    .as_deref()
+                    .map(config::parse_peer)
+                    .transpose()
+                    .map_err(ConfigError::Invalid)?;
+                Some(Arc::new(funding::Funding::new(
+                    keypair.public().to_peer_id(),
+                    escrow,
+                    guard,
+                )))
+            }
+            None => None,
+        };
         let service = tokio::spawn(shard_server::serve(
             incoming,
             store.clone(),
             limits,
             stats.clone(),
+            funding.clone(),
             cancel.child_token(),
         ));
 
@@ -292,6 +312,7 @@ impl Node {
                     NodeError::Key(format!("the host needs an ed25519 identity: {e}"))
                 })?,
                 price_per_gib_month: config.price_per_gib_month,
+                funding,
             },
             cancel.child_token(),
         ));
@@ -543,6 +564,23 @@ impl NodeHandle {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Opens the blob store, waiting (up to 5 s) for a node of this process that just shut down to
+/// let go of the database: the last holder of the old store may still be closing it on another
+/// thread when `shutdown` returns.
+async fn open_store(dir: &Path, quota: u64) -> Result<FsStore, StoreError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match FsStore::open(dir, quota) {
+            Err(StoreError::Db { why, .. })
+                if why.contains("already open") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r,
         }
     }
 }

@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::fair_slots::{FairSlots, Slot};
+use crate::host::funding::Funding;
 use crate::host::store::{BlobStore, Body, StoreError};
 
 /// Time allowed for one whole request (header, body, answer).
@@ -86,6 +87,7 @@ pub async fn serve(
     store: Arc<dyn BlobStore>,
     limits: Limits,
     stats: Arc<ServiceStats>,
+    funding: Option<Arc<Funding>>,
     cancel: CancellationToken,
 ) {
     let slots = FairSlots::new(limits.max_inbound, limits.max_per_peer);
@@ -118,11 +120,19 @@ pub async fn serve(
         let stats = stats.clone();
         let busy_answers = busy_answers.clone();
         let in_flight = in_flight.clone();
+        let funding = funding.clone();
         tokio::spawn(async move {
             let open = OpenStream::count(&stats);
             let work = tokio::time::timeout(
                 REQUEST_DEADLINE,
-                handle(&mut stream, store, peer, &slot, &in_flight),
+                handle(
+                    &mut stream,
+                    store,
+                    peer,
+                    &slot,
+                    &in_flight,
+                    funding.as_deref(),
+                ),
             );
             let outcome = tokio::select! {
                 outcome = work => outcome,
@@ -231,6 +241,7 @@ async fn handle(
     peer: PeerId,
     slot: &Slot,
     in_flight: &Arc<InFlightPuts>,
+    funding: Option<&Funding>,
 ) -> std::io::Result<Status> {
     let mut head = [0u8; REQUEST_HEAD_LEN];
     tokio::time::timeout(HEADER_DEADLINE, stream.read_exact(&mut head))
@@ -251,7 +262,7 @@ async fn handle(
     let (status, body, unread) = match req.op {
         Op::Put => {
             let pending = in_flight.start(peer, req.root);
-            let r = put(stream, &store, req, peer).await?;
+            let r = put(stream, &store, req, peer, funding).await?;
             if pending.finish() {
                 // The requester released this root while the put was still in flight (it gave
                 // the put up): honour the release now that the hold exists.
@@ -352,6 +363,30 @@ async fn blocking<T: Send + 'static>(
 
 /// Returns the answer and whether the body was left unread.
 async fn put(
+    stream: &mut Stream,
+    store: &Arc<dyn BlobStore>,
+    req: RequestHead,
+    peer: PeerId,
+    funding: Option<&Funding>,
+) -> std::io::Result<(Status, Vec<u8>, bool)> {
+    // Paid for? Decided on the header alone, before a byte of the body is read.
+    let paid = match funding.map(|f| f.spend(peer, u64::from(req.len), now_ms())) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(why)) => {
+            return Ok((Status::Unfunded, why.to_string().into_bytes(), true));
+        }
+    };
+    let r = put_paid(stream, store, req, peer).await;
+    if let (Some(f), Some(p)) = (funding, paid) {
+        if !matches!(r, Ok((Status::Ok, _, _))) {
+            f.refund(p);
+        }
+    }
+    r
+}
+
+async fn put_paid(
     stream: &mut Stream,
     store: &Arc<dyn BlobStore>,
     req: RequestHead,

@@ -309,6 +309,11 @@ impl Services {
                     let escrow = crate::services::escrow::start(
                         node.data_dir,
                         node.incoming.escrow.take(),
+                        node.key.clone().try_into_ed25519().map_err(|e| {
+                            ServicesError::Escrow(EscrowServiceError::Setup(format!(
+                                "the Escrow signs with an ed25519 node key: {e}"
+                            )))
+                        })?,
                         opts.escrow.clone(),
                         Box::new(crate::services::escrow::LocalSettlement::new(node.data_dir)),
                         node.cancel.child_token(),

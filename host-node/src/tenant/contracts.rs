@@ -5,6 +5,9 @@
 //! to each host to sign (`/btfs/contract/1`), countersigned, and reserved at the Escrow in **one**
 //! call. A wallet that cannot pay is topped up from the faucet on a devnet (said on stderr);
 //! anywhere else the upload stops here with the amount needed and how to fund the wallet.
+//! The Escrow answers the reservation with its signed funding proof, which each host is shown
+//! beside its offer; hosts store the tenant's shards only after that, and the upload uses only
+//! the hosts that took it.
 //! After the upload: for every host that keeps shards, the contract (the offer's terms plus the
 //! manifest id and that host's shard roots and sizes) is signed by the host (which checks it
 //! holds them for this tenant) and by the tenant, and all are committed in **one** call, which
@@ -67,6 +70,7 @@ pub const DEVNET_TOP_UP: u64 = 100 * escrow::MICRO_PER_BTT;
 /// Offers reserved for an upload.
 pub struct Reserved {
     offers: Vec<(PeerId, Terms)>,
+    granted: std::collections::HashSet<PeerId>,
     /// µBTT reserved.
     pub amount: u64,
     /// µBTT from the faucet.
@@ -118,6 +122,20 @@ fn now_ms() -> u64 {
 
 /// Asks `host` to sign `doc`.
 async fn host_sign(tenant: &Tenant, host: PeerId, req: HostRequest) -> Result<Cosigned, String> {
+    match host_request(tenant, host, req).await? {
+        HostResponse::Signed { doc } => Ok(doc),
+        other => Err(format!(
+            "host {host} answered {other:?}, not a signed document"
+        )),
+    }
+}
+
+/// One `/btfs/contract/1` request.
+async fn host_request(
+    tenant: &Tenant,
+    host: PeerId,
+    req: HostRequest,
+) -> Result<HostResponse, String> {
     let addrs = tenant.dial_addrs().remove(&host).unwrap_or_default();
     let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
     let (status, out) = crate::net::exchange(
@@ -133,17 +151,16 @@ async fn host_sign(tenant: &Tenant, host: PeerId, req: HostRequest) -> Result<Co
     if status != Status::Ok {
         return Err(String::from_utf8_lossy(&out).into_owned());
     }
-    match serde_json::from_slice::<HostResponse>(&out).map_err(|e| e.to_string())? {
-        HostResponse::Signed { doc } => Ok(doc),
-    }
+    serde_json::from_slice::<HostResponse>(&out).map_err(|e| e.to_string())
 }
 
-/// Makes, signs and reserves one offer per candidate host (at least `needed` must sign).
+/// Makes, signs and reserves one offer of `room` per candidate host (at least `needed` must
+/// sign and take the funding proof).
 pub async fn reserve(
     tenant: &Tenant,
     wallet: &Wallet,
     plan: &PayPlan,
-    layout: &Layout,
+    room: escrow::plan::Room,
     prices: &HashMap<PeerId, u64>,
     needed: usize,
 ) -> Result<Reserved, ContractError> {
@@ -154,7 +171,7 @@ pub async fn reserve(
     let signed: Vec<Result<(PeerId, Terms, Cosigned), String>> = stream::iter(hosts)
         .map(|host| {
             let h58 = host.to_base58();
-            let terms = escrow::plan::offer(
+            let terms = escrow::plan::offer_for(
                 &OfferParams {
                     id: id(),
                     tenant: &me,
@@ -165,7 +182,7 @@ pub async fn reserve(
                     epochs: plan.epochs,
                     now_ms: now,
                 },
-                layout,
+                room,
             );
             async move {
                 let doc = Cosigned::propose(&terms).map_err(|e| e.to_string())?;
@@ -244,24 +261,82 @@ pub async fn reserve(
         );
     }
     let mut reserved = Vec::new();
+    let mut granted = std::collections::HashSet::new();
     for chunk in offers.chunks(MAX_DOCS_PER_CALL) {
         let docs = chunk.iter().map(|(_, _, d)| d.clone()).collect();
-        wallet
+        let r = wallet
             .call(tenant.net(), &plan.escrow, Op::Reserve { offers: docs })
             .await?;
         reserved.extend(chunk.iter().map(|(h, t, _)| (*h, t.clone())));
+        let Some(proof) = r.funded else {
+            return Err(WalletError::Refused(
+                "the Escrow sent no funding proof for the reserved offers; hosts store nothing without one".into(),
+            )
+            .into());
+        };
+        let docs: Vec<(PeerId, Cosigned)> = chunk.iter().map(|(h, _, d)| (*h, d.clone())).collect();
+        let answers: Vec<(PeerId, Result<(), String>)> =
+            stream::iter(escrow::plan::funding_notices(&docs, &proof))
+                .map(|(host, req)| async move {
+                    let r = host_request(tenant, host, req).await;
+                    (host, r.and_then(|a| escrow::plan::granted(&a)))
+                })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+        for (host, r) in answers {
+            match r {
+                Ok(()) => {
+                    granted.insert(host);
+                }
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "a host did not take the funding proof");
+                    why.push(format!("host {host}: {e}"));
+                }
+            }
+        }
     }
-    Ok(Reserved {
+    let out = Reserved {
         offers: reserved,
+        granted,
         amount: need,
         topped_up,
-    })
+    };
+    if out.granted.len() < needed {
+        let err = ContractError::TooFewHosts {
+            signed: out.granted.len(),
+            needed,
+            why: why.into_iter().rev().take(3).collect::<Vec<_>>().join("; "),
+        };
+        cancel_all(tenant, wallet, plan, &out).await;
+        return Err(err);
+    }
+    Ok(out)
 }
 
 impl Reserved {
-    /// The hosts that signed offers (the only ones the upload may use).
+    /// The hosts that signed offers and took their funding proof (the only ones the upload may
+    /// use).
     pub fn hosts(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.offers.iter().map(|(h, _)| *h)
+        self.offers
+            .iter()
+            .map(|(h, _)| *h)
+            .filter(|h| self.granted.contains(h))
+    }
+}
+
+/// Voids every offer of an upload that stopped (best effort: an offer not voided expires and
+/// is refunded).
+pub async fn cancel_all(tenant: &Tenant, wallet: &Wallet, plan: &PayPlan, reserved: &Reserved) {
+    let ids: Vec<String> = reserved.offers.iter().map(|(_, t)| t.id.clone()).collect();
+    for void in ids.chunks(4 * MAX_DOCS_PER_CALL) {
+        let op = Op::Commit {
+            contracts: Vec::new(),
+            void: void.to_vec(),
+        };
+        if let Err(e) = wallet.call(tenant.net(), &plan.escrow, op).await {
+            tracing::warn!(error = %e, "cannot void the offers of a stopped upload; they expire and are refunded");
+        }
     }
 }
 

@@ -157,9 +157,16 @@ pub async fn upload(
     let reserved = match &pay {
         None => None,
         Some(p) => Some(
-            contracts::reserve(tenant, p.wallet, &p.plan, &layout, &p.prices, TOTAL_SHARDS)
-                .await
-                .map_err(UploadError::Contracts)?,
+            contracts::reserve(
+                tenant,
+                p.wallet,
+                &p.plan,
+                btfs_core::escrow::plan::Room::upload(&layout),
+                &p.prices,
+                TOTAL_SHARDS,
+            )
+            .await
+            .map_err(UploadError::Contracts)?,
         ),
     };
     let candidates: Vec<HostId> = match &reserved {
@@ -240,7 +247,12 @@ pub async fn upload(
         .unwrap_or(Err(machine::UploadError::Aborted));
     let report = match result {
         Ok(r) => r,
-        Err(e) => return Err(upload_error(e, input_error, tenant)),
+        Err(e) => {
+            if let (Some(p), Some(r)) = (&pay, &reserved) {
+                contracts::cancel_all(tenant, p.wallet, &p.plan, r).await;
+            }
+            return Err(upload_error(e, input_error, tenant));
+        }
     };
     progress.finish_and_clear();
     let contracts = match (&pay, &reserved) {

@@ -201,6 +201,7 @@ impl EscrowHandle {
 pub async fn start(
     dir: &Path,
     incoming: Option<mpsc::Receiver<Inbound>>,
+    key: libp2p::identity::ed25519::Keypair,
     opts: EscrowOptions,
     settlement: Box<dyn Settlement>,
     cancel: CancellationToken,
@@ -225,7 +226,7 @@ pub async fn start(
     let tick = opts.tick;
     let thread = std::thread::Builder::new()
         .name("escrow-ledger".into())
-        .spawn(move || ledger_thread(db, ledger, rx, settlement, tick, thread_cancel))
+        .spawn(move || ledger_thread(db, ledger, key, rx, settlement, tick, thread_cancel))
         .map_err(|e| EscrowServiceError::Setup(e.to_string()))?;
     let accept = incoming.map(|incoming| tokio::spawn(accept(incoming, jobs.clone(), cancel)));
     Ok(EscrowHandle {
@@ -244,6 +245,7 @@ fn now_ms() -> u64 {
 fn ledger_thread(
     mut db: EscrowDb,
     mut ledger: Ledger,
+    key: libp2p::identity::ed25519::Keypair,
     jobs: std_mpsc::Receiver<Job>,
     mut settlement: Box<dyn Settlement>,
     tick: Duration,
@@ -274,6 +276,7 @@ fn ledger_thread(
         for Job { request, reply } in group {
             let (answer, mutating) = handle(
                 &mut ledger,
+                &key,
                 request,
                 now,
                 &mut entries,
@@ -338,9 +341,42 @@ fn db_dir(db: &EscrowDb) -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The hosts' proof that a reservation's offers are locked: the Escrow signs the ids of those
+/// still open now (a replayed reservation gets a fresh proof, without offers voided since).
+fn funding_proof(
+    ledger: &Ledger,
+    key: &libp2p::identity::ed25519::Keypair,
+    r: &escrow::CallReceipt,
+    now: u64,
+) -> Option<btfs_core::signed::Signed> {
+    let offers: Vec<String> = r
+        .contracts
+        .iter()
+        .filter(|id| {
+            ledger
+                .contract(id)
+                .is_some_and(|c| c.stage == escrow::Stage::Offered)
+        })
+        .cloned()
+        .collect();
+    if offers.is_empty() {
+        return None;
+    }
+    let body = escrow::Funded {
+        peer_id: libp2p::PeerId::from_public_key(&key.public().into()).to_base58(),
+        tenant: r.account.clone(),
+        offers,
+        issued_at_ms: now,
+    };
+    btfs_core::signed::Signed::sign(&body, key)
+        .map_err(|e| tracing::error!(%e, "cannot sign a funding proof"))
+        .ok()
+}
+
 /// One request; returns its answer and whether it may have changed the ledger.
 fn handle(
     ledger: &mut Ledger,
+    key: &libp2p::identity::ed25519::Keypair,
     request: EscrowRequest,
     now: u64,
     entries: &mut Vec<Entry>,
@@ -362,15 +398,19 @@ fn handle(
             }
             let cmd = Command::Call { call };
             match ledger.apply(&cmd, now) {
-                Ok(Receipt::Call(r)) => {
-                    if r.ok && !r.replayed {
-                        if let Command::Call { call } = &cmd {
-                            if let Ok(v) = call.verify::<escrow::Call>() {
-                                if let Op::Withdraw { amount } = v.body.op {
-                                    withdrawals.push((r.account.clone(), amount, r.id.clone()));
-                                }
-                            }
+                Ok(Receipt::Call(mut r)) => {
+                    let op = match &cmd {
+                        Command::Call { call } if r.ok => {
+                            call.verify::<escrow::Call>().ok().map(|v| v.body.op)
                         }
+                        _ => None,
+                    };
+                    match op {
+                        Some(Op::Withdraw { amount }) if !r.replayed => {
+                            withdrawals.push((r.account.clone(), amount, r.id.clone()));
+                        }
+                        Some(Op::Reserve { .. }) => r.funded = funding_proof(ledger, key, &r, now),
+                        _ => {}
                     }
                     if !r.replayed {
                         entries.push(Entry { now_ms: now, cmd });

@@ -82,16 +82,19 @@ pub fn contract_decide(data: &[u8]) -> Option<Result<btfs_core::escrow::Cosigned
         HostRequest::Offer { doc } | HostRequest::Contract { doc } => doc.clone(),
         HostRequest::Funded { proof, .. } => {
             // A grant is given only on the Escrow's (identity 3's) proof for this tenant.
-            if let Ok(HostResponse::Granted { .. }) =
-                decide(peer, req.clone(), store.as_ref(), &policy)
-            {
+            // Answered as `Err("funded: granted")` or `Err("funded: <refusal>")`.
+            let r = decide(peer, req.clone(), store.as_ref(), &policy);
+            if let Ok(HostResponse::Granted { .. }) = &r {
                 let v = proof
                     .verify::<btfs_core::escrow::Funded>()
                     .expect("a granted proof verifies");
                 assert_eq!(v.peer, pid(&fuzz_key(3)), "granted on a stranger's proof");
                 assert_eq!(v.body.tenant, peer.to_base58());
             }
-            return Some(Err("funded".into()));
+            return Some(Err(match r {
+                Ok(_) => "funded: granted".into(),
+                Err(e) => format!("funded: {e}"),
+            }));
         }
     };
     let r = decide(peer, req, store.as_ref(), &policy).and_then(|r| match r {

@@ -229,6 +229,7 @@ async fn run(cli: Cli) -> Result<()> {
             quota,
             probe_interval_ms,
             report_interval_secs,
+            free_storage,
         } => {
             init_tracing("info");
             devnet::run(DevnetOptions {
@@ -238,6 +239,7 @@ async fn run(cli: Cli) -> Result<()> {
                 probe_interval: Duration::from_millis(probe_interval_ms),
                 report_interval_secs,
                 exe: None,
+                free_storage,
             })
             .await?;
         }

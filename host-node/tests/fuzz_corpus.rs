@@ -60,7 +60,61 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("contract_serve", "contract_held", contract_seed(true)),
         // The same for a shard it does not hold: refused.
         ("contract_serve", "contract_not_held", contract_seed(false)),
+        // The tenant's offer with the Escrow's (identity 3's) funding proof: granted.
+        ("contract_serve", "funded", funded_seed(3)),
+        // The same proof signed by the tenant itself: refused.
+        ("contract_serve", "funded_forged", funded_seed(1)),
     ]
+}
+
+fn funded_seed(signer: u8) -> Vec<u8> {
+    use btfs_core::escrow::{Cosigned, Funded, HostRequest};
+    let peer = |k: &libp2p::identity::ed25519::Keypair| {
+        libp2p::identity::PublicKey::from(k.public())
+            .to_peer_id()
+            .to_base58()
+    };
+    let (tenant, host, escrow) = (
+        fuzz_bodies::fuzz_key(1),
+        fuzz_bodies::fuzz_key(2),
+        fuzz_bodies::fuzz_key(signer),
+    );
+    let terms = btfs_core::escrow::Terms {
+        id: "ef".repeat(16),
+        tenant: peer(&tenant),
+        host: peer(&host),
+        guard: peer(&fuzz_bodies::fuzz_key(3)),
+        price_per_gib_epoch: 1,
+        epoch_ms: 5000,
+        first_epoch: 10,
+        epochs: 100,
+        max_bytes: 1 << 20,
+        max_shards: 4,
+        offer_expires_ms: 2_000_000_000_000,
+        manifest_id: None,
+        shards: Vec::new(),
+    };
+    let doc = Cosigned::propose(&terms)
+        .unwrap()
+        .sign(&host)
+        .unwrap()
+        .sign(&tenant)
+        .unwrap();
+    let proof = btfs_core::signed::Signed::sign(
+        &Funded {
+            peer_id: peer(&escrow),
+            tenant: peer(&tenant),
+            offers: vec![terms.id.clone()],
+            issued_at_ms: 1_000,
+        },
+        &escrow,
+    )
+    .unwrap();
+    serde_json::to_vec(&HostRequest::Funded {
+        offers: vec![doc],
+        proof,
+    })
+    .unwrap()
 }
 
 fn contract_seed(held: bool) -> Vec<u8> {
@@ -127,6 +181,15 @@ fn seeds_pass_their_bodies() {
             Ok(_) => assert!(signed, "{name} was signed"),
             Err(e) => assert!(!signed && e.contains("is not on this host"), "{name}: {e}"),
         }
+    }
+    // The Escrow's proof is granted, the forged one refused with the reason.
+    for (name, want) in [
+        ("funded", "funded: granted"),
+        ("funded_forged", "not by this host's Escrow"),
+    ] {
+        let (_, _, data) = seeds().into_iter().find(|(_, n, _)| *n == name).unwrap();
+        let got = fuzz_bodies::contract_decide(&data).unwrap().unwrap_err();
+        assert!(got.contains(want), "{name}: {got}");
     }
 }
 

@@ -3,10 +3,12 @@
 # issue #12).
 # BTFS_BIN=<release btfs> python3 tests/benches/contracts_devnet.py   (BTFS_BENCH_ROUNDS, default 5;
 # BTFS_BENCH_MIB, default 64).
-# One `btfs devnet --hosts 30`; a copy of its network.json without services.escrow makes uploads
-# skip contracts. Rounds alternate paid / unpaid uploads of fresh random files (each paid upload
-# signs 30 offers, reserves them in one call, uploads, has 30 contracts signed and commits them in
-# one call); prints each time, the medians and the ratio unpaid/paid (goal >= 0.9).
+# Two devnets of 30 hosts run side by side: a paid one (hosts store only funded blobs) and one
+# started with `--free-storage` (no Escrow: hosts store for free, uploads make no contracts).
+# Rounds alternate paid / unpaid uploads of fresh random files (each paid upload signs the offers,
+# reserves them in one call, shows each host the Escrow's funding proof, uploads, has 30 contracts
+# signed and commits them in one call); prints each time, the medians and the ratio unpaid/paid
+# (goal >= 0.9).
 import json, os, subprocess, tempfile, time, statistics, signal
 
 BIN = os.environ["BTFS_BIN"]
@@ -15,21 +17,21 @@ SIZE = int(os.environ.get("BTFS_BENCH_MIB", "64"))
 ROUNDS = int(os.environ.get("BTFS_BENCH_ROUNDS", "5"))
 
 d = tempfile.mkdtemp(prefix="btfs-contracts-")
-log = open(os.path.join(d, "devnet.log"), "w")
-dev = subprocess.Popen([BIN, "devnet", "--hosts", "30", "--dir", d], stdout=log, stderr=log,
-                       stdin=subprocess.DEVNULL, start_new_session=True)
+devs = []
+for name, extra in (("paid", []), ("free", ["--free-storage"])):
+    log = open(os.path.join(d, f"devnet-{name}.log"), "w")
+    devs.append(subprocess.Popen([BIN, "devnet", "--hosts", "30", "--dir", os.path.join(d, name)] + extra,
+                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True))
 try:
-    net = os.path.join(d, "network.json")
-    deadline = time.monotonic() + 180
-    while not os.path.exists(net):
+    net = os.path.join(d, "paid", "network.json")
+    unpaid = os.path.join(d, "free", "network.json")
+    deadline = time.monotonic() + 240
+    while not (os.path.exists(net) and os.path.exists(unpaid)):
         if time.monotonic() > deadline:
-            raise SystemExit("the devnet did not start")
+            raise SystemExit("the devnets did not start")
         time.sleep(0.2)
     time.sleep(0.5)
-    nf = json.load(open(net))
-    del nf["services"]["escrow"]
-    unpaid = os.path.join(d, "network-unpaid.json")
-    json.dump(nf, open(unpaid, "w"))
+    assert "escrow" not in json.load(open(unpaid))["services"]
     wallet = os.path.join(d, "wallet.key")
     times = {"paid": [], "unpaid": []}
     for r in range(ROUNDS):
@@ -59,5 +61,7 @@ try:
     ledger = subprocess.run([BIN, "ledger", "--network", net, "--json"], capture_output=True).stdout
     print("ledger:", ledger.decode().strip().replace("\n", " "))
 finally:
-    os.killpg(dev.pid, signal.SIGTERM)
-    dev.wait(timeout=60)
+    for dev in devs:
+        os.killpg(dev.pid, signal.SIGTERM)
+    for dev in devs:
+        dev.wait(timeout=60)

@@ -1,6 +1,7 @@
 //! Hostile peers against a real 30-host devnet (issue #9): floods of libp2p connections and
 //! shard streams, slow bodies and garbage frames aimed at one host, while honest peers keep
-//! using it.
+//! using it. (The devnet's hosts take puts only under a funded offer, so the flooders' puts are
+//! refused on their header; the slow-body defence is for funded peers.)
 //!
 //! What must hold, and is checked here:
 //! - honest requests to the flooded host are still *served* (answered OK, not `Busy`) within a

@@ -128,6 +128,10 @@ pub enum Cmd {
         /// How often hosts re-announce to the Hub and report to Status, in seconds.
         #[arg(long, default_value_t = 10)]
         report_interval_secs: u64,
+        /// Hosts store for free: no Escrow in their configs or in network.json, so uploads
+        /// make no contracts (a baseline to measure what contracts cost).
+        #[arg(long)]
+        free_storage: bool,
     },
     /// Run the network's service node: the Hub (libp2p) and the Status server (HTTP).
     Service(ServiceArgs),

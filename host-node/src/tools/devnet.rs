@@ -54,6 +54,9 @@ pub struct DevnetOptions {
     pub report_interval_secs: u64,
     /// The `btfs` executable the nodes run (`None`: this one), e.g. another build to compare.
     pub exe: Option<PathBuf>,
+    /// Hosts store for free: their configs name no Escrow and network.json lists none, so
+    /// uploads make no contracts (a baseline for measuring what contracts cost).
+    pub free_storage: bool,
 }
 
 impl Default for DevnetOptions {
@@ -65,6 +68,7 @@ impl Default for DevnetOptions {
             probe_interval: Duration::from_secs(2),
             report_interval_secs: 10,
             exe: None,
+            free_storage: false,
         }
     }
 }
@@ -128,7 +132,7 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
             data_dir: dir.clone(),
             quota: opts.quota.clone(),
             hub: Some(hub_addr.clone()),
-            escrow: Some(hub_addr.clone()),
+            escrow: (!opts.free_storage).then(|| hub_addr.clone()),
             // The service node is the Guard too: its repairs need no offer of their own.
             guard: Some(hub_addr.clone()),
             announce_interval_secs: opts.report_interval_secs,
@@ -173,10 +177,12 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
         serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid,
             "epoch_ms": GuardConfig::for_devnet().epoch.as_millis() as u64 }),
     );
-    services.insert(
-        "escrow".into(),
-        serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid, "devnet": true }),
-    );
+    if !opts.free_storage {
+        services.insert(
+            "escrow".into(),
+            serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid, "devnet": true }),
+        );
+    }
     let network = NetworkFile {
         bootstrap,
         hosts: entries,

@@ -24,9 +24,12 @@ const CORE_TARGETS: &[&str] = &[
     "hub_response",
     "signed",
     "signed_tamper",
+    "proof",
+    "escrow",
+    "escrow_answers",
 ];
 /// Targets over `btfs_host::fuzz_bodies` (built with the fuzz crate's `host` feature).
-const HOST_TARGETS: &[&str] = &["network_file", "hub_serve", "status_api"];
+const HOST_TARGETS: &[&str] = &["network_file", "hub_serve", "status_api", "contract_serve"];
 
 /// Parses `[--time SECS] [TARGET...]` and runs the campaigns.
 pub fn fuzz(args: &[String]) -> Result<()> {
@@ -136,4 +139,30 @@ fn ensure_cargo_fuzz() -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `[[bin]]` of fuzz/Cargo.toml is a target `cargo xtask fuzz` knows, and back.
+    #[test]
+    fn the_target_lists_match_the_fuzz_crate() {
+        let toml = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml"),
+        )
+        .unwrap();
+        let mut bins: Vec<&str> = toml
+            .split("[[bin]]")
+            .skip(1)
+            .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("name = ")))
+            .map(|n| n.trim().trim_matches('"'))
+            .collect();
+        let mut known: Vec<&str> = super::CORE_TARGETS
+            .iter()
+            .chain(super::HOST_TARGETS)
+            .copied()
+            .collect();
+        bins.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(bins, known);
+    }
 }

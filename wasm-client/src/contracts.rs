@@ -573,27 +573,15 @@ pub async fn reserve(
             ));
         };
         let docs: Vec<(PeerId, Cosigned)> = chunk.iter().map(|(h, _, d)| (*h, d.clone())).collect();
-        let answers: Vec<(PeerId, Result<(), String>)> =
+        let answers: Vec<(PeerId, Result<HostResponse, String>)> =
             stream::iter(escrow::plan::funding_notices(&docs, &proof))
-                .map(|(host, req)| async move {
-                    let r = client.host_request(host, req).await;
-                    (host, r.and_then(|a| escrow::plan::granted(&a)))
-                })
+                .map(|(host, req)| async move { (host, client.host_request(host, req).await) })
                 .buffer_unordered(SIGN_PARALLEL)
                 .collect()
                 .await;
-        for (host, r) in answers {
-            match r {
-                Ok(()) => {
-                    granted.insert(host);
-                }
-                Err(e) => {
-                    warn(&format!(
-                        "btfs: host {host} did not take the funding proof: {e}"
-                    ));
-                    why.push(format!("host {host}: {e}"));
-                }
-            }
+        for e in escrow::plan::tally_grants(answers, &mut granted) {
+            warn(&format!("btfs: {e}"));
+            why.push(e);
         }
     }
     let out = Reserved {

@@ -198,6 +198,24 @@ pub fn funding_notices<H: Copy + Ord>(
         .collect()
 }
 
+/// Sorts the hosts' answers to funding notices: adds each host that granted room to `granted`;
+/// returns why the others did not ("host H: reason"), for the driver to log and report.
+pub fn tally_grants<H: Copy + Ord + std::fmt::Display>(
+    answers: Vec<(H, Result<HostResponse, String>)>,
+    granted: &mut std::collections::BTreeSet<H>,
+) -> Vec<String> {
+    let mut why = Vec::new();
+    for (host, answer) in answers {
+        match answer.and_then(|a| self::granted(&a)) {
+            Ok(()) => {
+                granted.insert(host);
+            }
+            Err(e) => why.push(format!("host {host} did not take the funding proof: {e}")),
+        }
+    }
+    why
+}
+
 /// A host's answer to a funding notice: `Ok` when it granted room for the tenant's blobs.
 pub fn granted(answer: &HostResponse) -> Result<(), String> {
     match answer {

@@ -70,7 +70,7 @@ pub const DEVNET_TOP_UP: u64 = 100 * escrow::MICRO_PER_BTT;
 /// Offers reserved for an upload.
 pub struct Reserved {
     offers: Vec<(PeerId, Terms)>,
-    granted: std::collections::HashSet<PeerId>,
+    granted: std::collections::BTreeSet<PeerId>,
     /// µBTT reserved.
     pub amount: u64,
     /// µBTT from the faucet.
@@ -261,7 +261,7 @@ pub async fn reserve(
         );
     }
     let mut reserved = Vec::new();
-    let mut granted = std::collections::HashSet::new();
+    let mut granted = std::collections::BTreeSet::new();
     for chunk in offers.chunks(MAX_DOCS_PER_CALL) {
         let docs = chunk.iter().map(|(_, _, d)| d.clone()).collect();
         let r = wallet
@@ -275,25 +275,15 @@ pub async fn reserve(
             .into());
         };
         let docs: Vec<(PeerId, Cosigned)> = chunk.iter().map(|(h, _, d)| (*h, d.clone())).collect();
-        let answers: Vec<(PeerId, Result<(), String>)> =
+        let answers: Vec<(PeerId, Result<HostResponse, String>)> =
             stream::iter(escrow::plan::funding_notices(&docs, &proof))
-                .map(|(host, req)| async move {
-                    let r = host_request(tenant, host, req).await;
-                    (host, r.and_then(|a| escrow::plan::granted(&a)))
-                })
+                .map(|(host, req)| async move { (host, host_request(tenant, host, req).await) })
                 .buffer_unordered(64)
                 .collect()
                 .await;
-        for (host, r) in answers {
-            match r {
-                Ok(()) => {
-                    granted.insert(host);
-                }
-                Err(e) => {
-                    tracing::warn!(%host, error = %e, "a host did not take the funding proof");
-                    why.push(format!("host {host}: {e}"));
-                }
-            }
+        for e in escrow::plan::tally_grants(answers, &mut granted) {
+            tracing::warn!("{e}");
+            why.push(e);
         }
     }
     let out = Reserved {

@@ -583,6 +583,7 @@ pub fn fuzz_escrow_offer(n: u64) -> crate::escrow::Terms {
         offer_expires_ms: FUZZ_ESCROW_NOW + 60_000,
         manifest_id: None,
         shards: vec![],
+        repair_of: None,
     }
 }
 

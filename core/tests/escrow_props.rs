@@ -1,7 +1,8 @@
 //! Property tests of the Escrow ledger (native only: proptest does not build for wasm32): random
 //! sequences of deposits, withdrawals, reservations, commits (valid and not), cancellations,
 //! verdicts (passing, failing, of another Guard, of the future), expiries, replays of earlier
-//! calls and other bodies under used ids. After every step the [`Auditor`] checks conservation,
+//! calls and other bodies under used ids, repair allowances (for the right Guard and the wrong
+//! one) and the Guard's repair reservations spending them. After every step the [`Auditor`] checks conservation,
 //! locks, that no part moves twice and that every payout follows a passing verdict of the
 //! contract's Guard; at the end the log replays to the same ledger.
 #![cfg(not(target_arch = "wasm32"))]
@@ -57,7 +58,30 @@ enum Action {
         ms: u64,
     },
     Tick,
+    Allow {
+        tenant: usize,
+        object: u64,
+        amount: u64,
+        until: u64,
+        wrong_guard: bool,
+    },
+    RepairReserve {
+        tenant: usize,
+        object: u64,
+        hosts: Vec<usize>,
+        shards: u32,
+        epochs: u64,
+        expires: u64,
+    },
 }
+
+/// The object whose allowances the tests use (a stand-in manifest id).
+fn object_id(n: u64) -> String {
+    root(0x0b1e_c700 + n)
+}
+
+/// The Guard's index among the parties.
+const GUARD: usize = 7;
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
@@ -74,12 +98,16 @@ fn action() -> impl Strategy<Value = Action> {
         1 => any::<usize>().prop_map(|which| Action::Reuse { which }),
         3 => (0u64..2500).prop_map(|ms| Action::Advance { ms }),
         2 => Just(Action::Tick),
+        3 => (0usize..3, 0u64..2, 1u64..600_000, 4u64..20, prop_oneof![6 => Just(false), 1 => Just(true)])
+            .prop_map(|(tenant, object, amount, until, wrong_guard)| Action::Allow { tenant, object, amount, until, wrong_guard }),
+        3 => (0usize..3, 0u64..2, proptest::collection::vec(0usize..4, 1..4), 1u32..3, 1u64..8, 1u64..6)
+            .prop_map(|(tenant, object, hosts, shards, epochs, expires)| Action::RepairReserve { tenant, object, hosts, shards, epochs, expires }),
     ]
 }
 
 struct World {
     audit: Auditor,
-    parties: Vec<Party>, // 0..3 tenants, 3..7 hosts
+    parties: Vec<Party>, // 0..3 tenants, 3..7 hosts, 7 the Guard
     guard: Party,
     rogue: Party,
     now: u64,
@@ -97,7 +125,10 @@ impl World {
                 max_skew_ms: 60_000,
                 faucet_max: Some(2_500_000),
             }),
-            parties: (0..7).map(|i| Party::new(i + 1)).collect(),
+            parties: (0..7)
+                .map(|i| Party::new(i + 1))
+                .chain([Party::new(50)])
+                .collect(),
             guard: Party::new(50),
             rogue: Party::new(51),
             now: 1_000_000,
@@ -209,7 +240,10 @@ impl World {
                     return;
                 }
                 let (offer, tenant, host) = self.offers[which % self.offers.len()].clone();
-                let t = contract_terms(&offer, n, (which as u64 % 1000) << 8, size);
+                let mut t = contract_terms(&offer, n, (which as u64 % 1000) << 8, size);
+                if offer.repair_of.is_some() {
+                    t.manifest_id = offer.repair_of.clone();
+                }
                 let doc = match btfs_core::escrow::Cosigned::propose(&t) {
                     Ok(d) => d
                         .sign(&self.parties[host].key)
@@ -261,8 +295,15 @@ impl World {
                 if self.offers.is_empty() {
                     return;
                 }
-                let (offer, tenant, _) = self.offers[which % self.offers.len()].clone();
-                let who = if other { (tenant + 1) % 3 } else { tenant };
+                let (offer, payer, _) = self.offers[which % self.offers.len()].clone();
+                // Another party: neither the contract's tenant nor its payer.
+                let who = if other {
+                    (0..3)
+                        .find(|&i| self.parties[i].peer != offer.tenant && i != payer)
+                        .unwrap()
+                } else {
+                    payer
+                };
                 let Some(Receipt::Call(r)) = self.call(
                     who,
                     Op::Cancel {
@@ -385,6 +426,108 @@ impl World {
                     assert!(e.contains("already used"), "{e}");
                 }
             }
+            Action::Allow {
+                tenant,
+                object,
+                amount,
+                until,
+                wrong_guard,
+            } => {
+                let guard = if wrong_guard { 3 } else { GUARD };
+                let manifest_id = object_id(object);
+                let before = self.audit.ledger.account(&self.parties[tenant].peer);
+                let existing = self
+                    .audit
+                    .ledger
+                    .allowances_of(&manifest_id)
+                    .into_iter()
+                    .find(|a| a.tenant == self.parties[tenant].peer)
+                    .cloned();
+                let Some(Receipt::Call(r)) = self.call(
+                    tenant,
+                    Op::Allow {
+                        manifest_id,
+                        guard: self.parties[guard].peer.clone(),
+                        amount,
+                        until_ms: self.now + until * EPOCH_MS,
+                    },
+                ) else {
+                    return;
+                };
+                let guard_ok = existing.is_none_or(|a| a.guard == self.parties[guard].peer);
+                assert_eq!(r.ok, amount <= before.available && guard_ok, "{r:?}");
+                let after = self.audit.ledger.account(&self.parties[tenant].peer);
+                let moved = if r.ok { amount } else { 0 };
+                assert_eq!(before.available - after.available, moved);
+                assert_eq!(after.allowance - before.allowance, moved);
+            }
+            Action::RepairReserve {
+                tenant,
+                object,
+                hosts,
+                shards,
+                epochs,
+                expires,
+            } => {
+                let epoch = self.now / EPOCH_MS;
+                let manifest_id = object_id(object);
+                let mut docs = Vec::new();
+                let mut terms = Vec::new();
+                for h in hosts {
+                    let cid = self.fresh();
+                    let mut t = offer_terms(
+                        cid,
+                        &self.parties[tenant],
+                        &self.parties[3 + h],
+                        &self.parties[GUARD],
+                        epoch + 1,
+                        epochs,
+                        shards,
+                        self.now + expires * EPOCH_MS,
+                    );
+                    t.repair_of = Some(manifest_id.clone());
+                    docs.push(cosign(&t, &self.parties[GUARD], &self.parties[3 + h]));
+                    terms.push((t, GUARD, 3 + h));
+                }
+                let tenant_peer = self.parties[tenant].peer.clone();
+                let before = self.audit.ledger.account(&tenant_peer);
+                let allowance = self
+                    .audit
+                    .ledger
+                    .allowances_of(&manifest_id)
+                    .into_iter()
+                    .find(|a| a.tenant == tenant_peer)
+                    .cloned();
+                let need: u64 = terms
+                    .iter()
+                    .map(|(t, _, _)| t.reserve_amount().unwrap())
+                    .sum();
+                let fits = |a: &btfs_core::escrow::Allowance| {
+                    a.guard == self.parties[GUARD].peer
+                        && a.until_ms > self.now
+                        && terms.iter().all(|(t, _, _)| {
+                            (t.first_epoch + t.epochs) * t.epoch_ms <= a.until_ms + t.epoch_ms
+                        })
+                        && need <= a.available
+                };
+                let expected = allowance.as_ref().is_some_and(fits);
+                let Some(Receipt::Call(r)) = self.call(GUARD, Op::Reserve { offers: docs }) else {
+                    assert!(
+                        !expected,
+                        "the Guard's repair reservation was refused unrecorded"
+                    );
+                    return;
+                };
+                assert_eq!(r.ok, expected, "{r:?} with {allowance:?}, need {need}");
+                let after = self.audit.ledger.account(&tenant_peer);
+                // A repair spends the allowance, never the tenant's available balance.
+                assert_eq!(after.available, before.available);
+                if r.ok {
+                    assert_eq!(before.allowance - after.allowance, need);
+                    assert_eq!(after.locked - before.locked, need);
+                    self.offers.extend(terms);
+                }
+            }
             Action::Advance { ms } => self.now += ms,
             Action::Tick => {
                 self.audit.apply(&Command::Tick, self.now).unwrap();
@@ -411,6 +554,7 @@ proptest! {
         }
         let t = w.audit.ledger.totals();
         prop_assert_eq!(t.locked, 0);
+        prop_assert_eq!(t.allowances, 0);
         prop_assert_eq!(t.balances, t.deposits - t.withdrawals);
         w.audit.replay_matches();
     }
@@ -498,5 +642,119 @@ fn a_whole_contract_life_pays_passing_epochs_and_refunds_the_rest() {
     let t = w.audit.ledger.account(&w.parties[tenant].peer);
     assert_eq!(t.available, 2_000_000 - 9);
     assert_eq!(t.locked, 0);
+    w.audit.replay_matches();
+}
+
+#[test]
+fn a_repair_is_paid_from_the_allowance_and_what_is_left_comes_back() {
+    let mut w = World::new();
+    let tenant = 0;
+    let tp = w.parties[tenant].peer.clone();
+    w.step(&Action::Deposit {
+        who: tenant,
+        amount: 1_000_000,
+    });
+    w.step(&Action::Allow {
+        tenant,
+        object: 0,
+        amount: 400_000,
+        until: 10,
+        wrong_guard: false,
+    });
+    let a = w.audit.ledger.account(&tp);
+    assert_eq!((a.available, a.allowance), (600_000, 400_000));
+    // The tenant cannot spend its own allowance on a "repair": only the Guard signs those.
+    let epoch = w.now / EPOCH_MS;
+    let mut t = offer_terms(
+        999,
+        &w.parties[tenant],
+        &w.parties[3],
+        &w.parties[GUARD],
+        epoch + 1,
+        5,
+        2,
+        w.now + 3 * EPOCH_MS,
+    );
+    t.repair_of = Some(object_id(0));
+    assert!(btfs_core::escrow::Cosigned::propose(&t)
+        .unwrap()
+        .sign(&w.parties[tenant].key)
+        .is_err());
+    // The Guard reserves two repair offers; the tenant's available balance does not move.
+    w.step(&Action::RepairReserve {
+        tenant,
+        object: 0,
+        hosts: vec![0, 1],
+        shards: 2,
+        epochs: 5,
+        expires: 3,
+    });
+    assert_eq!(w.offers.len(), 2, "the repair reservation was refused");
+    let (o1, o2) = (w.offers[0].0.clone(), w.offers[1].0.clone());
+    let reserved = o1.reserve_amount().unwrap() + o2.reserve_amount().unwrap();
+    let a = w.audit.ledger.account(&tp);
+    assert_eq!(
+        (a.available, a.allowance, a.locked),
+        (600_000, 400_000 - reserved, reserved)
+    );
+    // It commits the first with two shards and voids the second: the surplus and the void go
+    // back into the allowance, not to the tenant.
+    let c = contract_terms(&o1, 2, 0x100, 1 << 20);
+    let mut c = c;
+    c.manifest_id = o1.repair_of.clone();
+    let doc = cosign(&c, &w.parties[GUARD], &w.parties[3]);
+    let Some(Receipt::Call(r)) = w.call(
+        GUARD,
+        Op::Commit {
+            contracts: vec![doc],
+            void: vec![o2.id.clone()],
+        },
+    ) else {
+        panic!("the Guard's commit was not recorded");
+    };
+    assert!(r.ok, "{r:?}");
+    let exact = c.contract_amount();
+    let a = w.audit.ledger.account(&tp);
+    assert_eq!(
+        (a.available, a.allowance, a.locked),
+        (600_000, 400_000 - exact, exact)
+    );
+    let al = w.audit.ledger.allowances_of(&object_id(0))[0].clone();
+    assert_eq!((al.available, al.spent), (400_000 - exact, exact));
+    // Epoch 1 passes: the host is paid from the lock, as for any contract.
+    w.now = (epoch + 2) * EPOCH_MS;
+    let lines: Vec<VerdictLine> = c
+        .shards
+        .iter()
+        .map(|s| VerdictLine {
+            host: w.parties[3].peer.clone(),
+            root: s.root.clone(),
+            epoch: epoch + 1,
+            passed: true,
+        })
+        .collect();
+    let g = w.parties[GUARD].clone();
+    w.audit.apply(&settle(&g, 1, lines, w.now), w.now).unwrap();
+    assert_eq!(w.audit.ledger.account(&w.parties[3].peer).earned, 2 * 3);
+    // Past the allowance's end: what is left comes back, and the unproven epochs too.
+    w.now = (epoch + 30) * EPOCH_MS;
+    let Receipt::Tick(tick) = w.audit.apply(&Command::Tick, w.now).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(tick.allowances_ended, 1);
+    let a = w.audit.ledger.account(&tp);
+    assert_eq!((a.allowance, a.locked), (0, 0));
+    assert_eq!(a.available, 1_000_000 - 2 * 3);
+    // An ended allowance funds nothing more.
+    let before = w.offers.len();
+    w.step(&Action::RepairReserve {
+        tenant,
+        object: 0,
+        hosts: vec![2],
+        shards: 1,
+        epochs: 1,
+        expires: 3,
+    });
+    assert_eq!(w.offers.len(), before);
     w.audit.replay_matches();
 }

@@ -120,6 +120,7 @@ async fn run() {
             offer_expires_ms: now_ms() + 3_600_000,
             manifest_id: None,
             shards: vec![],
+            repair_of: None,
         };
         let mut contract = offer.clone();
         contract.manifest_id = Some(format!("{c:064x}"));

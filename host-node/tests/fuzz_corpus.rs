@@ -93,6 +93,7 @@ fn funded_seed(signer: u8) -> Vec<u8> {
         offer_expires_ms: 2_000_000_000_000,
         manifest_id: None,
         shards: Vec::new(),
+        repair_of: None,
     };
     let doc = Cosigned::propose(&terms)
         .unwrap()
@@ -143,6 +144,7 @@ fn contract_seed(held: bool) -> Vec<u8> {
         offer_expires_ms: 2_000_000_000_000,
         manifest_id: Some("cd".repeat(32)),
         shards: vec![btfs_core::escrow::ShardTerm {
+            repair_of: None,
             root: root.to_hex(),
             size: shard.len() as u64,
         }],

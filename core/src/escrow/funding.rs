@@ -4,7 +4,8 @@
 //! [`super::Op::Reserve`] the Escrow signs a [`Funded`] statement (the tenant and the offer
 //! ids that are locked *now*); the tenant shows each host that statement beside the host's own
 //! countersigned offer ([`super::HostRequest::Funded`]). The host checks both signatures, that
-//! it is the offer's host, that the asking peer is the offer's tenant, and that the offer is
+//! it is the offer's host, that the asking peer is the offer's payer (its tenant, or for a
+//! repair the Guard spending the tenant's repair allowance), and that the offer is
 //! open, and then grants that peer `max_bytes` in `max_shards` blobs until the offer expires
 //! ([`Grants`]). Each accepted put spends from a grant; a put that fails gives its share back.
 //! Nothing here needs a round trip from host to Escrow, and a forged, foreign or expired proof
@@ -131,10 +132,11 @@ pub fn check(
                 t.id, t.host
             ));
         }
-        if t.tenant != peer {
+        if t.payer() != peer {
             return Err(format!(
-                "offer {} is for tenant {}, not for you ({peer})",
-                t.id, t.tenant
+                "offer {} is paid by {}, not by you ({peer})",
+                t.id,
+                t.payer()
             ));
         }
         if !v.body.offers.contains(&t.id) {
@@ -416,6 +418,31 @@ mod tests {
         let mut bad = good.clone();
         bad.payload = bad.payload.replace(&t, &h);
         assert!(check(docs, &bad, &h, &t, &e, 2_000).is_err());
+    }
+
+    /// A repair offer is the Guard's to show: the room goes to the Guard, never to the tenant
+    /// whose allowance pays for it.
+    #[test]
+    fn a_repair_offer_grants_the_guard_not_the_tenant() {
+        let w = world();
+        let guard = key(5);
+        let (t, h, e, g) = (pid(&w.tenant), pid(&w.host), pid(&w.escrow), pid(&guard));
+        let mut terms = w.doc.terms().unwrap();
+        terms.guard = g.clone();
+        terms.repair_of = Some("ef".repeat(32));
+        let doc = Cosigned::propose(&terms)
+            .unwrap()
+            .sign(&w.host)
+            .unwrap()
+            .sign(&guard)
+            .unwrap();
+        let docs = std::slice::from_ref(&doc);
+        let by_guard = proof(&g, vec![w.id.clone()], &w.escrow);
+        assert_eq!(check(docs, &by_guard, &h, &g, &e, 2_000).unwrap().len(), 1);
+        let by_tenant = proof(&t, vec![w.id.clone()], &w.escrow);
+        assert!(check(docs, &by_tenant, &h, &t, &e, 2_000)
+            .unwrap_err()
+            .contains("paid by"));
     }
 
     #[test]

@@ -77,6 +77,29 @@ pub struct Account {
     pub spent: u64,
     /// Total returned from contracts as tenant.
     pub refunded: u64,
+    /// Set aside as repair allowances, not yet spent on repairs ([`Allowance`]).
+    #[serde(default)]
+    pub allowance: u64,
+}
+
+/// Money a tenant set aside for the repairs of one object: only `guard` spends it, on repair
+/// offers (`Terms::repair_of`) for that object, until `until_ms`; what is left then goes back
+/// to the tenant. A repair offer's unused room comes back into it; a repair contract's
+/// per-epoch refunds (failed or missing verdicts) go to the tenant like any contract's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowance {
+    /// Whose money.
+    pub tenant: String,
+    /// The object.
+    pub manifest_id: String,
+    /// The Guard that may spend it.
+    pub guard: String,
+    /// µBTT left to spend.
+    pub available: u64,
+    /// µBTT now locked in repair offers and contracts it funded (or paid from them).
+    pub spent: u64,
+    /// Unix ms when what is left goes back.
+    pub until_ms: u64,
 }
 
 /// Where a contract is in its life.
@@ -205,6 +228,9 @@ pub struct ContractState {
     pub swept: u64,
     /// Shards (empty for an offer).
     pub shards: Vec<ShardState>,
+    /// For a repair: µBTT it took from its repair allowance, less what it gave back there.
+    #[serde(default)]
+    pub from_allowance: u64,
 }
 
 /// Why a command was refused before it reached the ledger (nothing is recorded).
@@ -316,6 +342,9 @@ pub struct TickReceipt {
     pub voided_offers: u32,
     /// Contracts that ended.
     pub ended: u32,
+    /// Repair allowances whose time ran out (what was left went back to their tenants).
+    #[serde(default)]
+    pub allowances_ended: u32,
 }
 
 /// Any result.
@@ -377,6 +406,9 @@ pub struct Transfer {
     /// The verdict behind a settled part: (Guard, batch seq, line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<(String, u64, u32)>,
+    /// The object whose repair allowance the money came from or went back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<String>,
     /// The Escrow's clock.
     pub at_ms: u64,
 }
@@ -395,6 +427,10 @@ pub enum TransferKind {
     Release,
     /// Part of a lock posted to the host on a passing verdict.
     Payout,
+    /// Available balance set aside as a repair allowance (debit and credit: the tenant).
+    Allow,
+    /// What was left of a repair allowance, back to available when its time ran out.
+    AllowBack,
 }
 
 /// The account that stands for the outside world in [`Transfer`]s.
@@ -413,13 +449,16 @@ pub struct Totals {
     pub locked: u64,
     /// Σ incoming (equals `locked`).
     pub incoming: u64,
+    /// Σ repair allowances left.
+    #[serde(default)]
+    pub allowances: u64,
     /// Σ paid to hosts.
     pub paid: u64,
     /// Accounts.
     pub accounts: u64,
     /// Contracts (all stages).
     pub contracts: u64,
-    /// balances + locked == deposits − withdrawals and locked == incoming.
+    /// balances + locked + allowances == deposits − withdrawals and locked == incoming.
     pub conserved: bool,
 }
 
@@ -428,6 +467,15 @@ struct CallRecord {
     digest: String,
     issued_at_ms: u64,
     receipt: CallReceipt,
+}
+
+/// Whether a reservation's first offer is a repair (all must agree; unreadable ones are refused
+/// by their own check).
+fn offers_are_repairs(offers: &[Cosigned]) -> bool {
+    offers
+        .first()
+        .and_then(|d| d.terms().ok())
+        .is_some_and(|t| t.repair_of.is_some())
 }
 
 /// Newest transfers kept per account for histories.
@@ -440,6 +488,9 @@ pub struct Ledger {
     accounts: BTreeMap<String, Account>,
     contracts: BTreeMap<String, ContractState>,
     calls: BTreeMap<String, CallRecord>,
+    /// Repair allowances by "manifest/tenant".
+    #[serde(default)]
+    allowances: BTreeMap<String, Allowance>,
     deposits: u64,
     withdrawals: u64,
     paid: u64,
@@ -450,6 +501,9 @@ pub struct Ledger {
     by_peer: BTreeMap<String, Vec<String>>,
     #[serde(skip)]
     live: BTreeSet<String>,
+    /// Allowances with money left (the ones a tick may end).
+    #[serde(skip)]
+    open_allowances: BTreeSet<String>,
     #[serde(skip)]
     history: BTreeMap<String, VecDeque<Transfer>>,
     #[serde(skip)]
@@ -479,6 +533,12 @@ impl Ledger {
         for id in ids {
             self.index(&id);
         }
+        self.open_allowances = self
+            .allowances
+            .iter()
+            .filter(|(_, a)| a.available > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
     }
 
     fn index(&mut self, id: &str) {
@@ -564,6 +624,19 @@ impl Ledger {
             Op::Reserve { offers } => self.reserve(&call.peer_id, offers, now_ms),
             Op::Commit { contracts, void } => self.commit(&call.peer_id, contracts, void, now_ms),
             Op::Cancel { contract } => self.cancel(&call.peer_id, contract, now_ms),
+            Op::Allow {
+                manifest_id,
+                guard,
+                amount,
+                until_ms,
+            } => self.allow(
+                &call.peer_id,
+                manifest_id,
+                guard,
+                *amount,
+                *until_ms,
+                now_ms,
+            ),
         };
         match result {
             Ok((amount, contracts)) => {
@@ -619,8 +692,68 @@ impl Ledger {
             contract: contract.map(str::to_string),
             part: None,
             verdict: None,
+            allowance: None,
             at_ms,
         }
+    }
+
+    fn allowance_key(manifest_id: &str, tenant: &str) -> String {
+        format!("{manifest_id}/{tenant}")
+    }
+
+    fn allow(
+        &mut self,
+        peer: &str,
+        manifest_id: &str,
+        guard: &str,
+        amount: u64,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> Result<(u64, Vec<String>), String> {
+        if until_ms <= now_ms {
+            return Err(format!(
+                "a repair allowance must last into the future: until {until_ms} ms is not after the Escrow's clock ({now_ms} ms)"
+            ));
+        }
+        if guard == peer {
+            return Err("a tenant cannot be the Guard of its own repair allowance".into());
+        }
+        let key = Self::allowance_key(manifest_id, peer);
+        if let Some(a) = self.allowances.get(&key) {
+            if a.guard != guard {
+                return Err(format!(
+                    "the repair allowance of {manifest_id} names Guard {}; add to it for that Guard",
+                    a.guard
+                ));
+            }
+        }
+        let available = self.accounts.get(peer).map_or(0, |a| a.available);
+        if amount > available {
+            return Err(format!(
+                "insufficient funds: a repair allowance of {amount} µBTT needs that much available, the account has {available} µBTT; deposit at least {} µBTT",
+                amount - available
+            ));
+        }
+        let acct = self.accounts.entry(peer.to_string()).or_default();
+        acct.available -= amount;
+        acct.allowance += amount;
+        // The Guard may now call to spend it: its account exists from here on.
+        self.accounts.entry(guard.to_string()).or_default();
+        let a = self.allowances.entry(key.clone()).or_insert(Allowance {
+            tenant: peer.to_string(),
+            manifest_id: manifest_id.to_string(),
+            guard: guard.to_string(),
+            available: 0,
+            spent: 0,
+            until_ms,
+        });
+        a.available += amount;
+        a.until_ms = a.until_ms.max(until_ms);
+        self.open_allowances.insert(key);
+        let mut t = Self::transfer(TransferKind::Allow, peer, peer, amount, None, now_ms);
+        t.allowance = Some(manifest_id.to_string());
+        self.record(t);
+        Ok((amount, Vec::new()))
     }
 
     fn deposit(
@@ -688,6 +821,7 @@ impl Ledger {
         let mut terms = Vec::with_capacity(offers.len());
         let mut ids = BTreeSet::new();
         let mut total = 0u64;
+        let mut repair_need: BTreeMap<String, u64> = BTreeMap::new();
         for (i, doc) in offers.iter().enumerate() {
             let t = doc.verify().map_err(|e| format!("offer {i}: {e}"))?;
             if t.is_contract() {
@@ -696,11 +830,18 @@ impl Ledger {
                     t.id
                 ));
             }
-            if t.tenant != peer {
+            if t.payer() != peer {
                 return Err(format!(
-                    "offer {i} ({}) is for tenant {}, not {peer}: an account reserves only its own offers",
-                    t.id, t.tenant
+                    "offer {i} ({}) is paid by {}, not {peer}: an account reserves only its own offers",
+                    t.id,
+                    t.payer()
                 ));
+            }
+            if t.repair_of.is_some() != offers_are_repairs(offers) {
+                return Err(
+                    "one reservation holds repair offers or others, not both; send two calls"
+                        .into(),
+                );
             }
             if self.contracts.contains_key(&t.id) || !ids.insert(t.id.clone()) {
                 return Err(format!(
@@ -720,10 +861,48 @@ impl Ledger {
             total = total
                 .checked_add(amount)
                 .ok_or("the offers together are too expensive")?;
+            if let Some(m) = &t.repair_of {
+                let key = Self::allowance_key(m, &t.tenant);
+                let Some(a) = self.allowances.get(&key) else {
+                    return Err(format!(
+                        "tenant {} has no repair allowance for {m}; only an allowance funds a repair",
+                        t.tenant
+                    ));
+                };
+                if a.guard != t.guard {
+                    return Err(format!(
+                        "the repair allowance of {m} names Guard {}, not {}",
+                        a.guard, t.guard
+                    ));
+                }
+                if a.until_ms <= now_ms {
+                    return Err(format!(
+                        "the repair allowance of {m} ended at {} ms",
+                        a.until_ms
+                    ));
+                }
+                let end_ms = (t.first_epoch + t.epochs).saturating_mul(t.epoch_ms);
+                if end_ms > a.until_ms.saturating_add(t.epoch_ms) {
+                    return Err(format!(
+                        "repair offer {} runs to {end_ms} ms, past its allowance's end ({} ms)",
+                        t.id, a.until_ms
+                    ));
+                }
+                let e = repair_need.entry(key).or_insert(0u64);
+                *e = e.saturating_add(amount);
+            }
             terms.push((t, doc.clone(), amount));
         }
+        for (key, need) in &repair_need {
+            let have = self.allowances.get(key).map_or(0, |a| a.available);
+            if *need > have {
+                return Err(format!(
+                    "the repair allowance {key} has {have} µBTT left; these repair offers need {need} µBTT (offer fewer hosts, or the tenant adds to the allowance)"
+                ));
+            }
+        }
         let available = self.accounts.get(peer).map_or(0, |a| a.available);
-        if total > available {
+        if repair_need.is_empty() && total > available {
             return Err(format!(
                 "insufficient funds: these {} offers need {total} µBTT reserved, the account has {available} µBTT available; deposit at least {} µBTT",
                 offers.len(),
@@ -732,18 +911,34 @@ impl Ledger {
         }
         let mut out = Vec::with_capacity(terms.len());
         for (t, doc, amount) in terms {
-            let a = self.accounts.entry(peer.to_string()).or_default();
-            a.available -= amount;
+            let a = self.accounts.entry(t.tenant.clone()).or_default();
+            match &t.repair_of {
+                None => a.available -= amount,
+                Some(_) => a.allowance -= amount,
+            }
             a.locked += amount;
             self.accounts.entry(t.host.clone()).or_default().incoming += amount;
-            self.record(Self::transfer(
+            let mut lock = Self::transfer(
                 TransferKind::Lock,
-                peer,
+                &t.tenant,
                 &t.host,
                 amount,
                 Some(&t.id),
                 now_ms,
-            ));
+            );
+            if let Some(m) = &t.repair_of {
+                let key = Self::allowance_key(m, &t.tenant);
+                if let Some(al) = self.allowances.get_mut(&key) {
+                    al.available -= amount;
+                    al.spent += amount;
+                    if al.available == 0 {
+                        self.open_allowances.remove(&key);
+                    }
+                }
+                lock.allowance = Some(m.clone());
+            }
+            self.record(lock);
+            let from_allowance = if t.repair_of.is_some() { amount } else { 0 };
             let id = t.id.clone();
             self.contracts.insert(
                 id.clone(),
@@ -757,6 +952,7 @@ impl Ledger {
                     paid: 0,
                     refunded: 0,
                     shards: Vec::new(),
+                    from_allowance,
                 },
             );
             self.index(&id);
@@ -765,8 +961,31 @@ impl Ledger {
         Ok((total, out))
     }
 
-    /// Returns `amount` of contract `id`'s lock to its tenant.
+    /// Returns `amount` of contract `id`'s lock to its tenant's available balance.
     fn release(&mut self, id: &str, amount: u64, now_ms: u64, part: Option<(String, u64)>) {
+        self.release_to(id, amount, now_ms, part, false);
+    }
+
+    /// Returns room a contract will never use (a voided offer, a commit's surplus): a repair's
+    /// goes back into the allowance that funded it, any other to the tenant. Returns whether it
+    /// went to an allowance.
+    fn unlock(&mut self, id: &str, amount: u64, now_ms: u64) -> bool {
+        let repair = self
+            .contracts
+            .get(id)
+            .is_some_and(|c| c.terms.repair_of.is_some());
+        self.release_to(id, amount, now_ms, None, repair);
+        repair
+    }
+
+    fn release_to(
+        &mut self,
+        id: &str,
+        amount: u64,
+        now_ms: u64,
+        part: Option<(String, u64)>,
+        to_allowance: bool,
+    ) {
         if amount == 0 {
             return;
         }
@@ -776,11 +995,25 @@ impl Ledger {
         c.locked -= amount;
         c.refunded += amount;
         let (tenant, host) = (c.terms.tenant.clone(), c.terms.host.clone());
+        let object = c.terms.repair_of.clone().filter(|_| to_allowance);
         let t = self.accounts.entry(tenant.clone()).or_default();
         t.locked -= amount;
-        t.available += amount;
-        t.refunded += amount;
+        if object.is_some() {
+            t.allowance += amount;
+        } else {
+            t.available += amount;
+            t.refunded += amount;
+        }
         self.accounts.entry(host.clone()).or_default().incoming -= amount;
+        if let Some(m) = &object {
+            c.from_allowance -= amount;
+            let key = Self::allowance_key(m, &tenant);
+            if let Some(a) = self.allowances.get_mut(&key) {
+                a.available += amount;
+                a.spent -= amount;
+                self.open_allowances.insert(key);
+            }
+        }
         let mut tr = Self::transfer(
             TransferKind::Release,
             &host,
@@ -790,6 +1023,7 @@ impl Ledger {
             now_ms,
         );
         tr.part = part;
+        tr.allowance = object;
         self.record(tr);
     }
 
@@ -806,9 +1040,9 @@ impl Ledger {
             let Some(c) = self.contracts.get(id) else {
                 return Err(format!("no offer {id} to void"));
             };
-            if c.terms.tenant != peer || c.stage != Stage::Offered {
+            if c.terms.payer() != peer || c.stage != Stage::Offered {
                 return Err(format!(
-                    "offer {id} is not an open offer of {peer}; only its tenant voids an open offer"
+                    "offer {id} is not an open offer of {peer}; only its payer voids an open offer"
                 ));
             }
             if !ids.insert(id.clone()) {
@@ -823,10 +1057,11 @@ impl Ledger {
                     t.id
                 ));
             }
-            if t.tenant != peer {
+            if t.payer() != peer {
                 return Err(format!(
-                    "contract {} is for tenant {}, not {peer}",
-                    t.id, t.tenant
+                    "contract {} is paid by {}, not {peer}",
+                    t.id,
+                    t.payer()
                 ));
             }
             if !ids.insert(t.id.clone()) {
@@ -869,7 +1104,7 @@ impl Ledger {
         let mut out = Vec::new();
         for id in void {
             let amount = self.contracts.get(id).map_or(0, |c| c.locked);
-            self.release(id, amount, now_ms, None);
+            self.unlock(id, amount, now_ms);
             if let Some(c) = self.contracts.get_mut(id) {
                 c.stage = Stage::Voided;
             }
@@ -879,7 +1114,7 @@ impl Ledger {
         for (t, doc, exact) in checked {
             let id = t.id.clone();
             let surplus = self.contracts.get(&id).map_or(0, |c| c.locked - exact);
-            self.release(&id, surplus, now_ms, None);
+            let to_allowance = self.unlock(&id, surplus, now_ms);
             released += surplus;
             if let Some(c) = self.contracts.get_mut(&id) {
                 c.shards = t
@@ -894,8 +1129,10 @@ impl Ledger {
                     .collect();
                 // A commit's surplus is not a refund of storage: count it as never spent.
                 c.refunded -= surplus;
-                if let Some(a) = self.accounts.get_mut(&t.tenant) {
-                    a.refunded -= surplus;
+                if !to_allowance {
+                    if let Some(a) = self.accounts.get_mut(&t.tenant) {
+                        a.refunded -= surplus;
+                    }
                 }
                 c.terms = t;
                 c.doc = doc;
@@ -911,16 +1148,16 @@ impl Ledger {
         let Some(c) = self.contracts.get(id) else {
             return Err(format!("no contract {id}"));
         };
-        if c.terms.tenant != peer {
+        if c.terms.tenant != peer && c.terms.payer() != peer {
             return Err(format!(
-                "contract {id} belongs to tenant {}; only its tenant cancels it",
+                "contract {id} belongs to tenant {}; only its tenant (or, for a repair, its Guard) cancels it",
                 c.terms.tenant
             ));
         }
         match c.stage {
             Stage::Offered => {
                 let amount = c.locked;
-                self.release(id, amount, now_ms, None);
+                self.unlock(id, amount, now_ms);
                 if let Some(c) = self.contracts.get_mut(id) {
                     c.stage = Stage::Voided;
                 }
@@ -1085,7 +1322,7 @@ impl Ledger {
             match c.stage {
                 Stage::Offered if now_ms > c.terms.offer_expires_ms => {
                     let amount = c.locked;
-                    self.release(&id, amount, now_ms, None);
+                    self.unlock(&id, amount, now_ms);
                     if let Some(c) = self.contracts.get_mut(&id) {
                         c.stage = Stage::Voided;
                     }
@@ -1112,6 +1349,33 @@ impl Ledger {
                 }
                 _ => {}
             }
+        }
+        let open: Vec<String> = self.open_allowances.iter().cloned().collect();
+        for key in open {
+            let Some(a) = self.allowances.get_mut(&key) else {
+                continue;
+            };
+            if a.until_ms > now_ms || a.available == 0 {
+                continue;
+            }
+            let amount = std::mem::take(&mut a.available);
+            let (tenant, object) = (a.tenant.clone(), a.manifest_id.clone());
+            self.open_allowances.remove(&key);
+            let acct = self.accounts.entry(tenant.clone()).or_default();
+            acct.allowance -= amount;
+            acct.available += amount;
+            let mut t = Self::transfer(
+                TransferKind::AllowBack,
+                &tenant,
+                &tenant,
+                amount,
+                None,
+                now_ms,
+            );
+            t.allowance = Some(object);
+            self.record(t);
+            r.allowances_ended += 1;
+            r.refunded += amount;
         }
         r
     }
@@ -1149,6 +1413,21 @@ impl Ledger {
         self.contracts.values()
     }
 
+    /// The repair allowances of object `manifest_id` (one per tenant that set one aside).
+    pub fn allowances_of(&self, manifest_id: &str) -> Vec<&Allowance> {
+        let from = format!("{manifest_id}/");
+        self.allowances
+            .range(from.clone()..)
+            .take_while(|(k, _)| k.starts_with(&from))
+            .map(|(_, a)| a)
+            .collect()
+    }
+
+    /// Every repair allowance.
+    pub fn allowances(&self) -> impl Iterator<Item = &Allowance> {
+        self.allowances.values()
+    }
+
     /// The contracts a peer is tenant or host of, oldest id first.
     pub fn contracts_of(&self, peer: &str) -> Vec<&ContractState> {
         self.by_peer
@@ -1182,9 +1461,10 @@ impl Ledger {
             t.balances += a.available;
             t.locked += a.locked;
             t.incoming += a.incoming;
+            t.allowances += a.allowance;
         }
-        t.conserved =
-            t.balances + t.locked == self.deposits - self.withdrawals && t.locked == t.incoming;
+        t.conserved = t.balances + t.locked + t.allowances == self.deposits - self.withdrawals
+            && t.locked == t.incoming;
         t
     }
 
@@ -1245,6 +1525,47 @@ impl Ledger {
                 "contracts lock {sum_locked}, accounts {}",
                 t.locked
             ));
+        }
+        let mut allowance_by_tenant: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut spent_by_key: BTreeMap<String, u64> = BTreeMap::new();
+        for c in self.contracts.values() {
+            if let Some(m) = &c.terms.repair_of {
+                if c.from_allowance < c.locked {
+                    return Err(format!(
+                        "repair contract {}: {} locked but only {} from its allowance",
+                        c.terms.id, c.locked, c.from_allowance
+                    ));
+                }
+                *spent_by_key
+                    .entry(Self::allowance_key(m, &c.terms.tenant))
+                    .or_default() += c.from_allowance;
+            } else if c.from_allowance != 0 {
+                return Err(format!(
+                    "contract {} is no repair but took from an allowance",
+                    c.terms.id
+                ));
+            }
+        }
+        for (key, a) in &self.allowances {
+            *allowance_by_tenant.entry(&a.tenant).or_default() += a.available;
+            if self.open_allowances.contains(key) != (a.available > 0) {
+                return Err(format!("allowance {key}: open index disagrees"));
+            }
+            let spent = spent_by_key.get(key).copied().unwrap_or(0);
+            if spent != a.spent {
+                return Err(format!(
+                    "allowance {key}: its repair contracts hold {spent} µBTT, it says {} spent",
+                    a.spent
+                ));
+            }
+        }
+        for (peer, a) in &self.accounts {
+            if a.allowance != allowance_by_tenant.get(peer.as_str()).copied().unwrap_or(0) {
+                return Err(format!(
+                    "{peer}: allowance {} disagrees with its allowances",
+                    a.allowance
+                ));
+            }
         }
         for (peer, a) in &self.accounts {
             if a.locked != locked_by_tenant.get(peer.as_str()).copied().unwrap_or(0) {

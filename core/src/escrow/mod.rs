@@ -22,6 +22,11 @@
 //! 4. Each epoch the Guard audits every shard and sends the Escrow a signed [`Settle`] batch: a
 //!    passing line posts that shard's part for that epoch to the host, a failing one returns it.
 //!    Parts with no verdict `grace_epochs` after their epoch go back to the tenant.
+//! 5. With the commit the tenant sets a repair allowance aside for the object ([`Op::Allow`]).
+//!    When shards are lost the Guard makes *repair* offers (`Terms::repair_of`) to new hosts,
+//!    signs them in the tenant's place and reserves them: their locks come out of the
+//!    allowance, and it commits the repair contracts as a tenant commits an upload's. What is
+//!    left of the allowance goes back to the tenant when it ends.
 //!
 //! ## Wire format, one request per stream
 //!
@@ -39,6 +44,7 @@
 //! {"type":"contracts","peer":"12D3.."}          → {"type":"contracts","contracts":[ContractView]}
 //! {"type":"history","peer":"12D3..","limit":50} → {"type":"history","transfers":[Transfer]}
 //! {"type":"ledger"}                             → {"type":"ledger", ..Totals}
+//! {"type":"allowances","manifest_id":"<64 hex>"}→ {"type":"allowances","allowances":[Allowance]}
 //! {"type":"info"}                               → {"type":"info", ..EscrowInfo}
 //! ```
 //!
@@ -53,8 +59,8 @@ use serde::{Deserialize, Serialize};
 
 pub use funding::{Funded, Grant, Grants};
 pub use ledger::{
-    Account, CallReceipt, Command, ContractState, Ledger, LedgerConfig, LedgerError, Receipt,
-    SettleReceipt, Stage, TickReceipt, Totals, Transfer, TransferKind,
+    Account, Allowance, CallReceipt, Command, ContractState, Ledger, LedgerConfig, LedgerError,
+    Receipt, SettleReceipt, Stage, TickReceipt, Totals, Transfer, TransferKind,
 };
 pub use terms::{
     epoch_at, price_per_epoch, shard_epoch_amount, Call, Cosigned, Op, Settle, ShardTerm, Terms,
@@ -109,6 +115,11 @@ pub enum EscrowRequest {
     Ledger,
     /// The Escrow's rules.
     Info,
+    /// The repair allowances of one object (public).
+    Allowances {
+        /// The object's manifest id.
+        manifest_id: String,
+    },
 }
 
 /// The Escrow's rules, as a tenant needs them.
@@ -238,6 +249,11 @@ pub enum EscrowResponse {
     Ledger(Totals),
     /// Rules.
     Info(EscrowInfo),
+    /// Repair allowances.
+    Allowances {
+        /// One per tenant that set one aside.
+        allowances: Vec<Allowance>,
+    },
 }
 
 /// The hosts' protocol for signing offers and contracts (same framing as `/btfs/escrow/1`):
@@ -249,10 +265,11 @@ pub enum EscrowResponse {
 ///                                                       → {"type":"granted","bytes":N,"blobs":N}
 /// ```
 ///
-/// A host signs an offer only when the tenant is the peer asking, the host is itself, the price
+/// A host signs an offer only when the payer (the tenant; for a repair, the Guard) is the peer
+/// asking, the host is itself, the price
 /// is at or above its own (per GiB-month, converted with [`price_per_epoch`]) and `max_bytes`
 /// fits its free space; a contract only when, in addition, it holds every listed shard, at the
-/// listed size, put by that tenant. A host that works with an Escrow stores a tenant's blobs
+/// listed size, put by that peer. A host that works with an Escrow stores a tenant's blobs
 /// only under a funded offer: `funded` shows it the offers with the Escrow's proof
 /// ([`funding`]), and the answer says what the tenant may now put there.
 pub const HOST_PROTOCOL: &str = "/btfs/contract/1";

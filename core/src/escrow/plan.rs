@@ -5,6 +5,12 @@
 //! can take and one copy of the manifest, at the host's advertised price converted to the Guard's epoch, from the next epoch
 //! on. [`contract`]: after the upload, that host's offer plus the manifest id and the roots and
 //! sizes of the shards it keeps, read off the upload machine's placement.
+//!
+//! Repairs ([`repair_offer`], [`repair_commitments`]): with the commit the tenant sets a repair
+//! allowance aside for the object ([`allowance_for`], default a third of what its contracts
+//! lock: enough to re-place 10 of a slab's 30 shards for the whole term at the same prices);
+//! the Guard later offers new hosts room for one shard of each slab it repairs, from the next
+//! epoch to the allowance's end, signs in the tenant's place, and commits what it placed.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +70,21 @@ impl Room {
         }
     }
 
+    /// One host's part of a repair of `slabs` of an object of `layout`: one shard of each.
+    pub fn repair(layout: &Layout, slabs: impl IntoIterator<Item = u64>) -> Self {
+        let (mut bytes, mut n) = (0u64, 0u32);
+        for s in slabs {
+            if let Some(s) = layout.slab(s) {
+                bytes = bytes.saturating_add(u64::from(s.shard_size));
+                n = n.saturating_add(1);
+            }
+        }
+        Self {
+            max_bytes: bytes.max(1),
+            max_shards: n.max(1),
+        }
+    }
+
     /// One blob of `len` bytes (`btfs shard put`).
     pub fn blob(len: u64) -> Self {
         Self {
@@ -94,7 +115,63 @@ pub fn offer_for(p: &OfferParams<'_>, room: Room) -> Terms {
         offer_expires_ms: p.now_ms + OFFER_LIFETIME_MS,
         manifest_id: None,
         shards: Vec::new(),
+        repair_of: None,
     }
+}
+
+/// The share of an upload's contract cost set aside for its repairs by default: a third, the
+/// cost of re-placing 10 of every slab's 30 shards for the whole term at the same prices.
+pub const DEFAULT_ALLOWANCE_DIVISOR: u64 = 3;
+
+/// The default repair allowance of an upload whose contracts lock `locked` µBTT.
+pub fn allowance_for(locked: u64) -> u64 {
+    locked.div_ceil(DEFAULT_ALLOWANCE_DIVISOR)
+}
+
+/// When an upload's repair allowance ends: with the term its offers pay for.
+pub fn allowance_until(offer: &Terms) -> u64 {
+    offer
+        .first_epoch
+        .saturating_add(offer.epochs)
+        .saturating_mul(offer.epoch_ms)
+}
+
+/// The Guard's repair offer to one new host: `room` for object `object` of tenant `p.tenant`,
+/// from the next epoch to the end of its repair allowance (`until_ms`, at least one epoch),
+/// paid by the Guard `p.guard` from that allowance. `p.epochs` is ignored.
+pub fn repair_offer(p: &OfferParams<'_>, room: Room, object: &Root, until_ms: u64) -> Terms {
+    let mut t = offer_for(p, room);
+    let end_epoch = until_ms / p.epoch_ms.max(1);
+    t.epochs = end_epoch.saturating_sub(t.first_epoch).max(1);
+    t.repair_of = Some(object.to_hex());
+    t
+}
+
+/// After a repair: the contract each offered host signs (hosts that got shards: the offer plus
+/// the shards the report says they now keep) and the ids of the offers to void.
+pub fn repair_commitments(
+    offers: &[(PeerId, Terms)],
+    layout: &Layout,
+    object: &Root,
+    repaired: &[crate::engine::repair::RepairedShard],
+) -> (Vec<(PeerId, Terms)>, Vec<String>) {
+    let mut per_host: BTreeMap<PeerId, Vec<ShardTerm>> = BTreeMap::new();
+    for r in repaired {
+        let size = layout.slab(r.slab).map_or(0, |s| u64::from(s.shard_size));
+        per_host.entry(r.host.peer()).or_default().push(ShardTerm {
+            root: r.root.to_hex(),
+            size,
+        });
+    }
+    let mut jobs = Vec::new();
+    let mut void = Vec::new();
+    for (h, offer) in offers {
+        match per_host.remove(h) {
+            Some(shards) => jobs.push((*h, contract(offer, object, shards))),
+            None => void.push(offer.id.clone()),
+        }
+    }
+    (jobs, void)
 }
 
 /// Each host's shards from an upload's placement (`placement[slab][shard]` holds

@@ -91,6 +91,11 @@ pub struct Terms {
     /// The shards the host keeps; empty in an offer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardTerm>,
+    /// A repair's terms: the object (manifest id, 64 hex digits) whose lost shards they
+    /// re-place. The Guard signs them in the tenant's place ([`Terms::payer`]) and the Escrow
+    /// funds them from the tenant's repair allowance for that object; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair_of: Option<String>,
 }
 
 /// Why a document or request is refused before it reaches the ledger.
@@ -134,6 +139,16 @@ impl Terms {
         self.manifest_id.is_some()
     }
 
+    /// Who signs on the paying side and spends for these terms: the tenant, or for a repair
+    /// (`repair_of`) the Guard, which spends the tenant's repair allowance.
+    pub fn payer(&self) -> &str {
+        if self.repair_of.is_some() {
+            &self.guard
+        } else {
+            &self.tenant
+        }
+    }
+
     /// Checks every bound; an offer must have no shards, a contract at least one and at most
     /// `max_shards` of at most `max_bytes` in all, with distinct roots.
     pub fn validate(&self) -> Result<(), SignedError> {
@@ -143,6 +158,18 @@ impl Terms {
         peer("guard", &self.guard)?;
         if self.tenant == self.host {
             return Err(field("host", "a tenant cannot contract with itself"));
+        }
+        if let Some(m) = &self.repair_of {
+            hex_id("repair_of", m, 64)?;
+            if self.guard == self.host {
+                return Err(field("host", "a Guard cannot place a repair on itself"));
+            }
+            if self.manifest_id.as_ref().is_some_and(|id| id != m) {
+                return Err(field(
+                    "manifest_id",
+                    "a repair contract is for the object it repairs (manifest_id = repair_of)",
+                ));
+            }
         }
         if self.price_per_gib_epoch == 0 {
             return Err(field("price_per_gib_epoch", "must be at least 1 µBTT"));
@@ -255,6 +282,7 @@ impl Terms {
             offer_expires_ms,
             manifest_id: _,
             shards: _,
+            repair_of,
         } = self;
         contract.is_contract()
             && *id == contract.id
@@ -268,10 +296,12 @@ impl Terms {
             && *max_bytes == contract.max_bytes
             && *max_shards == contract.max_shards
             && *offer_expires_ms == contract.offer_expires_ms
+            && *repair_of == contract.repair_of
     }
 }
 
-/// A document signed by two peers: the tenant and the host its [`Terms`] name.
+/// A document signed by two peers: the payer ([`Terms::payer`]: the tenant, or for a repair the
+/// Guard) and the host its [`Terms`] name.
 ///
 /// ```json
 /// { "kind": "btfs/contract/1",
@@ -282,15 +312,17 @@ impl Terms {
 ///
 /// Both signatures are over `kind ‖ 0x00 ‖ payload`, the same bytes as a
 /// [`crate::signed::Signed`] envelope; each key must be the key of the peer id the terms name.
+/// `tenant_key`/`tenant_signature` hold the payer's: for a repair (`repair_of` set) the
+/// Guard's, which alone may spend the tenant's repair allowance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cosigned {
     /// Always [`CONTRACT_KIND`].
     pub kind: String,
     /// [`Terms`] as JSON text.
     pub payload: String,
-    /// Tenant's key.
+    /// The payer's key (the tenant's; a repair's: the Guard's).
     pub tenant_key: String,
-    /// Tenant's signature.
+    /// The payer's signature.
     pub tenant_signature: String,
     /// Host's key.
     pub host_key: String,
@@ -319,7 +351,7 @@ impl Cosigned {
         })
     }
 
-    /// Adds `key`'s signature as the tenant's or the host's (whichever the terms name it).
+    /// Adds `key`'s signature as the payer's or the host's (whichever the terms name it).
     pub fn sign(
         mut self,
         key: &libp2p_identity::ed25519::Keypair,
@@ -330,15 +362,20 @@ impl Cosigned {
             .to_peer_id()
             .to_base58();
         let sig = data_encoding::BASE64URL_NOPAD.encode(&key.sign(&sign_bytes(&self.payload)));
-        if me == terms.tenant {
+        if me == terms.payer() {
             self.tenant_key = public;
             self.tenant_signature = sig;
         } else if me == terms.host {
             self.host_key = public;
             self.host_signature = sig;
         } else {
+            let payer = if terms.repair_of.is_some() {
+                "repairing Guard"
+            } else {
+                "tenant"
+            };
             return Err(SignedError::WrongPeer {
-                claimed: format!("tenant {} or host {}", terms.tenant, terms.host),
+                claimed: format!("{payer} {} or host {}", terms.payer(), terms.host),
                 signer: me,
             });
         }
@@ -380,14 +417,15 @@ impl Cosigned {
         Ok(terms)
     }
 
-    /// The terms, after checking kind, size, bounds and both signatures.
+    /// The terms, after checking kind, size, bounds and both signatures (the host's and the
+    /// payer's).
     pub fn verify(&self) -> Result<Terms, SignedError> {
         let terms = self.verify_host()?;
         check_sig(
             &self.tenant_key,
             &self.tenant_signature,
             &self.payload,
-            &terms.tenant,
+            terms.payer(),
         )?;
         Ok(terms)
     }
@@ -457,7 +495,9 @@ pub enum Op {
         /// µBTT.
         amount: u64,
     },
-    /// Lock the most each offer can cost (all or nothing; the caller must be each offer's tenant).
+    /// Lock the most each offer can cost (all or nothing; the caller must be each offer's
+    /// payer). Repair offers (`repair_of`, the Guard pays) are funded from their tenant's
+    /// repair allowance for that object; a call reserves repair offers or others, not both.
     Reserve {
         /// Offers signed by both parties.
         offers: Vec<Cosigned>,
@@ -476,6 +516,20 @@ pub enum Op {
     Cancel {
         /// The contract id.
         contract: String,
+    },
+    /// Set `amount` aside from the caller's available balance as the repair allowance of object
+    /// `manifest_id`: only `guard` may spend it, on repair offers for that object, until
+    /// `until_ms`; what is left then comes back. A second call for the same object adds to it
+    /// (same Guard) and may push `until_ms` later.
+    Allow {
+        /// The object (64 hex digits).
+        manifest_id: String,
+        /// The Guard that repairs it.
+        guard: String,
+        /// µBTT.
+        amount: u64,
+        /// Unix ms when what is left comes back.
+        until_ms: u64,
     },
 }
 
@@ -528,6 +582,18 @@ impl Body for Call {
                 }
             }
             Op::Cancel { contract } => hex_id("contract", contract, 32)?,
+            Op::Allow {
+                manifest_id,
+                guard,
+                amount,
+                ..
+            } => {
+                hex_id("manifest_id", manifest_id, 64)?;
+                peer("guard", guard)?;
+                if *amount == 0 || *amount > u64::MAX >> 16 {
+                    return Err(field("amount", "must be at least 1 µBTT and below 2^48"));
+                }
+            }
         }
         Ok(())
     }
@@ -623,6 +689,7 @@ mod tests {
             offer_expires_ms: 1_700_000_000_000,
             manifest_id: None,
             shards: vec![],
+            repair_of: None,
         };
         (t, tk, hk)
     }
@@ -681,6 +748,54 @@ mod tests {
         let mut m = both.clone();
         m.kind = "btfs/host-ad/1".into();
         assert!(matches!(m.verify(), Err(SignedError::Kind { .. })));
+    }
+
+    /// A repair's terms are signed by the Guard in the tenant's place: the tenant's own
+    /// signature does not count, and plain terms still need the tenant's.
+    #[test]
+    fn repair_terms_are_signed_by_the_guard_not_the_tenant() {
+        let (mut t, tk, hk) = offer();
+        let (gk, guard) = key(3);
+        assert_eq!(t.guard, guard);
+        assert_eq!(t.payer(), t.tenant);
+        t.repair_of = Some("ab".repeat(32));
+        assert_eq!(t.payer(), guard);
+        let host_signed = Cosigned::propose(&t).unwrap().sign(&hk).unwrap();
+        let by_guard = host_signed.clone().sign(&gk).unwrap();
+        assert_eq!(by_guard.verify().unwrap(), t);
+        // The tenant cannot sign a repair: it is not a party to it.
+        assert!(matches!(
+            host_signed.clone().sign(&tk),
+            Err(SignedError::WrongPeer { .. })
+        ));
+        // A Guard's signature moved onto plain terms does not make them the tenant's.
+        let mut plain = t.clone();
+        plain.repair_of = None;
+        let mut forged = Cosigned::propose(&plain).unwrap().sign(&hk).unwrap();
+        forged.tenant_key = by_guard.tenant_key.clone();
+        forged.tenant_signature = by_guard.tenant_signature.clone();
+        assert!(forged.verify().is_err());
+        // The repair of one object cannot commit another, nor sit on the Guard itself.
+        let mut c = t.clone();
+        c.manifest_id = Some("cd".repeat(32));
+        c.shards = vec![ShardTerm {
+            root: "ee".repeat(32),
+            size: 1,
+        }];
+        assert!(c.validate().unwrap_err().to_string().contains("repair_of"));
+        c.manifest_id = t.repair_of.clone();
+        c.validate().unwrap();
+        assert!(t.committed_by(&c));
+        let mut plain_contract = c.clone();
+        plain_contract.repair_of = None;
+        assert!(!t.committed_by(&plain_contract));
+        let mut on_guard = t.clone();
+        on_guard.host = guard;
+        assert!(on_guard
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("itself"));
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn offer_terms(
         offer_expires_ms: expires_ms,
         manifest_id: None,
         shards: Vec::new(),
+        repair_of: None,
     }
 }
 

@@ -588,13 +588,14 @@ pub fn fuzz_escrow_offer(n: u64) -> crate::escrow::Terms {
 }
 
 /// The ledger every [`escrow`] input is applied to: a funded tenant with one committed contract
-/// (contract id 1, two shards with roots `00…01` and `00…02`) and one open offer (id 2).
+/// (contract id 1, two shards with roots `00…01` and `00…02`, object `00…09`), one open offer
+/// (id 2), and a repair allowance for object `00…09` that the third party (the Guard) spends.
 pub fn fuzz_escrow_ledger() -> crate::escrow::Ledger {
     use crate::escrow::{Call, Command, Cosigned, Ledger, LedgerConfig, Op, ShardTerm};
     static WORLD: std::sync::OnceLock<Ledger> = std::sync::OnceLock::new();
     WORLD
         .get_or_init(|| {
-            let [t, h, _] = fuzz_escrow_parties();
+            let [t, h, g] = fuzz_escrow_parties();
             let mut l = Ledger::new(LedgerConfig {
                 faucet_max: Some(1 << 40),
                 ..LedgerConfig::default()
@@ -623,6 +624,12 @@ pub fn fuzz_escrow_ledger() -> crate::escrow::Ledger {
                 Op::Commit {
                     contracts: vec![cosign(&contract)],
                     void: vec![],
+                },
+                Op::Allow {
+                    manifest_id: format!("{:064x}", 9),
+                    guard: escrow_peer(&g),
+                    amount: 1 << 20,
+                    until_ms: FUZZ_ESCROW_NOW + 3_600_000,
                 },
             ];
             for (i, op) in ops.into_iter().enumerate() {

@@ -208,6 +208,8 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("escrow", "deposit", escrow_seed_call()),
         ("escrow", "reserve", escrow_seed_reserve()),
         ("escrow", "settle", escrow_seed_settle()),
+        ("escrow", "allow", escrow_seed_allow()),
+        ("escrow", "repair_reserve", escrow_seed_repair_reserve()),
         ("escrow_answers", "host_signed", escrow_seed_host_signed()),
         ("hub_response", "recommendation", json(&rec)),
         (
@@ -241,6 +243,10 @@ fn proof_seed() -> Vec<u8> {
 
 fn escrow_call(id: u64, op: btfs_core::escrow::Op) -> Vec<u8> {
     let [t, _, _] = fuzz_bodies::fuzz_escrow_parties();
+    escrow_call_by(&t, id, op)
+}
+
+fn escrow_call_by(t: &ed25519::Keypair, id: u64, op: btfs_core::escrow::Op) -> Vec<u8> {
     let call = btfs_core::escrow::Call {
         peer_id: libp2p_identity::PublicKey::from(t.public())
             .to_peer_id()
@@ -250,9 +256,37 @@ fn escrow_call(id: u64, op: btfs_core::escrow::Op) -> Vec<u8> {
         op,
     };
     serde_json::to_vec(&btfs_core::escrow::EscrowRequest::Call {
-        call: Signed::sign(&call, &t).unwrap(),
+        call: Signed::sign(&call, t).unwrap(),
     })
     .unwrap()
+}
+
+/// The tenant adds to the fuzz world's repair allowance.
+fn escrow_seed_allow() -> Vec<u8> {
+    let [_, _, g] = fuzz_bodies::fuzz_escrow_parties();
+    escrow_call(
+        79,
+        btfs_core::escrow::Op::Allow {
+            manifest_id: format!("{:064x}", 9),
+            guard: peer(&g),
+            amount: 1000,
+            until_ms: fuzz_bodies::FUZZ_ESCROW_NOW + 7_200_000,
+        },
+    )
+}
+
+/// The Guard reserves a repair offer from the fuzz world's allowance.
+fn escrow_seed_repair_reserve() -> Vec<u8> {
+    let [_, h, g] = fuzz_bodies::fuzz_escrow_parties();
+    let mut t = fuzz_bodies::fuzz_escrow_offer(4);
+    t.repair_of = Some(format!("{:064x}", 9));
+    let doc = btfs_core::escrow::Cosigned::propose(&t)
+        .unwrap()
+        .sign(&h)
+        .unwrap()
+        .sign(&g)
+        .unwrap();
+    escrow_call_by(&g, 80, btfs_core::escrow::Op::Reserve { offers: vec![doc] })
 }
 
 /// A host's signed offer, as a tenant receives it.
@@ -406,5 +440,23 @@ fn finding_1_overlong_header_fields_are_refused_on_open() {
     ] {
         let data = std::fs::read(corpus_dir("manifest").join(name)).unwrap();
         fuzz_bodies::manifest(&data);
+    }
+}
+
+/// The allowance seeds are deep inputs: the fuzz world accepts them (a refused seed would only
+/// exercise the first checks).
+#[test]
+fn escrow_allowance_seeds_are_accepted() {
+    use btfs_core::escrow::{decode_request, Command, EscrowRequest, Receipt};
+    for seed in [escrow_seed_allow(), escrow_seed_repair_reserve()] {
+        let EscrowRequest::Call { call } = decode_request(&seed).unwrap() else {
+            panic!("not a call");
+        };
+        let mut l = fuzz_bodies::fuzz_escrow_ledger();
+        let r = l
+            .apply(&Command::Call { call }, fuzz_bodies::FUZZ_ESCROW_NOW + 1)
+            .unwrap();
+        assert!(matches!(&r, Receipt::Call(c) if c.ok), "{r:?}");
+        l.check().unwrap();
     }
 }

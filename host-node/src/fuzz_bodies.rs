@@ -75,7 +75,6 @@ pub fn contract_decide(data: &[u8]) -> Option<Result<btfs_core::escrow::Cosigned
         funding: Some(std::sync::Arc::new(crate::host::funding::Funding::new(
             pid(&fuzz_key(2)),
             pid(&fuzz_key(3)),
-            None,
         ))),
     };
     let asked = match &req {

@@ -115,6 +115,7 @@ async fn run(cli: Cli) -> Result<()> {
             shard_size,
             slabs_in_flight,
             days,
+            repair_allowance,
             wallet,
             json,
         } => {
@@ -132,10 +133,21 @@ async fn run(cli: Cli) -> Result<()> {
                 shard_size,
                 slabs_in_flight,
             };
-            let pay = pay.map(|(plan, prices)| upload::Payment {
-                wallet: &wallet,
-                plan,
-                prices,
+            let repair_allowance = match repair_allowance.as_deref() {
+                None => None,
+                Some(a) if a.trim().chars().all(|c| c == '0' || c == '.') => Some(0),
+                Some(a) => Some(
+                    btfs_host::tenant::wallet::parse_btt(a)
+                        .with_context(|| format!("--repair-allowance {a}"))?,
+                ),
+            };
+            let pay = pay.map(|(mut plan, prices)| {
+                plan.repair_allowance = repair_allowance;
+                upload::Payment {
+                    wallet: &wallet,
+                    plan,
+                    prices,
+                }
             });
             let report = upload::upload(&tenant, &file, opts, pay, progress_bar("upload")).await;
             tenant.shutdown().await;

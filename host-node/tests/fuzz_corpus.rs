@@ -144,10 +144,10 @@ fn contract_seed(held: bool) -> Vec<u8> {
         offer_expires_ms: 2_000_000_000_000,
         manifest_id: Some("cd".repeat(32)),
         shards: vec![btfs_core::escrow::ShardTerm {
-            repair_of: None,
             root: root.to_hex(),
             size: shard.len() as u64,
         }],
+        repair_of: None,
     };
     let doc = btfs_core::escrow::Cosigned::propose(&terms).unwrap();
     serde_json::to_vec(&btfs_core::escrow::HostRequest::Contract { doc }).unwrap()

@@ -1,6 +1,7 @@
 //! The Guard on a real devnet (5 s epochs): audits that fail for damaged and deleted shards,
 //! their signed history and the Hub's audit factor; repair after `kill -9` of 12 of an
-//! object's 30 hosts, downloads that need the repaired shards, and a Guard killed mid-repair.
+//! object's 30 hosts, downloads that need the repaired shards, and a Guard killed mid-repair;
+//! repairs placed under repair contracts paid from the upload's repair allowance.
 
 use std::time::{Duration, Instant};
 
@@ -132,13 +133,22 @@ fn damaged_and_deleted_shards_fail_their_audits_and_lower_the_hosts_scores() {
 /// 12 of an object's 30 hosts are killed: the Guard rebuilds exactly those shards on
 /// other hosts — the Guard itself is `kill -9`ed as soon as its repair starts and restarted —
 /// and the object downloads byte-identical after 9 more original holders per slab die, which
-/// is impossible without the repaired shards.
+/// is impossible without the repaired shards. Hosts store nothing unfunded (the devnet has an
+/// Escrow): every new holder keeps its shard under an active repair contract the Guard signed
+/// for the tenant, paid from the upload's repair allowance, never from its available balance.
 #[test]
 fn killed_hosts_are_repaired_and_downloads_follow_the_guard() {
     let mut net = Devnet::start(45).unwrap();
     // One slab of 1.2 MiB shards: a repair moves ~30 MiB, long enough to be killed in.
     let (link, want) = upload_watched(&net, 12 * MIB, 22, &["--shard-size", "4194304"]);
     let manifest = manifest_of(&net, &link).unwrap();
+    let manifest_id = btfs_core::Link::parse(&link).unwrap().manifest_id.to_hex();
+    let wallet_before = json_of(&net, &["wallet", "balance"]);
+    let allowance_before = wallet_before["allowance"].as_u64().unwrap();
+    assert!(
+        allowance_before > 0,
+        "the upload set no repair allowance aside: {wallet_before:#}"
+    );
     let slabs = manifest.slabs().len();
     let holders: Vec<Vec<usize>> = (0..slabs)
         .map(|s| {
@@ -219,6 +229,54 @@ fn killed_hosts_are_repaired_and_downloads_follow_the_guard() {
             }
         }
     }
+
+    // Paid repairs: each new holder has an active repair contract (signed by the Guard in the
+    // tenant's place) listing the shard it got; the money came from the allowance.
+    let contracts = json_of(&net, &["contracts"]);
+    let guard_peer = net.services()["guard"]["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut covered = std::collections::BTreeSet::new();
+    for c in contracts.as_array().unwrap() {
+        let terms: serde_json::Value =
+            serde_json::from_str(c["doc"]["payload"].as_str().unwrap()).unwrap();
+        if terms["repair_of"].as_str() != Some(manifest_id.as_str()) || c["state"] != "active" {
+            continue;
+        }
+        assert_eq!(c["guard"], guard_peer.as_str(), "{c:#}");
+        for s in c["shards"].as_array().unwrap() {
+            covered.insert((
+                c["host"].as_str().unwrap().to_string(),
+                s["root"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    for (s, slab) in health["slabs"].as_array().unwrap().iter().enumerate() {
+        for (k, x) in slab["shards"].as_array().unwrap().iter().enumerate() {
+            if lost[s].contains(&k) {
+                let key = (
+                    x["host"].as_str().unwrap().to_string(),
+                    x["root"].as_str().unwrap().to_string(),
+                );
+                assert!(
+                    covered.contains(&key),
+                    "slab {s} shard {k} on {} has no active repair contract; repair contracts cover {covered:?}",
+                    key.0
+                );
+            }
+        }
+    }
+    let wallet_after = json_of(&net, &["wallet", "balance"]);
+    assert!(
+        wallet_after["allowance"].as_u64().unwrap() < allowance_before,
+        "the repairs did not spend the allowance: {wallet_after:#}"
+    );
+    assert!(
+        wallet_after["balance"].as_u64().unwrap()
+            >= wallet_before["balance"].as_u64().unwrap(),
+        "the repairs were paid from the available balance: before {wallet_before:#}, after {wallet_after:#}"
+    );
 
     // More original holders die until at most 9 originals per slab are left alive, sparing the
     // hosts that now hold repaired shards: the download needs the repaired shards.

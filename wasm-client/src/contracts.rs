@@ -121,6 +121,11 @@ pub struct ContractsReport {
     pub ids: Vec<String>,
     /// Hosts whose contract could not be signed (their offer expires and is refunded).
     pub unsigned: Vec<String>,
+    /// µBTT set aside for the Guard's repairs of this object (0: none).
+    pub repair_allowance: u64,
+    /// Why no repair allowance could be set aside, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_allowance_error: Option<String>,
 }
 
 /// `client.balance()`: the wallet's account, named as `btfs wallet balance --json` names it.
@@ -144,6 +149,8 @@ pub struct Balance {
     pub spent: u64,
     /// Total returned from contracts.
     pub refunded: u64,
+    /// Set aside for repairs of this wallet's files.
+    pub allowance: u64,
     /// Always `"µBTT"`.
     pub unit: &'static str,
 }
@@ -160,6 +167,7 @@ impl Balance {
             earned: a.earned,
             spent: a.spent,
             refunded: a.refunded,
+            allowance: a.allowance,
             unit: "µBTT",
         }
     }
@@ -509,10 +517,13 @@ pub async fn reserve(
         .into_iter()
         .map(|(i, d)| (offers[i].0, offers[i].1.clone(), d))
         .collect();
-    let need: u64 = chosen
+    let reserve: u64 = chosen
         .iter()
         .filter_map(|(_, t, _)| t.reserve_amount())
         .sum();
+    // The repair allowance comes out of the same wallet at commit: count it now (the most it
+    // can be, since the contracts lock at most what was reserved).
+    let need = reserve.saturating_add(escrow::plan::allowance_for(reserve));
     let available = client.balance().await?.balance;
     let mut topped_up = 0;
     if available < need {
@@ -601,7 +612,7 @@ pub async fn reserve(
         on_status,
         &format!(
             "reserved {} for {} storage offers",
-            btt(need),
+            btt(reserve),
             out.granted.len()
         ),
     );
@@ -626,11 +637,14 @@ pub async fn commit(
         ..ContractsReport::default()
     };
     let mut docs = Vec::new();
-    let mut locked = 0u64;
+    let (mut locked, mut committed_reserve) = (0u64, 0u64);
     for (host, r) in signed {
         match r {
             Ok(d) => {
-                locked += d.terms().map_or(0, |t| t.contract_amount());
+                if let Ok(t) = d.terms() {
+                    locked += t.contract_amount();
+                    committed_reserve += t.reserve_amount().unwrap_or(0);
+                }
                 docs.push(d);
             }
             Err(e) => {
@@ -648,6 +662,28 @@ pub async fn commit(
     }
     out.committed = out.ids.len();
     out.locked = locked;
+    let amount = escrow::plan::allowance_for(committed_reserve);
+    if amount > 0 && out.committed > 0 {
+        let plan = client.plan()?;
+        let until_ms = reserved
+            .offers
+            .first()
+            .map_or(0, |(_, t)| escrow::plan::allowance_until(t));
+        let op = Op::Allow {
+            manifest_id: report.link.manifest_id.to_hex(),
+            guard: plan.guard.to_base58(),
+            amount,
+            until_ms,
+        };
+        match client.call(op).await {
+            Ok(r) => out.repair_allowance = r.amount,
+            Err(e) => {
+                // The upload is stored and paid; only its repairs are not.
+                warn(&format!("btfs: no repair allowance was set aside ({e}): lost shards of this file will not be re-placed"));
+                out.repair_allowance_error = Some(e.to_string());
+            }
+        }
+    }
     Ok(out)
 }
 

@@ -77,6 +77,8 @@ pub const MAX_REQUEST_LEN: u32 = 2 << 20;
 pub const MAX_RESPONSE_LEN: u32 = 8 << 20;
 /// Most contracts one `contracts` answer lists (newest last).
 pub const MAX_CONTRACTS_ANSWER: usize = 1000;
+/// Most allowances one `allowances` answer lists.
+pub const MAX_ALLOWANCES_ANSWER: usize = 1000;
 /// Most transfers one `history` answer lists.
 pub const MAX_HISTORY_ANSWER: u32 = 1000;
 

@@ -7,8 +7,9 @@
 //! sizes of the shards it keeps, read off the upload machine's placement.
 //!
 //! Repairs ([`repair_offer`], [`repair_commitments`]): with the commit the tenant sets a repair
-//! allowance aside for the object ([`allowance_for`], default a third of what its contracts
-//! lock: enough to re-place 10 of a slab's 30 shards for the whole term at the same prices);
+//! allowance aside for the object ([`allowance_for`], by default a third of what its committed
+//! contracts' offers reserved: enough to reserve new hosts for 10 of a slab's 30 shards for the
+//! whole term at the same prices, with the same rounding room);
 //! the Guard later offers new hosts room for one shard of each slab it repairs, from the next
 //! epoch to the allowance's end, signs in the tenant's place, and commits what it placed.
 
@@ -119,13 +120,17 @@ pub fn offer_for(p: &OfferParams<'_>, room: Room) -> Terms {
     }
 }
 
-/// The share of an upload's contract cost set aside for its repairs by default: a third, the
-/// cost of re-placing 10 of every slab's 30 shards for the whole term at the same prices.
+/// The share of an upload's reservation set aside for its repairs by default: a third, what
+/// reserving new hosts for 10 of every slab's 30 shards costs for the whole term at the same
+/// prices. It is measured on the reservation (not the exact contract cost) because repair
+/// offers are reserved the same way, with one µBTT of rounding room per shard and epoch — on a
+/// devnet's tiny prices that room is most of the amount.
 pub const DEFAULT_ALLOWANCE_DIVISOR: u64 = 3;
 
-/// The default repair allowance of an upload whose contracts lock `locked` µBTT.
-pub fn allowance_for(locked: u64) -> u64 {
-    locked.div_ceil(DEFAULT_ALLOWANCE_DIVISOR)
+/// The default repair allowance of an upload whose committed contracts' offers reserved
+/// `reserved` µBTT.
+pub fn allowance_for(reserved: u64) -> u64 {
+    reserved.div_ceil(DEFAULT_ALLOWANCE_DIVISOR)
 }
 
 /// When an upload's repair allowance ends: with the term its offers pay for.

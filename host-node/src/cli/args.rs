@@ -47,6 +47,10 @@ pub enum Cmd {
         /// Days of storage to pay for (contracts cover the Guard's epochs in that time).
         #[arg(long, default_value_t = btfs_core::hub::UPLOAD_DAYS)]
         days: u32,
+        /// BTT set aside for repairs of this file (default: a third of its contracts' cost,
+        /// enough to re-place 10 of every 30 shards for the whole term; 0 for none).
+        #[arg(long)]
+        repair_allowance: Option<String>,
         #[command(flatten)]
         wallet: WalletArg,
         /// Print a JSON report instead of just the link.
@@ -266,6 +270,23 @@ pub enum WalletCmd {
         opts: WalletOpts,
         /// Amount in BTT.
         amount: String,
+        /// Print the receipt as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set money aside for the repairs of one of your files (an upload sets a third of its
+    /// contracts' cost aside by itself): only the network's Guard spends it, on contracts for
+    /// new hosts when shards are lost; what is left comes back when it ends.
+    Allow {
+        #[command(flatten)]
+        opts: WalletOpts,
+        /// The object's manifest id (64 hex digits; `btfs upload --json` prints it).
+        manifest_id: String,
+        /// Amount in BTT.
+        amount: String,
+        /// Days it lasts (from now).
+        #[arg(long, default_value_t = btfs_core::hub::UPLOAD_DAYS)]
+        days: u32,
         /// Print the receipt as JSON.
         #[arg(long)]
         json: bool,
@@ -629,6 +650,7 @@ impl Cmd {
                 WalletCmd::Balance { json, .. }
                 | WalletCmd::Deposit { json, .. }
                 | WalletCmd::Withdraw { json, .. }
+                | WalletCmd::Allow { json, .. }
                 | WalletCmd::History { json, .. } => *json,
             },
             _ => false,

@@ -109,6 +109,7 @@ pub fn pay_plan(
         epoch_ms,
         epochs,
         devnet: nf.escrow_is_devnet(),
+        repair_allowance: None,
     }))
 }
 

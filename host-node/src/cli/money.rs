@@ -84,6 +84,7 @@ fn account_json(peer: &str, a: &Account) -> serde_json::Value {
         "earned": a.earned,
         "spent": a.spent,
         "refunded": a.refunded,
+        "allowance": a.allowance,
         "unit": "µBTT",
     })
 }
@@ -94,9 +95,11 @@ pub async fn wallet(cmd: WalletCmd) -> Result<()> {
         WalletCmd::Balance { opts, .. }
         | WalletCmd::Deposit { opts, .. }
         | WalletCmd::Withdraw { opts, .. }
+        | WalletCmd::Allow { opts, .. }
         | WalletCmd::History { opts, .. } => opts,
     };
     let (escrow, devnet) = escrow_of(&opts.net.network)?;
+    let network = opts.net.network.clone();
     let w = Wallet::open(opts.wallet.wallet.as_deref())?;
     let tenant = Tenant::start_with_key(Vec::new(), w.keypair()).await?;
     let r = async {
@@ -115,6 +118,7 @@ pub async fn wallet(cmd: WalletCmd) -> Result<()> {
                     println!("  available {}", btt(a.available));
                     println!("  locked    {} (in your storage contracts)", btt(a.locked));
                     println!("  incoming  {} (promised to you as a host, not yet earned)", btt(a.incoming));
+                    println!("  allowance {} (set aside for repairs of your files)", btt(a.allowance));
                     println!("  earned {}, spent {}, refunded {}", btt(a.earned), btt(a.spent), btt(a.refunded));
                 }
             }
@@ -138,6 +142,45 @@ pub async fn wallet(cmd: WalletCmd) -> Result<()> {
                     println!("{}", serde_json::to_string_pretty(&r)?);
                 } else {
                     println!("withdrew {} from {me}", btt(r.amount));
+                }
+            }
+            WalletCmd::Allow {
+                manifest_id,
+                amount,
+                days,
+                json,
+                ..
+            } => {
+                let amount = parse_btt(&amount)?;
+                btfs_core::Root::from_hex(&manifest_id)
+                    .map_err(|e| anyhow::anyhow!("manifest id {manifest_id:?}: {e}"))?;
+                if days == 0 {
+                    bail!("--days must be at least 1");
+                }
+                let nf = network_file::load(&network)?;
+                let guard = network_file::guard(&nf, &network)?.with_context(|| {
+                    format!(
+                        "network file {} names no Guard (services.guard): nobody could spend a repair allowance",
+                        network.display()
+                    )
+                })?;
+                let until_ms = btfs_host::tenant::wallet::now_ms()
+                    .saturating_add(u64::from(days) * 86_400_000);
+                let op = Op::Allow {
+                    manifest_id: manifest_id.clone(),
+                    guard: guard.peer.to_base58(),
+                    amount,
+                    until_ms,
+                };
+                let r = w.call(tenant.net(), &escrow, op).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "set {} aside for repairs of {manifest_id} for {days} days (Guard {})",
+                        btt(r.amount),
+                        guard.peer
+                    );
                 }
             }
             WalletCmd::History { limit, json, .. } => {
@@ -181,9 +224,18 @@ fn transfer_line(t: &Transfer, me: &str) -> String {
             Some((root, epoch)) => format!("paid: shard {} epoch {epoch} (proven)", short(root)),
             None => "paid".to_string(),
         },
+        TransferKind::Allow => format!(
+            "set aside for repairs of {}",
+            short(t.allowance.as_deref().unwrap_or(""))
+        ),
+        TransferKind::AllowBack => format!(
+            "back from the repair allowance of {}",
+            short(t.allowance.as_deref().unwrap_or(""))
+        ),
     };
     let sign = match t.kind {
-        TransferKind::Lock | TransferKind::Release => "",
+        TransferKind::Lock | TransferKind::Release | TransferKind::Allow => "",
+        TransferKind::AllowBack => "+",
         _ => sign,
     };
     format!("#{:<8} {sign}{:>16}  {what}", t.seq, btt(t.amount))

@@ -117,9 +117,8 @@ pub struct HostConfig {
     /// The network's Escrow (a multiaddr ending in `/p2p/<peer id>`): `/metrics` shows this
     /// host's earned and pending amounts there.
     pub escrow: Option<String>,
-    /// The network's Guard (a peer id, or a multiaddr ending in `/p2p/<peer id>`). With
-    /// `escrow` set, this host stores a peer's blobs only under that peer's funded offers, except
-    /// the Guard's repairs of shards already under contract.
+    /// No longer used (kept so older config files still load, with a warning): the Guard's
+    /// repairs are funded like any put, from the tenant's repair allowance.
     pub guard: Option<String>,
     /// Asking price per GiB-month.
     pub price_per_gib_month: u64,

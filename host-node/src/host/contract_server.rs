@@ -1,9 +1,10 @@
 //! The host side of `/btfs/contract/1`: signing storage offers and contracts
 //! (`btfs_core::escrow`, [`btfs_core::escrow::HOST_PROTOCOL`]).
 //!
-//! Goals: a host puts its name only under terms it accepts — the asking peer is the tenant, the
+//! Goals: a host puts its name only under terms it accepts — the asking peer is the payer (the
+//! tenant; for a repair, the Guard spending the tenant's repair allowance), the
 //! price is at or above the host's own asking price, the space fits, and (for a contract) every
-//! listed shard is on this host's disk, at the listed size, held for that tenant. The host keeps
+//! listed shard is on this host's disk, at the listed size, held for that peer. The host keeps
 //! no state for this: everything it checks is in the document and on its disk, so a restart
 //! between offer and contract changes nothing. Bounded like the other host protocols: fair
 //! slots per peer, a token bucket per peer, a size limit and deadlines.
@@ -155,10 +156,10 @@ pub fn decide(
             t.host
         ));
     }
-    if t.tenant != peer.to_base58() {
+    if t.payer() != peer.to_base58() {
         return Err(format!(
-            "refused: the terms name tenant {}, but {peer} asks; a tenant signs for itself",
-            t.tenant
+            "refused: the terms are paid by {}, but {peer} asks; a payer (the tenant, or for a repair the Guard) signs for itself",
+            t.payer()
         ));
     }
     let min = price_per_epoch(policy.price_per_gib_month, t.epoch_ms);

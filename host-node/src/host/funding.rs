@@ -3,9 +3,9 @@
 //! A host whose config names an Escrow stores a peer's blobs only under that peer's funded
 //! offers: the contract protocol adds grants when a tenant shows the Escrow's proof, and each
 //! PUT spends from them before its body is read (a refused PUT costs the host one header). The
-//! network's Guard (config `guard`) puts repaired shards without an offer of its own: it
-//! restores shards whose contracts the tenant already funded. Grants live in memory, bounded
-//! by `btfs_core::escrow::funding::{MAX_GRANTS, MAX_GRANTS_PER_PEER}`.
+//! Guard is no exception: its repairs arrive under repair offers it funded from the tenant's
+//! repair allowance, shown with the Escrow's proof like any other. Grants live in memory,
+//! bounded by `btfs_core::escrow::funding::{MAX_GRANTS, MAX_GRANTS_PER_PEER}`.
 
 use std::sync::Mutex;
 
@@ -18,25 +18,18 @@ use libp2p::PeerId;
 pub struct Funding {
     me: String,
     escrow: String,
-    guard: Option<PeerId>,
     grants: Mutex<Grants>,
 }
 
-/// What paid for an accepted put.
-pub enum Paid {
-    /// A grant (given back if the put fails).
-    Grant(Spent),
-    /// The network's Guard repairing.
-    Guard,
-}
+/// What paid for an accepted put (given back if the put fails).
+pub struct Paid(Spent);
 
 impl Funding {
-    /// Rules for host `me` trusting `escrow`'s proofs and `guard`'s repairs.
-    pub fn new(me: PeerId, escrow: PeerId, guard: Option<PeerId>) -> Self {
+    /// Rules for host `me` trusting `escrow`'s proofs.
+    pub fn new(me: PeerId, escrow: PeerId) -> Self {
         Self {
             me: me.to_base58(),
             escrow: escrow.to_base58(),
-            guard,
             grants: Mutex::new(Grants::new()),
         }
     }
@@ -61,18 +54,13 @@ impl Funding {
 
     /// Whether a put of `len` bytes by `peer` is covered; spends from its grants if so.
     pub fn spend(&self, peer: PeerId, len: u64, now_ms: u64) -> Result<Paid, Uncovered> {
-        if Some(peer) == self.guard {
-            return Ok(Paid::Guard);
-        }
         self.grants()
             .spend(&peer.to_base58(), len, now_ms)
-            .map(Paid::Grant)
+            .map(Paid)
     }
 
     /// Gives a failed put's share back.
     pub fn refund(&self, paid: Paid) {
-        if let Paid::Grant(s) = paid {
-            self.grants().refund(s);
-        }
+        self.grants().refund(paid.0);
     }
 }

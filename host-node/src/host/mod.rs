@@ -276,20 +276,17 @@ impl Node {
             max_inbound: config.max_inbound_streams,
             max_per_peer: config.max_streams_per_peer,
         };
-        // With an Escrow, only funded puts (and the Guard's repairs) are stored.
+        // With an Escrow, only funded puts are stored (the Guard's repairs too: it funds them
+        // from the tenant's repair allowance).
+        if config.guard.is_some() {
+            tracing::warn!("config `guard` is no longer used and can be removed: the Guard's repairs come with repair offers funded from the tenant's repair allowance");
+        }
         let funding = match &config.escrow {
             Some(e) => {
                 let escrow = HubAddr::parse(e).map_err(ConfigError::Invalid)?.peer;
-                let guard = config
-                    .guard
-                    .as_deref()
-                    .map(config::parse_peer)
-                    .transpose()
-                    .map_err(ConfigError::Invalid)?;
                 Some(Arc::new(funding::Funding::new(
                     keypair.public().to_peer_id(),
                     escrow,
-                    guard,
                 )))
             }
             None => None,

@@ -11,7 +11,11 @@
 //! After the upload: for every host that keeps shards, the contract (the offer's terms plus the
 //! manifest id and that host's shard roots and sizes) is signed by the host (which checks it
 //! holds them for this tenant) and by the tenant, and all are committed in **one** call, which
-//! also voids the offers of hosts that got nothing.
+//! also voids the offers of hosts that got nothing. Then the repair allowance: by default a
+//! third of what the committed contracts' offers reserved (`escrow::plan::allowance_for`),
+//! set aside for the Guard
+//! to pay new hosts with when shards are lost, until the contracts' term ends. The funds check
+//! before the upload counts it, so a wallet that can pay the upload can pay both.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,6 +49,16 @@ pub struct PayPlan {
     pub epochs: u64,
     /// The Escrow's faucet may top the wallet up (devnet).
     pub devnet: bool,
+    /// µBTT to set aside for repairs; `None`: `escrow::plan::allowance_for` the reservation.
+    pub repair_allowance: Option<u64>,
+}
+
+impl PayPlan {
+    /// The repair allowance of an upload whose committed offers reserved `reserved`.
+    pub fn allowance(&self, reserved: u64) -> u64 {
+        self.repair_allowance
+            .unwrap_or_else(|| escrow::plan::allowance_for(reserved))
+    }
 }
 
 /// What the contracts of an upload came to (part of the upload's JSON report).
@@ -62,6 +76,11 @@ pub struct ContractsReport {
     pub ids: Vec<String>,
     /// Hosts whose contract could not be signed (their offer expires and is refunded).
     pub unsigned: Vec<String>,
+    /// µBTT set aside for the Guard's repairs of this object (0: none).
+    pub repair_allowance: u64,
+    /// Why no repair allowance could be set aside, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_allowance_error: Option<String>,
 }
 
 /// The least a devnet top-up takes from the faucet (100 BTT).
@@ -137,9 +156,19 @@ async fn host_request(
     req: HostRequest,
 ) -> Result<HostResponse, String> {
     let addrs = tenant.dial_addrs().remove(&host).unwrap_or_default();
-    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+    ask_host(tenant.net(), host, addrs, &req).await
+}
+
+/// One `/btfs/contract/1` request to `host` at `addrs` (the tenant's and the Guard's).
+pub(crate) async fn ask_host(
+    net: &crate::net::Net,
+    host: PeerId,
+    addrs: Vec<libp2p::Multiaddr>,
+    req: &HostRequest,
+) -> Result<HostResponse, String> {
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     let (status, out) = crate::net::exchange(
-        tenant.net(),
+        net,
         host,
         addrs,
         escrow::HOST_PROTOCOL,
@@ -218,10 +247,13 @@ pub async fn reserve(
             why: why.into_iter().take(3).collect::<Vec<_>>().join("; "),
         });
     }
-    let need: u64 = offers
+    let reserve: u64 = offers
         .iter()
         .filter_map(|(_, t, _)| t.reserve_amount())
         .sum();
+    // The repair allowance comes out of the same wallet at commit: count it now (the most it
+    // can be, since the contracts lock at most what was reserved).
+    let need = reserve.saturating_add(plan.allowance(reserve));
     let account = match crate::tenant::wallet::query(
         tenant.net(),
         &plan.escrow,
@@ -289,7 +321,7 @@ pub async fn reserve(
     let out = Reserved {
         offers: reserved,
         granted,
-        amount: need,
+        amount: reserve,
         topped_up,
     };
     if out.granted.len() < needed {
@@ -361,11 +393,14 @@ pub async fn commit(
         ..ContractsReport::default()
     };
     let mut docs = Vec::new();
-    let mut locked = 0u64;
+    let (mut locked, mut committed_reserve) = (0u64, 0u64);
     for (host, r) in signed {
         match r {
             Ok(d) => {
-                locked += d.terms().map_or(0, |t| t.contract_amount());
+                if let Ok(t) = d.terms() {
+                    locked += t.contract_amount();
+                    committed_reserve += t.reserve_amount().unwrap_or(0);
+                }
                 docs.push(d);
             }
             Err(e) => {
@@ -381,5 +416,26 @@ pub async fn commit(
     }
     out.committed = out.ids.len();
     out.locked = locked;
+    let amount = plan.allowance(committed_reserve);
+    if amount > 0 && out.committed > 0 {
+        let until_ms = reserved
+            .offers
+            .first()
+            .map_or(0, |(_, t)| escrow::plan::allowance_until(t));
+        let op = Op::Allow {
+            manifest_id: report.link.manifest_id.to_hex(),
+            guard: plan.guard.to_base58(),
+            amount,
+            until_ms,
+        };
+        match wallet.call(tenant.net(), &plan.escrow, op).await {
+            Ok(r) => out.repair_allowance = r.amount,
+            Err(e) => {
+                // The upload is stored and paid; only its repairs are not.
+                eprintln!("warning: no repair allowance was set aside ({e}): lost shards of this file will not be re-placed; set one with `btfs wallet allow {} AMOUNT`", report.link.manifest_id.to_hex());
+                out.repair_allowance_error = Some(e.to_string());
+            }
+        }
+    }
     Ok(out)
 }

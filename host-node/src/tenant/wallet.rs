@@ -238,7 +238,8 @@ impl Wallet {
     }
 }
 
-fn now_ms() -> u64 {
+/// The wall clock, unix ms.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

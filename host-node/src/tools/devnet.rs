@@ -133,8 +133,6 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
             quota: opts.quota.clone(),
             hub: Some(hub_addr.clone()),
             escrow: (!opts.free_storage).then(|| hub_addr.clone()),
-            // The service node is the Guard too: its repairs need no offer of their own.
-            guard: Some(hub_addr.clone()),
             announce_interval_secs: opts.report_interval_secs,
             status_url: Some(info.status_http.clone()),
             report_interval_secs: opts.report_interval_secs,

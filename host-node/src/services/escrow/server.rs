@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use btfs_core::escrow::{
     self, Command, ContractView, EscrowInfo, EscrowRequest, EscrowResponse, Ledger, LedgerConfig,
-    Op, Receipt, MAX_CONTRACTS_ANSWER, MAX_HISTORY_ANSWER, MAX_REQUEST_LEN,
+    Op, Receipt, MAX_ALLOWANCES_ANSWER, MAX_CONTRACTS_ANSWER, MAX_HISTORY_ANSWER, MAX_REQUEST_LEN,
 };
 use btfs_core::protocol::Status;
 use futures::AsyncReadExt;
@@ -449,6 +449,17 @@ fn handle(
             (Ok(EscrowResponse::History { transfers }), false)
         }
         EscrowRequest::Ledger => (Ok(EscrowResponse::Ledger(ledger.totals())), false),
+        EscrowRequest::Allowances { manifest_id } => (
+            Ok(EscrowResponse::Allowances {
+                allowances: ledger
+                    .allowances_of(&manifest_id)
+                    .into_iter()
+                    .take(MAX_ALLOWANCES_ANSWER)
+                    .cloned()
+                    .collect(),
+            }),
+            false,
+        ),
         EscrowRequest::Info => (
             Ok(EscrowResponse::Info(EscrowInfo {
                 config: ledger.config().clone(),

@@ -24,13 +24,19 @@
 //! root equals the manifest's root for that shard; every fetched shard is still verified
 //! against that root. Without a reachable Guard a download uses the manifest's holders.
 //!
-//! Non-goals: payment (Escrow), several Guards agreeing, repairing objects nobody registered,
+//! Paying for repairs ([`pay`]): on a network with an Escrow, each repair places its shards
+//! under repair contracts the Guard signs in the tenant's place, funded from the tenant's
+//! repair allowance for the object; without an allowance the repair waits (retried after the
+//! backoff) rather than store unpaid shards.
+//!
+//! Non-goals: setting prices or allowances (tenants and hosts do), several Guards agreeing, repairing objects nobody registered,
 //! cleaning up the copies a repair killed mid-way had already claimed (a restart repeats the
 //! repair of every shard whose new holder was not recorded; unclaimed copies are swept by the
 //! hosts' grace period, and once Escrow pays per proven shard an unpaid claimed copy expires).
 
 pub mod client;
 pub mod db;
+pub mod pay;
 pub mod server;
 
 pub use server::{start, GuardHandle, GuardOptions, GuardServiceError, HostBook};

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::db::{Batch, DbError, GuardDb, HolderRow};
+use super::pay::RepairPay;
 use crate::host::inbound::Inbound;
 use crate::host::shard_server::respond;
 use crate::net::Net;
@@ -87,8 +88,9 @@ pub enum GuardServiceError {
 pub trait HostBook: Send + Sync + 'static {
     /// Every registered host's addresses.
     fn addrs(&self) -> HashMap<PeerId, Vec<Multiaddr>>;
-    /// Up to `limit` hosts, best score first (repair candidates).
-    fn ranked(&self, limit: usize) -> Vec<PeerId>;
+    /// Up to `limit` hosts with their asking price per GiB-month, best score first (repair
+    /// candidates).
+    fn ranked(&self, limit: usize) -> Vec<(PeerId, u64)>;
     /// Counts audit results into the hosts' scores.
     fn record_audits(&self, results: &[(PeerId, bool)]);
 }
@@ -164,6 +166,11 @@ pub async fn start(
     }
     let objects = guard.objects().count();
     tracing::info!(objects, first_epoch, "guard started");
+    let pay = escrow.clone().map(|escrow| RepairPay {
+        escrow,
+        key: key.clone(),
+        epoch_ms: guard.config().epoch.as_millis() as u64,
+    });
     let (calls_tx, calls) = mpsc::channel(CALL_QUEUE);
     let accept = tokio::spawn(accept(incoming, calls_tx, cancel.clone()));
     let actor = Actor {
@@ -177,6 +184,7 @@ pub async fn start(
         last_repair: HashMap::new(),
         last_epoch: None,
         escrow,
+        pay,
         settle_retry: Instant::now(),
     };
     let task = tokio::spawn(actor.run(calls, cancel));
@@ -195,6 +203,8 @@ struct Actor {
     last_epoch: Option<u64>,
     /// The Escrow on this node, which verdicts are forwarded to (from the outbox).
     escrow: Option<EscrowLocal>,
+    /// How repairs are paid (with an Escrow).
+    pay: Option<RepairPay>,
     /// No outbox send before this (after a failed one).
     settle_retry: Instant,
 }
@@ -256,16 +266,23 @@ impl Actor {
                         object,
                         manifest,
                         lost,
-                        ..
+                        holders,
                     } => {
                         let shards: usize = lost.values().map(|s| s.len()).sum();
                         tracing::info!(%object, shards, "repair starting");
                         let net = self.net.clone();
                         let book = self.book.clone();
+                        let pay = self.pay.clone();
                         let started = Instant::now();
                         repairs.push(
                             async move {
-                                let r = run_repair(net, book, manifest, lost).await;
+                                let job = RepairJob {
+                                    object,
+                                    manifest,
+                                    lost,
+                                    holders,
+                                };
+                                let r = run_repair(net, book, pay, job).await;
                                 (object, r, started.elapsed())
                             }
                             .boxed(),
@@ -678,42 +695,85 @@ async fn challenge_one(
     }
 }
 
+/// One repair the machine asked for.
+struct RepairJob {
+    object: Root,
+    manifest: Manifest,
+    lost: BTreeMap<u64, std::collections::BTreeSet<usize>>,
+    holders: Vec<Vec<HostId>>,
+}
+
+/// Runs one repair; with `pay`, only on hosts that took a funded repair offer, and commits
+/// their contracts afterwards ([`super::pay`]).
 async fn run_repair(
     net: Net,
     book: Arc<dyn HostBook>,
-    manifest: Manifest,
-    lost: BTreeMap<u64, std::collections::BTreeSet<usize>>,
+    pay: Option<RepairPay>,
+    job: RepairJob,
 ) -> Result<RepairReport, String> {
-    let addrs = book.addrs();
-    let candidates: Vec<HostId> = book
-        .ranked(REPAIR_CANDIDATES)
-        .into_iter()
-        .map(HostId::new)
-        .collect();
-    let addrs = addrs
+    let addrs: HashMap<PeerId, Vec<Multiaddr>> = book
+        .addrs()
         .into_iter()
         .map(|(p, a)| (p, crate::tenant::preferred_addrs(&a)))
         .collect();
-    let mut runner = Runner::new(net, addrs);
-    let mut m = Repair::new(
-        manifest,
-        lost,
+    let ranked = book.ranked(REPAIR_CANDIDATES);
+    let layout = *job.manifest.layout();
+    let funded = match &pay {
+        Some(p) => Some(
+            p.fund(
+                &net,
+                &addrs,
+                job.object,
+                &layout,
+                &job.lost,
+                &job.holders,
+                &ranked,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let candidates: Vec<HostId> = match &funded {
+        Some(f) => f.hosts(),
+        None => ranked.iter().map(|(p, _)| HostId::new(*p)).collect(),
+    };
+    let mut runner = Runner::new(net.clone(), addrs.clone());
+    let result = match Repair::new(
+        job.manifest,
+        job.lost,
         candidates,
         RepairConfig::default(),
         runner.now(),
-    )
-    .map_err(|e| e.to_string())?;
-    loop {
-        runner.apply_all(&mut m);
-        if m.is_finished() {
-            break;
+    ) {
+        Err(e) => Err(e.to_string()),
+        Ok(mut m) => {
+            loop {
+                runner.apply_all(&mut m);
+                if m.is_finished() {
+                    break;
+                }
+                runner.step(&mut m).await;
+            }
+            match m.take_result() {
+                Some(r) => r.map_err(|e| e.to_string()),
+                None => Err("the repair stopped without a result".into()),
+            }
         }
-        runner.step(&mut m).await;
+    };
+    if let (Some(p), Some(f)) = (&pay, &funded) {
+        match &result {
+            Ok(report) => match p.commit(&net, &addrs, job.object, &layout, f, report).await {
+                Ok(c) => tracing::info!(object = %job.object, contracts = c.contracts,
+                    locked = c.locked, reserved = f.amount, unsigned = c.unsigned.len(),
+                    "repair contracts committed from the repair allowance"),
+                // The shards are placed; their offers expire back into the allowance.
+                Err(e) => tracing::warn!(object = %job.object, error = %e,
+                    "cannot commit the repair's contracts"),
+            },
+            Err(_) => p.void(f).await,
+        }
     }
-    match m.take_result() {
-        Some(r) => r.map_err(|e| e.to_string()),
-        None => Err("the repair stopped without a result".into()),
-    }
+    result
 }
 
 /// Fetches and verifies the manifest `id` from the known hosts, [`MANIFEST_FANOUT`] at a time.

@@ -396,14 +396,14 @@ impl crate::services::guard::HostBook for RegistryBook {
             .unwrap_or_default()
     }
 
-    fn ranked(&self, limit: usize) -> Vec<PeerId> {
+    fn ranked(&self, limit: usize) -> Vec<(PeerId, u64)> {
         self.0
             .lock()
             .map(|r| {
                 r.hosts(limit)
                     .into_iter()
                     .filter(|h| h.excluded.is_none())
-                    .filter_map(|h| h.peer_id.parse().ok())
+                    .filter_map(|h| Some((h.peer_id.parse().ok()?, h.facts.price)))
                     .collect()
             })
             .unwrap_or_default()

@@ -34,6 +34,7 @@ try:
     assert "escrow" not in json.load(open(unpaid))["services"]
     wallet = os.path.join(d, "wallet.key")
     times = {"paid": [], "unpaid": []}
+    phases = {"offers_ms": [], "reserve_ms": [], "commit_ms": []}
     for r in range(ROUNDS):
         for kind, path in (("paid", net), ("unpaid", unpaid)) if r % 2 == 0 else (("unpaid", unpaid), ("paid", net)):
             src = os.path.join(d, f"in-{kind}-{r}.bin")
@@ -49,6 +50,8 @@ try:
             assert (rep.get("contracts") is not None) == (kind == "paid"), rep.get("contracts")
             if kind == "paid":
                 assert rep["contracts"]["committed"] == 30, rep["contracts"]
+                for k in phases:
+                    phases[k].append(rep["contracts"]["timings"][k])
             times[kind].append(took)
             os.remove(src)
             print(f"round {r} {kind:6} {took:.2f} s", flush=True)
@@ -58,6 +61,10 @@ try:
     print(f"| without contracts | {u:.2f} | {' '.join(f'{t:.2f}' for t in times['unpaid'])} |")
     print(f"| with contracts (30 offers + reserve, 30 contracts + commit) | {p:.2f} | {' '.join(f'{t:.2f}' for t in times['paid'])} |")
     print(f"| speed with / without (goal >= 0.9) | {u / p:.3f} | |")
+    print("\n| contract phase of a paid upload | median ms | all runs ms |")
+    print("|---|---|---|")
+    for k, v in phases.items():
+        print(f"| {k[:-3]} | {statistics.median(v):.0f} | {' '.join(str(x) for x in v)} |")
     ledger = subprocess.run([BIN, "ledger", "--network", net, "--json"], capture_output=True).stdout
     print("ledger:", ledger.decode().strip().replace("\n", " "))
 finally:

@@ -197,6 +197,27 @@ fn hosts_are_paid_for_proven_epochs_only_and_the_ledger_survives_kill_9() {
         .iter()
         .all(|c| c["state"] == "active" && c["shards"].as_array().unwrap().len() == 10));
 
+    // The upload set a repair allowance aside for the Guard, and `btfs wallet allow` adds to it.
+    let allowance = c["repair_allowance"].as_u64().unwrap();
+    assert!(allowance > 0, "no repair allowance: {up:#}");
+    assert_eq!(balance["allowance"], allowance, "{balance:#}");
+    let manifest_hex = btfs_core::Link::parse(&link).unwrap().manifest_id.to_hex();
+    let r = json(&net, &["wallet", "allow", &manifest_hex, "0.5"]);
+    assert_eq!(r["amount"], 500_000, "{r:#}");
+    let after = json(&net, &["wallet", "balance"]);
+    assert_eq!(after["allowance"], allowance + 500_000, "{after:#}");
+    let bad = net.btfs(&[
+        "wallet",
+        "allow",
+        "not-a-manifest",
+        "1",
+        "--network",
+        network.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("manifest id"), "{err}");
+
     // A shard deleted from a host's disk: its epochs stop being paid.
     let manifest = manifest_of(&net, &link).unwrap();
     let (lost_host, lost_root) = shard_location(&net, &manifest, 0, 4).unwrap();

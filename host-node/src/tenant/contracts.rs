@@ -81,6 +81,8 @@ pub struct ContractsReport {
     /// Why no repair allowance could be set aside, if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair_allowance_error: Option<String>,
+    /// Time spent on each contract phase.
+    pub timings: Timings,
 }
 
 /// The least a devnet top-up takes from the faucet (100 BTT).
@@ -94,6 +96,18 @@ pub struct Reserved {
     pub amount: u64,
     /// µBTT from the faucet.
     pub topped_up: u64,
+    timings: Timings,
+}
+
+/// Where a paid upload's extra time went, in ms (part of [`ContractsReport`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Offers signed by the hosts (and the wallet's balance read, at the same time).
+    pub offers_ms: u64,
+    /// Faucet top-up if any, the reservation and the hosts' answers to the funding proof.
+    pub reserve_ms: u64,
+    /// Contracts signed by the hosts, the commit and the repair allowance.
+    pub commit_ms: u64,
 }
 
 /// An upload's contracts could not be made.
@@ -193,11 +207,25 @@ pub async fn reserve(
     prices: &HashMap<PeerId, u64>,
     needed: usize,
 ) -> Result<Reserved, ContractError> {
+    let started = std::time::Instant::now();
     let now = now_ms();
     let me = wallet.peer().to_base58();
     let guard = plan.guard.to_base58();
     let hosts: Vec<PeerId> = tenant.hosts().iter().map(|h| h.peer).collect();
-    let signed: Vec<Result<(PeerId, Terms, Cosigned), String>> = stream::iter(hosts)
+    // The wallet's balance is asked while the hosts sign: neither waits for the other.
+    let account = async {
+        match crate::tenant::wallet::query(
+            tenant.net(),
+            &plan.escrow,
+            &EscrowRequest::Account { peer: me.clone() },
+        )
+        .await?
+        {
+            EscrowResponse::Account { account, .. } => Ok(account),
+            other => Err(WalletError::Refused(format!("unexpected answer {other:?}"))),
+        }
+    };
+    let signing = stream::iter(hosts)
         .map(|host| {
             let h58 = host.to_base58();
             let terms = escrow::plan::offer_for(
@@ -227,8 +255,9 @@ pub async fn reserve(
             }
         })
         .buffer_unordered(64)
-        .collect()
-        .await;
+        .collect::<Vec<Result<(PeerId, Terms, Cosigned), String>>>();
+    let (signed, account) = futures::join!(signing, account);
+    let offers_ms = started.elapsed().as_millis() as u64;
     let mut offers = Vec::new();
     let mut why = Vec::new();
     for r in signed {
@@ -254,16 +283,7 @@ pub async fn reserve(
     // The repair allowance comes out of the same wallet at commit: count it now (the most it
     // can be, since the contracts lock at most what was reserved).
     let need = reserve.saturating_add(plan.allowance(reserve));
-    let account = match crate::tenant::wallet::query(
-        tenant.net(),
-        &plan.escrow,
-        &EscrowRequest::Account { peer: me.clone() },
-    )
-    .await?
-    {
-        EscrowResponse::Account { account, .. } => account,
-        other => return Err(WalletError::Refused(format!("unexpected answer {other:?}")).into()),
-    };
+    let account = account?;
     let mut topped_up = 0;
     if account.available < need {
         let short = need - account.available;
@@ -323,6 +343,11 @@ pub async fn reserve(
         granted,
         amount: reserve,
         topped_up,
+        timings: Timings {
+            offers_ms,
+            reserve_ms: started.elapsed().as_millis() as u64 - offers_ms,
+            commit_ms: 0,
+        },
     };
     if out.granted.len() < needed {
         let err = ContractError::TooFewHosts {
@@ -371,6 +396,7 @@ pub async fn commit(
     layout: &Layout,
     report: &MachineReport,
 ) -> Result<ContractsReport, ContractError> {
+    let started = std::time::Instant::now();
     let (jobs, void) = escrow::plan::commitments(&reserved.offers, layout, report);
     let signed: Vec<(PeerId, Result<Cosigned, String>)> = stream::iter(jobs)
         .map(|(host, terms)| async move {
@@ -409,32 +435,49 @@ pub async fn commit(
             }
         }
     }
-    for op in escrow::plan::commit_ops(docs, void) {
-        let r = wallet.call(tenant.net(), &plan.escrow, op).await?;
+    // The commit and the repair allowance are independent calls (the funds check before the
+    // upload counted both), so they travel together: one round trip, not two.
+    let amount = plan.allowance(committed_reserve);
+    let allow = (amount > 0 && !docs.is_empty()).then(|| Op::Allow {
+        manifest_id: report.link.manifest_id.to_hex(),
+        guard: plan.guard.to_base58(),
+        amount,
+        until_ms: reserved
+            .offers
+            .first()
+            .map_or(0, |(_, t)| escrow::plan::allowance_until(t)),
+    });
+    let commits = async {
+        let mut receipts = Vec::new();
+        for op in escrow::plan::commit_ops(docs, void) {
+            receipts.push(wallet.call(tenant.net(), &plan.escrow, op).await?);
+        }
+        Ok::<_, WalletError>(receipts)
+    };
+    let allowed = async {
+        match allow {
+            Some(op) => Some(wallet.call(tenant.net(), &plan.escrow, op).await),
+            None => None,
+        }
+    };
+    let (receipts, allowed) = futures::join!(commits, allowed);
+    for r in receipts? {
         out.released += r.amount;
         out.ids.extend(r.contracts);
     }
     out.committed = out.ids.len();
     out.locked = locked;
-    let amount = plan.allowance(committed_reserve);
-    if amount > 0 && out.committed > 0 {
-        let until_ms = reserved
-            .offers
-            .first()
-            .map_or(0, |(_, t)| escrow::plan::allowance_until(t));
-        let op = Op::Allow {
-            manifest_id: report.link.manifest_id.to_hex(),
-            guard: plan.guard.to_base58(),
-            amount,
-            until_ms,
-        };
-        match wallet.call(tenant.net(), &plan.escrow, op).await {
-            Ok(r) => out.repair_allowance = r.amount,
-            Err(e) => {
-                // The upload is stored and paid; only its repairs are not.
-                eprintln!("warning: no repair allowance was set aside ({e}): lost shards of this file will not be re-placed; set one with `btfs wallet allow {} AMOUNT`", report.link.manifest_id.to_hex());
-                out.repair_allowance_error = Some(e.to_string());
-            }
+    out.timings = Timings {
+        commit_ms: started.elapsed().as_millis() as u64,
+        ..reserved.timings
+    };
+    match allowed {
+        None => {}
+        Some(Ok(r)) => out.repair_allowance = r.amount,
+        Some(Err(e)) => {
+            // The upload is stored and paid; only its repairs are not.
+            eprintln!("warning: no repair allowance was set aside ({e}): lost shards of this file will not be re-placed; set one with `btfs wallet allow {} AMOUNT`", report.link.manifest_id.to_hex());
+            out.repair_allowance_error = Some(e.to_string());
         }
     }
     Ok(out)

@@ -255,32 +255,34 @@ pub async fn upload(
         }
     };
     progress.finish_and_clear();
-    let contracts = match (&pay, &reserved) {
-        (Some(p), Some(r)) => Some(
-            contracts::commit(tenant, p.wallet, &p.plan, r, &layout, &report)
+    // Committing the contracts and registering with the Guard do not depend on each other:
+    // both travel at once.
+    let commit = async {
+        match (&pay, &reserved) {
+            (Some(p), Some(r)) => contracts::commit(tenant, p.wallet, &p.plan, r, &layout, &report)
                 .await
-                .map_err(UploadError::Contracts)?,
-        ),
-        _ => None,
-    };
-    let guard = match tenant.guard() {
-        None => None,
-        Some(g) => {
-            let watch = crate::services::guard::client::watch(
-                tenant.net(),
-                g.peer,
-                g.addrs.clone(),
-                report.link.manifest_id,
-            );
-            Some(match watch.await {
-                Ok(_) => "watching".to_string(),
-                Err(e) => {
-                    tracing::warn!(%e, "the upload succeeded but the Guard will not watch it");
-                    e.to_string()
-                }
-            })
+                .map(Some),
+            _ => Ok(None),
         }
     };
+    let watch = async {
+        let g = tenant.guard()?;
+        let watch = crate::services::guard::client::watch(
+            tenant.net(),
+            g.peer,
+            g.addrs.clone(),
+            report.link.manifest_id,
+        );
+        Some(match watch.await {
+            Ok(_) => "watching".to_string(),
+            Err(e) => {
+                tracing::warn!(%e, "the upload succeeded but the Guard will not watch it");
+                e.to_string()
+            }
+        })
+    };
+    let (contracts, guard) = futures::join!(commit, watch);
+    let contracts = contracts.map_err(UploadError::Contracts)?;
     Ok(UploadReport {
         link: report.link.to_string(),
         bytes: report.bytes,

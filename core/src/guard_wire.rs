@@ -139,6 +139,10 @@ pub struct ObjectHealth {
     /// The last repair that finished, if any since the Guard started.
     #[serde(default)]
     pub last_repair: Option<RepairStats>,
+    /// Why the last repair failed (it is retried after the Guard's backoff), if it did: e.g.
+    /// the object has no repair allowance left to pay new hosts with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair_error: Option<String>,
     /// Per slab.
     pub slabs: Vec<SlabHealth>,
 }

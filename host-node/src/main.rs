@@ -369,6 +369,9 @@ async fn guard_health(network: &std::path::Path, link: &Link, json: bool) -> Res
         "object {}: epoch {}, repair at <= {} healthy of 30, {} shards repaired so far",
         h.manifest_id, h.epoch, h.repair_threshold, h.repaired_shards
     );
+    if let Some(e) = &h.last_repair_error {
+        println!("last repair failed (retried later): {e}");
+    }
     for s in &h.slabs {
         println!("slab {}: {} of 30 shards healthy", s.slab, s.healthy);
         for x in s.shards.iter().filter(|x| x.passed == Some(false)) {

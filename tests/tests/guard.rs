@@ -319,3 +319,54 @@ fn killed_hosts_are_repaired_and_downloads_follow_the_guard() {
     net.download(&link, &out).unwrap();
     assert_eq!(hash_file(&out).unwrap(), want);
 }
+
+/// An upload that set no repair allowance aside (`--repair-allowance 0`) is not repaired onto
+/// unpaid hosts: the Guard's health says why, and once the tenant funds an allowance
+/// (`btfs wallet allow`) the next try repairs it.
+#[test]
+fn a_repair_waits_for_a_repair_allowance() {
+    let mut net = Devnet::start(40).unwrap();
+    let (link, want) = upload_watched(&net, 3 * MIB, 23, &["--repair-allowance", "0"]);
+    let manifest = manifest_of(&net, &link).unwrap();
+    let manifest_id = btfs_core::Link::parse(&link).unwrap().manifest_id.to_hex();
+    assert_eq!(json_of(&net, &["wallet", "balance"])["allowance"], 0);
+    // 7 of slab 0's holders die: 23 healthy is at the repair threshold.
+    for k in 0..7 {
+        let (h, _) = shard_location(&net, &manifest, 0, k).unwrap();
+        net.kill_host(h);
+    }
+    let health = wait_for(90, "the Guard to say the repair cannot be paid", || {
+        let h = json_of(&net, &["health", &link]);
+        let why = h["last_repair_error"].as_str().unwrap_or("").to_string();
+        (why.contains("no repair allowance"), h)
+    });
+    assert_eq!(health["repaired_shards"], 0, "{health:#}");
+    let why = health["last_repair_error"].as_str().unwrap();
+    assert!(why.contains("btfs wallet allow"), "{why}");
+    // The tenant funds one (20 BTT: a devnet's 30 days are 518,400 epochs of 5 s, and each new
+    // host's offer reserves about 1 BTT): the next try repairs the slab, paid from it.
+    let network = net.network_path();
+    let o = net.btfs(&[
+        "wallet",
+        "allow",
+        &manifest_id,
+        "20",
+        "--network",
+        network.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let health = wait_for(120, "the slab repaired to 30 healthy", || {
+        let h = json_of(&net, &["health", &link]);
+        (h["slabs"][0]["healthy"] == 30 && h["repaired_shards"] == 7, h)
+    });
+    assert!(health.get("last_repair_error").is_none(), "{health:#}");
+    let after = json_of(&net, &["wallet", "balance"]);
+    let allowance = after["allowance"].as_u64().unwrap();
+    assert!(
+        allowance > 0 && allowance < 20_000_000,
+        "the repair was paid from the new allowance: {after:#}"
+    );
+    let out = net.scratch().join("out.bin");
+    net.download(&link, &out).unwrap();
+    assert_eq!(hash_file(&out).unwrap(), want);
+}

@@ -206,6 +206,8 @@ export interface ObjectHealth {
   repair_threshold: number;
   /** Shards rebuilt on new hosts so far. */
   repaired_shards: number;
+  /** Why the last repair failed (retried later), e.g. no repair allowance left. */
+  last_repair_error?: string;
   slabs: SlabHealth[];
 }
 /** One shard's verdict in this page's own audit. */

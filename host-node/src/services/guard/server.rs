@@ -632,6 +632,7 @@ impl Actor {
             repair_threshold: self.guard.config().repair_threshold,
             repaired_shards: self.repaired.get(&id).copied().unwrap_or(0),
             last_repair: self.last_repair.get(&id).cloned(),
+            last_repair_error: h.last_repair_error.clone(),
             slabs: h
                 .slabs
                 .iter()

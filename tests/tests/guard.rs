@@ -357,7 +357,10 @@ fn a_repair_waits_for_a_repair_allowance() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let health = wait_for(120, "the slab repaired to 30 healthy", || {
         let h = json_of(&net, &["health", &link]);
-        (h["slabs"][0]["healthy"] == 30 && h["repaired_shards"] == 7, h)
+        (
+            h["slabs"][0]["healthy"] == 30 && h["repaired_shards"] == 7,
+            h,
+        )
     });
     assert!(health.get("last_repair_error").is_none(), "{health:#}");
     let after = json_of(&net, &["wallet", "balance"]);

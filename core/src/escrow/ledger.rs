@@ -8,9 +8,15 @@
 //! came within `grace_epochs` after the epoch (expiry). Deposits and withdrawals are the only
 //! transfers with the outside world.
 //!
+//! Repair allowances ([`Allowance`], `Op::Allow`): money a tenant sets aside for one object's
+//! repairs, spent only by the Guard it names, on repair offers (`Terms::repair_of`) it signs in
+//! the tenant's place; their unused room goes back into the allowance, and what is left of it
+//! goes back to the tenant when it ends (a tick).
+//!
 //! Invariants (checked by [`Ledger::check`] after every operation in the tests):
-//! - money is conserved: Σ available + Σ locked = deposits − withdrawals, and Σ locked (the
-//!   tenants' pending debits) = Σ incoming (the hosts' pending credits) = Σ contracts' locks;
+//! - money is conserved: Σ available + Σ locked + Σ allowances = deposits − withdrawals, and Σ
+//!   locked (the tenants' pending debits) = Σ incoming (the hosts' pending credits) = Σ
+//!   contracts' locks; each allowance's `spent` = what its repair contracts took from it;
 //! - each (contract, shard, epoch) is settled at most once, and a payout only follows a passing
 //!   verdict of the contract's Guard ([`Transfer`] names the batch and line behind it);
 //! - no account goes negative (all amounts are `u64`; every subtraction is checked first).

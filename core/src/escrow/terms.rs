@@ -761,6 +761,11 @@ mod tests {
         t.repair_of = Some("ab".repeat(32));
         assert_eq!(t.payer(), guard);
         let host_signed = Cosigned::propose(&t).unwrap().sign(&hk).unwrap();
+        // Wire format: the plain terms' payload, with `repair_of` last.
+        assert!(host_signed.payload.ends_with(&format!(
+            "\"offer_expires_ms\":1700000000000,\"repair_of\":\"{}\"}}",
+            "ab".repeat(32)
+        )));
         let by_guard = host_signed.clone().sign(&gk).unwrap();
         assert_eq!(by_guard.verify().unwrap(), t);
         // The tenant cannot sign a repair: it is not a party to it.
@@ -863,6 +868,19 @@ mod tests {
             format!("{{\"peer_id\":\"{peer}\",\"id\":\"ffffffffffffffffffffffffffffffff\",\"issued_at_ms\":5,\"op\":{{\"type\":\"deposit\",\"amount\":10}}}}")
         );
         assert_eq!(env.verify::<Call>().unwrap().body, call);
+        let allow = Call {
+            op: Op::Allow {
+                manifest_id: "cd".repeat(32),
+                guard: peer.clone(),
+                amount: 7,
+                until_ms: 9,
+            },
+            ..call.clone()
+        };
+        assert!(Signed::sign(&allow, &k).unwrap().payload.ends_with(&format!(
+            "\"op\":{{\"type\":\"allow\",\"manifest_id\":\"{}\",\"guard\":\"{peer}\",\"amount\":7,\"until_ms\":9}}}}",
+            "cd".repeat(32)
+        )));
         let mut c = call.clone();
         c.op = Op::Reserve { offers: vec![] };
         assert!(Signed::sign(&c, &k).is_err());

@@ -165,4 +165,39 @@ mod tests {
         known.sort_unstable();
         assert_eq!(bins, known);
     }
+
+    /// The fuzz crate is its own workspace, so the root's `[patch.crates-io]` does not reach
+    /// it: it must repeat every patch, or campaigns build other dependency versions than we ship
+    /// (a missing libp2p-yamux patch once broke every `host` target's build).
+    #[test]
+    fn the_fuzz_crate_repeats_every_workspace_patch() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let patches = |file: &str| -> Vec<(String, String)> {
+            let toml = std::fs::read_to_string(root.join(file)).unwrap();
+            let section = toml
+                .split("[patch.crates-io]")
+                .nth(1)
+                .unwrap_or_default()
+                .split("\n[")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let mut out: Vec<(String, String)> = section
+                .lines()
+                .filter_map(|l| {
+                    let (name, rest) = l.split_once('=')?;
+                    let path = rest.split("path = \"").nth(1)?.split('"').next()?;
+                    Some((
+                        name.trim().to_string(),
+                        path.trim_start_matches("../").to_string(),
+                    ))
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        let workspace = patches("Cargo.toml");
+        assert!(!workspace.is_empty(), "the workspace patches nothing?");
+        assert_eq!(patches("fuzz/Cargo.toml"), workspace);
+    }
 }

@@ -152,6 +152,32 @@ pub fn repair_offer(p: &OfferParams<'_>, room: Room, object: &Root, until_ms: u6
     t
 }
 
+/// Which candidates a repair offers room to: in `ranked` order (host, its offer's reserve
+/// amount), skipping hosts in `busy` (they hold a shard of a repaired slab) and offers that no
+/// longer fit in `available` (a cheaper host further down may still fit), at most `want`.
+pub fn pick_repair_hosts<H: Copy + Eq>(
+    ranked: impl IntoIterator<Item = (H, Option<u64>)>,
+    busy: impl Fn(&H) -> bool,
+    available: u64,
+    want: usize,
+) -> Vec<H> {
+    let mut picked = Vec::new();
+    let mut cost = 0u64;
+    for (h, amount) in ranked {
+        if picked.len() >= want {
+            break;
+        }
+        if busy(&h) {
+            continue;
+        }
+        if let Some(a) = amount.filter(|a| cost.saturating_add(*a) <= available) {
+            cost += a;
+            picked.push(h);
+        }
+    }
+    picked
+}
+
 /// After a repair: the contract each offered host signs (hosts that got shards: the offer plus
 /// the shards the report says they now keep) and the ids of the offers to void.
 pub fn repair_commitments(
@@ -358,6 +384,16 @@ mod tests {
         assert!(o.committed_by(&c));
         assert!(c.contract_amount() <= o.reserve_amount().unwrap());
         assert_eq!(commit_ops(Vec::new(), Vec::new()).len(), 0);
+        // Repair candidates: busy hosts skipped, a dear one passed over for a cheaper one.
+        let ranked = [
+            (1, Some(5)),
+            (2, Some(1)),
+            (3, Some(9)),
+            (4, Some(3)),
+            (5, None),
+        ];
+        assert_eq!(pick_repair_hosts(ranked, |h| *h == 2, 10, 9), vec![1, 4]);
+        assert_eq!(pick_repair_hosts(ranked, |_| false, 100, 2), vec![1, 2]);
         assert_eq!(commit_ops(Vec::new(), vec!["ab".repeat(16)]).len(), 1);
     }
 }

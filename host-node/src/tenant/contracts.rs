@@ -141,7 +141,8 @@ pub enum ContractError {
     Wallet(#[from] WalletError),
 }
 
-fn id() -> String {
+/// A fresh random id (32 hex digits) for a contract or call.
+pub(crate) fn id() -> String {
     let mut b = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

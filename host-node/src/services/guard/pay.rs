@@ -28,7 +28,6 @@
 //! hosts that did not sign their contract (their shards stay unpaid and their offer expires).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use btfs_core::engine::repair::RepairReport;
 use btfs_core::engine::HostId;
@@ -95,17 +94,8 @@ pub struct Committed {
     pub unsigned: Vec<String>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::tenant::contracts::id as random_id;
+use crate::tenant::wallet::now_ms;
 
 impl RepairPay {
     fn me(&self) -> PeerId {
@@ -179,40 +169,38 @@ impl RepairPay {
         let room = Room::repair(layout, lost.keys().copied());
         let (me, now) = (self.me(), now_ms());
         let me58 = me.to_base58();
-        let mut picked = Vec::new();
-        let mut cost = 0u64;
-        for (peer, price) in ranked {
-            if picked.len() >= needed + SPARE_OFFERS {
-                break;
-            }
-            if busy.contains(peer) || *peer == me {
-                continue;
-            }
-            let h58 = peer.to_base58();
-            let t = plan::repair_offer(
-                &OfferParams {
-                    id: random_id(),
-                    tenant: &allowance.tenant,
-                    host: &h58,
-                    guard: &me58,
-                    price_per_gib_month: *price,
-                    epoch_ms: self.epoch_ms,
-                    epochs: 1,
-                    now_ms: now,
-                },
-                room,
-                &object,
-                allowance.until_ms,
-            );
-            // A dearer host may not fit where a cheaper one further down still does.
-            match t.reserve_amount() {
-                Some(a) if cost.saturating_add(a) <= allowance.available => {
-                    cost += a;
-                    picked.push((*peer, t));
-                }
-                _ => {}
-            }
-        }
+        let terms: Vec<(PeerId, Terms)> = ranked
+            .iter()
+            .map(|(peer, price)| {
+                let h58 = peer.to_base58();
+                let t = plan::repair_offer(
+                    &OfferParams {
+                        id: random_id(),
+                        tenant: &allowance.tenant,
+                        host: &h58,
+                        guard: &me58,
+                        price_per_gib_month: *price,
+                        epoch_ms: self.epoch_ms,
+                        epochs: 1,
+                        now_ms: now,
+                    },
+                    room,
+                    &object,
+                    allowance.until_ms,
+                );
+                (*peer, t)
+            })
+            .collect();
+        let chosen = plan::pick_repair_hosts(
+            terms
+                .iter()
+                .enumerate()
+                .map(|(i, (_, t))| (i, t.reserve_amount())),
+            |i| busy.contains(&terms[*i].0) || terms[*i].0 == me,
+            allowance.available,
+            needed + SPARE_OFFERS,
+        );
+        let picked: Vec<(PeerId, Terms)> = chosen.into_iter().map(|i| terms[i].clone()).collect();
         if picked.len() < needed {
             return Err(format!(
                 "the repair allowance of {object} has {} µBTT left: it pays for {} new hosts, and re-placing the {needed} shards one slab lost needs {needed}",

@@ -26,6 +26,7 @@ function progress(bar) {
 async function connect() {
   client = null;
   $('upload').disabled = $('download').disabled = $('health').disabled = $('audit').disabled = true;
+  $('hosts').disabled = $('net-status').disabled = true;
   const transport = $('transport').value || undefined;
   show($('status'), 'connecting…');
   try {
@@ -35,6 +36,9 @@ async function connect() {
     show($('status'), `connected as ${client.peerId.slice(0, 16)}… — ${client.hostCount} hosts known${hub}`, 'ok');
     $('upload').disabled = $('download').disabled = $('audit').disabled = false;
     $('health').disabled = !(network.services && network.services.guard);
+    $('hosts').disabled = !(network.services && network.services.hub);
+    $('net-status').disabled = !(network.services && network.services.status);
+    $('faucet').hidden = !(network.services && network.services.escrow && network.services.escrow.devnet);
     hasEscrow = !!(network.services && network.services.escrow && network.services.guard);
     $('wallet').hidden = !hasEscrow;
     if (hasEscrow) showWallet();
@@ -63,6 +67,8 @@ $('upload').onclick = async () => {
     const paid = c ? `; ${c.committed} storage contracts, ${btt(c.locked)} locked${c.topped_up ? `, ${btt(c.topped_up)} from the devnet faucet` : ''}` : '';
     $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard}${paid})`;
     $('link').value = link;
+    $('copy-link').hidden = false;
+    await remember({ link, name: file.name || 'unnamed', size: file.size, type: file.type, uploaded: new Date().toISOString() });
     $('audit-result').replaceChildren();
     if (report.guard === 'watching') showHealth();
     if (hasEscrow) showWallet();
@@ -78,11 +84,13 @@ $('download').onclick = async () => {
   if (!isValidLink(link)) return show($('down-result'), 'that is not a complete btfs:// link (it needs the #key part)', 'err');
   $('download').disabled = true;
   try {
-    const blob = await client.download(link, { onProgress: progress($('down-progress')) });
+    // A File named and typed from the object's sealed header (a name without any directory).
+    const file = await client.download(link, { onProgress: progress($('down-progress')) });
     const a = document.createElement('a');
-    a.href = URL.createObjectURL(blob);
-    a.download = 'btfs-download';
-    a.textContent = `save ${blob.size} bytes`;
+    a.href = URL.createObjectURL(file);
+    a.download = file.name;
+    a.id = 'save';
+    a.textContent = `save ${file.name} (${file.size} bytes${file.type ? ', ' + file.type : ''})`;
     $('down-result').replaceChildren(a);
     $('down-result').className = 'ok';
   } catch (err) {
@@ -222,6 +230,151 @@ async function showWallet() {
 }
 
 $('wallet-refresh').onclick = showWallet;
+
+$('faucet').onclick = async () => {
+  $('faucet').disabled = true;
+  try {
+    await client.faucet(10e6);
+    await showWallet();
+  } catch (err) {
+    show($('wallet-balance'), explain(err), 'err');
+  } finally {
+    $('faucet').disabled = false;
+  }
+};
+
+// --- Upload by drag and drop, and the link's copy button. ---
+const drop = $('drop');
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  if (e.dataTransfer && e.dataTransfer.files.length) {
+    $('file').files = e.dataTransfer.files;
+    show($('up-status'), `${e.dataTransfer.files[0].name} ready: press Upload`, 'note');
+  }
+});
+$('copy-link').onclick = async () => {
+  try {
+    await navigator.clipboard.writeText($('link').value);
+    $('copy-link').textContent = 'Copied';
+  } catch {
+    $('link').select();
+    $('copy-link').textContent = 'Select the link and copy it (the clipboard is not available here)';
+  }
+  setTimeout(() => { $('copy-link').textContent = 'Copy link'; }, 2000);
+};
+
+// --- My files: kept in IndexedDB (database btfs-files, store files, keyed by link). ---
+function filesDb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open('btfs-files', 1);
+    req.onupgradeneeded = () => req.result.createObjectStore('files', { keyPath: 'link' });
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+async function filesTx(mode, f) {
+  const db = await filesDb();
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction('files', mode);
+    const out = f(tx.objectStore('files'));
+    tx.oncomplete = () => { db.close(); resolve(out.result); };
+    tx.onerror = () => { db.close(); reject(tx.error); };
+  });
+}
+
+async function remember(entry) {
+  try {
+    await filesTx('readwrite', (s) => s.put(entry));
+  } catch (err) {
+    show($('up-status'), `uploaded, but this browser could not keep it in My files: ${explain(err)}`, 'err');
+  }
+  await showFiles();
+}
+
+async function showFiles() {
+  const out = $('files');
+  let files;
+  try {
+    files = (await filesTx('readonly', (s) => s.getAll())) || [];
+  } catch (err) {
+    return show(out, `My files is not available in this browser: ${explain(err)}`, 'err');
+  }
+  files.sort((a, b) => (a.uploaded < b.uploaded ? 1 : -1));
+  if (!files.length) return show(out, 'nothing uploaded from this browser yet', 'note');
+  const t = table(['name', 'size', 'uploaded', ''], []);
+  t.id = 'files-table';
+  for (const f of files) {
+    const tr = document.createElement('tr');
+    for (const text of [f.name, `${f.size} bytes`, f.uploaded.slice(0, 19).replace('T', ' ')]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    const td = document.createElement('td');
+    const use = document.createElement('button');
+    use.textContent = 'Use link';
+    use.setAttribute('aria-label', `use the link of ${f.name}`);
+    use.onclick = () => { $('link').value = f.link; $('link').focus(); };
+    td.append(use);
+    tr.append(td);
+    t.append(tr);
+  }
+  out.className = '';
+  out.replaceChildren(t);
+}
+
+$('files-export').onclick = async () => {
+  const files = (await filesTx('readonly', (s) => s.getAll())) || [];
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([JSON.stringify(files, null, 2)], { type: 'application/json' }));
+  a.download = 'btfs-my-files.json';
+  a.click();
+};
+
+// --- Hosts: the Hub's ranking, every score recomputed in this page. ---
+$('hosts').onclick = async () => {
+  $('hosts').disabled = true;
+  try {
+    const hosts = await client.hosts();
+    const f = (x) => x.toFixed(2);
+    const rows = hosts.map((h) => {
+      const r = h.recomputed;
+      return [[h.peer_id.slice(0, 20) + '…'], [h.facts.online ? 'yes' : 'no', !h.facts.online], [h.score.total.toFixed(3)],
+        [r.total.toFixed(3), !!h.problem], [f(r.space)], [f(r.uptime)], [f(r.age)], [f(r.proximity)], [f(r.price)],
+        [f(r.audits)], [f(r.version)], [h.problem || (h.excluded ? `excluded: ${h.excluded}` : 'ad verified, score agrees'), !!h.problem]];
+    });
+    const online = hosts.filter((h) => h.facts.online).length;
+    const bad = hosts.filter((h) => h.problem).length;
+    show($('hosts-summary'), `${hosts.length} hosts, ${online} online; ${bad ? `${bad} host(s) where the Hub's word does not check out` : `all ${hosts.length} scores recomputed in this page agree with the Hub`}`, bad ? 'err' : 'ok');
+    $('hosts-table').replaceChildren(table(['host', 'online', 'Hub score', 'recomputed', 'space', 'uptime', 'age', 'proximity', 'price', 'audits', 'version', 'check'], rows));
+  } catch (err) {
+    show($('hosts-summary'), explain(err), 'err');
+  } finally {
+    $('hosts').disabled = false;
+  }
+};
+
+// --- Network health from the Status server. ---
+$('net-status').onclick = async () => {
+  $('net-status').disabled = true;
+  try {
+    const s = await client.networkStatus();
+    const t = s.totals;
+    const served = t.requests_served + t.requests_failed;
+    const pct = (n, d) => (d ? (100 * n / d).toFixed(1) : '0.0');
+    show($('net-summary'), `${t.hosts} hosts, ${t.online} online; ${t.shards_held} shards held, ${pct(t.used_bytes, t.capacity_bytes)} % of ${(t.capacity_bytes / 2 ** 30).toFixed(1)} GiB used; ${t.requests_served} requests served, ${pct(t.requests_failed, served)} % failed`,
+      t.online === t.hosts ? 'ok' : 'err');
+  } catch (err) {
+    show($('net-summary'), explain(err), 'err');
+  } finally {
+    $('net-status').disabled = false;
+  }
+};
 $('transport').onchange = connect;
 await init();
+showFiles();
 await connect();

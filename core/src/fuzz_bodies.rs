@@ -279,6 +279,30 @@ pub fn hub_response(data: &[u8]) {
                 signed_envelope(&h.ad);
             }
         }
+        // A bootstrap node's `Network` answer, as discovery merges it (with itself, as two
+        // bootstrap nodes saying the same would): never a panic, and what comes out is bounded
+        // and readable through the same accessors as a network file.
+        HubResponse::Network(file) => {
+            let answers = [("a".to_string(), file.clone()), ("b".to_string(), file)];
+            if let Ok(merged) = crate::network_file::merge_directories(&answers) {
+                assert!(merged.hosts.is_empty());
+                for name in merged.services.keys() {
+                    assert!(crate::network_file::SERVICES.contains(&name.as_str()));
+                }
+                for s in [merged.hub(), merged.guard(), merged.escrow()]
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    assert!(s.addrs.len() <= crate::network_file::MAX_SERVICE_ADDRS);
+                }
+                let _ = (
+                    merged.status_http(),
+                    merged.guard_epoch_ms(),
+                    merged.escrow_is_devnet(),
+                );
+            }
+        }
         _ => {}
     }
 }

@@ -119,7 +119,8 @@ pub struct ShardHealth {
 pub struct SlabHealth {
     /// Slab index.
     pub slab: u64,
-    /// Shards whose last verdict passed or that are not audited yet, of 30.
+    /// Shards counted healthy, of 30: audited and passed, not audited yet, or unanswered in
+    /// fewer epochs in a row than the Guard's offline grace.
     pub healthy: usize,
     /// Every shard.
     pub shards: Vec<ShardHealth>,

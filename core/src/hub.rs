@@ -15,9 +15,17 @@
 //!                "prefs": {"max_price": 1000, "region": "eu", "exclude": ["12D3KooW..."]}}}
 //! {"Hosts": {"limit": 100}}
 //! "Probe"
+//! "Network"
 //! ```
 //! Responses: `{"Accepted": {"next_announce_secs": 60}}`, `{"Refused": {"reason": "..."}}`,
-//! `{"Recommendation": {...}}`, `{"Hosts": [...]}`, `"Pong"`, `{"Error": {"message": "..."}}`.
+//! `{"Recommendation": {...}}`, `{"Hosts": [...]}`, `"Pong"`,
+//! `{"Network": {"bootstrap": [...], "hosts": [], "services": {...}}}` (a
+//! [`crate::network_file::NetworkFile`]), `{"Error": {"message": "..."}}`.
+//!
+//! `Probe` and `Network` are answered by every node, Hub or not: `Network` is how a node or a
+//! tenant given only a bootstrap address learns the network's services (the node's answer is
+//! what it runs itself plus what it was configured with or learned from its own bootstrap
+//! nodes; see [`crate::network_file::merge_directories`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +57,9 @@ pub enum HubRequest {
     },
     /// Liveness probe; any node answers `Pong`.
     Probe,
+    /// Which services (Hub, Status, Guard, Escrow) does this network have? Any node answers
+    /// `Network` with what it knows, or `Error` when it knows none yet.
+    Network,
 }
 
 /// What a tenant needs.
@@ -103,6 +114,8 @@ pub enum HubResponse {
     Hosts(Vec<RankedHost>),
     /// Probe answer.
     Pong,
+    /// The services this node knows (its `hosts` are empty: hosts come from the Hub).
+    Network(crate::network_file::NetworkFile),
     /// The request could not be served.
     Error {
         /// What went wrong and what to do.
@@ -240,28 +253,11 @@ pub fn check_recommendation(
     rec.hosts
         .iter()
         .map(|h| {
-            let ad =
-                h.ad.verify::<HostAd>()
-                    .map_err(|e| format!("host {}: its ad does not verify: {e}", h.peer_id))?;
-            if ad.peer.to_base58() != h.peer_id || ad.body.addrs != h.addrs {
+            let mine = check_host(h, &sreq)?;
+            if mine.total <= 0.0 {
                 return Err(format!(
-                    "host {}: peer id or addresses differ from its signed ad",
-                    h.peer_id
-                ));
-            }
-            if ad.body.free_bytes != h.facts.free_bytes
-                || ad.body.price_per_gib_month != h.facts.price
-            {
-                return Err(format!(
-                    "host {}: free space or price differ from its signed ad",
-                    h.peer_id
-                ));
-            }
-            let mine = score::score(&h.facts, &sreq);
-            if (mine.total - h.score.total).abs() > 1e-9 || mine.total <= 0.0 {
-                return Err(format!(
-                    "host {} has score {} but its facts give {}",
-                    h.peer_id, h.score.total, mine.total
+                    "host {} is recommended with score {} but is excluded",
+                    h.peer_id, h.score.total
                 ));
             }
             if !seen.insert(h.peer_id.clone()) {
@@ -273,6 +269,80 @@ pub fn check_recommendation(
             })
         })
         .collect()
+}
+
+/// One listed host checked by the reader: its ad verified and its score recomputed from the
+/// listed facts (see [`check_host`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListedHost {
+    /// What the Hub said.
+    #[serde(flatten)]
+    pub host: RankedHost,
+    /// The score and breakdown this reader computed from `host.facts`.
+    pub recomputed: Score,
+    /// Why the Hub's word cannot be trusted for this host; `None` when the ad verifies and
+    /// the recomputed score equals the Hub's.
+    pub problem: Option<String>,
+}
+
+/// The request [`HubRequest::Hosts`] scores against (what `btfs hosts` and the dApp page show):
+/// one shard of the default size for 30 days, no price limit.
+pub fn listing_request() -> RecommendRequest {
+    RecommendRequest {
+        count: 0,
+        shard_size: crate::layout::DEFAULT_SHARD_SIZE.into(),
+        shards_per_host: 1,
+        duration_days: UPLOAD_DAYS,
+        prefs: Prefs::default(),
+    }
+}
+
+/// Checks a Hub's [`HubResponse::Hosts`] listing host by host, keeping every host: a page or a
+/// CLI shows each one's breakdown as *it* computed it, and flags a host whose ad does not
+/// verify or whose score the listed facts do not give.
+pub fn check_listing(hosts: Vec<RankedHost>, preferred_version: Version) -> Vec<ListedHost> {
+    let sreq = score_request(&listing_request(), preferred_version);
+    hosts
+        .into_iter()
+        .map(|host| {
+            let recomputed = score::score(&host.facts, &sreq);
+            let problem = check_host(&host, &sreq).err();
+            ListedHost {
+                host,
+                recomputed,
+                problem,
+            }
+        })
+        .collect()
+}
+
+/// One host of a Hub answer: its ad verifies and matches the peer id, addresses, free space and
+/// price listed, and the listed score is the one core computes from the listed facts. Returns
+/// that score.
+pub fn check_host(h: &RankedHost, sreq: &score::Request) -> Result<Score, String> {
+    let ad =
+        h.ad.verify::<HostAd>()
+            .map_err(|e| format!("host {}: its ad does not verify: {e}", h.peer_id))?;
+    if ad.peer.to_base58() != h.peer_id || ad.body.addrs != h.addrs {
+        return Err(format!(
+            "host {}: peer id or addresses differ from its signed ad",
+            h.peer_id
+        ));
+    }
+    if ad.body.free_bytes != h.facts.free_bytes || ad.body.price_per_gib_month != h.facts.price {
+        return Err(format!(
+            "host {}: free space or price differ from its signed ad",
+            h.peer_id
+        ));
+    }
+    let mine = score::score(&h.facts, sreq);
+    if (mine.total - h.score.total).abs() > 1e-9 {
+        return Err(format!(
+            "host {} has score {} but its facts give {}",
+            h.peer_id, h.score.total, mine.total
+        ));
+    }
+    Ok(mine)
 }
 
 /// Hosts a tenant asks the Hub for per upload: 30 per slab plus spares for hosts that fail.
@@ -467,5 +537,37 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
         let e = check_recommendation(&rec(vec![h]), &req, (0, 1, 0), 30).unwrap_err();
         assert!(e.contains("only 1 of the 30"), "{e}");
+    }
+
+    /// A listing keeps every host and flags the ones whose Hub word does not check out, each
+    /// with the breakdown the reader computed itself.
+    #[test]
+    fn a_listing_is_checked_host_by_host() {
+        let (honest, _) = ranked(1, 10);
+        let (mut inflated, _) = ranked(2, 10);
+        inflated.score.total = 1.0;
+        let (mut forged, _) = ranked(3, 10);
+        forged.facts.free_bytes = 1 << 40;
+        let (mut offline, _) = ranked(4, 10);
+        offline.facts.online = false;
+        offline.score = score::score(
+            &offline.facts,
+            &score_request(&listing_request(), (0, 1, 0)),
+        );
+        let listed = check_listing(vec![honest.clone(), inflated, forged, offline], (0, 1, 0));
+        assert_eq!(listed.len(), 4);
+        assert_eq!(listed[0].problem, None);
+        assert_eq!(listed[0].recomputed, honest.score);
+        assert!(listed[1].problem.as_deref().unwrap().contains("facts give"));
+        assert!(listed[1].recomputed.total < 1.0);
+        assert!(listed[2].problem.as_deref().unwrap().contains("signed ad"));
+        // Offline scores zero, which a listing shows rather than rejects.
+        assert_eq!(
+            (listed[3].problem.as_ref(), listed[3].recomputed.total),
+            (None, 0.0)
+        );
+        let json = serde_json::to_value(&listed[0]).unwrap();
+        assert!(json["peer_id"].is_string() && json["recomputed"]["total"].is_f64());
+        assert!(json["problem"].is_null() && json["facts"]["online"] == true);
     }
 }

@@ -129,6 +129,26 @@ pub struct ObjectHeader {
     pub mime: String,
 }
 
+/// Name a download is saved under when the header has no usable name.
+pub const FALLBACK_FILE_NAME: &str = "btfs-download";
+
+impl ObjectHeader {
+    /// The name to save a download under: the header's name without any directory part (a
+    /// hostile uploader may seal `../../.bashrc`), control characters, or leading dots and
+    /// spaces; [`FALLBACK_FILE_NAME`] when nothing is left. The header is the uploader's word,
+    /// so a saver must never use `name` as a path.
+    pub fn file_name(&self) -> String {
+        let last = self.name.rsplit(['/', '\\']).next().unwrap_or("");
+        let clean: String = last.chars().filter(|c| !c.is_control()).collect();
+        let clean = clean.trim_start_matches(['.', ' ']).trim_end();
+        if clean.is_empty() {
+            FALLBACK_FILE_NAME.to_string()
+        } else {
+            clean.to_string()
+        }
+    }
+}
+
 /// The placement record of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -471,6 +491,26 @@ mod tests {
             b[i] ^= 0x80;
             let _ = Manifest::decode(&b); // must not panic
         }
+    }
+
+    #[test]
+    fn a_saved_name_is_never_a_path() {
+        let name = |n: &str| {
+            ObjectHeader {
+                name: n.into(),
+                mime: String::new(),
+            }
+            .file_name()
+        };
+        assert_eq!(name("report.pdf"), "report.pdf");
+        assert_eq!(name("photos/2026/cat.jpg"), "cat.jpg");
+        assert_eq!(name("..\\..\\boot.ini"), "boot.ini");
+        assert_eq!(name("../../.bashrc"), "bashrc");
+        assert_eq!(name("a\u{0}b\nc.txt"), "abc.txt");
+        for empty in ["", "..", "dir/", " . ", "\u{7}"] {
+            assert_eq!(name(empty), FALLBACK_FILE_NAME, "{empty:?}");
+        }
+        assert_eq!(name("weird name é.txt "), "weird name é.txt");
     }
 
     /// Fuzzing finding: a header sealed with a name over `MAX_NAME_LEN` (or a media type over

@@ -62,6 +62,14 @@ pub enum FormatError {
         /// What is wrong.
         why: String,
     },
+    /// Two nodes asked for the network's services name different nodes for one service.
+    #[error("the bootstrap nodes disagree about the network's {service}: {who}; bootstrap from nodes of one network only")]
+    Conflict {
+        /// Service name.
+        service: &'static str,
+        /// Who said what (`X says A, Y says B`).
+        who: String,
+    },
     /// A `hosts` entry is malformed.
     #[error("host entry {index} is invalid: {why}")]
     Entry {
@@ -227,6 +235,41 @@ impl NetworkFile {
         Ok(Some(ServiceHost { peer, addrs }))
     }
 
+    /// Adds the `services` entries of the services one node runs (what `btfs devnet` writes for
+    /// its service node, and what a node answers a `Network` request with about itself).
+    pub fn add_services_of(&mut self, node: &NodeServices<'_>) {
+        let base = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({ "peer_id": node.peer_id, "addrs": node.addrs });
+            if node.pid != 0 {
+                v["pid"] = node.pid.into();
+            }
+            if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+                v.extend(extra);
+            }
+            v
+        };
+        if node.hub {
+            self.services
+                .insert("hub".into(), base(serde_json::json!({})));
+        }
+        if let Some(http) = node.status_http {
+            self.services
+                .insert("status".into(), serde_json::json!({ "http": http }));
+        }
+        if let Some(epoch_ms) = node.guard_epoch_ms {
+            self.services.insert(
+                "guard".into(),
+                base(serde_json::json!({ "epoch_ms": epoch_ms })),
+            );
+        }
+        if let Some(devnet) = node.escrow_devnet {
+            self.services.insert(
+                "escrow".into(),
+                base(serde_json::json!({ "devnet": devnet })),
+            );
+        }
+    }
+
     /// The Status server's base URL (`services.status.http`), if the network has one.
     pub fn status_http(&self) -> Result<Option<&str>, FormatError> {
         let Some(status) = self.services.get("status") else {
@@ -246,6 +289,142 @@ impl NetworkFile {
         Ok(Some(url))
     }
 }
+
+/// The Status server's network-status path under `services.status.http` (`GET`, JSON).
+pub const STATUS_PATH: &str = "/api/v1/status";
+
+/// The services one node runs, for [`NetworkFile::add_services_of`].
+#[derive(Debug, Clone, Copy)]
+pub struct NodeServices<'a> {
+    /// The node's peer id.
+    pub peer_id: &'a str,
+    /// Its OS process id (0: not said; devnets record it so tests can kill the process).
+    pub pid: u32,
+    /// Its full multiaddrs (`…/p2p/<peer id>`).
+    pub addrs: &'a [String],
+    /// It runs the Hub.
+    pub hub: bool,
+    /// It runs Status, at this base URL.
+    pub status_http: Option<&'a str>,
+    /// It runs the Guard, with epochs this long.
+    pub guard_epoch_ms: Option<u64>,
+    /// It runs the Escrow; `true` when its faucet tops tenants up.
+    pub escrow_devnet: Option<bool>,
+}
+
+/// The services a network has, on the word of several nodes (`(who, what it said)`, best
+/// source first): for each service, the first answer that names it, with the addresses every
+/// answer naming the same node gives (at most [`MAX_SERVICE_ADDRS`]) and the fields the first
+/// answer lacks taken from later ones. Two answers naming
+/// different nodes (or Status URLs) for one service are an error: a tenant must not pick one of
+/// two networks by chance. Services other than [`SERVICES`] are dropped; `hosts` and
+/// `bootstrap` are not taken from answers (hosts come from the Hub).
+///
+/// This is the trust rule of discovery: the network is what your bootstrap nodes say it is.
+/// Their peer ids are in the bootstrap addresses, so a stranger cannot answer for them; a
+/// wrong address for a service only fails its handshake (the peer id is checked).
+pub fn merge_directories(answers: &[(String, NetworkFile)]) -> Result<NetworkFile, FormatError> {
+    let mut out = NetworkFile::default();
+    let mut from: std::collections::HashMap<&str, &str> = Default::default();
+    for (who, file) in answers {
+        for &name in SERVICES {
+            let Some(entry) = file.services.get(name) else {
+                continue;
+            };
+            let id = |v: &serde_json::Value| {
+                let key = if name == "status" { "http" } else { "peer_id" };
+                v.get(key)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            match out.services.get_mut(name) {
+                None => {
+                    let mut entry = entry.clone();
+                    if let Some(a) = entry.get_mut("addrs").and_then(|a| a.as_array_mut()) {
+                        a.truncate(MAX_SERVICE_ADDRS);
+                    }
+                    out.services.insert(name.into(), entry);
+                    from.insert(name, who);
+                }
+                Some(have) if id(have) != id(entry) => {
+                    return Err(FormatError::Conflict {
+                        service: name,
+                        who: format!(
+                            "{} says {}, {who} says {}",
+                            from.get(name).copied().unwrap_or_default(),
+                            id(have),
+                            id(entry)
+                        ),
+                    });
+                }
+                Some(have) => {
+                    // The same node: fields the first answer lacks (a Guard's epoch, an
+                    // Escrow's devnet flag) come from later ones.
+                    if let (Some(have), Some(entry)) = (have.as_object_mut(), entry.as_object()) {
+                        for (k, v) in entry {
+                            if !have.contains_key(k) {
+                                have.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    let more = entry.get("addrs").and_then(|a| a.as_array()).cloned();
+                    if let (Some(a), Some(more)) =
+                        (have.get_mut("addrs").and_then(|a| a.as_array_mut()), more)
+                    {
+                        for m in more {
+                            if a.len() < MAX_SERVICE_ADDRS && !a.contains(&m) {
+                                a.push(m);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a tenant or node learns from its bootstrap nodes: `answers` are `(who, what it said or
+/// why it did not)`, in bootstrap order. At least one must have answered; the answers are then
+/// merged by [`merge_directories`], and `bootstrap` records the addresses given. Shared by the
+/// CLI's `--bootstrap` and the browser's `connect({ bootstrap })`.
+pub fn directory_from(
+    answers: Vec<(String, Result<NetworkFile, String>)>,
+    bootstrap: &[String],
+) -> Result<NetworkFile, DirectoryError> {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (who, r) in answers {
+        match r {
+            Ok(d) => ok.push((who, d)),
+            Err(e) => failed.push(format!("{who}: {e}")),
+        }
+    }
+    if ok.is_empty() {
+        return Err(DirectoryError::NoAnswer(failed.join("; ")));
+    }
+    let mut found = merge_directories(&ok)?;
+    found.bootstrap = bootstrap.to_vec();
+    Ok(found)
+}
+
+/// The bootstrap nodes did not say what the network is ([`directory_from`]).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// None of them answered; why, per node.
+    #[error("no bootstrap node told us the network's services: {0}")]
+    NoAnswer(String),
+    /// Their answers disagree, or one is malformed.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+}
+
+/// The services discovery knows ([`merge_directories`]).
+pub const SERVICES: &[&str] = &["hub", "status", "guard", "escrow"];
+/// Most addresses kept per service from discovery answers.
+pub const MAX_SERVICE_ADDRS: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -348,6 +527,95 @@ mod tests {
         );
         assert!(err(r#"{"hosts":[{"peer_id":"zz","addrs":[]}]}"#)
             .starts_with("host entry 0 is invalid: peer_id \"zz\": "));
+    }
+
+    #[test]
+    fn directories_merge_and_conflicts_are_named() {
+        const Q: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let node = |peer: &'static str, addr: &str, http: Option<&'static str>| {
+            let addrs = vec![addr.to_string()];
+            let mut f = NetworkFile::default();
+            f.add_services_of(&NodeServices {
+                peer_id: peer,
+                pid: 0,
+                addrs: &addrs,
+                hub: true,
+                status_http: http,
+                guard_epoch_ms: Some(5000),
+                escrow_devnet: Some(true),
+            });
+            f
+        };
+        let a = node(P, "/ip4/1.1.1.1/tcp/1", Some("http://1.1.1.1:8"));
+        // The wire and the devnet's file are the same shape.
+        assert_eq!(a.hub().unwrap().unwrap().peer.to_base58(), P);
+        assert_eq!(a.guard_epoch_ms(), 5000);
+        assert!(a.escrow_is_devnet());
+        assert_eq!(a.status_http().unwrap(), Some("http://1.1.1.1:8"));
+        assert!(!a.services["hub"].as_object().unwrap().contains_key("pid"));
+        // A second source for the same node adds its addresses; unknown services are dropped.
+        let mut b = node(P, "/ip4/2.2.2.2/tcp/1", None);
+        b.services.insert("evil".into(), serde_json::json!({}));
+        let m = merge_directories(&[("x".into(), a.clone()), ("y".into(), b)]).unwrap();
+        // An answer that names the Escrow without its flag takes it from a later one.
+        let bare = NetworkFile {
+            services: [(
+                "escrow".to_string(),
+                serde_json::json!({"peer_id": P, "addrs": []}),
+            )]
+            .into_iter()
+            .collect(),
+            ..NetworkFile::default()
+        };
+        let flagged = merge_directories(&[("c".into(), bare), ("x".into(), a.clone())]).unwrap();
+        assert!(flagged.escrow_is_devnet());
+        assert_eq!(m.hub().unwrap().unwrap().addrs.len(), 2);
+        assert_eq!(m.guard().unwrap().unwrap().addrs.len(), 2);
+        assert!(!m.services.contains_key("evil"));
+        assert!(m.hosts.is_empty() && m.bootstrap.is_empty());
+        // At least one bootstrap node must answer; the others' failures are named.
+        let e = directory_from(vec![("x".into(), Err("timeout".into()))], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no bootstrap node told us the network's services: x: timeout"
+        );
+        let d = directory_from(
+            vec![
+                ("x".into(), Err("down".into())),
+                ("y".into(), Ok(a.clone())),
+            ],
+            &["/ip4/1.1.1.1/tcp/1".to_string()],
+        )
+        .unwrap();
+        assert_eq!(d.hub().unwrap().unwrap().peer.to_base58(), P);
+        assert_eq!(d.bootstrap.len(), 1);
+        // A source naming another Hub is refused, naming both.
+        let c = node(Q, "/ip4/3.3.3.3/tcp/1", None);
+        let e = merge_directories(&[("x".into(), a.clone()), ("z".into(), c)]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("disagree about the network's hub"), "{text}");
+        assert!(
+            text.contains(P) && text.contains(Q) && text.contains(" z "),
+            "{text}"
+        );
+        // So is another Status URL.
+        let d = node(P, "/ip4/1.1.1.1/tcp/1", Some("http://9.9.9.9:8"));
+        let e = merge_directories(&[("x".into(), a), ("w".into(), d)]).unwrap_err();
+        assert!(e.to_string().contains("network's status"), "{e}");
+        // Address lists from answers are bounded.
+        let many: Vec<String> = (0..100).map(|i| format!("/ip4/1.1.1.1/tcp/{i}")).collect();
+        let mut big = NetworkFile::default();
+        big.add_services_of(&NodeServices {
+            peer_id: P,
+            pid: 0,
+            addrs: &many,
+            hub: true,
+            status_http: None,
+            guard_epoch_ms: None,
+            escrow_devnet: None,
+        });
+        let m = merge_directories(&[("x".into(), big)]).unwrap();
+        assert_eq!(m.hub().unwrap().unwrap().addrs.len(), MAX_SERVICE_ADDRS);
     }
 
     #[test]

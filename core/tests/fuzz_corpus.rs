@@ -218,6 +218,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             json(&HubResponse::Hosts(vec![ranked(3)])),
         ),
         (
+            "hub_response",
+            "network",
+            json(&HubResponse::Network(directory())),
+        ),
+        (
             "hub_request",
             "announce",
             json(&HubRequest::Announce(ad_env.clone())),
@@ -225,6 +230,26 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("signed", "host_ad", json(&ad_env)),
         ("signed", "status_report", json(&report_env)),
     ]
+}
+
+/// A service node's `Network` answer (what a bootstrap node tells a tenant).
+fn directory() -> btfs_core::network_file::NetworkFile {
+    let peer = fuzz_bodies::fuzz_escrow_parties()[0].public();
+    let peer = libp2p_identity::PublicKey::from(peer)
+        .to_peer_id()
+        .to_base58();
+    let addrs = vec![format!("/ip4/198.18.1.2/tcp/4001/p2p/{peer}")];
+    let mut d = btfs_core::network_file::NetworkFile::default();
+    d.add_services_of(&btfs_core::network_file::NodeServices {
+        peer_id: &peer,
+        pid: 0,
+        addrs: &addrs,
+        hub: true,
+        status_http: Some("http://198.18.1.2:4004"),
+        guard_epoch_ms: Some(5000),
+        escrow_devnet: Some(true),
+    });
+    d
 }
 
 /// A real challenge followed by its honest proof (the host side's input, and the nonce of the

@@ -468,7 +468,7 @@ fn run(seed: u64) -> Result<Totals, String> {
                         }
                     }
                     running.remove(&object);
-                    g.repair_done(object, result.map_err(|e| e.to_string()), t)
+                    g.repair_done(object, result.map_err(|e| e.to_string().into()), t)
                         .map_err(|e| e.to_string())?;
                     let after = g.health(object).ok_or("object gone")?;
                     if ok {

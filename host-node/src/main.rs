@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let wallet = btfs_host::tenant::wallet::Wallet::open(wallet.wallet.as_deref())?;
             let (tenant, pay) =
-                tenant_for_upload(&net.network, &file, shard_size, &wallet, days).await?;
+                tenant_for_upload(&net.resolve().await?, &file, shard_size, &wallet, days).await?;
             let opts = UploadOptions {
                 shard_size,
                 slabs_in_flight,
@@ -169,7 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("--json cannot be combined with -o -: stdout carries the object's bytes; write to a file, or drop --json");
             }
             let link = Link::parse(&link)?;
-            let tenant = tenant_for(&net.network).await?;
+            let tenant = tenant_for(&net.resolve().await?).await?;
             exit_on_signal(json);
             let report =
                 download::download(&tenant, &link, &output, progress_bar("download")).await;
@@ -190,7 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Audit { link, net, json } => {
             init_tracing("warn");
             let link = Link::parse(&link)?;
-            let tenant = tenant_for(&net.network).await?;
+            let tenant = tenant_for(&net.resolve().await?).await?;
             exit_on_signal(json);
             let report = btfs_host::tenant::audit::audit(&tenant, &link).await;
             tenant.shutdown().await;
@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Health { link, net, json } => {
             init_tracing("warn");
             let link = Link::parse(&link)?;
-            guard_health(&net.network, &link, json).await?;
+            guard_health(&net.resolve().await?, &link, json).await?;
         }
         Cmd::Audits {
             host,
@@ -233,7 +233,7 @@ async fn run(cli: Cli) -> Result<()> {
             let host: libp2p::PeerId = host
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--host {host:?} is not a peer id: {e}"))?;
-            guard_audits(&net.network, host, limit, json).await?;
+            guard_audits(&net.resolve().await?, host, limit, json).await?;
         }
         Cmd::Devnet {
             hosts,
@@ -242,6 +242,8 @@ async fn run(cli: Cli) -> Result<()> {
             probe_interval_ms,
             report_interval_secs,
             free_storage,
+            netns,
+            host_rate_kbit,
         } => {
             init_tracing("info");
             devnet::run(DevnetOptions {
@@ -252,6 +254,8 @@ async fn run(cli: Cli) -> Result<()> {
                 report_interval_secs,
                 exe: None,
                 free_storage,
+                netns,
+                host_rate_kbit,
             })
             .await?;
         }
@@ -271,7 +275,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Status { net, json } => {
             init_tracing("warn");
-            status(&net.network, json).await?;
+            status(&net.resolve().await?, json).await?;
         }
         Cmd::Bench {
             hosts,
@@ -307,23 +311,28 @@ async fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             init_tracing("warn");
-            cli::money::contracts(wallet.wallet, peer, &net.network, json).await?;
+            cli::money::contracts(wallet.wallet, peer, &net.resolve().await?, json).await?;
         }
         Cmd::Earnings { peer, net, json } => {
             init_tracing("warn");
-            cli::money::earnings(&peer, &net.network, json).await?;
+            cli::money::earnings(&peer, &net.resolve().await?, json).await?;
         }
         Cmd::Ledger { net, json } => {
             init_tracing("warn");
-            cli::money::ledger(&net.network, json).await?;
+            cli::money::ledger(&net.resolve().await?, json).await?;
         }
         Cmd::Shard(cmd) => {
             init_tracing("warn");
             shard(cmd).await?;
         }
+        Cmd::Network { net } => {
+            init_tracing("warn");
+            let n = net.resolve().await?;
+            println!("{}", serde_json::to_string_pretty(&n.file)?);
+        }
         Cmd::Hosts { net, json, limit } => {
             init_tracing("warn");
-            hosts(&net.network, json, limit).await?;
+            hosts(&net.resolve().await?, json, limit).await?;
         }
     }
     Ok(())
@@ -331,10 +340,10 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// The network's Guard and a client node to ask it.
 async fn guard_of(
-    network: &std::path::Path,
+    net: &cli::connect::Network,
 ) -> Result<(btfs_host::tenant::Tenant, btfs_host::services::hub::HubAddr)> {
-    let file = btfs_host::tenant::network_file::load(network)?;
-    let guard = btfs_host::tenant::network_file::guard(&file, network)?.with_context(|| {
+    let network = net.origin.as_path();
+    let guard = btfs_host::tenant::network_file::guard(&net.file, network)?.with_context(|| {
         format!(
             "network file {} names no Guard (services.guard); start one with `btfs service` or `btfs host --services hub,guard`",
             network.display()
@@ -344,7 +353,7 @@ async fn guard_of(
     Ok((tenant, guard))
 }
 
-async fn guard_health(network: &std::path::Path, link: &Link, json: bool) -> Result<()> {
+async fn guard_health(network: &cli::connect::Network, link: &Link, json: bool) -> Result<()> {
     use btfs_core::guard_wire::{GuardRequest, GuardResponse};
     let (tenant, guard) = guard_of(network).await?;
     let req = GuardRequest::Health {
@@ -385,7 +394,7 @@ async fn guard_health(network: &std::path::Path, link: &Link, json: bool) -> Res
 }
 
 async fn guard_audits(
-    network: &std::path::Path,
+    network: &cli::connect::Network,
     host: libp2p::PeerId,
     limit: u32,
     json: bool,

@@ -1,8 +1,12 @@
-//! Test harness for whole networks of real `btfs` processes on loopback.
+//! Test harness for whole networks of real `btfs` processes on loopback, or each in its own
+//! network namespace.
 //!
 //! [`Devnet::start`] runs `btfs devnet` in a temporary directory and waits for its
 //! `network.json`; tests then kill, restart and corrupt hosts and drive the real CLI. Everything
-//! is torn down on drop, including hosts a test restarted itself.
+//! is torn down on drop, including hosts a test restarted itself. [`Devnet::start_netns`] runs
+//! `btfs devnet --netns` (root only): every node its own machine on a virtual bridge, which a
+//! test can cut hosts off ([`Devnet::cut_hosts`]) and shape ([`Devnet::shape_hosts`]); the
+//! namespaces are deleted on drop too, after every process is killed.
 //!
 //! The `btfs` binary comes from `$BTFS_BIN`, or from the same target directory as the test
 //! binary (`cargo xtask test` builds it first).
@@ -81,15 +85,43 @@ pub struct Devnet {
     services: serde_json::Value,
     /// The service node's pid (changes when a test restarts it).
     service_pid: u32,
+    /// With `--netns`: the namespaces (deleted on drop, after the processes).
+    netns: Option<btfs_host::tools::netns::Testbed>,
+    /// With `--netns`: this test binary's turn ([`NETNS_TURN`]); dropped last, after the
+    /// namespaces are gone.
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
+
+/// One namespaced devnet at a time in a test binary: every testbed uses the same addresses
+/// (`btfs_host::tools::netns` refuses a second one), so tests that start one take turns
+/// instead of failing.
+static NETNS_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Devnet {
     /// Starts `btfs devnet --hosts n` and waits for network.json.
     pub fn start(n: usize) -> Result<Self> {
+        Self::start_with(n, &[])
+    }
+
+    /// Starts `btfs devnet --netns --hosts n` with `extra` flags: every node in its own
+    /// network namespace (needs root).
+    pub fn start_netns(n: usize, extra: &[&str]) -> Result<Self> {
+        let turn = NETNS_TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let mut args = vec!["--netns"];
+        args.extend_from_slice(extra);
+        let mut net = Self::start_with(n, &args)?;
+        net._turn = Some(turn);
+        Ok(net)
+    }
+
+    /// Starts `btfs devnet --hosts n` with `extra` flags and waits for network.json.
+    pub fn start_with(n: usize, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = std::fs::File::create(dir.path().join("devnet.log"))?;
         let devnet = Command::new(btfs_bin())
-            .args(["devnet", "--hosts", &n.to_string(), "--dir"])
+            .args(["devnet", "--hosts", &n.to_string()])
+            .args(extra)
+            .arg("--dir")
             .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -103,6 +135,8 @@ impl Devnet {
             restarted: Vec::new(),
             services: serde_json::Value::Null,
             service_pid: 0,
+            netns: None,
+            _turn: None,
         };
         let path = net.network_path();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -111,6 +145,11 @@ impl Devnet {
                 let log =
                     std::fs::read_to_string(net.dir.path().join("devnet.log")).unwrap_or_default();
                 bail!("btfs devnet exited early ({status}):\n{log}");
+            }
+            if net.netns.is_none() {
+                if let Ok(bytes) = std::fs::read(net.dir.path().join("netns.json")) {
+                    net.netns = Some(serde_json::from_slice(&bytes)?);
+                }
             }
             if let Ok(bytes) = std::fs::read(&path) {
                 let parsed: NetworkJson = serde_json::from_slice(&bytes)?;
@@ -169,9 +208,12 @@ impl Devnet {
     ) -> Result<()> {
         let dir = self.service_dir();
         let before = self.service_info()?;
-        let mut cmd = Command::new(btfs_bin());
-        cmd.arg("service")
-            .arg("--data-dir")
+        let mut cmd = self.node_command(0);
+        cmd.arg("service");
+        if let Some(t) = &self.netns {
+            cmd.args(["--listen-ip", &t.nodes[0].ip.to_string()]);
+        }
+        cmd.arg("--data-dir")
             .arg(&dir)
             .arg("--probe-interval-ms")
             .arg(probe_interval_ms.to_string())
@@ -179,6 +221,7 @@ impl Devnet {
             .arg(report_interval_secs.to_string())
             // The devnet's Guard settings (`btfs devnet` starts the service node with them).
             .args(["--guard-epoch-ms", "5000", "--guard-deadline-ms", "2000"])
+            .args(["--guard-offline-grace", "3"])
             .args([
                 "--escrow-faucet-max",
                 &btfs_host::tools::devnet::DEVNET_FAUCET_MAX.to_string(),
@@ -284,7 +327,7 @@ impl Devnet {
     pub fn restart_host(&mut self, i: usize) -> Result<()> {
         let dir = self.hosts[i].data_dir.clone();
         let config = dir.join("host.toml");
-        let mut cmd = Command::new(btfs_bin());
+        let mut cmd = self.node_command(i + 1);
         cmd.arg("host");
         // The devnet writes each host's config (Hub, Status, intervals) next to its data.
         if config.exists() {
@@ -324,6 +367,58 @@ impl Devnet {
         }
     }
 
+    /// A command running `btfs` as node `k` (0: the service node, k: host k − 1): in its
+    /// namespace with `--netns`.
+    fn node_command(&self, k: usize) -> Command {
+        match &self.netns {
+            Some(t) => {
+                let pre = t.exec(k);
+                let mut c = Command::new(&pre[0]);
+                c.args(&pre[1..]).arg(btfs_bin());
+                c
+            }
+            None => Command::new(btfs_bin()),
+        }
+    }
+
+    /// The namespaces, with `--netns`.
+    pub fn testbed(&self) -> Option<&btfs_host::tools::netns::Testbed> {
+        self.netns.as_ref()
+    }
+
+    /// Cuts hosts `which` off the network (their bridge ports down: nothing in or out, as a
+    /// partition does) until the returned guard is dropped (also when a test fails).
+    pub fn cut_hosts(&self, which: &[usize]) -> Result<Cut> {
+        let t = self
+            .netns
+            .as_ref()
+            .context("cutting hosts off needs --netns")?;
+        let nodes: Vec<_> = which.iter().map(|&i| t.nodes[i + 1].clone()).collect();
+        for n in &nodes {
+            btfs_host::tools::netns::link(n, false)?;
+        }
+        Ok(Cut { nodes })
+    }
+
+    /// Shapes hosts `which` to `rate_kbit` each way (`None`: unshaped).
+    pub fn shape_hosts(&self, which: &[usize], rate_kbit: Option<u64>) -> Result<()> {
+        let t = self.netns.as_ref().context("shaping hosts needs --netns")?;
+        for &i in which {
+            t.shape(i + 1, rate_kbit)?;
+        }
+        Ok(())
+    }
+
+    /// The address a tenant outside the namespaces bootstraps from: host `i`'s TCP address.
+    pub fn bootstrap_addr(&self, i: usize) -> String {
+        self.hosts[i]
+            .addrs
+            .iter()
+            .find(|a| a.contains("/tcp/") && !a.contains("/ws"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Freezes hosts `which` (SIGSTOP: connections stay open, nothing is answered, as a hung
     /// machine behaves) until the returned guard is dropped (SIGCONT, also when a test fails).
     pub fn freeze_hosts(&self, which: &[usize]) -> Frozen {
@@ -354,6 +449,24 @@ impl Devnet {
             .unwrap_or_else(|e| panic!("cannot run btfs: {e}"))
     }
 
+    /// Runs the CLI ([`Devnet::btfs`]); its stdout, or an error with its stderr.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.btfs(args);
+        if !out.status.success() {
+            bail!(
+                "btfs {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// [`Devnet::run`], its stdout parsed as JSON.
+    pub fn run_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.run(args)?)?)
+    }
+
     /// Uploads `file`; returns the link.
     pub fn upload(&self, file: &Path) -> Result<String> {
         let out = self.btfs(&["upload", &file.display().to_string()]);
@@ -370,6 +483,24 @@ impl Devnet {
             bail!("download failed: {}", String::from_utf8_lossy(&o.stderr));
         }
         Ok(serde_json::from_slice(&o.stdout)?)
+    }
+}
+
+/// Hosts cut off by [`Devnet::cut_hosts`]; connected again on drop.
+pub struct Cut {
+    nodes: Vec<btfs_host::tools::netns::NsNode>,
+}
+
+impl Cut {
+    /// Connects them again now.
+    pub fn heal(self) {}
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            let _ = btfs_host::tools::netns::link(n, true);
+        }
     }
 }
 

@@ -273,6 +273,38 @@ impl Client {
         }
     }
 
+    /// Devnet only: `amount` µBTT of test money from the Escrow's faucet (in calls of at most
+    /// its `faucet_max`); returns the new balance. Fails on a network whose file does not say
+    /// its Escrow is a devnet's, or whose Escrow runs no faucet.
+    pub async fn faucet(&self, amount: u64) -> Result<Balance, ClientError> {
+        let plan = self.plan()?;
+        if !plan.devnet {
+            return Err(ClientError::Escrow(
+                "this network's Escrow is not a devnet's: it has no faucet; pay into the wallet through the network's settlement".into(),
+            ));
+        }
+        let limit = match self.query(&EscrowRequest::Info).await? {
+            EscrowResponse::Info(i) => i.config.faucet_max.unwrap_or(0),
+            other => {
+                return Err(ClientError::Escrow(format!(
+                    "the Escrow answered {other:?} to an info query"
+                )))
+            }
+        };
+        if limit == 0 {
+            return Err(ClientError::Escrow(
+                "the network file says the Escrow is a devnet's, but it runs no faucet".into(),
+            ));
+        }
+        let mut left = amount;
+        while left > 0 {
+            let step = left.min(limit);
+            self.call(Op::Deposit { amount: step }).await?;
+            left -= step;
+        }
+        self.balance().await
+    }
+
     /// The contracts the wallet is tenant (or host) of, oldest first.
     pub async fn contracts(&self) -> Result<Vec<ContractView>, ClientError> {
         let me = self.wallet.peer().to_base58();
@@ -535,28 +567,14 @@ pub async fn reserve(
                 peer: me,
             });
         }
-        // Devnet only: test money from the faucet, at most its limit per call.
-        let limit = match client.query(&EscrowRequest::Info).await? {
-            EscrowResponse::Info(i) => i.config.faucet_max.unwrap_or(0),
-            other => {
-                return Err(ClientError::Escrow(format!(
-                    "the Escrow answered {other:?} to an info query"
-                )))
-            }
-        };
-        if limit == 0 {
-            return Err(ClientError::Escrow(format!(
-                "the network file says the Escrow is a devnet's, but it runs no faucet; this upload needs {} and the wallet {me} has {}",
+        client.faucet(short).await.map_err(|e| match e {
+            ClientError::Escrow(why) => ClientError::Escrow(format!(
+                "{why}; this upload needs {} and the wallet {me} has {}",
                 btt(need),
                 btt(available)
-            )));
-        }
-        let mut left = short;
-        while left > 0 {
-            let amount = left.min(limit);
-            client.call(Op::Deposit { amount }).await?;
-            left -= amount;
-        }
+            )),
+            other => other,
+        })?;
         topped_up = short;
         client.status(
             on_status,

@@ -38,6 +38,8 @@
 #[cfg(target_arch = "wasm32")]
 mod contracts;
 #[cfg(target_arch = "wasm32")]
+mod discovery;
+#[cfg(target_arch = "wasm32")]
 mod driver;
 pub mod error;
 pub mod network_file;
@@ -88,7 +90,10 @@ mod api {
 /** Options of `BtfsClient.connect`. */
 export interface ConnectOptions {
   /** The devnet's network.json object, its URL, or multiaddrs ending in /p2p/<peer id>. */
-  network: { hosts: { peer_id: string; addrs: string[] }[] } | string | string[];
+  network?: { hosts: { peer_id: string; addrs: string[] }[] } | string | string[];
+  /** Instead of `network`: WebSocket or WebRTC-direct multiaddrs (ending in /p2p/<peer id>) of
+   * any nodes of the network; they say which services it has, and its Hub lists the hosts. */
+  bootstrap?: string[];
   /** Force one browser transport; by default WebSocket where offered, else WebRTC-direct. */
   transport?: 'websocket' | 'webrtc';
   /** 'indexeddb' (default): the wallet key persists in IndexedDB; 'ephemeral': a new key. */
@@ -241,6 +246,38 @@ export interface AuditReport {
   failed: number;
   elapsed_ms: number;
 }
+/** One host of the Hub's listing, checked by this page. */
+export interface ListedHost {
+  peer_id: string;
+  addrs: string[];
+  /** The Hub's score (total and each factor, 0..1). */
+  score: Score;
+  /** The same computed in this page from `facts` with core's scoring. */
+  recomputed: Score;
+  /** Why the Hub's word cannot be trusted for this host (null: the ad verifies and the scores agree). */
+  problem: string | null;
+  /** Why the host scores zero, if it does. */
+  excluded: string | null;
+  facts: { online: boolean; free_bytes: number; uptime: number; age_days: number;
+    rtt_ms: number | null; region: string | null; price: number; version: [number, number, number];
+    audits_passed: number; audits_failed: number };
+  /** µBTT for one default shard for 30 days. */
+  estimated_cost: number;
+  /** The subnet the Hub groups the host in. */
+  subnet: string;
+}
+/** A score and its factors. */
+export interface Score {
+  total: number; online: number; space: number; uptime: number; age: number;
+  proximity: number; price: number; audits: number; version: number;
+}
+/** What `networkStatus` resolves to (as `btfs status --json`). */
+export interface NetworkStatus {
+  totals: { hosts: number; online: number; capacity_bytes: number; used_bytes: number;
+    shards_held: number; requests_served: number; requests_failed: number };
+  hosts: { peer_id: string; online: boolean; [field: string]: unknown }[];
+  [field: string]: unknown;
+}
 /** Options of uploads and downloads. */
 export interface TransferOptions {
   /** Called with (bytes done, bytes total). */
@@ -277,35 +314,35 @@ export interface TransferOptions {
         }))
     }
 
+    /// GETs `url` with the page's `fetch` and returns the body as text; errors say `what` was
+    /// fetched.
+    pub(crate) async fn fetch_text(url: &str, what: &str) -> Result<String, ClientError> {
+        let global = js_sys::global();
+        let fetch = get(&global, "fetch")
+            .dyn_into::<js_sys::Function>()
+            .map_err(|_| ClientError::Js("fetch is not available".into()))?;
+        let resp = JsFuture::from(js_sys::Promise::from(
+            fetch.call1(&global, &url.into()).map_err(from_js)?,
+        ))
+        .await
+        .map_err(|e| ClientError::Js(format!("cannot fetch {what} {url}: {}", from_js(e))))?;
+        let resp: web_sys::Response = resp.dyn_into().map_err(from_js)?;
+        if !resp.ok() {
+            return Err(ClientError::Js(format!(
+                "cannot fetch {what} {url}: HTTP {}",
+                resp.status()
+            )));
+        }
+        let text = JsFuture::from(resp.text().map_err(from_js)?)
+            .await
+            .map_err(from_js)?;
+        text.as_string()
+            .ok_or_else(|| ClientError::Js(format!("{what} is not text")))
+    }
+
     async fn network_json(network: JsValue) -> Result<String, ClientError> {
         if let Some(url) = network.as_string() {
-            let global = js_sys::global();
-            let fetch = get(&global, "fetch")
-                .dyn_into::<js_sys::Function>()
-                .map_err(|_| ClientError::Js("fetch is not available".into()))?;
-            let resp = JsFuture::from(js_sys::Promise::from(
-                fetch.call1(&global, &url.clone().into()).map_err(from_js)?,
-            ))
-            .await
-            .map_err(|e| {
-                ClientError::Js(format!(
-                    "cannot fetch the network file {url}: {}",
-                    from_js(e)
-                ))
-            })?;
-            let resp: web_sys::Response = resp.dyn_into().map_err(from_js)?;
-            if !resp.ok() {
-                return Err(ClientError::Js(format!(
-                    "cannot fetch the network file {url}: HTTP {}",
-                    resp.status()
-                )));
-            }
-            let text = JsFuture::from(resp.text().map_err(from_js)?)
-                .await
-                .map_err(from_js)?;
-            return text
-                .as_string()
-                .ok_or_else(|| ClientError::Js("network file is not text".into()));
+            return fetch_text(&url, "the network file").await;
         }
         js_sys::JSON::stringify(&network)
             .map_err(from_js)?
@@ -322,13 +359,26 @@ export interface TransferOptions {
             #[wasm_bindgen(unchecked_param_type = "ConnectOptions")] options: JsValue,
         ) -> Result<BtfsClient, JsValue> {
             let network = get(&options, "network");
-            if network.is_undefined() || network.is_null() {
-                return Err(ClientError::Js("connect needs { network }: the network.json object, its URL, or an array of multiaddrs".into()).into());
+            let bootstrap = get(&options, "bootstrap");
+            let bootstrap: Option<Vec<String>> =
+                match bootstrap.is_undefined() || bootstrap.is_null() {
+                    true => None,
+                    false => Some(
+                        js_sys::Array::is_array(&bootstrap)
+                            .then(|| js_sys::Array::from(&bootstrap))
+                            .and_then(|a| a.iter().map(|v| v.as_string()).collect())
+                            .ok_or_else(|| {
+                                ClientError::Js(
+                                    "`bootstrap` must be an array of multiaddr strings".into(),
+                                )
+                            })?,
+                    ),
+                };
+            if bootstrap.is_none() && (network.is_undefined() || network.is_null()) {
+                return Err(ClientError::Js("connect needs { network } (the network.json object, its URL, or an array of multiaddrs) or { bootstrap } (multiaddrs of nodes of the network)".into()).into());
             }
             let choice = TransportChoice::parse(get(&options, "transport").as_string().as_deref())
                 .map_err(|e| ClientError::from(network_file::NetworkError::from(e)))?;
-            let json = network_json(network).await?;
-            let network = network_file::parse_network(&json, choice).map_err(ClientError::from)?;
             let (wallet, journal) = match get(&options, "wallet").as_string().as_deref() {
                 None | Some("indexeddb") => (crate::wallet::load_or_create().await?, true),
                 Some("ephemeral") => (libp2p::identity::Keypair::generate_ed25519(), false),
@@ -340,6 +390,11 @@ export interface TransferOptions {
                 }
             };
             let node = Node::start(wallet.clone())?;
+            let json = match &bootstrap {
+                Some(addrs) => crate::discovery::network(&node, addrs, choice).await?,
+                None => network_json(network).await?,
+            };
+            let network = network_file::parse_network(&json, choice).map_err(ClientError::from)?;
             let client = Client::new(node, &network, choice, Wallet::new(wallet.clone(), journal))?;
             Ok(BtfsClient {
                 inner: Rc::new(client),
@@ -418,6 +473,43 @@ export interface TransferOptions {
             Ok(to_js_value(&self.inner.contracts().await?)?)
         }
 
+        /// `await client.hosts()` → the Hub's hosts, best first (`ListedHost[]`): each with the
+        /// Hub's `score` and `facts` and the `recomputed` breakdown this page computed from those
+        /// facts with core's scoring, and `problem` when the host's signed ad does not verify
+        /// or the Hub's score is not what its facts give. Fails without a Hub.
+        #[wasm_bindgen(unchecked_return_type = "ListedHost[]")]
+        pub async fn hosts(&self) -> Result<JsValue, JsValue> {
+            Ok(to_js_value(&self.inner.hosts_listing().await?)?)
+        }
+
+        /// `await client.networkStatus()` → the Status server's view of the network (the JSON
+        /// of `btfs status --json`: `totals` and one row per host). Fails without a Status
+        /// server in the network file.
+        #[wasm_bindgen(js_name = networkStatus, unchecked_return_type = "NetworkStatus")]
+        pub async fn network_status(&self) -> Result<JsValue, JsValue> {
+            let text = self.network_status_text().await?;
+            js_sys::JSON::parse(&text).map_err(|e| {
+                ClientError::Js(format!(
+                    "the Status server's answer is not JSON: {}",
+                    from_js(e)
+                ))
+                .into()
+            })
+        }
+
+        /// Devnet only: `await client.faucet(amount)` takes `amount` µBTT of test money from the
+        /// Escrow's faucet into this page's wallet and resolves to the new `Balance`.
+        #[wasm_bindgen(unchecked_return_type = "Balance")]
+        pub async fn faucet(&self, amount: f64) -> Result<JsValue, JsValue> {
+            if !((1.0..=9.0e15).contains(&amount) && amount.fract() == 0.0) {
+                return Err(ClientError::Js(format!(
+                    "faucet amount must be a whole number of µBTT between 1 and 9e15, not {amount}"
+                ))
+                .into());
+            }
+            Ok(to_js_value(&self.inner.faucet(amount as u64).await?)?)
+        }
+
         /// `await client.health(link)` → the Guard's `ObjectHealth`: per slab the healthy shards
         /// of 30 and each shard's holder and last verdict, and the shards repaired so far. Fails
         /// if the network has no Guard or the Guard does not watch the object.
@@ -439,16 +531,22 @@ export interface TransferOptions {
             Ok(to_js_value(&report)?)
         }
 
-        /// `await client.download(link, { onProgress })` → a `Blob` (its type from the header).
+        /// `await client.download(link, { onProgress })` → a `File` (a `Blob`) named and typed
+        /// from the object's sealed header: `file.name` is safe to save under (no directory
+        /// part; `btfs-download` if the uploader gave none), `file.type` its media type.
         pub async fn download(
             &self,
             link: String,
             options: JsValue,
-        ) -> Result<web_sys::Blob, JsValue> {
+        ) -> Result<web_sys::File, JsValue> {
             let link = Link::parse(&link).map_err(ClientError::from)?;
             let mut dl = self.inner.open(link).await?;
             let progress = progress_of(&options);
-            let (size, mime) = (dl.size() as f64, dl.header().mime.clone());
+            let (size, mime, name) = (
+                dl.size() as f64,
+                dl.header().mime.clone(),
+                dl.header().file_name(),
+            );
             let parts = js_sys::Array::new();
             let mut done = 0f64;
             while let Some(chunk) = dl.next_chunk().await? {
@@ -458,10 +556,10 @@ export interface TransferOptions {
                     p(done, size);
                 }
             }
-            let bag = web_sys::BlobPropertyBag::new();
+            let bag = web_sys::FilePropertyBag::new();
             bag.set_type(&mime);
             Ok(
-                web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &bag)
+                web_sys::File::new_with_u8_array_sequence_and_options(&parts, &name, &bag)
                     .map_err(from_js)?,
             )
         }
@@ -519,6 +617,27 @@ export interface TransferOptions {
 
     /// Rust-only API (not exported to JavaScript).
     impl BtfsClient {
+        /// The Status server's JSON answer (`networkStatus` without parsing it in JavaScript).
+        pub async fn network_status_text(&self) -> Result<String, ClientError> {
+            let Some(base) = &self.inner.status_http else {
+                return Err(ClientError::Js(
+                    "this network has no Status server (its network file has no services.status)"
+                        .into(),
+                ));
+            };
+            let url = format!(
+                "{}{}",
+                base.trim_end_matches('/'),
+                btfs_core::network_file::STATUS_PATH
+            );
+            fetch_text(&url, "the network status").await
+        }
+
+        /// The Hub's listing checked in wasm (`hosts` without the JavaScript object).
+        pub async fn hosts_report(&self) -> Result<Vec<btfs_core::hub::ListedHost>, ClientError> {
+            self.inner.hosts_listing().await
+        }
+
         /// Uploads and returns the report (`uploadWithReport` without the JavaScript object).
         pub async fn upload_report(
             &self,

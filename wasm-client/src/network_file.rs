@@ -72,6 +72,8 @@ pub struct Network {
     pub escrow_is_devnet: bool,
     /// `services.guard.epoch_ms`: contracts are paid per epoch of the Guard.
     pub guard_epoch_ms: u64,
+    /// `services.status.http`: the Status server's base URL.
+    pub status_http: Option<String>,
 }
 
 /// A service entry with the addresses `choice` allows; an error names the service if it has none.
@@ -98,6 +100,7 @@ pub fn parse_network(json: &str, choice: TransportChoice) -> Result<Network, Net
     let file = NetworkFile::parse_or_addrs(json)?;
     let (hub, guard, escrow) = (file.hub(), file.guard(), file.escrow());
     let (escrow_is_devnet, guard_epoch_ms) = (file.escrow_is_devnet(), file.guard_epoch_ms());
+    let status_http = file.status_http()?.map(str::to_string);
     let hosts: Vec<BrowserHost> = file
         .hosts
         .into_iter()
@@ -122,6 +125,7 @@ pub fn parse_network(json: &str, choice: TransportChoice) -> Result<Network, Net
         escrow,
         escrow_is_devnet,
         guard_epoch_ms,
+        status_http,
     })
 }
 

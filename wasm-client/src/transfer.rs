@@ -84,6 +84,8 @@ pub struct Client {
     pub(crate) wallet: Wallet,
     /// How uploads pay: with an Escrow and a Guard in the network file.
     pub(crate) pay: Option<PayPlan>,
+    /// The Status server's base URL, if the network has one.
+    pub(crate) status_http: Option<String>,
 }
 
 /// Reports progress as (done, total) bytes.
@@ -141,6 +143,7 @@ impl Client {
             choice,
             wallet,
             pay,
+            status_http: network.status_http.clone(),
         };
         let hosts = &network.hosts;
         for h in hosts {
@@ -207,6 +210,17 @@ impl Client {
             HubResponse::Error { message } => Err(ClientError::Hub(message)),
             other => Ok(other),
         }
+    }
+
+    /// The Hub's listing of hosts (best first, at most [`btfs_core::hub::MAX_COUNT`]), each
+    /// with the score this page recomputed from the listed facts and any reason not to trust
+    /// the Hub's word for it (`btfs_core::hub::check_listing`).
+    pub async fn hosts_listing(&self) -> Result<Vec<btfs_core::hub::ListedHost>, ClientError> {
+        let limit = btfs_core::hub::MAX_COUNT;
+        let HubResponse::Hosts(list) = self.ask_hub(HubRequest::Hosts { limit }).await? else {
+            return Err(ClientError::Hub("unexpected answer to Hosts".into()));
+        };
+        Ok(btfs_core::hub::check_listing(list, own_version()))
     }
 
     /// Learns every host the Hub lists whose signed ad verifies.

@@ -142,6 +142,71 @@ async fn a_file_uploaded_by_the_cli_downloads_in_the_browser_as_a_stream() {
     );
 }
 
+/// The addresses of host `i` in the devnet's network.json.
+fn host_addrs(i: u32) -> Vec<String> {
+    let net = js_sys::JSON::parse(network()).unwrap();
+    let hosts: js_sys::Array = js_sys::Reflect::get(&net, &"hosts".into()).unwrap().into();
+    let addrs: js_sys::Array = js_sys::Reflect::get(&hosts.get(i), &"addrs".into())
+        .unwrap()
+        .into();
+    addrs.iter().filter_map(|a| a.as_string()).collect()
+}
+
+#[wasm_bindgen_test]
+async fn connect_from_a_bootstrap_address_alone() {
+    // One host's WebSocket address: the services come from what it says, the hosts from the Hub.
+    let ws = host_addrs(3)
+        .into_iter()
+        .find(|a| a.contains("/ws/"))
+        .expect("host 3 has a WebSocket address");
+    let client = BtfsClient::connect(options(&[
+        ("bootstrap", js_sys::Array::of1(&ws.into()).into()),
+        ("wallet", "ephemeral".into()),
+    ]))
+    .await
+    .unwrap_or_else(|e| panic!("connect with bootstrap failed: {}", message(&e)));
+    assert!(client.host_count() >= 30, "{} hosts", client.host_count());
+    let data = seeded(MIB + 17, 11);
+    let link = client
+        .upload(
+            js_sys::Uint8Array::from(&data[..]).into(),
+            JsValue::UNDEFINED,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("upload failed: {}", message(&e)));
+    let blob = client
+        .download(link, JsValue::UNDEFINED)
+        .await
+        .unwrap_or_else(|e| panic!("download failed: {}", message(&e)));
+    assert!(blob_bytes(&blob).await == data, "bytes differ");
+    // A TCP-only bootstrap address is one a browser cannot dial: said so.
+    let tcp = host_addrs(3)
+        .into_iter()
+        .find(|a| a.contains("/tcp/") && !a.contains("/ws"))
+        .unwrap();
+    let e = BtfsClient::connect(options(&[
+        ("bootstrap", js_sys::Array::of1(&tcp.into()).into()),
+        ("wallet", "ephemeral".into()),
+    ]))
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        message(&e).contains("/ws or /webrtc-direct"),
+        "{}",
+        message(&e)
+    );
+    let e = BtfsClient::connect(options(&[("bootstrap", 5.into())]))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        message(&e).contains("`bootstrap` must be"),
+        "{}",
+        message(&e)
+    );
+}
+
 #[wasm_bindgen_test]
 async fn bad_links_and_unreachable_networks_give_clear_errors() {
     let client = connect("websocket").await;

@@ -300,11 +300,74 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     if !audit.starts_with("30 passed, 0 failed") {
         bail!("the page's own audit of its upload did not pass: {audit}");
     }
+    let shots = target_dir().join("www-screenshots");
+    driver.screenshot(&shots.join("1-upload-health-wallet.png"))?;
     driver.click("download")?;
     let down = driver.wait_text("down-result", minute, |t| !t.is_empty())?;
-    if down != format!("save {} bytes", data.len()) {
-        bail!("the page's download failed: {down}");
+    // Saved under the object's own name from its sealed header, not a generic one.
+    if !down.starts_with(&format!("save page-upload.bin ({} bytes", data.len())) {
+        bail!("the page's download failed or lost the file's name: {down}");
     }
+    let files = driver.text("files")?;
+    if !files.contains("page-upload.bin") || !files.contains(&format!("{} bytes", data.len())) {
+        bail!("My files does not list the upload: {files}");
+    }
+    // The hosts view and the network view show what the CLI shows.
+    let cli_hosts: serde_json::Value =
+        serde_json::from_str(&btfs_cli(btfs, &["hosts", "--json"], network)?)?;
+    let cli_hosts = cli_hosts
+        .as_array()
+        .context("btfs hosts --json is not a list")?;
+    let online = cli_hosts.iter().filter(|h| h["online"] == true).count();
+    driver.click("hosts")?;
+    let hosts = driver.wait_text("hosts-summary", minute, |t| !t.is_empty())?;
+    let want = format!(
+        "{} hosts, {online} online; all {} scores recomputed in this page agree with the Hub",
+        cli_hosts.len(),
+        cli_hosts.len()
+    );
+    if hosts != want {
+        bail!("the page's hosts view says {hosts:?}; from btfs hosts --json: {want:?}");
+    }
+    let table = driver.text("hosts-table")?;
+    for h in cli_hosts {
+        let score = h["score"].as_f64().unwrap_or(-1.0);
+        let peer = h["peer_id"].as_str().unwrap_or_default();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&peer[..20.min(peer.len())]))
+            .with_context(|| format!("the hosts view has no row for {peer}"))?;
+        // host, online, Hub score, recomputed, …; scores drift by ~1e-6 per second (age).
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let shown: Vec<f64> = cells
+            .iter()
+            .skip(2)
+            .take(2)
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if shown.len() != 2 || shown.iter().any(|s| (s - score).abs() > 0.002) {
+            bail!("the hosts view shows {row:?} for {peer}; btfs hosts --json says score {score}");
+        }
+    }
+    let cli_status: serde_json::Value =
+        serde_json::from_str(&btfs_cli(btfs, &["status", "--json"], network)?)?;
+    driver.click("net-status")?;
+    let net = driver.wait_text("net-summary", minute, |t| !t.is_empty())?;
+    let t = &cli_status["totals"];
+    let want = format!("{} hosts, {} online;", t["hosts"], t["online"]);
+    if !net.starts_with(&want) {
+        bail!("the page's network view says {net:?}; btfs status --json: {want:?}");
+    }
+    driver.screenshot(&shots.join("2-download-files-hosts-network.png"))?;
+    driver.window_size(390, 844)?;
+    let overflow = driver.execute(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+    )?;
+    driver.screenshot(&shots.join("3-phone-width.png"))?;
+    if overflow.as_i64().unwrap_or(0) > 0 {
+        bail!("at phone width (390 px) the page is {overflow} px wider than the screen");
+    }
+    eprintln!("screenshots of the page: {}", shots.display());
     let out = dir.join("page-upload.out");
     btfs_cli(
         btfs,

@@ -5,6 +5,9 @@
 //! - `test`: installs what it needs, then runs every check CI runs: fmt, clippy (native and
 //!   wasm32), the wasm32 build of `btfs-core`, and every test.
 //! - `test-browser`: only `test`'s browser phase (headless Chromium against a devnet).
+//! - `soak [--secs N] [--seed S]`: the soak test (`tests/tests/soak.rs`) for N seconds
+//!   (default 600) on a namespaced devnet; its report goes to `target/soak-report.json`.
+//!   `test` runs a 45 s slice of it.
 //!
 //! The build cache lives in `$CARGO_TARGET_DIR`, defaulting to `~/.cache/btfs-target`, so
 //! repeat runs are quick; nothing depends on it being warm.
@@ -29,8 +32,9 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("bench-browser") => browser::bench(),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|test-browser|demo|bench-browser|fuzz>\n  test           run every check and test (what CI runs)\n  test-browser   only the browser phase of `test` (headless Chromium against a devnet)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)\n  fuzz [--time SECS] [TARGET...]  fuzzing campaigns on nightly (default: every target, 600 s each)");
+            eprintln!("usage: cargo xtask <test|test-browser|demo|bench-browser|fuzz>\n  test           run every check and test (what CI runs)\n  test-browser   only the browser phase of `test` (headless Chromium against a devnet)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)\n  fuzz [--time SECS] [TARGET...]  fuzzing campaigns on nightly (default: every target, 600 s each)\n  soak [--secs N] [--seed S]  kills and restarts under load on a namespaced devnet (default 600 s; needs root)");
             return ExitCode::from(2);
         }
     };
@@ -212,6 +216,48 @@ fn test() -> Result<()> {
         "\nxtask test: every check passed in {:.0?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// `cargo xtask soak`: the soak test for `--secs` (default 600), with `--seed` to replay one.
+fn soak(args: &[String]) -> Result<()> {
+    let mut secs = "600".to_string();
+    let mut seed = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => secs = it.next().context("--secs needs a number")?.clone(),
+            "--seed" => seed = Some(it.next().context("--seed needs a number")?.clone()),
+            other => bail!("unknown soak argument {other:?}: use --secs N and --seed S"),
+        }
+    }
+    secs.parse::<u64>()
+        .map_err(|_| anyhow::anyhow!("--secs {secs:?} is not a number of seconds"))?;
+    ensure_toolchain()?;
+    run(
+        "cargo build -p btfs-host",
+        cargo().args(["build", "-p", "btfs-host", "--locked"]),
+    )?;
+    let report = target_dir().join("soak-report.json");
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "-p",
+        "btfs-tests",
+        "--test",
+        "soak",
+        "--locked",
+        "--",
+        "--nocapture",
+    ])
+    .env("BTFS_BIN", target_dir().join("debug").join("btfs"))
+    .env("BTFS_SOAK_SECS", &secs)
+    .env("BTFS_SOAK_REPORT", &report);
+    if let Some(s) = seed {
+        cmd.env("BTFS_SOAK_SEED", s);
+    }
+    run("soak", &mut cmd)?;
+    eprintln!("soak report: {}", report.display());
     Ok(())
 }
 

@@ -290,6 +290,38 @@ impl Driver {
         .map(drop)
     }
 
+    /// Saves a PNG screenshot of the page to `path` (for a person to look at).
+    pub fn screenshot(&self, path: &Path) -> Result<()> {
+        use base64::Engine as _;
+        let v = self.session_call("GET", "/screenshot", None)?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().context("chromedriver sent no screenshot")?)
+            .context("chromedriver's screenshot is not base64")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, png).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Sets the browser window to `width` × `height` CSS pixels (a phone-width check).
+    pub fn window_size(&self, width: u32, height: u32) -> Result<()> {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            Some(serde_json::json!({ "width": width, "height": height })),
+        )
+        .map(drop)
+    }
+
+    /// Runs `script` in the page (a function body; `return` gives the value).
+    pub fn execute(&self, script: &str) -> Result<serde_json::Value> {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({ "script": script, "args": [] })),
+        )
+    }
+
     /// Waits until `#id`'s text satisfies `done`; returns it.
     pub fn wait_text(
         &self,

@@ -51,7 +51,10 @@
 //! - **Deadline**: no answer within [`GuardConfig::deadline`] fails (the op is cancelled); an
 //!   answer handed in after the deadline fails too. The deadline is what makes outsourcing
 //!   (fetching 10 shards from other hosts to rebuild the challenged one) not pay.
-//! - **Health**: a shard is healthy unless its latest verdict failed; a shard not audited yet
+//! - **Health**: a shard is healthy unless its latest answered verdict failed (an invalid
+//!   proof, "not found", a refusal), or it went unanswered (unreachable, timed out, busy, late)
+//!   in [`GuardConfig::offline_grace`] epochs in a row: a host cut off by a partition or
+//!   restarting is not repaired around at its first silence. A shard not audited yet
 //!   (just watched, just repaired, holder just set) counts healthy; a shard under repair
 //!   counts unhealthy. A verdict for a host that no longer holds the shard (the holder changed
 //!   while the challenge was in flight) is emitted but does not change health.
@@ -61,7 +64,10 @@
 //!   Those shards are not challenged until [`Guard::repair_done`]; repaired shards take their
 //!   new holders and count healthy until audited. A failed repair (or one that repaired
 //!   nothing) waits `repair_backoff × 2^(failures − 1)`, at most `max_repair_backoff`, then
-//!   the decision is taken again (with the audits of the meantime: a host that came back is
+//!   the decision is taken again. An *unfunded* one ([`RepairFailure::Unfunded`]: no repair
+//!   allowance, found before any host was asked) always waits just `repair_backoff`: trying
+//!   again costs one Escrow lookup and no host traffic, and a tenant who funds an allowance
+//!   sees the repair within one backoff instead of hours later (with the audits of the meantime: a host that came back is
 //!   healthy again and is not repaired). At most one repair per object at a time.
 //! - A slab with fewer than 10 healthy shards is [`SlabDecision::AtRisk`]: it cannot be
 //!   rebuilt now; it is reported in [`Guard::health`] and repaired as soon as audits find 10.
@@ -109,6 +115,10 @@ pub struct GuardConfig {
     pub repair_backoff: Duration,
     /// Longest wait between repair attempts. Default 24 h.
     pub max_repair_backoff: Duration,
+    /// Unanswered audits in a row (unreachable, timed out, busy, late) before a shard counts
+    /// lost; an answered failure counts at once. Default 2 (two hours of silence at the
+    /// default epoch); at least 1.
+    pub offline_grace: u32,
 }
 
 /// The default repair threshold (see [`GuardConfig::repair_threshold`]).
@@ -126,11 +136,23 @@ impl Default for GuardConfig {
             max_shards: 3_000_000,
             repair_backoff: Duration::from_secs(3600),
             max_repair_backoff: Duration::from_secs(24 * 3600),
+            offline_grace: 2,
         }
     }
 }
 
 impl GuardConfig {
+    /// The default, with epochs of `epoch`: a failed repair is retried after one epoch, then
+    /// less and less often, at most every 12 epochs (what `btfs service` runs).
+    pub fn with_epoch(epoch: Duration) -> Self {
+        Self {
+            epoch,
+            repair_backoff: epoch,
+            max_repair_backoff: epoch.saturating_mul(12),
+            ..Self::default()
+        }
+    }
+
     /// A devnet: 5 s epochs, 2 s deadline, repair retried after 5 s (at most 60 s).
     pub fn for_devnet() -> Self {
         Self {
@@ -138,6 +160,8 @@ impl GuardConfig {
             deadline: Duration::from_secs(2),
             repair_backoff: Duration::from_secs(5),
             max_repair_backoff: Duration::from_secs(60),
+            // 15 s of silence: longer than a host's restart, short enough for tests.
+            offline_grace: 3,
             ..Self::default()
         }
     }
@@ -146,6 +170,9 @@ impl GuardConfig {
         let bad = |why: &'static str| Err(GuardError::Config(why));
         if !(crate::layout::DATA_SHARDS..TOTAL_SHARDS).contains(&self.repair_threshold) {
             return bad("repair_threshold must be between 10 and 29 healthy shards of 30");
+        }
+        if self.offline_grace == 0 {
+            return bad("offline_grace must be at least 1 epoch");
         }
         if self.epoch.is_zero() || self.deadline.is_zero() {
             return bad("epoch and deadline must be longer than zero");
@@ -272,6 +299,31 @@ pub enum GuardAction {
         /// Current holder of every shard, per slab (30 each).
         holders: Vec<Vec<HostId>>,
     },
+}
+
+/// Why a repair failed, from the driver ([`Guard::repair_done`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RepairFailure {
+    /// Nothing could pay the new holders (no repair allowance left), found before any host was
+    /// asked: retried every `repair_backoff`, without growing the wait.
+    #[error("{0}")]
+    Unfunded(String),
+    /// Anything else (no candidate took a shard, fetches failed, …): retried with a growing
+    /// backoff.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for RepairFailure {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
+
+impl From<&str> for RepairFailure {
+    fn from(reason: &str) -> Self {
+        Self::Failed(reason.to_string())
+    }
 }
 
 /// How a challenge ended, from the driver.
@@ -417,12 +469,24 @@ struct Shard {
     last_epoch: Option<u64>,
     passed: Option<bool>,
     consecutive_failures: u32,
+    /// Unanswered audits in a row.
+    misses: u32,
+    /// The latest answered verdict failed.
+    bad: bool,
     repairing: bool,
 }
 
 impl Shard {
-    fn healthy(&self) -> bool {
-        !self.repairing && self.passed != Some(false)
+    fn healthy(&self, offline_grace: u32) -> bool {
+        !self.repairing && !self.bad && self.misses < offline_grace
+    }
+
+    /// A new holder (or a fresh watch): nothing known against it yet.
+    fn reset(&mut self) {
+        self.passed = None;
+        self.consecutive_failures = 0;
+        self.misses = 0;
+        self.bad = false;
     }
 }
 
@@ -562,6 +626,8 @@ impl Guard {
                     last_epoch: None,
                     passed: None,
                     consecutive_failures: 0,
+                    misses: 0,
+                    bad: false,
                     repairing: false,
                 });
             }
@@ -641,20 +707,20 @@ impl Guard {
         }
         let sh = self.shard_mut(object, slab, shard)?;
         sh.host = host;
-        sh.passed = None;
-        sh.consecutive_failures = 0;
+        sh.reset();
         Ok(())
     }
 
     /// The object's health, or `None` if it is not watched.
     pub fn health(&self, object: Root) -> Option<ObjectHealth> {
         let o = self.objects.get(&object)?;
+        let grace = self.cfg.offline_grace;
         let slabs = o
             .slabs
             .iter()
             .enumerate()
             .map(|(s, shards)| {
-                let healthy = shards.iter().filter(|x| x.healthy()).count();
+                let healthy = shards.iter().filter(|x| x.healthy(grace)).count();
                 SlabHealth {
                     slab: s as u64,
                     healthy,
@@ -720,6 +786,7 @@ impl Guard {
                     op,
                     f,
                     false,
+                    true,
                     Some("no answer before the deadline".into()),
                     now,
                 );
@@ -747,6 +814,11 @@ impl Guard {
             return;
         };
         let late = now > f.deadline;
+        let silent = late
+            || matches!(
+                outcome,
+                AuditOutcome::Failed(Failure::Unreachable | Failure::Timeout | Failure::Busy)
+            );
         let (passed, reason) = match outcome {
             _ if late => (false, Some("answered after the deadline".to_string())),
             AuditOutcome::Proof(p) => match proof::verify(&f.challenge, &p) {
@@ -761,7 +833,7 @@ impl Guard {
         if late {
             self.stats.timeouts += 1;
         }
-        self.verdict(op, f, passed, reason, now);
+        self.verdict(op, f, passed, silent, reason, now);
         self.pump(now);
     }
 
@@ -771,7 +843,7 @@ impl Guard {
     pub fn repair_done(
         &mut self,
         object: Root,
-        result: Result<RepairReport, String>,
+        result: Result<RepairReport, RepairFailure>,
         now: Duration,
     ) -> Result<(), GuardError> {
         let o = self
@@ -809,13 +881,12 @@ impl Guard {
                 for r in &report.repaired {
                     let sh = &mut o.slabs[r.slab as usize][r.shard];
                     sh.host = r.host;
-                    sh.passed = None;
-                    sh.consecutive_failures = 0;
+                    sh.reset();
                     sh.repairing = false;
                 }
                 None
             }
-            Ok(_) => Some("the repair rebuilt no shard".to_string()),
+            Ok(_) => Some(RepairFailure::Failed("the repair rebuilt no shard".into())),
             Err(e) => Some(e),
         };
         // Shards not in the report stay as audited (unhealthy) and are challenged again.
@@ -833,8 +904,12 @@ impl Guard {
             Some(e) => {
                 self.stats.repairs_failed += 1;
                 o.repair_failures = o.repair_failures.saturating_add(1);
-                o.last_repair_error = Some(e);
-                let shift = (o.repair_failures - 1).min(16);
+                // An unfunded try asked no host: retry at the base interval.
+                let shift = match &e {
+                    RepairFailure::Unfunded(_) => 0,
+                    RepairFailure::Failed(_) => (o.repair_failures - 1).min(16),
+                };
+                o.last_repair_error = Some(e.to_string());
                 let wait = self
                     .cfg
                     .repair_backoff
@@ -1005,6 +1080,7 @@ impl Guard {
         op: OpId,
         f: InFlight,
         passed: bool,
+        silent: bool,
         reason: Option<String>,
         now: Duration,
     ) {
@@ -1039,6 +1115,11 @@ impl Guard {
         } else {
             sh.consecutive_failures.saturating_add(1)
         };
+        match (passed, silent) {
+            (true, _) => (sh.misses, sh.bad) = (0, false),
+            (false, true) => sh.misses = sh.misses.saturating_add(1),
+            (false, false) => (sh.misses, sh.bad) = (0, true),
+        }
         if !passed {
             self.check_repair(object);
         }
@@ -1055,7 +1136,7 @@ impl Guard {
     /// answer one by one, so a repair asked at the threshold may miss some) are rebuilt at once
     /// instead of waiting for the slab to fall to the threshold again.
     fn check_repair_with(&mut self, object: Root, top_up: &BTreeSet<u64>) {
-        let threshold = self.cfg.repair_threshold;
+        let (threshold, grace) = (self.cfg.repair_threshold, self.cfg.offline_grace);
         let Some(o) = self.objects.get_mut(&object) else {
             return;
         };
@@ -1064,7 +1145,7 @@ impl Guard {
         }
         let mut lost: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
         for (s, shards) in o.slabs.iter().enumerate() {
-            let healthy = shards.iter().filter(|x| x.healthy()).count();
+            let healthy = shards.iter().filter(|x| x.healthy(grace)).count();
             let topped = top_up.contains(&(s as u64))
                 && healthy < shards.len()
                 && slab_decision(healthy, threshold) != SlabDecision::AtRisk;
@@ -1074,7 +1155,7 @@ impl Guard {
                     shards
                         .iter()
                         .enumerate()
-                        .filter(|(_, x)| !x.healthy())
+                        .filter(|(_, x)| !x.healthy(grace))
                         .map(|(k, _)| k)
                         .collect(),
                 );
@@ -1356,6 +1437,76 @@ mod tests {
         assert_eq!(g.stats().timeouts, 30);
     }
 
+    /// Answers every challenge honestly except `silent` (host indices), which go unanswered
+    /// (unreachable); returns whether a repair was asked.
+    fn answer_silently(g: &mut Guard, shards: &[Vec<u8>], silent: &[usize], now: Duration) -> bool {
+        let ids = host_ids(40);
+        for (op, host, c) in challenges(g) {
+            let k = ids.iter().position(|h| *h == host).unwrap();
+            let bytes = shards.iter().find(|s| Root::of(s) == c.root).unwrap();
+            let outcome = match silent.contains(&k) {
+                true => AuditOutcome::Failed(Failure::Unreachable),
+                false => AuditOutcome::Proof(proof::prove(&c, bytes).unwrap()),
+            };
+            g.handle_event(op, outcome, now);
+        }
+        std::iter::from_fn(|| g.poll_action()).any(|a| matches!(a, GuardAction::Repair { .. }))
+    }
+
+    #[test]
+    fn silent_hosts_get_a_grace_before_their_shards_count_lost() {
+        let (m, shards) = object();
+        let grace = cfg().offline_grace;
+        assert!(grace >= 2);
+        let mut g = Guard::new(cfg(), [1; 32], Duration::ZERO).unwrap();
+        let id = g.watch(m, Duration::ZERO).unwrap();
+        let epoch = cfg().epoch;
+        let cut: Vec<usize> = (0..20).collect();
+        // A partition of 20 hosts for grace − 1 epochs: nothing is lost, nothing repaired.
+        let mut now = Duration::from_millis(10);
+        for e in 0..grace - 1 {
+            assert!(!answer_silently(&mut g, &shards, &cut, now), "epoch {e}");
+            assert_eq!(g.health(id).unwrap().slabs[0].healthy, 30);
+            now += epoch;
+            g.handle_timeout(now);
+        }
+        // Healed: every host answers, and the count of misses starts over.
+        assert!(!answer_silently(&mut g, &shards, &[], now));
+        for _ in 0..grace - 1 {
+            now += epoch;
+            g.handle_timeout(now);
+            assert!(!answer_silently(&mut g, &shards, &cut, now));
+        }
+        assert_eq!(g.health(id).unwrap().slabs[0].healthy, 30);
+        // Silent for the whole grace: lost, and repaired.
+        now += epoch;
+        g.handle_timeout(now);
+        assert!(answer_silently(&mut g, &shards, &cut, now));
+        assert_eq!(g.health(id).unwrap().slabs[0].healthy, 10);
+        // An answered failure needs no grace.
+        let (m2, shards2) = object();
+        let mut g = Guard::new(cfg(), [1; 32], Duration::ZERO).unwrap();
+        let id = g.watch(m2, Duration::ZERO).unwrap();
+        answer(
+            &mut g,
+            &shards2,
+            &[0, 1, 2, 3, 4, 5],
+            Duration::from_millis(10),
+        );
+        assert_eq!(g.health(id).unwrap().slabs[0].healthy, 24);
+        assert!(matches!(
+            Guard::new(
+                GuardConfig {
+                    offline_grace: 0,
+                    ..cfg()
+                },
+                [1; 32],
+                Duration::ZERO
+            ),
+            Err(GuardError::Config(_))
+        ));
+    }
+
     #[test]
     fn repair_at_the_threshold_then_backoff_then_new_holders() {
         let (m, shards) = object();
@@ -1424,6 +1575,88 @@ mod tests {
             new[32].to_bytes()
         );
         assert_eq!(view.layout(), m.layout());
+    }
+
+    /// Runs `g` to its next `Repair` action, answering every challenge on the way (honestly
+    /// except shards 0..6, which fail) and handling timeouts up to `until`; returns the time of
+    /// that action, or `None`.
+    fn next_repair(
+        g: &mut Guard,
+        shards: &[Vec<u8>],
+        mut now: Duration,
+        until: Duration,
+    ) -> Option<Duration> {
+        let ids = host_ids(40);
+        loop {
+            while let Some(a) = g.poll_action() {
+                match a {
+                    GuardAction::Repair { .. } => return Some(now),
+                    GuardAction::Challenge {
+                        op,
+                        host,
+                        challenge: c,
+                    } => {
+                        let k = ids.iter().position(|h| *h == host).unwrap();
+                        let outcome = if k < 6 {
+                            AuditOutcome::Failed(Failure::NotFound)
+                        } else {
+                            let bytes = shards.iter().find(|s| Root::of(s) == c.root).unwrap();
+                            AuditOutcome::Proof(proof::prove(&c, bytes).unwrap())
+                        };
+                        g.handle_event(op, outcome, now);
+                    }
+                    GuardAction::Cancel { .. } => {}
+                }
+            }
+            now = g.poll_timeout()?.max(now);
+            if now > until {
+                return None;
+            }
+            g.handle_timeout(now);
+        }
+    }
+
+    #[test]
+    fn an_unfunded_repair_is_retried_at_the_base_backoff_a_failed_one_backs_off_more() {
+        for unfunded in [true, false] {
+            let cfg = GuardConfig {
+                repair_backoff: Duration::from_secs(5),
+                max_repair_backoff: Duration::from_secs(600),
+                ..cfg()
+            };
+            let (m, shards) = object();
+            let mut g = Guard::new(cfg, [1; 32], Duration::ZERO).unwrap();
+            let id = g.watch(m, Duration::ZERO).unwrap();
+            let mut asked = next_repair(&mut g, &shards, Duration::ZERO, Duration::from_secs(1))
+                .expect("a first try");
+            let mut waits = Vec::new();
+            for _ in 0..4 {
+                let why = if unfunded {
+                    RepairFailure::Unfunded("no repair allowance".into())
+                } else {
+                    RepairFailure::Failed("no hosts".into())
+                };
+                g.repair_done(id, Err(why), asked).unwrap();
+                assert_eq!(
+                    g.health(id).unwrap().last_repair_error.as_deref(),
+                    Some(if unfunded {
+                        "no repair allowance"
+                    } else {
+                        "no hosts"
+                    })
+                );
+                let next =
+                    next_repair(&mut g, &shards, asked, asked + Duration::from_secs(1000)).unwrap();
+                waits.push((next - asked).as_secs());
+                asked = next;
+            }
+            let want: Vec<u64> = if unfunded {
+                vec![5; 4]
+            } else {
+                vec![5, 10, 20, 40]
+            };
+            assert_eq!(waits, want, "unfunded={unfunded}");
+        }
     }
 
     #[test]

@@ -136,6 +136,14 @@ pub enum Cmd {
         /// make no contracts (a baseline to measure what contracts cost).
         #[arg(long)]
         free_storage: bool,
+        /// Run every node in its own Linux network namespace, with its own address in
+        /// 198.18.0.0/15 on a virtual bridge (needs root); this machine reaches them as
+        /// 198.18.0.1.
+        #[arg(long)]
+        netns: bool,
+        /// With --netns: shape every host's link to this many kbit/s each way (tc tbf).
+        #[arg(long, requires = "netns")]
+        host_rate_kbit: Option<u64>,
     },
     /// Run the network's service node: the Hub (libp2p) and the Status server (HTTP).
     Service(ServiceArgs),
@@ -183,6 +191,12 @@ pub enum Cmd {
         /// At most this many hosts (best first).
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+    },
+    /// The network's services as JSON, in the network file's format: with --bootstrap, what
+    /// the bootstrap nodes say (save it to use as --network later).
+    Network {
+        #[command(flatten)]
+        net: NetworkArg,
     },
     /// Low-level shard requests to one host (operators, debugging).
     #[command(subcommand)]
@@ -309,6 +323,11 @@ pub struct NetworkArg {
     /// Network file (written by `btfs devnet`).
     #[arg(long, env = "BTFS_NETWORK", default_value = "btfs-devnet/network.json")]
     pub network: PathBuf,
+    /// Join the network through this node instead of a network file: a multiaddr ending in
+    /// /p2p/<peer id> (repeatable, or comma-separated in BTFS_BOOTSTRAP). The services come
+    /// from what the bootstrap nodes say.
+    #[arg(long, env = "BTFS_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -362,6 +381,10 @@ pub struct ServiceArgs {
     /// IP address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     listen_ip: IpAddr,
+    /// Join the DHT of the network through this node (multiaddr ending in /p2p/<peer id>;
+    /// repeatable or comma-separated).
+    #[arg(long, env = "BTFS_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
     /// Status HTTP port (0 = any free port, reused on restart).
     #[arg(long, default_value_t = 0)]
     status_port: u16,
@@ -404,6 +427,10 @@ pub struct ServiceArgs {
     /// Guard: a challenge answered later than this fails, in ms.
     #[arg(long, default_value_t = 10_000)]
     guard_deadline_ms: u64,
+    /// Guard: unanswered audits in a row (host unreachable, silent or busy) before its shard
+    /// counts lost and is repaired; a wrong or missing proof counts at once.
+    #[arg(long, default_value_t = 2)]
+    guard_offline_grace: u32,
     /// Guard: repair a slab when at most this many of its 30 shards are healthy (10-29).
     #[arg(long, default_value_t = btfs_core::guard::DEFAULT_REPAIR_THRESHOLD)]
     guard_repair_threshold: usize,
@@ -451,6 +478,10 @@ pub struct HostArgs {
     /// Hub to announce to (multiaddr ending in /p2p/<peer id>).
     #[arg(long, env = "BTFS_HUB")]
     hub: Option<String>,
+    /// Join the network through this node (multiaddr ending in /p2p/<peer id>; repeatable or
+    /// comma-separated). Without --hub, the Hub, Escrow and Status come from what it says.
+    #[arg(long, env = "BTFS_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
     /// The network's Escrow (multiaddr ending in /p2p/<peer id>): /metrics then shows what this
     /// host earned and has pending there.
     #[arg(long, env = "BTFS_ESCROW")]
@@ -544,7 +575,9 @@ impl ServiceArgs {
         connections.max_established_per_peer = self.max_connections_per_peer;
         connections.max_incoming_per_ip = self.max_connections_per_ip;
         connections.validate().map_err(anyhow::Error::msg)?;
+        btfs_host::net::discovery::parse_bootstrap(&self.bootstrap)?;
         Ok(ServiceNodeOptions {
+            bootstrap: self.bootstrap,
             data_dir: self.data_dir,
             listen_ip: self.listen_ip,
             transports: vec![
@@ -566,11 +599,10 @@ impl ServiceArgs {
             connections,
             guard: GuardOptions {
                 config: GuardConfig {
-                    epoch: Duration::from_millis(self.guard_epoch_ms),
                     deadline: Duration::from_millis(self.guard_deadline_ms),
                     repair_threshold: self.guard_repair_threshold,
-                    repair_backoff: Duration::from_millis(self.guard_epoch_ms),
-                    ..GuardConfig::default()
+                    offline_grace: self.guard_offline_grace,
+                    ..GuardConfig::with_epoch(Duration::from_millis(self.guard_epoch_ms))
                 },
             },
             escrow: btfs_host::services::escrow::EscrowOptions {
@@ -620,6 +652,9 @@ impl HostArgs {
         }
         if self.hub.is_some() {
             c.hub = self.hub;
+        }
+        if !self.bootstrap.is_empty() {
+            c.bootstrap = self.bootstrap;
         }
         if self.escrow.is_some() {
             c.escrow = self.escrow;

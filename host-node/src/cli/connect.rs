@@ -1,21 +1,53 @@
-//! The tenant a command works through: which hosts it knows, from the network file, the Hub's
-//! list or recommendation, or one host's address.
+//! The tenant a command works through: which network (a network file, or what bootstrap nodes
+//! say: [`NetworkArg::resolve`]), which hosts it knows (the network file, the Hub's list or
+//! recommendation), or one host's address.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use btfs_host::services::hub;
 use btfs_host::tenant::contracts::PayPlan;
 use btfs_host::tenant::network_file;
 use btfs_host::tenant::wallet::Wallet;
+
+use super::args::NetworkArg;
 use btfs_host::tenant::{Tenant, TransferError};
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 
+/// A network as a command was told of it.
+pub struct Network {
+    /// The network file, or what the bootstrap nodes said (with no `hosts`).
+    pub file: network_file::NetworkFile,
+    /// Where it came from, for errors: the file's path, or `bootstrap <first address>`.
+    pub origin: PathBuf,
+}
+
+impl NetworkArg {
+    /// The network: with `--bootstrap`, what those nodes say (joining through them); otherwise
+    /// the network file.
+    pub async fn resolve(&self) -> Result<Network> {
+        if self.bootstrap.is_empty() {
+            return Ok(Network {
+                file: network_file::load(&self.network)?,
+                origin: self.network.clone(),
+            });
+        }
+        let probe = Tenant::start(Vec::new()).await?;
+        let found = btfs_host::net::discovery::directory(probe.net(), &self.bootstrap).await;
+        probe.shutdown().await;
+        let file = found.context("cannot join the network through --bootstrap")?;
+        Ok(Network {
+            file,
+            origin: PathBuf::from(format!("(from bootstrap {})", self.bootstrap[0])),
+        })
+    }
+}
+
 /// A tenant for downloads: the network file's hosts plus, with a Hub, every host it lists.
-pub async fn tenant_for(network: &Path) -> Result<Tenant> {
-    let file = network_file::load(network)?;
+pub async fn tenant_for(net: &Network) -> Result<Tenant> {
+    let (file, network) = (net.file.clone(), net.origin.as_path());
     let mut hosts = network_file::known_hosts(&file, network)?;
     let hub = network_file::hub(&file, network)?;
     if hosts.is_empty() && hub.is_none() {
@@ -48,15 +80,15 @@ pub async fn tenant_for(network: &Path) -> Result<Tenant> {
 /// A tenant for an upload of `file`: with a Hub, the hosts it recommends (best first, with
 /// spares for hosts that fail); without one, the network file's hosts.
 pub async fn tenant_for_upload(
-    network: &Path,
+    net: &Network,
     file: &Path,
     shard_size: u32,
     wallet: &Wallet,
     days: u32,
 ) -> Result<(Tenant, Option<(PayPlan, HashMap<libp2p::PeerId, u64>)>)> {
-    let nf = network_file::load(network)?;
-    let Some(hub) = network_file::hub(&nf, network)? else {
-        return Ok((tenant_for(network).await?, None));
+    let (nf, network) = (&net.file, net.origin.as_path());
+    let Some(hub) = network_file::hub(nf, network)? else {
+        return Ok((tenant_for(net).await?, None));
     };
     let len = std::fs::metadata(file)
         .map_err(|source| TransferError::Input {
@@ -68,14 +100,14 @@ pub async fn tenant_for_upload(
     let mut req = btfs_core::hub::upload_request(&layout);
     req.duration_days = days;
     let mut tenant = Tenant::start_with_key(Vec::new(), wallet.keypair()).await?;
-    let guard = network_file::guard(&nf, network)?;
+    let guard = network_file::guard(nf, network)?;
     tenant.set_guard(guard.clone());
     let (hosts, rec) = hub::client::recommend(tenant.net(), &hub, req, btfs_core::TOTAL_SHARDS)
         .await
         .context("cannot choose hosts")?;
     tenant.set_hosts(hosts);
     // With an Escrow (and the Guard whose verdicts pay), the upload signs and funds contracts.
-    let pay = pay_plan(&nf, network, days)?.map(|plan| {
+    let pay = pay_plan(nf, network, days)?.map(|plan| {
         let prices = rec
             .hosts
             .iter()

@@ -2,8 +2,6 @@
 //! Hub's registry) and `btfs status` (the Status service's network view), each asked once and
 //! printed as text or JSON.
 
-use std::path::Path;
-
 use anyhow::{bail, Context, Result};
 use btfs_core::Root;
 use btfs_host::services::hub;
@@ -14,7 +12,7 @@ use btfs_host::tenant::wallet::Wallet;
 use btfs_host::tenant::Tenant;
 
 use super::args::ShardCmd;
-use super::connect::{tenant_for_addr, tenant_for_addr_as};
+use super::connect::{tenant_for_addr, tenant_for_addr_as, Network};
 use super::render::human_bytes;
 
 /// `btfs shard put|get|stat`: one request to one host, its answer on stdout.
@@ -33,11 +31,11 @@ pub async fn shard(cmd: ShardCmd) -> Result<()> {
             let root = root.unwrap_or_else(|| Root::of(&bytes));
             // On a network with an Escrow, the host stores only a funded blob: one offer for
             // it, reserved from the wallet, shown to the host before the put.
-            let plan = match net.network.exists() {
+            let plan = match net.network.exists() || !net.bootstrap.is_empty() {
                 true => {
-                    let nf = network_file::load(&net.network)?;
-                    super::connect::pay_plan(&nf, &net.network, days)?
-                        .map(|plan| (plan, network_file::hub(&nf, &net.network)))
+                    let n = net.resolve().await?;
+                    super::connect::pay_plan(&n.file, &n.origin, days)?
+                        .map(|plan| (plan, network_file::hub(&n.file, &n.origin)))
                 }
                 false => None,
             };
@@ -103,9 +101,9 @@ pub async fn shard(cmd: ShardCmd) -> Result<()> {
 }
 
 /// `btfs hosts`: the Hub's registry, as a table or JSON.
-pub async fn hosts(network: &Path, json: bool, limit: u32) -> Result<()> {
-    let nf = network_file::load(network)?;
-    let Some(hub) = network_file::hub(&nf, network)? else {
+pub async fn hosts(net: &Network, json: bool, limit: u32) -> Result<()> {
+    let (nf, network) = (&net.file, net.origin.as_path());
+    let Some(hub) = network_file::hub(nf, network)? else {
         bail!(
             "network file {} names no Hub (services.hub); start a network with `btfs devnet`",
             network.display()
@@ -177,9 +175,9 @@ pub async fn hosts(network: &Path, json: bool, limit: u32) -> Result<()> {
 }
 
 /// `btfs status`: the Status server's view of the network.
-pub async fn status(network: &Path, json: bool) -> Result<()> {
-    let nf = network_file::load(network)?;
-    let Some(url) = network_file::status_http(&nf, network)? else {
+pub async fn status(net: &Network, json: bool) -> Result<()> {
+    let (nf, network) = (&net.file, net.origin.as_path());
+    let Some(url) = network_file::status_http(nf, network)? else {
         bail!(
             "network file {} names no Status server (services.status.http); start a network with `btfs devnet`",
             network.display()

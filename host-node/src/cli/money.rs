@@ -1,7 +1,7 @@
 //! `btfs wallet …`, `btfs contracts`, `btfs earnings`, `btfs ledger`: asking the network's
 //! Escrow and printing what it says.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use btfs_core::escrow::{
@@ -13,11 +13,12 @@ use btfs_host::tenant::wallet::{btt, parse_btt, query, Wallet};
 use btfs_host::tenant::Tenant;
 
 use crate::cli::args::WalletCmd;
+use crate::cli::connect::Network;
 
 /// The network's Escrow, and whether its faucet may be used.
-fn escrow_of(network: &Path) -> Result<(HubAddr, bool)> {
-    let file = network_file::load(network)?;
-    let escrow = network_file::escrow(&file, network)?.with_context(|| {
+fn escrow_of(net: &Network) -> Result<(HubAddr, bool)> {
+    let (file, network) = (&net.file, net.origin.as_path());
+    let escrow = network_file::escrow(file, network)?.with_context(|| {
         format!(
             "network file {} names no Escrow (services.escrow); start one with `btfs service` or `btfs host --services escrow`",
             network.display()
@@ -98,8 +99,8 @@ pub async fn wallet(cmd: WalletCmd) -> Result<()> {
         | WalletCmd::Allow { opts, .. }
         | WalletCmd::History { opts, .. } => opts,
     };
-    let (escrow, devnet) = escrow_of(&opts.net.network)?;
-    let network = opts.net.network.clone();
+    let net = opts.net.resolve().await?;
+    let (escrow, devnet) = escrow_of(&net)?;
     let w = Wallet::open(opts.wallet.wallet.as_deref())?;
     let tenant = Tenant::start_with_key(Vec::new(), w.keypair()).await?;
     let r = async {
@@ -157,11 +158,10 @@ pub async fn wallet(cmd: WalletCmd) -> Result<()> {
                 if days == 0 {
                     bail!("--days must be at least 1");
                 }
-                let nf = network_file::load(&network)?;
-                let guard = network_file::guard(&nf, &network)?.with_context(|| {
+                let guard = network_file::guard(&net.file, &net.origin)?.with_context(|| {
                     format!(
                         "network file {} names no Guard (services.guard): nobody could spend a repair allowance",
-                        network.display()
+                        net.origin.display()
                     )
                 })?;
                 let until_ms = btfs_host::tenant::wallet::now_ms()
@@ -249,7 +249,7 @@ fn short(root: &str) -> &str {
 pub async fn contracts(
     wallet: Option<PathBuf>,
     peer: Option<String>,
-    network: &Path,
+    network: &Network,
     json: bool,
 ) -> Result<()> {
     let (escrow, _) = escrow_of(network)?;
@@ -287,7 +287,7 @@ pub async fn contracts(
 }
 
 /// `btfs earnings --peer PEER`.
-pub async fn earnings(peer: &str, network: &Path, json: bool) -> Result<()> {
+pub async fn earnings(peer: &str, network: &Network, json: bool) -> Result<()> {
     peer.parse::<libp2p::PeerId>()
         .map_err(|e| anyhow::anyhow!("--peer {peer:?} is not a peer id: {e}"))?;
     let (escrow, _) = escrow_of(network)?;
@@ -350,7 +350,7 @@ pub async fn earnings(peer: &str, network: &Path, json: bool) -> Result<()> {
 }
 
 /// `btfs ledger`.
-pub async fn ledger(network: &Path, json: bool) -> Result<()> {
+pub async fn ledger(network: &Network, json: bool) -> Result<()> {
     let (escrow, _) = escrow_of(network)?;
     let tenant = Tenant::start(Vec::new()).await?;
     let r = query(tenant.net(), &escrow, &EscrowRequest::Ledger).await;

@@ -13,6 +13,8 @@
 //! max_inbound_streams = 64      # shard requests served at once
 //! max_streams_per_peer = 16     # of which one peer may hold at most this many
 //! hub = "/ip4/127.0.0.1/tcp/4100/p2p/12D3KooW..."   # announce to this Hub (omit: no Hub)
+//! bootstrap = ["/ip4/198.18.0.2/tcp/4001/p2p/12D3KooW..."]  # join the DHT through these;
+//!                               # with no `hub`, the Hub, Escrow and Status come from them too
 //! price_per_gib_month = 100     # asking price, in the ledger's smallest unit
 //! region = "eu-west"            # optional, helps tenants pick nearby hosts
 //! announce_interval_secs = 300  # re-announce at least this often
@@ -114,6 +116,10 @@ pub struct HostConfig {
     pub max_streams_per_peer: usize,
     /// The Hub to announce to: a multiaddr ending in `/p2p/<peer id>`.
     pub hub: Option<String>,
+    /// Nodes to join the network through (multiaddrs ending in `/p2p/<peer id>`): the host
+    /// joins their DHT, and when `hub` is not set it takes the Hub, the Escrow and the Status
+    /// URL from what they say ([`crate::net::discovery`]).
+    pub bootstrap: Vec<String>,
     /// The network's Escrow (a multiaddr ending in `/p2p/<peer id>`): `/metrics` shows this
     /// host's earned and pending amounts there.
     pub escrow: Option<String>,
@@ -167,6 +173,7 @@ impl Default for HostConfig {
             max_inbound_streams: 64,
             max_streams_per_peer: 16,
             hub: None,
+            bootstrap: Vec::new(),
             escrow: None,
             guard: None,
             price_per_gib_month: 100,
@@ -230,6 +237,8 @@ impl HostConfig {
         if let Some(h) = &self.hub {
             crate::services::hub::HubAddr::parse(h).map_err(ConfigError::Invalid)?;
         }
+        crate::net::discovery::parse_bootstrap(&self.bootstrap)
+            .map_err(|e| ConfigError::Invalid(format!("bootstrap: {e}")))?;
         if let Some(e) = &self.escrow {
             crate::services::hub::HubAddr::parse(e)
                 .map_err(|why| ConfigError::Invalid(format!("escrow: {why}")))?;

@@ -79,6 +79,9 @@ pub enum NodeError {
     /// The identity key is not ed25519 (every BTFS node's is).
     #[error("{0}")]
     Key(String),
+    /// The bootstrap nodes did not say what the network's services are.
+    #[error("cannot join the network through its bootstrap nodes: {0}")]
+    Bootstrap(#[from] crate::net::discovery::DiscoveryError),
     /// The metrics endpoint could not listen.
     #[error("cannot serve /metrics: {0}; pick another --metrics-port or pass --no-metrics")]
     Metrics(String),
@@ -128,12 +131,15 @@ pub struct NodeHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How long a host that names only bootstrap nodes waits for one of them to answer at start.
+pub const BOOTSTRAP_PATIENCE: Duration = Duration::from_secs(120);
+
 /// Host node entry point.
 pub struct Node;
 
 impl Node {
     /// Starts a host node; returns once it listens on every configured transport.
-    pub async fn spawn(config: HostConfig) -> Result<NodeHandle, NodeError> {
+    pub async fn spawn(mut config: HostConfig) -> Result<NodeHandle, NodeError> {
         config.validate()?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
@@ -267,6 +273,34 @@ impl Node {
                 Err(e) => return Err(e.into()),
             };
         let peer_id = net.peer_id();
+        // Hosts route for the DHT (every node that listens does). A host named only its bootstrap nodes: it takes the Hub, the
+        // Escrow (so it stores only funded puts) and Status from them before serving anything.
+        if config.hub.is_none()
+            && !config.bootstrap.is_empty()
+            && !config.services.contains(&ServiceKind::Hub)
+        {
+            let learned = crate::net::discovery::directory_patiently(
+                &net,
+                &config.bootstrap,
+                BOOTSTRAP_PATIENCE,
+            )
+            .await?;
+            let bad = |e: btfs_core::network_file::FormatError| {
+                NodeError::Bootstrap(crate::net::discovery::DiscoveryError::Directory(e.into()))
+            };
+            config.hub = learned
+                .hub()
+                .map_err(bad)?
+                .as_ref()
+                .and_then(crate::net::discovery::native_addr);
+            config.escrow = learned
+                .escrow()
+                .map_err(bad)?
+                .as_ref()
+                .and_then(crate::net::discovery::native_addr);
+            config.status_url = learned.status_http().map_err(bad)?.map(str::to_string);
+            tracing::info!(hub = ?config.hub, escrow = ?config.escrow, status = ?config.status_url, "joined through the bootstrap nodes");
+        }
 
         let stats = Arc::new(ServiceStats {
             dropped,
@@ -349,6 +383,30 @@ impl Node {
                 return Err(e.into());
             }
         };
+        // What this node answers `Network` requests with: its own services, its config, and
+        // what its bootstrap nodes and its Hub say.
+        let full_addrs: Vec<String> = addrs
+            .iter()
+            .map(|(_, a)| a.clone().with(Protocol::P2p(peer_id)).to_string())
+            .collect();
+        let sources: Vec<String> = config
+            .bootstrap
+            .iter()
+            .cloned()
+            .chain(config.hub.clone())
+            .collect();
+        tasks.push(tokio::spawn(crate::net::discovery::serve_directory(
+            net.clone(),
+            services.directory(&peer_id.to_base58(), 0, &full_addrs),
+            crate::net::discovery::configured(
+                config.hub.as_deref(),
+                config.escrow.as_deref(),
+                config.status_url.as_deref(),
+            ),
+            sources,
+            Duration::from_secs(300),
+            cancel.child_token(),
+        )));
         // A host that runs the Hub and names no other announces to its own (through `Net`'s
         // loopback), so it is registered, probed and recommended like every other host.
         let hub = match &config.hub {

@@ -9,7 +9,20 @@
 //! [`Net::serve_hub`]'s bounded queue. A Hub request to the node's own peer id never touches
 //! the network (a node cannot dial itself): `Probe` is answered `Pong` and the others go to the
 //! node's own Hub queue (with no source address), so a host that runs the Hub announces to it
-//! and is probed by it like any other host. Non-goals: peer discovery (network file and Hub).
+//! and is probed by it like any other host.
+//!
+//! Discovery ([`crate::net::discovery`]): every node runs Kademlia ([`KAD_PROTOCOL`], our own
+//! DHT, not IPFS's): every node that listens (hosts, service nodes) is a DHT server; tenants,
+//! which listen on nothing, run no DHT at all (they talk to the bootstrap nodes, the Hub and
+//! the hosts it names; a DHT client would walk the network in the middle of its transfers). On servers identify feeds each peer's listen addresses (TCP/QUIC, at most
+//! [`MAX_DHT_ADDRS`]) into the routing table (a tenant's table holds only the bootstrap nodes it
+//! joined through, so it never walks the DHT in the middle of a transfer); [`Net::join`] adds bootstrap peers and starts a
+//! bootstrap query; a dial of a
+//! peer with no known address takes the routing table's. The DHT stores nothing: values and
+//! provider records that peers send are dropped unread (`StoreInserts::FilterBoth`), so a
+//! flood of bogus records costs one message each and no memory; the routing table is
+//! Kademlia's bounded k-buckets (20 per bucket). Every node answers the Hub protocol's
+//! `Network` request with the services it knows ([`Net::set_directory`]).
 //!
 //! Connections are bounded by libp2p's `connection-limits` behaviour ([`ConnLimits`]): per peer
 //! and in total, established and pending, inbound and outbound; and per remote IP address
@@ -18,6 +31,7 @@
 //! others. Streams stay bounded separately (shard service: per-peer and total concurrency;
 //! Hub protocol: 64 concurrent request-response streams per connection, a bounded queue).
 
+pub mod discovery;
 pub mod http;
 pub mod ip_limit;
 
@@ -33,7 +47,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, identify, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId,
+    connection_limits, identify, kad, noise, ping, request_response, tcp, yamux, Multiaddr, PeerId,
     StreamProtocol, Swarm,
 };
 use thiserror::Error;
@@ -199,7 +213,15 @@ pub struct Behaviour {
     escrow: Toggle<InboundStreams>,
     contracts: Toggle<InboundStreams>,
     hub: request_response::json::Behaviour<HubRequest, HubResponse>,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
 }
+
+/// The Kademlia protocol of BTFS nodes (its own DHT: IPFS peers do not join it).
+pub const KAD_PROTOCOL: &str = "/btfs/kad/1";
+/// Most of one peer's identify-reported addresses put into the routing table.
+pub const MAX_DHT_ADDRS: usize = 8;
+/// How long one DHT query (a bootstrap walk) may take.
+pub const DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Hub requests queued for the local Hub before it answers `Busy`.
 pub const HUB_QUEUE: usize = 256;
@@ -233,6 +255,10 @@ enum Command {
     ServeHub {
         calls: mpsc::Sender<HubCall>,
     },
+    Join {
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    },
+    SetDirectory(Box<btfs_core::network_file::NetworkFile>),
 }
 
 /// Handle to a running swarm task.
@@ -273,6 +299,7 @@ async fn build_swarm(
     webrtc: Option<libp2p_webrtc::tokio::Certificate>,
     inbound: InboundQueues,
     limits: ConnLimits,
+    dht: bool,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let cert = match webrtc {
@@ -323,6 +350,24 @@ async fn build_swarm(
                     .with_request_timeout(HUB_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(64),
             ),
+            kad: Toggle::from(dht.then(|| {
+                let mut c = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+                c.set_query_timeout(DHT_QUERY_TIMEOUT)
+                    .set_record_filtering(kad::StoreInserts::FilterBoth)
+                    .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)));
+                let store = kad::store::MemoryStore::with_config(
+                    key.public().to_peer_id(),
+                    kad::store::MemoryStoreConfig {
+                        max_records: 16,
+                        max_value_bytes: 1024,
+                        max_providers_per_key: 20,
+                        max_provided_keys: 16,
+                    },
+                );
+                let mut k = kad::Behaviour::with_config(key.public().to_peer_id(), store, c);
+                k.set_mode(Some(kad::Mode::Server));
+                k
+            })),
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -363,7 +408,8 @@ impl Net {
     ) -> Result<(Net, ListenAddrs, tokio::task::JoinHandle<()>), NetError> {
         limits.validate().map_err(NetError::Setup)?;
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = build_swarm(keypair, webrtc, inbound, limits).await?;
+        let dht = !listen.is_empty();
+        let mut swarm = build_swarm(keypair, webrtc, inbound, limits, dht).await?;
         let mut pending_listen = HashMap::new();
         for l in listen {
             let id = swarm
@@ -454,6 +500,25 @@ impl Net {
         rx.await.map_err(|_| NetError::Stopped)?
     }
 
+    /// Joins the DHT through `peers` (bootstrap nodes): adds them to the routing table, dials
+    /// them and starts a bootstrap query (in the background).
+    /// A node that listens on nothing (a tenant) runs no DHT, and this does nothing.
+    pub async fn join(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) -> Result<(), NetError> {
+        self.send(Command::Join { peers }).await
+    }
+
+    /// What this node answers a `Network` request with (the services it knows).
+    pub async fn set_directory(
+        &self,
+        directory: btfs_core::network_file::NetworkFile,
+    ) -> Result<(), NetError> {
+        self.send(Command::SetDirectory(Box::new(directory))).await
+    }
+
+    async fn send(&self, c: Command) -> Result<(), NetError> {
+        self.commands.send(c).await.map_err(|_| NetError::Stopped)
+    }
+
     /// Makes this node a Hub: inbound Hub requests other than `Probe` arrive on the returned
     /// queue (at most [`HUB_QUEUE`] waiting; beyond that peers get a "busy" error).
     pub async fn serve_hub(&self) -> Result<mpsc::Receiver<HubCall>, NetError> {
@@ -483,6 +548,7 @@ async fn run(
     // Remote IP per connection (bounded by the connection limits), for the Hub's per-address
     // budget of new hosts.
     let mut remote_ips: HashMap<libp2p::swarm::ConnectionId, std::net::IpAddr> = HashMap::new();
+    let mut directory: Option<btfs_core::network_file::NetworkFile> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -509,9 +575,14 @@ async fn run(
                     let first = !dials.contains_key(&peer);
                     dials.entry(peer).or_default().push(reply);
                     if first {
-                        if let Err(e) = swarm.dial(opts) {
-                            for r in dials.remove(&peer).unwrap_or_default() {
-                                let _ = r.send(Err(NetError::Dial { peer, reason: e.to_string() }));
+                        match swarm.dial(opts) {
+                            // Someone else (the DHT, identify's dial-back) is dialing it
+                            // already: that dial's outcome answers this one too.
+                            Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+                            Err(e) => {
+                                for r in dials.remove(&peer).unwrap_or_default() {
+                                    let _ = r.send(Err(NetError::Dial { peer, reason: e.to_string() }));
+                                }
                             }
                         }
                     }
@@ -522,6 +593,9 @@ async fn run(
                     match (request, &hub_calls) {
                         (HubRequest::Probe, _) => {
                             let _ = reply.send(Ok(HubResponse::Pong));
+                        }
+                        (HubRequest::Network, _) => {
+                            let _ = reply.send(Ok(directory_answer(&directory)));
                         }
                         (_, None) => {
                             let _ = reply.send(Err(NetError::Dial { peer, reason: "that is this node, and it runs no Hub; name another node's Hub".into() }));
@@ -548,6 +622,27 @@ async fn run(
                     hub_pending.insert(id, reply);
                 }
                 Some(Command::ServeHub { calls }) => hub_calls = Some(calls),
+                Some(Command::Join { peers }) => {
+                    // A tenant runs no DHT: it asks its bootstrap nodes directly.
+                    let local = *swarm.local_peer_id();
+                    let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
+                        continue;
+                    };
+                    let peers: Vec<_> = peers.into_iter().filter(|(p, _)| *p != local).collect();
+                    for (peer, addrs) in &peers {
+                        for a in addrs.iter().cloned().map(strip_p2p) {
+                            kad.add_address(peer, a);
+                        }
+                    }
+                    if let Err(e) = kad.bootstrap() {
+                        tracing::debug!(%e, "no DHT bootstrap yet");
+                    }
+                    for (peer, _) in peers {
+                        // Connecting runs identify, which confirms the peer speaks the DHT.
+                        let _ = swarm.dial(DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build());
+                    }
+                }
+                Some(Command::SetDirectory(d)) => directory = Some(*d),
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(BehaviourEvent::Hub(event)) => match event {
@@ -555,6 +650,7 @@ async fn run(
                         request_response::Message::Request { request, channel, .. } => {
                             let immediate = match (&request, &hub_calls) {
                                 (HubRequest::Probe, _) => Some(HubResponse::Pong),
+                                (HubRequest::Network, _) => Some(directory_answer(&directory)),
                                 (_, None) => Some(HubResponse::Error { message: "this node is not a Hub; find the Hub's address in the network file (services.hub)".into() }),
                                 (_, Some(calls)) => {
                                     let (reply, rx) = oneshot::channel();
@@ -588,6 +684,16 @@ async fn run(
                     }
                     request_response::Event::ResponseSent { .. } => {}
                 },
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                    if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) =>
+                {
+                    if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                        let addrs = info.listen_addrs.into_iter().filter(dht_worthy).take(MAX_DHT_ADDRS);
+                        for a in addrs {
+                            kad.add_address(&peer_id, a);
+                        }
+                    }
+                }
                 SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                     if let Some(ip) = crate::net::ip_limit::ip_of(endpoint.get_remote_address()) {
                         remote_ips.insert(connection_id, ip);
@@ -613,6 +719,27 @@ async fn run(
         }
     }
     tracing::debug!("network task stopped");
+}
+
+/// The answer to a `Network` request.
+fn directory_answer(d: &Option<btfs_core::network_file::NetworkFile>) -> HubResponse {
+    match d {
+        Some(d) => HubResponse::Network(d.clone()),
+        None => HubResponse::Error {
+            message: "this node knows no network services yet; ask another bootstrap node".into(),
+        },
+    }
+}
+
+/// Whether a peer-reported address goes into the routing table: one a native node dials
+/// (TCP/QUIC), not an unspecified address.
+fn dht_worthy(a: &Multiaddr) -> bool {
+    is_native(a)
+        && !a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_unspecified(),
+            Protocol::Ip6(ip) => ip.is_unspecified(),
+            _ => false,
+        })
 }
 
 /// Removes a trailing `/p2p/<id>` (the peer id is passed separately).

@@ -255,6 +255,8 @@ pub struct Services {
     status: Option<StatusHandle>,
     guard: Option<GuardHandle>,
     escrow: Option<EscrowHandle>,
+    guard_epoch_ms: Option<u64>,
+    escrow_devnet: Option<bool>,
 }
 
 impl Services {
@@ -321,6 +323,7 @@ impl Services {
                     .await
                     .map_err(ServicesError::Escrow)?;
                     running.escrow = Some(escrow);
+                    running.escrow_devnet = Some(opts.escrow.ledger.faucet_max.is_some());
                 }
                 ServiceKind::Guard => {
                     let (Some(hub), Some(incoming)) = (&running.hub, node.incoming.guard.take())
@@ -342,6 +345,9 @@ impl Services {
                     .await
                     .map_err(ServicesError::Guard)?;
                     running.guard = Some(guard);
+                    running.guard_epoch_ms = Some(
+                        u64::try_from(opts.guard.config.epoch.as_millis()).unwrap_or(u64::MAX),
+                    );
                 }
             }
         }
@@ -384,6 +390,28 @@ impl Services {
     /// The Escrow, if this node runs it.
     pub fn escrow(&self) -> Option<&EscrowHandle> {
         self.escrow.as_ref()
+    }
+
+    /// The `services` entries of what this node runs (`peer_id`, full `addrs`; `pid` 0 leaves it
+    /// out), for its answer to `Network` requests and the devnet's network file.
+    pub fn directory(
+        &self,
+        peer_id: &str,
+        pid: u32,
+        addrs: &[String],
+    ) -> btfs_core::network_file::NetworkFile {
+        let status = self.status_url();
+        let mut d = btfs_core::network_file::NetworkFile::default();
+        d.add_services_of(&btfs_core::network_file::NodeServices {
+            peer_id,
+            pid,
+            addrs,
+            hub: self.hub.is_some(),
+            status_http: status.as_deref(),
+            guard_epoch_ms: self.guard_epoch_ms,
+            escrow_devnet: self.escrow_devnet,
+        });
+        d
     }
 
     /// The Status server's base URL, if this node runs it.

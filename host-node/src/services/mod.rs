@@ -72,6 +72,8 @@ pub struct ServiceNodeOptions {
     pub guard: crate::services::guard::GuardOptions,
     /// Escrow settings.
     pub escrow: crate::services::escrow::EscrowOptions,
+    /// Nodes whose DHT this node joins (multiaddrs ending in `/p2p/<peer id>`).
+    pub bootstrap: Vec<String>,
 }
 
 /// What `service.json` records.
@@ -288,6 +290,15 @@ pub async fn start(opts: ServiceNodeOptions) -> Result<ServiceNodeHandle> {
         status_http,
     };
     write_info(dir, &info)?;
+    // Answers `Network` requests with the services it runs (it is a DHT server: it listens).
+    tokio::spawn(net::discovery::serve_directory(
+        net.clone(),
+        services.directory(&info.peer_id, 0, &info.addrs),
+        btfs_core::network_file::NetworkFile::default(),
+        opts.bootstrap.clone(),
+        Duration::from_secs(300),
+        cancel.child_token(),
+    ));
     tracing::info!(%peer_id, addrs = ?info.addrs, status = %info.status_http, "service node started");
     Ok(ServiceNodeHandle {
         peer_id,

@@ -133,12 +133,16 @@ pub async fn run(opts: BenchOptions) -> Result<()> {
         dir: opts.dir.join("devnet"),
         quota: "64GiB".into(),
         exe: opts.exe.clone(),
+        // Free storage: the single-stream step puts raw blobs, which hosts of a paid network
+        // refuse (no funded offer), and the transfer numbers compare the data path with Tahoe,
+        // which has no payments. A paid upload adds 30 contract calls, a fixed cost per upload.
+        free_storage: true,
         ..DevnetOptions::default()
     };
     let _ = std::fs::remove_dir_all(&dev.dir);
-    let (children, network) = devnet::start(&dev).await?;
-    let result = measure(&opts, &dev, &network, disk).await;
-    devnet::stop(children).await;
+    let net = devnet::start(&dev).await?;
+    let result = measure(&opts, &dev, &net.network, disk).await;
+    net.stop().await;
     result
 }
 

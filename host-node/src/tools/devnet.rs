@@ -9,7 +9,15 @@
 //!                            hub.redb, status.redb, service.json, service.log
 //! DIR/hosts/host-NN/         each host's data dir: host.toml (its config), identity, blobs,
 //!                            node.json, host.log
+//! DIR/netns.json             with --netns: the namespace, bridge port and address of every
+//!                            node (the service node first)
 //! ```
+//!
+//! With `--netns` ([`crate::tools::netns`]) every node runs in its own network namespace with
+//! its own address (the service node at 198.18.1.2, host k at the next /24s), so the nodes are
+//! separate machines to each other; the tenant's CLI, run outside, reaches them over the bridge
+//! (198.18.0.1). `--host-rate-kbit` shapes every host's link. The namespaces are deleted when
+//! the devnet stops; a devnet killed with SIGKILL leaves them for the next one to delete.
 //!
 //! Start order: the service node first, then every host with `--config host.toml` (which names
 //! the Hub, the Status URL and short intervals), then network.json once the Hub has probed every
@@ -34,6 +42,7 @@ use crate::services::hub::HubAddr;
 use crate::services::ServiceNodeInfo;
 use crate::tenant::network_file::{self, HostEntry, NetworkFile};
 use crate::tenant::Tenant;
+use crate::tools::netns::Testbed;
 use btfs_core::guard::GuardConfig;
 
 /// The devnet Escrow's faucet: at most this many µBTT per deposit (1,000 BTT).
@@ -57,6 +66,31 @@ pub struct DevnetOptions {
     /// Hosts store for free: their configs name no Escrow and network.json lists none, so
     /// uploads make no contracts (a baseline for measuring what contracts cost).
     pub free_storage: bool,
+    /// Every node in its own network namespace ([`crate::tools::netns`]; needs root).
+    pub netns: bool,
+    /// With `netns`: every host's link shaped to this many kbit/s each way.
+    pub host_rate_kbit: Option<u64>,
+}
+
+/// A started devnet: its processes (the service node first), its network file and, with
+/// `--netns`, its namespaces (deleted by [`Devnet::stop`], or on drop).
+pub struct Devnet {
+    /// The service node, then every host.
+    pub children: Vec<Child>,
+    /// What network.json holds.
+    pub network: NetworkFile,
+    /// The namespaces, with `--netns`.
+    pub testbed: Option<Testbed>,
+}
+
+impl Devnet {
+    /// Stops every process, then deletes the namespaces.
+    pub async fn stop(self) {
+        stop(self.children).await;
+        if let Some(mut t) = self.testbed {
+            t.teardown();
+        }
+    }
 }
 
 impl Default for DevnetOptions {
@@ -69,13 +103,15 @@ impl Default for DevnetOptions {
             report_interval_secs: 10,
             exe: None,
             free_storage: false,
+            netns: false,
+            host_rate_kbit: None,
         }
     }
 }
 
 /// Starts the service node and the hosts, waits until the Hub lists every host online, writes
 /// network.json and returns the children (the service node first).
-pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
+pub async fn start(opts: &DevnetOptions) -> Result<Devnet> {
     if opts.hosts == 0 || opts.hosts > 500 {
         bail!("--hosts must be between 1 and 500 (got {})", opts.hosts);
     }
@@ -90,11 +126,40 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
     std::fs::create_dir_all(&hosts_dir)
         .with_context(|| format!("cannot create {}", hosts_dir.display()))?;
 
+    let testbed = match opts.netns {
+        true => {
+            let t = Testbed::create(opts.hosts + 1)?;
+            std::fs::write(opts.dir.join("netns.json"), serde_json::to_vec_pretty(&t)?)?;
+            if let Some(rate) = opts.host_rate_kbit {
+                for k in 1..=opts.hosts {
+                    t.shape(k, Some(rate))?;
+                }
+            }
+            Some(t)
+        }
+        false => None,
+    };
+    // Node k's command: in its namespace with --netns.
+    let node_cmd = |k: usize| match &testbed {
+        Some(t) => {
+            let pre = t.exec(k);
+            let mut c = Command::new(&pre[0]);
+            c.args(&pre[1..]).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let node_ip = |k: usize| match &testbed {
+        Some(t) => std::net::IpAddr::V4(t.nodes[k].ip),
+        None => HostConfig::default().listen_ip,
+    };
     let service_dir = opts.dir.join("service");
     std::fs::create_dir_all(&service_dir)?;
     let mut service = spawn_logged(
-        Command::new(&exe)
+        node_cmd(0)
             .arg("service")
+            .arg("--listen-ip")
+            .arg(node_ip(0).to_string())
             .arg("--data-dir")
             .arg(&service_dir)
             .arg("--probe-interval-ms")
@@ -111,6 +176,8 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
             .arg(GuardConfig::for_devnet().epoch.as_millis().to_string())
             .arg("--guard-deadline-ms")
             .arg(GuardConfig::for_devnet().deadline.as_millis().to_string())
+            .arg("--guard-offline-grace")
+            .arg(GuardConfig::for_devnet().offline_grace.to_string())
             // Test money: a faucet, so every tenant can pay.
             .arg("--escrow-faucet-max")
             .arg(DEVNET_FAUCET_MAX.to_string()),
@@ -130,11 +197,14 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         let config = HostConfig {
             data_dir: dir.clone(),
+            listen_ip: node_ip(i + 1),
             quota: opts.quota.clone(),
             hub: Some(hub_addr.clone()),
             escrow: (!opts.free_storage).then(|| hub_addr.clone()),
             announce_interval_secs: opts.report_interval_secs,
             status_url: Some(info.status_http.clone()),
+            // Joins the service node's DHT, and answers `Network` with what it says.
+            bootstrap: vec![hub_addr.clone()],
             report_interval_secs: opts.report_interval_secs,
             ..HostConfig::default()
         };
@@ -143,7 +213,7 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
         std::fs::write(&config_path, toml::to_string(&config)?)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         let child = spawn_logged(
-            Command::new(&exe)
+            node_cmd(i + 1)
                 .arg("host")
                 .arg("--config")
                 .arg(&config_path),
@@ -161,31 +231,20 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
         .take(3)
         .filter_map(|h| h.addrs.first().cloned())
         .collect();
-    let mut services = serde_json::Map::new();
-    services.insert(
-        "hub".into(),
-        serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs }),
-    );
-    services.insert(
-        "status".into(),
-        serde_json::json!({ "http": info.status_http }),
-    );
-    services.insert(
-        "guard".into(),
-        serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid,
-            "epoch_ms": GuardConfig::for_devnet().epoch.as_millis() as u64 }),
-    );
-    if !opts.free_storage {
-        services.insert(
-            "escrow".into(),
-            serde_json::json!({ "peer_id": info.peer_id, "addrs": info.addrs, "pid": info.pid, "devnet": true }),
-        );
-    }
-    let network = NetworkFile {
+    let mut network = NetworkFile {
         bootstrap,
         hosts: entries,
-        services,
+        ..NetworkFile::default()
     };
+    network.add_services_of(&btfs_core::network_file::NodeServices {
+        peer_id: &info.peer_id,
+        pid: info.pid,
+        addrs: &info.addrs,
+        hub: true,
+        status_http: Some(&info.status_http),
+        guard_epoch_ms: Some(GuardConfig::for_devnet().epoch.as_millis() as u64),
+        escrow_devnet: (!opts.free_storage).then_some(true),
+    });
     let path = opts.dir.join("network.json");
     let hub = network_file::hub(&network, &path)?.context("network file without a Hub")?;
     wait_until_listed(&hub, &network, opts.probe_interval, &mut service).await?;
@@ -198,7 +257,11 @@ pub async fn start(opts: &DevnetOptions) -> Result<(Vec<Child>, NetworkFile)> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     let mut all = vec![service];
     all.extend(children.into_iter().map(|(_, c)| c));
-    Ok((all, network))
+    Ok(Devnet {
+        children: all,
+        network,
+        testbed,
+    })
 }
 
 /// The devnet's funded test accounts: `DIR/wallets/<name>.key`.
@@ -378,7 +441,8 @@ pub async fn stop(children: Vec<Child>) {
 
 /// Runs a devnet until Ctrl-C or SIGTERM.
 pub async fn run(opts: DevnetOptions) -> Result<()> {
-    let (children, network) = start(&opts).await?;
+    let devnet = start(&opts).await?;
+    let network = &devnet.network;
     let path = opts.dir.join("network.json");
     println!(
         "devnet: {} hosts running; network file: {}",
@@ -411,7 +475,7 @@ pub async fn run(opts: DevnetOptions) -> Result<()> {
     );
     println!("  stop:     Ctrl-C");
     crate::shutdown_signal().await;
-    println!("devnet: stopping {} processes", children.len());
-    stop(children).await;
+    println!("devnet: stopping {} processes", devnet.children.len());
+    devnet.stop().await;
     Ok(())
 }

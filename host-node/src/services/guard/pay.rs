@@ -36,6 +36,7 @@ use btfs_core::escrow::{
     Allowance, Call, CallReceipt, Cosigned, EscrowRequest, EscrowResponse, HostRequest,
     HostResponse, Op, Stage, Terms, MAX_DOCS_PER_CALL,
 };
+use btfs_core::guard::RepairFailure;
 use btfs_core::signed::Signed;
 use btfs_core::{Layout, Root};
 use futures::stream::{self, StreamExt};
@@ -122,7 +123,8 @@ impl RepairPay {
 
     /// The allowance of `object` this Guard may spend now (the fullest, if several tenants
     /// set one aside).
-    pub async fn allowance(&self, object: &Root) -> Result<Allowance, String> {
+    /// No allowance is [`RepairFailure::Unfunded`]; an Escrow that cannot answer is not.
+    pub async fn allowance(&self, object: &Root) -> Result<Allowance, RepairFailure> {
         let me = self.me().to_base58();
         let now = now_ms();
         let req = EscrowRequest::Allowances {
@@ -130,16 +132,16 @@ impl RepairPay {
         };
         let all = match self.escrow.request(req).await {
             Ok(EscrowResponse::Allowances { allowances }) => allowances,
-            Ok(other) => return Err(format!("the Escrow answered {other:?}")),
-            Err((_, msg)) => return Err(msg),
+            Ok(other) => return Err(format!("the Escrow answered {other:?}").into()),
+            Err((_, msg)) => return Err(msg.into()),
         };
         all.into_iter()
             .filter(|a| a.guard == me && a.available > 0 && a.until_ms > now)
             .max_by_key(|a| a.available)
             .ok_or_else(|| {
-                format!(
+                RepairFailure::Unfunded(format!(
                     "object {object} has no repair allowance left for this Guard (its tenant set none aside, or it is spent or ended), so its lost shards cannot be placed on paid hosts; its tenant can add one with `btfs wallet allow {object} AMOUNT`"
-                )
+                ))
             })
     }
 
@@ -156,7 +158,7 @@ impl RepairPay {
         lost: &BTreeMap<u64, BTreeSet<usize>>,
         holders: &[Vec<HostId>],
         ranked: &[(PeerId, u64)],
-    ) -> Result<Funded, String> {
+    ) -> Result<Funded, RepairFailure> {
         self.void_leftovers(&object).await;
         let allowance = self.allowance(&object).await?;
         let needed = lost.values().map(BTreeSet::len).max().unwrap_or(0);
@@ -202,11 +204,11 @@ impl RepairPay {
         );
         let picked: Vec<(PeerId, Terms)> = chosen.into_iter().map(|i| terms[i].clone()).collect();
         if picked.len() < needed {
-            return Err(format!(
-                "the repair allowance of {object} has {} µBTT left: it pays for {} new hosts, and re-placing the {needed} shards one slab lost needs {needed}",
+            return Err(RepairFailure::Unfunded(format!(
+                "the repair allowance of {object} has {} µBTT left: it pays for {} new hosts, and re-placing the {needed} shards one slab lost needs {needed}; its tenant can add to it with `btfs wallet allow {object} AMOUNT`",
                 allowance.available,
                 picked.len()
-            ));
+            )));
         }
         let key = &self.key;
         let signed: Vec<Result<(PeerId, Terms, Cosigned), String>> = stream::iter(picked)
@@ -241,7 +243,8 @@ impl RepairPay {
                 "only {} of the {needed} hosts a repair of {object} needs signed a repair offer: {}",
                 offers.len(),
                 why.into_iter().take(3).collect::<Vec<_>>().join("; ")
-            ));
+            )
+            .into());
         }
         offers.truncate(MAX_DOCS_PER_CALL);
         let docs = offers.iter().map(|(_, _, d)| d.clone()).collect();
@@ -273,7 +276,8 @@ impl RepairPay {
             return Err(format!(
                 "only {} of the {needed} hosts a repair of {object} needs took the funding proof",
                 funded.granted.len()
-            ));
+            )
+            .into());
         }
         Ok(funded)
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use btfs_core::engine::repair::{Repair, RepairConfig, RepairReport};
 use btfs_core::engine::{HostId, Machine, OpId};
 use btfs_core::escrow::{EscrowRequest, Settle, VerdictLine};
-use btfs_core::guard::{AuditOutcome, Guard, GuardAction, GuardConfig, Verdict};
+use btfs_core::guard::{AuditOutcome, Guard, GuardAction, GuardConfig, RepairFailure, Verdict};
 use btfs_core::guard_wire::{
     self, AuditVerdict, GuardRequest, GuardResponse, ObjectHealth, PlacementUpdate, ShardMove,
     MAX_AUDITS_ANSWER, MAX_MOVES, MAX_REQUEST_LEN,
@@ -212,7 +212,7 @@ struct Actor {
 type Settled = (u64, Result<(), String>);
 
 type Fetched = (Reply, Root, Result<(Manifest, Vec<u8>), String>);
-type RepairEnded = (Root, Result<RepairReport, String>, Duration);
+type RepairEnded = (Root, Result<RepairReport, RepairFailure>, Duration);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -447,12 +447,17 @@ impl Actor {
         }
     }
 
-    fn repair_ended(&mut self, object: Root, result: Result<RepairReport, String>, took: Duration) {
+    fn repair_ended(
+        &mut self,
+        object: Root,
+        result: Result<RepairReport, RepairFailure>,
+        took: Duration,
+    ) {
         let now = self.now();
         let result = match result {
             Ok(report) => match self.commit_repair(object, &report) {
                 Ok(()) => Ok(report),
-                Err(e) => Err(format!("cannot record the repair: {e}")),
+                Err(e) => Err(format!("cannot record the repair: {e}").into()),
             },
             Err(e) => Err(e),
         };
@@ -711,7 +716,7 @@ async fn run_repair(
     book: Arc<dyn HostBook>,
     pay: Option<RepairPay>,
     job: RepairJob,
-) -> Result<RepairReport, String> {
+) -> Result<RepairReport, RepairFailure> {
     let addrs: HashMap<PeerId, Vec<Multiaddr>> = book
         .addrs()
         .into_iter()
@@ -746,7 +751,7 @@ async fn run_repair(
         RepairConfig::default(),
         runner.now(),
     ) {
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.to_string().into()),
         Ok(mut m) => {
             loop {
                 runner.apply_all(&mut m);
@@ -756,7 +761,7 @@ async fn run_repair(
                 runner.step(&mut m).await;
             }
             match m.take_result() {
-                Some(r) => r.map_err(|e| e.to_string()),
+                Some(r) => r.map_err(|e| e.to_string().into()),
                 None => Err("the repair stopped without a result".into()),
             }
         }

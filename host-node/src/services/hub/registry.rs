@@ -195,16 +195,7 @@ pub fn is_loopback(a: &Multiaddr) -> bool {
     })
 }
 
-/// The default request `btfs hosts` scores against: one 1 MiB shard, no price limit.
-pub fn listing_request() -> RecommendRequest {
-    RecommendRequest {
-        count: 0,
-        shard_size: btfs_core::layout::DEFAULT_SHARD_SIZE.into(),
-        shards_per_host: 1,
-        duration_days: 30,
-        prefs: Default::default(),
-    }
-}
+pub use btfs_core::hub::listing_request;
 
 fn score_request(req: &RecommendRequest) -> Request {
     btfs_core::hub::score_request(req, own_version())

@@ -381,6 +381,10 @@ pub fn answer(
             HubResponse::Hosts(registry.hosts(limit.min(MAX_COUNT) as usize))
         }
         HubRequest::Probe => HubResponse::Pong,
+        // The node answers `Network` itself (`crate::net`); it never reaches the Hub.
+        HubRequest::Network => HubResponse::Error {
+            message: "ask the node, not its Hub, for the network".into(),
+        },
     };
     (response, accepted)
 }

@@ -107,8 +107,8 @@ pub use server::{start, StatusHandle, StatusReader};
 
 /// API paths.
 pub const REPORTS_PATH: &str = "/api/v1/reports";
-/// Network status path.
-pub const STATUS_PATH: &str = "/api/v1/status";
+/// Network status path (one copy, in core: the browser reads it too).
+pub use btfs_core::network_file::STATUS_PATH;
 /// Per-host path prefix (`/api/v1/hosts/<peer id>`).
 pub const HOSTS_PATH: &str = "/api/v1/hosts/";
 

@@ -10,7 +10,10 @@
 //! starting `soak report:` and written to `$BTFS_SOAK_REPORT` when set.
 //!
 //! Faults: at most 3 hosts down at once (so every slab keeps ≥ 27 of 30 shards and downloads
-//! never need a repair to succeed); the service node down for a few seconds at a time. An
+//! never need a repair to succeed); the service node down for a few seconds at a time. One of
+//! them, a holder of the first object's first slab, is *lost*: killed once that object is up
+//! and not restarted until the Guard has repaired its shard (after the run, with the service
+//! node up: waiting at most [`REPAIR_WAIT`]), so every soak proves a paid repair under load. An
 //! upload refused while the service node is down, or in the 15 s after it restarts (hosts
 //! re-announce and are probed again), is counted and not retried; any other failed upload,
 //! and any failed download, fails the soak (hosts come from the network file when the Hub is
@@ -19,8 +22,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use btfs_tests::{hash_file, random_file, Devnet};
+use btfs_tests::{hash_file, manifest_of, random_file, shard_location, Devnet};
 use rand::{Rng, SeedableRng};
+
+/// How long the soak waits after its run for the Guard to repair the lost host's shard (its
+/// offline grace is 3 epochs, 15 s on the devnet, then the repair itself).
+const REPAIR_WAIT: Duration = Duration::from_secs(120);
 
 struct Object {
     link: String,
@@ -28,7 +35,7 @@ struct Object {
     bytes: u64,
 }
 
-#[derive(Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize)]
 struct Report {
     seed: u64,
     secs: u64,
@@ -41,6 +48,8 @@ struct Report {
     uploads_refused_around_service_restarts: usize,
     host_kills: usize,
     service_kills: usize,
+    /// How long the lost host stayed down.
+    lost_host_down_ms: u128,
     repaired_shards: u64,
     final_downloads_identical: usize,
     ledger_conserved: bool,
@@ -90,6 +99,8 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
     };
     let mut objects: Vec<Object> = Vec::new();
     let mut down: Vec<usize> = Vec::new();
+    // The lost host and when it went down.
+    let mut lost: Option<(usize, Instant)> = None;
     let mut service_down_until: Option<Instant> = None;
     let mut unsettled_until = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -102,6 +113,24 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
             service_down_until = None;
             unsettled_until = Instant::now() + Duration::from_secs(15);
         }
+        // Once the first object is up, lose one of its first slab's holders.
+        if lost.is_none() && !objects.is_empty() {
+            let manifest = manifest_of(&net, &objects[0].link)?;
+            let (i, _) = loop {
+                let at = shard_location(&net, &manifest, 0, rng.gen_range(0..30))?;
+                if !down.contains(&at.0) {
+                    break at;
+                }
+            };
+            if down.len() == 3 {
+                let back = down.swap_remove(0);
+                net.restart_host(back)?;
+            }
+            net.kill_host(i);
+            report.host_kills += 1;
+            lost = Some((i, Instant::now()));
+        }
+        let lost_now = usize::from(lost.is_some());
         match rng.gen_range(0..100) {
             // Upload from a random tenant.
             0..=39 => {
@@ -148,10 +177,10 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
             }
             // kill -9 a host (at most 3 down), or bring one back.
             70..=84 => {
-                if down.len() < 3 && rng.gen_bool(0.6) {
+                if down.len() + lost_now < 3 && rng.gen_bool(0.6) {
                     let i = loop {
                         let i = rng.gen_range(0..hosts);
-                        if !down.contains(&i) {
+                        if !down.contains(&i) && lost.map(|l| l.0) != Some(i) {
                             break i;
                         }
                     };
@@ -180,6 +209,28 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
     for i in down.drain(..) {
         net.restart_host(i)?;
     }
+    // The Guard repairs the lost host's shard of the first object (paid from its allowance).
+    let (lost_host, lost_at) = lost.context("the soak uploaded nothing")?;
+    let first = &objects[0].link;
+    let waited = Instant::now();
+    loop {
+        let h: serde_json::Value = serde_json::from_str(&ok(
+            &net,
+            &["health", first, "--json", "--network", &network],
+        )?)?;
+        if h["repaired_shards"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        if waited.elapsed() > REPAIR_WAIT {
+            bail!(
+                "host {lost_host} has been down {} s and the Guard has not repaired its shard of {first}: {h}",
+                lost_at.elapsed().as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    report.lost_host_down_ms = lost_at.elapsed().as_millis();
+    net.restart_host(lost_host)?;
     for o in &objects {
         let out = net.scratch().join("final.out");
         net.download(&o.link, &out)
@@ -204,6 +255,7 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
     assert_eq!(n("locked"), n("incoming"), "{t}");
     assert_eq!(t["conserved"], true, "{t}");
     report.ledger_conserved = true;
+    assert!(report.repaired_shards > 0, "no repair: {report:?}");
     report.objects = objects.len();
     report.elapsed_ms = started.elapsed().as_millis();
     assert!(report.objects > 0, "the soak uploaded nothing");

@@ -365,7 +365,20 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     )?;
     driver.screenshot(&shots.join("3-phone-width.png"))?;
     if overflow.as_i64().unwrap_or(0) > 0 {
-        bail!("at phone width (390 px) the page is {overflow} px wider than the screen");
+        // Name the innermost elements that stick out, so the fix is obvious.
+        let culprits = driver.execute(
+            "const w = document.documentElement.clientWidth; \
+             const out = [...document.querySelectorAll('body *')].filter(e => \
+               e.getBoundingClientRect().right > w + 0.5 && !e.closest('.scroll *')); \
+             return out.filter(e => !out.some(o => o !== e && e.contains(o))).slice(0, 8) \
+               .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + \
+                 (e.className ? '.' + e.className : '') + ' right=' + \
+                 Math.round(e.getBoundingClientRect().right)).join(', ')",
+        )?;
+        bail!(
+            "at phone width (390 px) the page is {overflow} px wider than the screen; \
+             sticking out: {culprits}"
+        );
     }
     eprintln!("screenshots of the page: {}", shots.display());
     let out = dir.join("page-upload.out");

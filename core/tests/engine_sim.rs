@@ -13,7 +13,7 @@ use btfs_core::engine::download::{Download, DownloadConfig, DownloadError};
 use btfs_core::engine::repair::{Repair, RepairConfig, RepairError};
 use btfs_core::engine::sim::{Fault, Rng, SimNet};
 use btfs_core::engine::upload::{Upload, UploadConfig, UploadError, UploadReport};
-use btfs_core::engine::{HostId, Timing};
+use btfs_core::engine::{HostId, Timing, MAX_OPS_PER_HOST};
 use btfs_core::{Encoder, Layout, Link, Manifest, ObjectHeader, ObjectKey, Root, TOTAL_SHARDS};
 
 #[cfg(target_arch = "wasm32")]
@@ -68,13 +68,23 @@ fn upload(
     candidates: Vec<HostId>,
     seed: u64,
 ) -> Result<(Result<UploadReport, UploadError>, Upload), String> {
+    upload_with(net, plain, shard, candidates, seed, UploadConfig::default())
+}
+
+fn upload_with(
+    net: &mut SimNet,
+    plain: &[u8],
+    shard: u32,
+    candidates: Vec<HostId>,
+    seed: u64,
+    cfg: UploadConfig,
+) -> Result<(Result<UploadReport, UploadError>, Upload), String> {
     let layout = Layout::new(plain.len() as u64, shard).map_err(|e| e.to_string())?;
     let key = ObjectKey::from_bytes([seed as u8; 32]);
     let header = ObjectHeader {
         name: format!("object-{seed}"),
         mime: "application/octet-stream".into(),
     };
-    let cfg = UploadConfig::default();
     let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, net.now);
     let mut enc = Some(Encoder::new(&key, layout));
     let mut fed = 0usize;
@@ -138,6 +148,7 @@ fn upload(
             cfg.max_in_flight()
         ));
     }
+    check_per_host(net, "upload")?;
     Ok((r, m))
 }
 
@@ -146,7 +157,16 @@ fn download(
     link: &Link,
     candidates: Vec<HostId>,
 ) -> Result<Result<Vec<u8>, DownloadError>, String> {
-    let mut m = Download::new(link.clone(), candidates, DownloadConfig::default(), net.now);
+    download_with(net, link, candidates, DownloadConfig::default())
+}
+
+fn download_with(
+    net: &mut SimNet,
+    link: &Link,
+    candidates: Vec<HostId>,
+    cfg: DownloadConfig,
+) -> Result<Result<Vec<u8>, DownloadError>, String> {
+    let mut m = Download::new(link.clone(), candidates, cfg, net.now);
     let mut out = Vec::new();
     net.run(&mut m, |m, _| match m.poll_output() {
         Some(p) => {
@@ -166,6 +186,7 @@ fn download(
             m.max_in_flight()
         ));
     }
+    check_per_host(net, "download")?;
     match m
         .take_result()
         .ok_or("download finished without a result")?
@@ -192,7 +213,19 @@ fn fresh_stats(net: &mut SimNet) {
     }
 }
 
+/// No machine had more than [`MAX_OPS_PER_HOST`] ops on one host at once.
+fn check_per_host(net: &SimNet, what: &str) -> Result<(), String> {
+    if net.stats.max_per_host > MAX_OPS_PER_HOST {
+        return Err(format!(
+            "{what} had {} ops in flight on one host, bound {MAX_OPS_PER_HOST}",
+            net.stats.max_per_host
+        ));
+    }
+    Ok(())
+}
+
 fn check_hedges(net: &SimNet) -> Result<(), String> {
+    check_per_host(net, "a machine")?;
     if net.stats.early_hedges > 0 {
         return Err(format!(
             "{} hedges started before any op reached the hedge deadline",
@@ -583,6 +616,59 @@ fn repair_restores_exactly_the_lost_shards() {
             Err(RepairError::TooFewHosts { .. }) if hosts - 30 < 20 || !bad.is_empty() => Ok(()),
             Err(e) => Err(format!("repair failed (enough shards: {enough}): {e}")),
         }
+    });
+}
+
+/// With many slabs in flight on a small network every host would get one op per slab: the
+/// per-host bound binds (reached, never passed) and transfers still complete, byte-identical,
+/// also with slow and busy hosts among them.
+#[test]
+fn the_per_host_bound_binds_and_transfers_still_finish() {
+    for_seeds("per-host bound", 40, |seed| {
+        let mut rng = Rng::new(seed ^ 0xB0);
+        let hosts = 31 + rng.below(4) as usize;
+        let mut faults = vec![Fault::Honest; hosts];
+        for _ in 0..rng.below(3) {
+            faults[rng.below(hosts as u64) as usize] =
+                [Fault::Slow(8), Fault::Busy(30)][rng.below(2) as usize];
+        }
+        let mut net = SimNet::new(seed, &faults);
+        // 12 slabs in flight, 1 KiB shards: 25-30 slabs of 10 KiB.
+        let plain: Vec<u8> = (0..250_000 + rng.below(50_000))
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let cfg = UploadConfig {
+            slabs_in_flight: 12,
+            ..UploadConfig::default()
+        };
+        fresh_stats(&mut net);
+        let ids = net.ids();
+        let (r, _) = upload_with(&mut net, &plain, 1024, ids.clone(), seed, cfg)?;
+        let report = r.map_err(|e| format!("upload failed: {e}"))?;
+        if net.stats.max_per_host != MAX_OPS_PER_HOST {
+            return Err(format!(
+                "upload: the bound never bound: at most {} ops on one host",
+                net.stats.max_per_host
+            ));
+        }
+        fresh_stats(&mut net);
+        let cfg = DownloadConfig {
+            slabs_ahead: 12,
+            max_in_flight: 400,
+            ..DownloadConfig::default()
+        };
+        let got = download_with(&mut net, &report.link, ids, cfg)?
+            .map_err(|e| format!("download failed: {e}"))?;
+        if got != plain {
+            return Err("downloaded bytes differ".into());
+        }
+        if net.stats.max_per_host != MAX_OPS_PER_HOST {
+            return Err(format!(
+                "download: the bound never bound: at most {} ops on one host",
+                net.stats.max_per_host
+            ));
+        }
+        Ok(())
     });
 }
 

@@ -2,7 +2,8 @@
 //! [`super::repair`].
 //!
 //! Claims: one CLAIM per host (at most `MAX_CLAIM_ROOTS` roots each) of every root the object
-//! keeps there; a refusal, or `attempts` failures, is final. Releases: best effort, every
+//! keeps there; a refusal, or `attempts` failures, is final (a busy answer is retried, up to
+//! 4 × `attempts` tries: the host is loaded, not refusing). Releases: best effort, every
 //! failure ignored, whatever is not done by the deadline is cancelled (hosts sweep unclaimed
 //! blobs after their grace period).
 
@@ -59,7 +60,8 @@ impl Cleanup {
         ops.start(*host, request, why, tag, now, false);
     }
 
-    /// Starts claims while fewer than `parallel` ops are in flight.
+    /// Starts claims while fewer than `parallel` ops are in flight, in order, skipping (for
+    /// now) claims whose host has no free slot.
     pub fn schedule_claims<T>(
         &mut self,
         ops: &mut Ops<T>,
@@ -67,10 +69,17 @@ impl Cleanup {
         parallel: usize,
         tag: impl Fn(usize) -> T,
     ) {
-        while ops.len() < parallel.max(1) && self.next_claim < self.claims.len() {
-            let i = self.next_claim;
+        for i in self.next_claim..self.claims.len() {
+            if ops.len() >= parallel.max(1) {
+                break;
+            }
+            let (host, _, tries) = &self.claims[i];
+            if *tries == 0 && ops.room(*host) {
+                self.start_claim(i, Why::Cleanup, ops, now, tag(i));
+            }
+        }
+        while self.claims.get(self.next_claim).is_some_and(|c| c.2 > 0) {
             self.next_claim += 1;
-            self.start_claim(i, Why::Cleanup, ops, now, tag(i));
         }
     }
 
@@ -96,7 +105,12 @@ impl Cleanup {
         let Some((host, roots, tries)) = self.claims.get(i) else {
             return Ok(());
         };
-        if f.is_answer() || *tries >= attempts {
+        // A busy host is loaded right now, not refusing the claim: it gets more tries.
+        let (retryable, limit) = match f {
+            Failure::Busy => (true, attempts.saturating_mul(4)),
+            f => (!f.is_answer(), attempts),
+        };
+        if !retryable || *tries >= limit {
             return Err(ClaimFailed {
                 host: *host,
                 roots: roots.len(),
@@ -138,7 +152,13 @@ impl Cleanup {
             self.releases.clear();
         }
         while ops.len() < parallel.max(1) {
-            let Some((root, host)) = self.releases.pop_front() else {
+            // The first release whose host has a free slot (the others wait their turn).
+            let Some((root, host)) = self
+                .releases
+                .iter()
+                .position(|&(_, h)| ops.room(h))
+                .and_then(|at| self.releases.remove(at))
+            else {
                 break;
             };
             ops.start(

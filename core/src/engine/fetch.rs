@@ -101,9 +101,10 @@ impl SlabFetch {
         (DATA_SHARDS + spare).saturating_sub(self.have + fresh)
     }
 
-    fn pick(&self, health: &Health) -> Option<usize> {
+    /// The best untried shard whose host `room` accepts (or that has no host).
+    fn pick(&self, health: &Health, room: impl Fn(HostId) -> bool) -> Option<usize> {
         (0..TOTAL_SHARDS)
-            .filter(|&k| self.state[k] == State::Untried)
+            .filter(|&k| self.state[k] == State::Untried && self.hosts[k].is_none_or(&room))
             .min_by_key(|&k| (self.hosts[k].map_or(u8::MAX, |h| health.rank(h)), k))
     }
 
@@ -117,7 +118,10 @@ impl SlabFetch {
         tag: impl Fn(usize) -> T,
     ) {
         while self.needed() > 0 && ops.len() < budget {
-            let Some(k) = self.pick(health) else { break };
+            // Shards on hosts out of slots wait: a slot frees when any op there ends.
+            let Some(k) = self.pick(health, |h| ops.room(h)) else {
+                break;
+            };
             let Some(host) = self.hosts[k] else {
                 // The manifest names a host nobody can address.
                 self.state[k] = State::Failed;

@@ -37,6 +37,11 @@
 //! or for an op it does not know, is ignored. A driver never decides anything: it may fail an
 //! op at once (e.g. no address for a host: [`Failure::Unreachable`]) but never retries.
 //!
+//! ## Bounds
+//!
+//! Each machine has a bound on ops in flight in all (`max_in_flight` of its config) and
+//! [`MAX_OPS_PER_HOST`] on any one host; the simulated network checks both on every run.
+//!
 //! ## Timing (defaults in [`Timing`])
 //!
 //! Every op has a hard deadline (a connect 10 s, a request 60 s); at it the machine cancels the
@@ -46,6 +51,13 @@
 //! work elsewhere (another shard of the slab for a download, the same shard on a spare host for
 //! an upload) and ranks the slow host last for the rest of the transfer. So a hung host costs a
 //! transfer at most one hedge deadline, not a timeout per slab.
+
+/// The most ops one machine keeps in flight on one host. Hosts serve 16 streams per peer by
+/// default (`max_streams_per_peer`), so one tenant running two transfers at once is never
+/// turned away as busy by its own concurrency. Slabs place one shard per host, so the bound
+/// binds only when many slabs are in flight on a small network, or when cleanup has many roots
+/// on one host; the machine then picks another host or shard, or waits for a slot.
+pub const MAX_OPS_PER_HOST: usize = 8;
 
 mod cleanup;
 pub mod download;

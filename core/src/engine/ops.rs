@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::{Action, HostId, OpId, Request, Timing, Why};
+use super::{Action, HostId, OpId, Request, Timing, Why, MAX_OPS_PER_HOST};
 
 /// Kinds of op, each with its own latency history for the adaptive hedge deadline.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,6 +49,8 @@ pub(crate) struct Ops<T> {
     timing: Timing,
     samples: [VecDeque<Duration>; 4],
     high_water: usize,
+    /// Ops in flight per host (hosts with none are removed).
+    per_host: BTreeMap<HostId, usize>,
 }
 
 impl<T> Ops<T> {
@@ -61,6 +63,7 @@ impl<T> Ops<T> {
             timing,
             samples: Default::default(),
             high_water: 0,
+            per_host: BTreeMap::new(),
         }
     }
 
@@ -128,6 +131,7 @@ impl<T> Ops<T> {
         );
         self.kinds.insert(op, kind);
         self.high_water = self.high_water.max(self.live.len());
+        *self.per_host.entry(host).or_default() += 1;
         self.actions.push_back(Action::Start {
             op,
             host,
@@ -140,6 +144,7 @@ impl<T> Ops<T> {
     /// Removes a finished op; a success adds its duration to the history.
     pub fn finish(&mut self, op: OpId, now: Duration, ok: bool) -> Option<Live<T>> {
         let live = self.live.remove(&op)?;
+        self.unload(live.host);
         let kind = self.kinds.remove(&op).unwrap_or(Kind::Cleanup);
         if ok {
             let s = &mut self.samples[kind as usize];
@@ -154,9 +159,25 @@ impl<T> Ops<T> {
     /// Cancels an op (the driver drops it).
     pub fn cancel(&mut self, op: OpId) -> Option<Live<T>> {
         let live = self.live.remove(&op)?;
+        self.unload(live.host);
         self.kinds.remove(&op);
         self.actions.push_back(Action::Cancel { op });
         Some(live)
+    }
+
+    fn unload(&mut self, host: HostId) {
+        if let Some(n) = self.per_host.get_mut(&host) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_host.remove(&host);
+            }
+        }
+    }
+
+    /// Whether `host` can take another op ([`MAX_OPS_PER_HOST`]). Every machine asks before it
+    /// picks a host, and picks another (or waits for a slot) when the answer is no.
+    pub fn room(&self, host: HostId) -> bool {
+        self.per_host.get(&host).copied().unwrap_or(0) < MAX_OPS_PER_HOST
     }
 
     /// Cancels every op.

@@ -94,13 +94,14 @@ impl PlaceSet {
         used
     }
 
-    fn pick(&self, i: usize, health: &Health) -> Option<HostId> {
+    /// The best host for blob `i` among those `room` accepts.
+    fn pick(&self, i: usize, health: &Health, room: impl Fn(HostId) -> bool) -> Option<HostId> {
         let used = self.used();
         let blob = &self.blobs[i];
         self.order
             .iter()
             .copied()
-            .filter(|h| !used.contains(h) && !blob.failed_on.contains(h))
+            .filter(|&h| !used.contains(&h) && !blob.failed_on.contains(&h) && room(h))
             .enumerate()
             .min_by_key(|&(pos, h)| (health.rank(h), pos))
             .map(|(_, h)| h)
@@ -152,8 +153,13 @@ impl PlaceSet {
             }
             let retry = self.blobs[i].retry_host.take();
             let (host, why) = match retry {
+                // The retry host is busy with our other ops: wait for a slot there.
+                Some((h, _)) if !ops.room(h) => {
+                    self.blobs[i].retry_host = retry;
+                    continue;
+                }
                 Some((h, _)) if !self.used().contains(&h) => (h, Why::Retry),
-                _ => match self.pick(i, health) {
+                _ => match self.pick(i, health, |h| ops.room(h)) {
                     Some(h) if self.blobs[i].failed_on.is_empty() => (h, Why::First),
                     Some(h) => (h, Why::Move),
                     None => continue,
@@ -255,7 +261,7 @@ impl PlaceSet {
             return false;
         }
         health.slow(host);
-        if let Some(h) = self.pick(i, health) {
+        if let Some(h) = self.pick(i, health, |h| ops.room(h)) {
             self.start(i, h, Why::Hedge, ops, now, tag, attempts);
         }
         true
@@ -273,11 +279,14 @@ impl PlaceSet {
         self.placed_count() == self.blobs.len()
     }
 
-    /// Whether some blob waits with no host left to try and nothing in flight.
+    /// Whether some blob waits with no host left to try and nothing in flight (a host that
+    /// is only out of slots for now still counts as one to try).
     pub fn stuck(&self, health: &Health) -> bool {
         (0..self.blobs.len()).any(|i| {
             let b = &self.blobs[i];
-            b.state == State::Waiting && b.retry_host.is_none() && self.pick(i, health).is_none()
+            b.state == State::Waiting
+                && b.retry_host.is_none()
+                && self.pick(i, health, |_| true).is_none()
         })
     }
 

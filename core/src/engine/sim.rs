@@ -6,7 +6,8 @@
 //! run is a pure function of its seed and faults, so a failing seed replays exactly.
 //!
 //! It also checks what a driver cannot: ops in flight never exceed the machine's bound
-//! ([`SimStats::max_in_flight`]), and every hedge started while some op had run at least the
+//! ([`SimStats::max_in_flight`]) nor [`super::MAX_OPS_PER_HOST`] on one host
+//! ([`SimStats::max_per_host`]), and every hedge started while some op had run at least the
 //! hedge deadline ([`SimStats::early_hedges`] counts violations).
 //!
 //! Non-goals: congestion between hosts (each host has its own link), connection state.
@@ -118,6 +119,8 @@ pub struct SimStats {
     pub early_hedges: usize,
     /// Most ops in flight at once (cancelled ops excluded).
     pub max_in_flight: usize,
+    /// Most ops in flight at once on any one host (must stay ≤ `MAX_OPS_PER_HOST`).
+    pub max_per_host: usize,
     /// Cancels.
     pub cancels: usize,
     /// Requests sent, by (host, root) for GETs: lets tests check a corrupt shard was not used.
@@ -295,6 +298,8 @@ impl SimNet {
         }
         let live = self.running.len();
         self.stats.max_in_flight = self.stats.max_in_flight.max(live);
+        let here = self.running.values().filter(|r| r.host == i).count();
+        self.stats.max_per_host = self.stats.max_per_host.max(here);
     }
 
     fn schedule(&mut self, op: OpId, after: Duration) {

@@ -348,6 +348,14 @@ pub fn parse_peer(s: &str) -> Result<libp2p::PeerId, String> {
 mod tests {
     use super::*;
 
+    /// A tenant running two transfers at once (each machine keeps at most
+    /// `MAX_OPS_PER_HOST` ops on a host) is never turned away as busy by a default host.
+    #[test]
+    fn default_per_peer_streams_fit_two_transfers() {
+        let c = HostConfig::default();
+        assert!(c.max_streams_per_peer >= 2 * btfs_core::engine::MAX_OPS_PER_HOST);
+    }
+
     #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("1024").unwrap(), 1024);

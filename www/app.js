@@ -17,6 +17,39 @@ function show(el, text, cls) {
   el.textContent = text;
 }
 
+// Per-slab progress: one cell per slab, filled as its shards are stored.
+function slabCells(box, summary) {
+  let cells = [];
+  let done = 0;
+  box.replaceChildren();
+  summary.textContent = '';
+  return (slab, stored, slabs) => {
+    if (cells.length !== slabs) {
+      cells = Array.from({ length: slabs }, (_, i) => {
+        const c = document.createElement('span');
+        c.title = `slab ${i}: waiting`;
+        return c;
+      });
+      box.replaceChildren(...cells);
+      done = 0;
+    }
+    const c = cells[slab];
+    if (!c) return;
+    c.style.setProperty('--p', `${Math.round((100 * stored) / 30)}%`);
+    c.title = `slab ${slab}: ${stored} of 30 shards stored`;
+    if (stored >= 30 && !c.classList.contains('done')) {
+      c.classList.add('done');
+      done += 1;
+    }
+    summary.textContent = `${done} of ${slabs} slab(s) stored, 30 hosts each`;
+  };
+}
+
+async function sha256(blob) {
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
+  return [...d].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 function progress(bar) {
   bar.hidden = false;
   bar.value = 0;
@@ -56,7 +89,8 @@ $('upload').onclick = async () => {
     show($('up-status'), '', 'note');
     const lines = [];
     const onStatus = (line) => { lines.push(line); show($('up-status'), lines.join(' · '), 'note'); };
-    const report = await client.uploadWithReport(file, { onProgress: progress($('up-progress')), onStatus });
+    const onSlab = slabCells($('slabs'), $('slabs-summary'));
+    const report = await client.uploadWithReport(file, { onProgress: progress($('up-progress')), onStatus, onSlab });
     const link = report.link;
     const secs = (performance.now() - started) / 1000;
     const rate = (file.size / 1048576 / secs).toFixed(1);
@@ -91,7 +125,12 @@ $('download').onclick = async () => {
     a.download = file.name;
     a.id = 'save';
     a.textContent = `save ${file.name} (${file.size} bytes${file.type ? ', ' + file.type : ''})`;
-    $('down-result').replaceChildren(a);
+    // A checksum to compare with the original (sha256sum on the uploader's machine).
+    const sum = document.createElement('p');
+    sum.className = 'note mono';
+    sum.id = 'down-sha256';
+    sum.textContent = `sha-256 ${await sha256(file)}`;
+    $('down-result').replaceChildren(a, sum);
     $('down-result').className = 'ok';
   } catch (err) {
     show($('down-result'), explain(err), 'err');

@@ -90,7 +90,15 @@ fn upload_with(
     let mut fed = 0usize;
     let mut pending = None;
     let mut refused_ok = true;
+    // Per-slab progress never goes back.
+    let mut slab_shown = vec![0usize; layout.slab_count() as usize];
+    let mut slab_regressed = false;
     let result = net.run(&mut m, |m, _| {
+        for (s, shown) in slab_shown.iter_mut().enumerate() {
+            let now = m.placed_shards(s as u64);
+            slab_regressed |= now < *shown;
+            *shown = now;
+        }
         let Some(e) = enc.as_mut() else { return false };
         if pending.is_none() {
             loop {
@@ -141,6 +149,14 @@ fn upload_with(
         return Err("push_slab accepted a slab it did not want, or refused one it wanted".into());
     }
     let r = m.take_result().ok_or("upload finished without a result")?;
+    // (A failed upload drops what it placed: its counts fall back to 0.)
+    if slab_regressed && r.is_ok() {
+        return Err("a slab's placed shard count went down".into());
+    }
+    let all = (0..layout.slab_count()).all(|s| m.placed_shards(s) == TOTAL_SHARDS);
+    if r.is_ok() && !all {
+        return Err("the upload succeeded with a slab short of 30 placed shards".into());
+    }
     if net.stats.max_in_flight > cfg.max_in_flight() {
         return Err(format!(
             "upload had {} ops in flight, bound {}",

@@ -83,7 +83,7 @@ mod api {
     use crate::network_file::{self, TransportChoice};
     use crate::swarm::Node;
     use crate::transfer::UploadResult;
-    use crate::transfer::{Client, Progress};
+    use crate::transfer::{Client, Progress, SlabProgress, UploadHooks};
 
     #[wasm_bindgen(typescript_custom_section)]
     const TS_TYPES: &str = r#"
@@ -284,6 +284,9 @@ export interface TransferOptions {
   onProgress?: (done: number, total: number) => void;
   /** Uploads: called with a line the page may show (e.g. a devnet faucet top-up). */
   onStatus?: (message: string) => void;
+  /** Uploads: called with (slab index, shards stored of 30, slabs in the file) each time a
+   * slab's count grows; a slab is safe once it reaches 30. */
+  onSlab?: (slab: number, stored: number, slabs: number) => void;
 }
 "#;
 
@@ -304,6 +307,18 @@ export interface TransferOptions {
             .ok()?;
         Some(Rc::new(move |done: f64, total: f64| {
             let _ = f.call2(&JsValue::NULL, &done.into(), &total.into());
+        }))
+    }
+
+    fn slab_of(opts: &JsValue) -> Option<SlabProgress> {
+        let f = get(opts, "onSlab").dyn_into::<js_sys::Function>().ok()?;
+        Some(Rc::new(move |slab: u64, stored: usize, slabs: u64| {
+            let args = js_sys::Array::of3(
+                &(slab as f64).into(),
+                &(stored as f64).into(),
+                &(slabs as f64).into(),
+            );
+            let _ = f.apply(&JsValue::NULL, &args);
         }))
     }
 
@@ -671,8 +686,11 @@ export interface TransferOptions {
                     &blob,
                     name,
                     mime,
-                    progress_of(&options),
-                    status_of(&options),
+                    UploadHooks {
+                        progress: progress_of(&options),
+                        status: status_of(&options),
+                        slab: slab_of(&options),
+                    },
                 )
                 .await
         }

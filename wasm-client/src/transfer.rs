@@ -91,6 +91,20 @@ pub struct Client {
 /// Reports progress as (done, total) bytes.
 pub type Progress = Rc<dyn Fn(f64, f64)>;
 
+/// Reports one slab's progress as (slab, shards stored of 30, slabs in the object).
+pub type SlabProgress = Rc<dyn Fn(u64, usize, u64)>;
+
+/// What an upload tells its page as it goes (each optional).
+#[derive(Clone, Default)]
+pub struct UploadHooks {
+    /// Bytes stored of the total.
+    pub progress: Option<Progress>,
+    /// A line the page may show (e.g. a devnet faucet top-up).
+    pub status: Option<Status>,
+    /// A slab's stored shard count, each time it grows.
+    pub slab: Option<SlabProgress>,
+}
+
 fn to_host(h: &BrowserHost) -> Result<Host, ClientError> {
     let peer: PeerId = h
         .peer_id
@@ -389,9 +403,13 @@ impl Client {
         blob: &web_sys::Blob,
         name: String,
         mime: String,
-        progress: Option<Progress>,
-        on_status: Option<Status>,
+        hooks: UploadHooks,
     ) -> Result<UploadResult, ClientError> {
+        let UploadHooks {
+            progress,
+            status: on_status,
+            slab: on_slab,
+        } = hooks;
         let size = blob.size();
         let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
         let recommended = match self.hub {
@@ -431,6 +449,8 @@ impl Client {
         let mut input_error = None;
         let (mut pushed, slabs) = (0, layout.slab_count());
         let mut shown = 0.0;
+        let mut slab_shown = vec![0usize; slabs as usize];
+        let mut slab_low = 0u64;
         while !m.is_finished() {
             if let Some(slab) = pending.take() {
                 match m.push_slab(slab) {
@@ -461,6 +481,23 @@ impl Client {
                     Err(e) => {
                         input_error = Some(e);
                         m.abort();
+                    }
+                }
+            }
+            if let Some(f) = &on_slab {
+                // Slabs before `slab_low` are all stored; look from there to the newest pushed.
+                while slab_low < slabs && m.placed_shards(slab_low) == TOTAL_SHARDS {
+                    if slab_shown[slab_low as usize] < TOTAL_SHARDS {
+                        slab_shown[slab_low as usize] = TOTAL_SHARDS;
+                        f(slab_low, TOTAL_SHARDS, slabs);
+                    }
+                    slab_low += 1;
+                }
+                for s in slab_low..pushed.min(slabs) {
+                    let n = m.placed_shards(s);
+                    if n > slab_shown[s as usize] {
+                        slab_shown[s as usize] = n;
+                        f(s, n, slabs);
                     }
                 }
             }

@@ -262,11 +262,15 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         bail!("the page did not connect: {status}");
     }
     let file = dir.join("page-upload.bin");
-    let data = seeded(3 * MIB + 5, 21);
+    let data = seeded(64 * MIB + 5, 21);
     std::fs::write(&file, &data)?;
+    let sum = sha256sum(&file)?;
+    let transfer = std::time::Duration::from_secs(240);
+    page_transport(&driver, "websocket")?;
     driver.type_into("file", &file.display().to_string())?;
     driver.click("upload")?;
-    let up = driver.wait_text("up-result", minute, |t| !t.is_empty())?;
+    let up = driver.wait_text("up-result", transfer, |t| !t.is_empty())?;
+    page_slabs_done(&driver)?;
     let link = up
         .split_whitespace()
         .next()
@@ -302,12 +306,7 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     }
     let shots = target_dir().join("www-screenshots");
     driver.screenshot(&shots.join("1-upload-health-wallet.png"))?;
-    driver.click("download")?;
-    let down = driver.wait_text("down-result", minute, |t| !t.is_empty())?;
-    // Saved under the object's own name from its sealed header, not a generic one.
-    if !down.starts_with(&format!("save page-upload.bin ({} bytes", data.len())) {
-        bail!("the page's download failed or lost the file's name: {down}");
-    }
+    page_download(&driver, data.len(), &sum, transfer)?;
     let files = driver.text("files")?;
     if !files.contains("page-upload.bin") || !files.contains(&format!("{} bytes", data.len())) {
         bail!("My files does not list the upload: {files}");
@@ -390,11 +389,173 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     if std::fs::read(&out)? != data {
         bail!("the page's upload, downloaded with the CLI, differs");
     }
+    // The same 64 MiB round trip over WebRTC-direct.
+    driver.window_size(1280, 900)?;
+    let webrtc = Instant::now();
+    page_transport(&driver, "webrtc")?;
+    driver.execute("document.getElementById('up-result').textContent = ''")?;
+    driver.type_into("file", &file.display().to_string())?;
+    driver.click("upload")?;
+    let up = driver.wait_text("up-result", transfer, |t| !t.is_empty())?;
+    let rtc_link = up
+        .split_whitespace()
+        .next()
+        .filter(|l| l.starts_with("btfs://") && *l != link)
+        .with_context(|| format!("the page's upload over WebRTC-direct failed: {up}"))?
+        .to_string();
+    page_slabs_done(&driver)?;
+    page_download(&driver, data.len(), &sum, transfer)?;
+    btfs_cli(
+        btfs,
+        &["download", &rtc_link, "-o", &out.display().to_string()],
+        network,
+    )?;
+    if std::fs::read(&out)? != data {
+        bail!("the page's WebRTC-direct upload, downloaded with the CLI, differs");
+    }
     eprintln!(
-        "<== the dApp page: connect, upload with 30 contracts, wallet, Guard health, own audit, download, CLI interop ok in {:.0?}",
+        "the dApp page: 64 MiB up and down over WebRTC-direct in {:.0?}",
+        webrtc.elapsed()
+    );
+    eprintln!(
+        "<== the dApp page: connect, 64 MiB upload with 30 contracts over WebSocket and WebRTC-direct, per-slab progress, wallet, Guard health, own audit, download with checksum, CLI interop ok in {:.0?}",
         started.elapsed()
     );
     Ok(())
+}
+
+/// The npm package's README example page, run exactly as written: its HTML is taken from the
+/// README's "Example page" section, served next to `pkg/` and the devnet's `network.json`; a
+/// file chosen in it makes the round trip, and the CLI downloads its link byte-identical.
+fn npm_readme_example(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
+    eprintln!("\n==> the npm README's example page in headless Chromium");
+    let started = Instant::now();
+    let readme = std::fs::read_to_string(root().join("wasm-client").join("README.md"))?;
+    let html = readme_example(&readme)?;
+    let site = dir.join("npm-example");
+    std::fs::create_dir_all(&site)?;
+    std::fs::write(site.join("index.html"), html)?;
+    let addr = crate::www::serve(
+        crate::www::Roots {
+            www: site,
+            pkg: root().join("wasm-client").join("pkg"),
+            network: network.to_path_buf(),
+        },
+        0,
+    )?;
+    let driver = crate::www::Driver::start()?;
+    driver.goto(&format!("http://{addr}/"))?;
+    let file = dir.join("npm-example.bin");
+    let data = seeded(MIB + 17, 33);
+    std::fs::write(&file, &data)?;
+    // The page connects at load; choosing a file before it has is fine (it awaits first).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    driver.type_into("file", &file.display().to_string())?;
+    let out = driver.wait_text("out", std::time::Duration::from_secs(120), |t| {
+        t.contains("round trip:") || t.contains("rror") || t.contains("caused by")
+    })?;
+    if !out.contains(&format!("round trip: {} bytes", data.len())) {
+        bail!("the README example did not make the round trip: {out}");
+    }
+    let link = out
+        .split_whitespace()
+        .next()
+        .filter(|l| l.starts_with("btfs://"))
+        .with_context(|| format!("the README example printed no link: {out}"))?;
+    let back = dir.join("npm-example.out");
+    btfs_cli(
+        btfs,
+        &["download", link, "-o", &back.display().to_string()],
+        network,
+    )?;
+    if std::fs::read(&back)? != data {
+        bail!("the README example's upload, downloaded with the CLI, differs");
+    }
+    eprintln!(
+        "<== the npm README's example page: upload, download, CLI interop ok in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// The ```html block of the README's "## Example page" section.
+fn readme_example(readme: &str) -> Result<&str> {
+    let section = readme
+        .split_once("## Example page")
+        .context("wasm-client/README.md has no \"## Example page\" section")?
+        .1;
+    let start = section
+        .find("```html\n")
+        .context("the README's example page has no ```html block")?
+        + "```html\n".len();
+    let len = section[start..]
+        .find("```")
+        .context("the README's example block is not closed")?;
+    Ok(&section[start..start + len])
+}
+
+/// Picks `transport` in the page's transport menu and waits until it reconnected.
+fn page_transport(driver: &crate::www::Driver, transport: &str) -> Result<()> {
+    driver.execute(&format!(
+        "const s = document.getElementById('transport'); s.value = '{transport}'; \
+         s.dispatchEvent(new Event('change'));"
+    ))?;
+    let status = driver.wait_text("status", std::time::Duration::from_secs(60), |t| {
+        t.starts_with("connected") || t.contains("rror")
+    })?;
+    if !status.starts_with("connected") {
+        bail!("the page did not connect over {transport}: {status}");
+    }
+    Ok(())
+}
+
+/// Every slab cell of the page's last upload is full.
+fn page_slabs_done(driver: &crate::www::Driver) -> Result<()> {
+    let summary = driver.text("slabs-summary")?;
+    let n: Vec<u64> = summary
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let cells = driver.execute(
+        "return [...document.querySelectorAll('#slabs span')].filter(c => c.classList.contains('done')).length",
+    )?;
+    match n[..] {
+        [done, slabs, 30] if done == slabs && slabs >= 7 && cells.as_u64() == Some(slabs) => Ok(()),
+        _ => bail!("the page's per-slab progress is not complete: {summary:?}, {cells} cells full"),
+    }
+}
+
+/// Clicks Download and checks the saved file's name, size and SHA-256 shown by the page.
+fn page_download(
+    driver: &crate::www::Driver,
+    len: usize,
+    sum: &str,
+    limit: std::time::Duration,
+) -> Result<()> {
+    driver.execute("document.getElementById('down-result').textContent = ''")?;
+    driver.click("download")?;
+    let down = driver.wait_text("down-result", limit, |t| !t.is_empty())?;
+    // Saved under the object's own name from its sealed header, not a generic one.
+    if !down.starts_with(&format!("save page-upload.bin ({len} bytes")) {
+        bail!("the page's download failed or lost the file's name: {down}");
+    }
+    if !down.contains(&format!("sha-256 {sum}")) {
+        bail!("the page's download differs from the file: {down}, want sha-256 {sum}");
+    }
+    Ok(())
+}
+
+/// The SHA-256 of `file`, in hex (`sha256sum`).
+fn sha256sum(file: &Path) -> Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(file)
+        .output()
+        .context("sha256sum is missing")?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+        .context("sha256sum printed nothing")
 }
 
 /// The contracts a browser upload committed (its test prints `BTFS_WALLET <peer>` and one
@@ -561,6 +722,7 @@ pub fn tests() -> Result<()> {
     browser_contracts_seen_by_the_cli(&btfs, &net.network, &log)?;
 
     page_round_trip(&btfs, &net.network, &dir)?;
+    npm_readme_example(&btfs, &net.network, &dir)?;
 
     // Hang 10 of the 30 hosts (each holds shards of every slab, the first ones also the
     // manifest copies the download asks first); the browser download finishes by hedging.
@@ -986,4 +1148,17 @@ pub fn bench() -> Result<()> {
     );
     drop(net);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_npm_readme_has_the_example_page_ci_runs() {
+        let readme = std::fs::read_to_string(root().join("wasm-client").join("README.md")).unwrap();
+        let html = readme_example(&readme).unwrap();
+        assert!(html.contains("BtfsClient.connect") && html.contains("id=\"out\""));
+        assert!(readme_example("no example here").is_err());
+    }
 }

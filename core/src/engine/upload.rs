@@ -332,6 +332,19 @@ impl Upload {
         (self.progress, total)
     }
 
+    /// Shards of slab `slab` stored so far (0 to 30; 30 once the slab is placed), for per-slab
+    /// progress. A slab not yet pushed, or out of range, has 0.
+    pub fn placed_shards(&self, slab: u64) -> usize {
+        match self.placed.get(slab as usize) {
+            Some(Some(_)) => TOTAL_SHARDS,
+            Some(None) => self
+                .sets
+                .get(&Set::Slab(slab))
+                .map_or(0, PlaceSet::placed_count),
+            None => 0,
+        }
+    }
+
     /// The result, once [`Machine::is_finished`] (taken once).
     pub fn take_result(&mut self) -> Option<Result<UploadReport, UploadError>> {
         self.result.take()

@@ -74,36 +74,111 @@ async fn bench_stages_and_transfers() {
         option_env!("BTFS_TEST_NETWORK_JSON").expect("run through cargo xtask bench-browser"),
     )
     .unwrap();
-    let size = 64 * MIB;
-    let payload: Vec<u8> = (0..size)
+    // 64 MiB of data in JS memory (not the wasm heap); the 256 MiB file is it four times over
+    // (every shard still differs: each block is encrypted under its own nonce).
+    let chunk = js_sys::Uint8Array::new_with_length(64 * MIB as u32);
+    let part: Vec<u8> = (0..MIB)
         .map(|i| (i as u32).wrapping_mul(0x9E37_79B9) as u8)
         .collect();
-    for transport in ["websocket", "webrtc"] {
-        let client = BtfsClient::connect(options(&[
-            ("network", network.clone()),
-            ("transport", transport.into()),
-            ("wallet", "ephemeral".into()),
-        ]))
-        .await
-        .unwrap();
-        let bytes: JsValue = js_sys::Uint8Array::from(&payload[..]).into();
-        let s = now_ms();
-        let link = match client.upload(bytes, JsValue::UNDEFINED).await {
-            Ok(l) => l,
-            Err(e) => {
-                web_sys::console::log_1(
-                    &format!("BENCH_FAIL upload_{transport} {}", message(&e)).into(),
-                );
-                continue;
+    for i in 0..64u32 {
+        let at = i * MIB as u32;
+        chunk.subarray(at, at + MIB as u32).copy_from(&part);
+        // Vary each MiB so the object does not repeat within a slab either.
+        chunk.set_index(at, i as u8);
+    }
+    drop(part);
+    watch_long_tasks();
+    for mib in [64usize, 256] {
+        let parts = js_sys::Array::new();
+        for _ in 0..mib / 64 {
+            parts.push(&chunk);
+        }
+        let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).unwrap();
+        for transport in ["websocket", "webrtc"] {
+            let client = BtfsClient::connect(options(&[
+                ("network", network.clone()),
+                ("transport", transport.into()),
+                ("wallet", "ephemeral".into()),
+            ]))
+            .await
+            .unwrap();
+            let name = format!("{mib}_{transport}");
+            long_tasks_since_reset();
+            let s = now_ms();
+            let link = match client.upload(blob.clone().into(), JsValue::UNDEFINED).await {
+                Ok(l) => l,
+                Err(e) => {
+                    web_sys::console::log_1(
+                        &format!("BENCH_FAIL upload_{name} {}", message(&e)).into(),
+                    );
+                    continue;
+                }
+            };
+            report(&format!("browser_upload_{name}"), mib * MIB, now_ms() - s);
+            report_long_tasks(&format!("upload_{name}")).await;
+            let s = now_ms();
+            match client.download(link, JsValue::UNDEFINED).await {
+                Ok(_) => {
+                    report(&format!("browser_download_{name}"), mib * MIB, now_ms() - s);
+                    report_long_tasks(&format!("download_{name}")).await;
+                }
+                Err(e) => web_sys::console::log_1(
+                    &format!("BENCH_FAIL download_{name} {}", message(&e)).into(),
+                ),
             }
-        };
-        report(&format!("browser_upload_{transport}"), size, now_ms() - s);
-        let s = now_ms();
-        match client.download(link, JsValue::UNDEFINED).await {
-            Ok(_) => report(&format!("browser_download_{transport}"), size, now_ms() - s),
-            Err(e) => web_sys::console::log_1(
-                &format!("BENCH_FAIL download_{transport} {}", message(&e)).into(),
-            ),
+            // The wasm heap never shrinks: its size now is the peak so far.
+            let heap = wasm_bindgen::memory()
+                .unchecked_into::<js_sys::WebAssembly::Memory>()
+                .buffer()
+                .unchecked_into::<js_sys::ArrayBuffer>()
+                .byte_length();
+            web_sys::console::log_1(
+                &format!(
+                    "BENCH heap_mib_after_{name} {:.0}",
+                    f64::from(heap) / MIB as f64
+                )
+                .into(),
+            );
         }
     }
+}
+
+/// Starts recording the main thread's long tasks (over 50 ms) in `globalThis.__btfsLong`.
+fn watch_long_tasks() {
+    let f = js_sys::Function::new_no_args(
+        "globalThis.__btfsLong = [];
+         new PerformanceObserver((l) => { for (const e of l.getEntries()) globalThis.__btfsLong.push(e.duration); })
+           .observe({ type: 'longtask' });",
+    );
+    f.call0(&JsValue::NULL).unwrap();
+}
+
+/// Forgets the long tasks seen so far.
+fn long_tasks_since_reset() {
+    let _ = js_sys::Function::new_no_args("globalThis.__btfsLong = [];").call0(&JsValue::NULL);
+}
+
+/// Prints `BENCH longtask_max_ms_<name>` and `BENCH longtask_count_<name>` for the long tasks
+/// since the last reset, then resets.
+async fn report_long_tasks(name: &str) {
+    // Observer callbacks arrive after the task that ended: let them run first.
+    let tick = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = web_sys::window()
+            .unwrap()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 50);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(tick).await;
+    let got = js_sys::Function::new_no_args(
+        "const l = globalThis.__btfsLong || []; globalThis.__btfsLong = [];
+         return [l.length, l.reduce((a, b) => Math.max(a, b), 0)];",
+    )
+    .call0(&JsValue::NULL)
+    .unwrap_or(JsValue::UNDEFINED);
+    let got: js_sys::Array = got.unchecked_into();
+    let (count, max) = (
+        got.get(0).as_f64().unwrap_or(-1.0),
+        got.get(1).as_f64().unwrap_or(-1.0),
+    );
+    web_sys::console::log_1(&format!("BENCH longtask_count_{name} {count:.0}").into());
+    web_sys::console::log_1(&format!("BENCH longtask_max_ms_{name} {max:.0}").into());
 }

@@ -1043,62 +1043,75 @@ pub fn bench() -> Result<()> {
         }
     });
 
-    // Native CLI on the same devnet.
-    let file = dir.join("bench-64MiB.bin");
-    std::fs::write(&file, seeded(64 * MIB, 11))?;
-    let cli_rate = |report: &str| -> f64 {
+    // Native CLI on the same devnet, 64 and 256 MiB.
+    let cli_rate = |report: &str, mib: f64| -> f64 {
         let ms = report
             .split("\"elapsed_ms\":")
             .nth(1)
             .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(f64::INFINITY);
-        64.0 / (ms.max(1.0) / 1000.0)
+        mib / (ms.max(1.0) / 1000.0)
     };
-    let up = btfs_cli(
-        &btfs,
-        &["upload", "--json", &file.display().to_string()],
-        &net.network,
-    )?;
-    let link = up
-        .split("\"link\":")
-        .nth(1)
-        .and_then(|r| r.split('"').nth(1))
-        .context("no link in the upload report")?
-        .to_string();
-    let out = dir.join("bench-64MiB.out");
-    let down = btfs_cli(
-        &btfs,
-        &[
-            "download",
-            &link,
-            "--json",
-            "-o",
-            &out.display().to_string(),
-        ],
-        &net.network,
-    )?;
-    let (cli_up, cli_down) = (cli_rate(&up), cli_rate(&down));
+    let mut cli = Vec::new();
+    for mib in [64usize, 256] {
+        let file = dir.join(format!("bench-{mib}MiB.bin"));
+        std::fs::write(&file, seeded(mib * MIB, 11))?;
+        let up = btfs_cli(
+            &btfs,
+            &["upload", "--json", &file.display().to_string()],
+            &net.network,
+        )?;
+        let link = up
+            .split("\"link\":")
+            .nth(1)
+            .and_then(|r| r.split('"').nth(1))
+            .context("no link in the upload report")?
+            .to_string();
+        let out = dir.join(format!("bench-{mib}MiB.out"));
+        let down = btfs_cli(
+            &btfs,
+            &[
+                "download",
+                &link,
+                "--json",
+                "-o",
+                &out.display().to_string(),
+            ],
+            &net.network,
+        )?;
+        cli.push((mib, cli_rate(&up, mib as f64), cli_rate(&down, mib as f64)));
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&out);
+    }
 
     let log = run_bench_target(
         "browser_bench",
         &network_json,
-        &[("WASM_BINDGEN_TEST_TIMEOUT", "600")],
+        &[("WASM_BINDGEN_TEST_TIMEOUT", "1200")],
     )?;
     let get = |name: &str| bench_value(&log, name);
     let show = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.0}"));
-    println!("\n| measurement (same devnet, same run) | MiB/s |\n|---|---|");
-    println!("| native CLI upload 64 MiB | {cli_up:.0} |");
-    println!("| native CLI download 64 MiB | {cli_down:.0} |");
-    for t in ["websocket", "webrtc"] {
-        println!(
-            "| browser upload 64 MiB over {t} | {} |",
-            show(get(&format!("browser_upload_{t}")))
-        );
-        println!(
-            "| browser download 64 MiB over {t} | {} |",
-            show(get(&format!("browser_download_{t}")))
-        );
+    println!(
+        "\n| measurement (same devnet, same run) | MiB/s | main-thread long tasks > 50 ms (count, longest ms) | wasm heap after, MiB |\n|---|---|---|---|"
+    );
+    for (mib, up, down) in &cli {
+        println!("| native CLI upload {mib} MiB | {up:.0} | | |");
+        println!("| native CLI download {mib} MiB | {down:.0} | | |");
+    }
+    for mib in [64, 256] {
+        for t in ["websocket", "webrtc"] {
+            let name = format!("{mib}_{t}");
+            let heap = show(get(&format!("heap_mib_after_{name}")));
+            for dir in ["upload", "download"] {
+                println!(
+                    "| browser {dir} {mib} MiB over {t} | {} | {}, {} | {heap} |",
+                    show(get(&format!("browser_{dir}_{name}"))),
+                    show(get(&format!("longtask_count_{dir}_{name}"))),
+                    show(get(&format!("longtask_max_ms_{dir}_{name}"))),
+                );
+            }
+        }
     }
     let (wrs, wb3) = (get("wasm_rs_encode"), get("wasm_blake3"));
     println!("\n| stage (40 MiB) | native MiB/s | wasm MiB/s | wasm / native |\n|---|---|---|---|");

@@ -688,6 +688,37 @@ fn the_per_host_bound_binds_and_transfers_still_finish() {
     });
 }
 
+/// On an honest network of ≥ 20 hosts, consecutive slabs keep their data shards (what a
+/// download fetches first) on disjoint hosts, so a download with two slabs in flight reads
+/// from 20 hosts, not the same 10.
+#[test]
+fn consecutive_slabs_keep_their_data_shards_on_different_hosts() {
+    for_seeds("data shard spread", 30, |seed| {
+        let mut rng = Rng::new(seed ^ 0xDA);
+        let hosts = 30 + rng.below(15) as usize;
+        let mut net = SimNet::new(seed, &vec![Fault::Honest; hosts]);
+        let plain: Vec<u8> = (0..40_000 + rng.below(40_000))
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        let ids = net.ids();
+        let (r, _) = upload(&mut net, &plain, 1024, ids, seed)?;
+        let report = r.map_err(|e| format!("upload failed: {e}"))?;
+        for (s, pair) in report.placement.windows(2).enumerate() {
+            let a: BTreeSet<HostId> = pair[0][..10].iter().copied().collect();
+            if let Some(h) = pair[1][..10].iter().find(|h| a.contains(h)) {
+                return Err(format!(
+                    "slabs {s} and {} both keep a data shard on {h}",
+                    s + 1
+                ));
+            }
+        }
+        if report.placement.len() < 2 {
+            return Err("the object has fewer than 2 slabs".into());
+        }
+        Ok(())
+    });
+}
+
 /// The same seed gives the same run: failures replay exactly.
 #[test]
 fn runs_are_deterministic() {

@@ -31,7 +31,7 @@ use super::place::PlaceSet;
 use super::{Action, Failure, HostId, Machine, OpId, Outcome, Payload, Request, Timing, Why};
 use crate::crypto::ObjectKey;
 use crate::encoder::EncodedSlab;
-use crate::layout::{Layout, TOTAL_SHARDS};
+use crate::layout::{Layout, DATA_SHARDS, TOTAL_SHARDS};
 use crate::link::Link;
 use crate::manifest::{Manifest, ManifestError, ObjectHeader};
 use crate::root::Root;
@@ -448,7 +448,10 @@ impl Upload {
             let blobs = (0..TOTAL_SHARDS)
                 .map(|k| (slab.roots[k], Payload::Shard(slab.clone(), k)))
                 .collect();
-            let order = self.rotation((idx as usize * TOTAL_SHARDS) % n);
+            // Each slab starts DATA_SHARDS further along: consecutive slabs keep their data
+            // shards (the ones downloads fetch first) on different hosts, so a download with
+            // slabs in flight reads from 10 hosts per slab instead of the same 10 for all.
+            let order = self.rotation((idx as usize * DATA_SHARDS) % n);
             self.sets
                 .insert(Set::Slab(idx), PlaceSet::new(blobs, order, BTreeSet::new()));
         }

@@ -10,10 +10,12 @@
 //! starting `soak report:` and written to `$BTFS_SOAK_REPORT` when set.
 //!
 //! Faults: at most 3 hosts down at once (so every slab keeps ≥ 27 of 30 shards and downloads
-//! never need a repair to succeed); the service node down for a few seconds at a time. One of
-//! them, a holder of the first object's first slab, is *lost*: killed once that object is up
-//! and not restarted until the Guard has repaired its shard (after the run, with the service
-//! node up: waiting at most [`REPAIR_WAIT`]), so every soak proves a paid repair under load. An
+//! never need a repair to succeed); the service node down for a few seconds at a time. Besides
+//! those, [`LOST`] holders of the first object's first slab are *lost*: killed once that object
+//! is up, which takes the slab to the Guard's repair threshold (24 healthy of 30), and not
+//! restarted until the Guard has repaired it (checked every few seconds during the run; after
+//! it, waiting at most [`REPAIR_WAIT`]), so every soak proves a paid repair under load. While
+//! they are down at most one other host is. An
 //! upload refused while the service node is down, or in the 15 s after it restarts (hosts
 //! re-announce and are probed again), is counted and not retried; any other failed upload,
 //! and any failed download, fails the soak (hosts come from the network file when the Hub is
@@ -25,9 +27,13 @@ use anyhow::{bail, Context, Result};
 use btfs_tests::{hash_file, manifest_of, random_file, shard_location, Devnet};
 use rand::{Rng, SeedableRng};
 
-/// How long the soak waits after its run for the Guard to repair the lost host's shard (its
+/// How long the soak waits after its run for the Guard to repair the lost hosts' shards (its
 /// offline grace is 3 epochs, 15 s on the devnet, then the repair itself).
 const REPAIR_WAIT: Duration = Duration::from_secs(120);
+
+/// Holders of the first object's slab 0 lost at once: the Guard repairs a slab at 24 healthy
+/// shards of 30 or fewer, so fewer lost hosts would never trigger a repair.
+const LOST: usize = 6;
 
 struct Object {
     link: String,
@@ -48,8 +54,8 @@ struct Report {
     uploads_refused_around_service_restarts: usize,
     host_kills: usize,
     service_kills: usize,
-    /// How long the lost host stayed down.
-    lost_host_down_ms: u128,
+    /// How long the lost hosts stayed down (until the Guard had repaired their shards).
+    lost_hosts_down_ms: u128,
     repaired_shards: u64,
     final_downloads_identical: usize,
     ledger_conserved: bool,
@@ -58,6 +64,13 @@ struct Report {
 
 fn ok(net: &Devnet, args: &[&str]) -> Result<String> {
     net.run(args)
+}
+
+/// Whether the Guard has repaired shards of `link`, and its health answer.
+fn repaired(net: &Devnet, link: &str, network: &str) -> Result<(bool, serde_json::Value)> {
+    let h: serde_json::Value =
+        serde_json::from_str(&ok(net, &["health", link, "--json", "--network", network])?)?;
+    Ok((h["repaired_shards"].as_u64().unwrap_or(0) > 0, h))
 }
 
 #[test]
@@ -77,7 +90,8 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
     eprintln!("soak: seed {seed} (BTFS_SOAK_SEED={seed} replays it), {secs} s");
     let started = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let hosts = 34;
+    // 30 for an upload, LOST + 1 down, and spares for a host the Hub marks offline under load.
+    let hosts = 40;
     let mut net = Devnet::start_netns(hosts, &[])?;
     let network = net.network_path().display().to_string();
     let wallets: Vec<String> = ["alice", "bob", "carol"]
@@ -99,8 +113,10 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
     };
     let mut objects: Vec<Object> = Vec::new();
     let mut down: Vec<usize> = Vec::new();
-    // The lost host and when it went down.
-    let mut lost: Option<(usize, Instant)> = None;
+    // The lost hosts and when they went down; whether they are back.
+    let mut lost: Option<(Vec<usize>, Instant)> = None;
+    let mut lost_back = false;
+    let mut last_repair_check = Instant::now();
     let mut service_down_until: Option<Instant> = None;
     let mut unsettled_until = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -113,24 +129,43 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
             service_down_until = None;
             unsettled_until = Instant::now() + Duration::from_secs(15);
         }
-        // Once the first object is up, lose one of its first slab's holders.
+        // Once the first object is up, lose LOST of its first slab's holders (at most one
+        // other host stays down meanwhile).
         if lost.is_none() && !objects.is_empty() {
             let manifest = manifest_of(&net, &objects[0].link)?;
-            let (i, _) = loop {
-                let at = shard_location(&net, &manifest, 0, rng.gen_range(0..30))?;
-                if !down.contains(&at.0) {
-                    break at;
-                }
-            };
-            if down.len() == 3 {
+            while down.len() > 1 {
                 let back = down.swap_remove(0);
                 net.restart_host(back)?;
             }
-            net.kill_host(i);
-            report.host_kills += 1;
-            lost = Some((i, Instant::now()));
+            let mut gone = Vec::new();
+            while gone.len() < LOST {
+                let (i, _) = shard_location(&net, &manifest, 0, rng.gen_range(0..30))?;
+                if !down.contains(&i) && !gone.contains(&i) {
+                    net.kill_host(i);
+                    report.host_kills += 1;
+                    gone.push(i);
+                }
+            }
+            lost = Some((gone, Instant::now()));
+            last_repair_check = Instant::now();
         }
-        let lost_now = usize::from(lost.is_some());
+        // Every few seconds: once the Guard has repaired, the lost hosts come back.
+        if let (Some((gone, at)), false) = (&lost, lost_back) {
+            if last_repair_check.elapsed() > Duration::from_secs(5) && service_down_until.is_none()
+            {
+                last_repair_check = Instant::now();
+                // (A failed ask, e.g. right after a service restart, is asked again later.)
+                if repaired(&net, &objects[0].link, &network).is_ok_and(|r| r.0) {
+                    report.lost_hosts_down_ms = at.elapsed().as_millis();
+                    for &i in gone {
+                        net.restart_host(i)?;
+                    }
+                    lost_back = true;
+                }
+            }
+        }
+        let lost_now = lost.as_ref().filter(|_| !lost_back);
+        let max_down = if lost_now.is_some() { 1 } else { 3 };
         match rng.gen_range(0..100) {
             // Upload from a random tenant.
             0..=39 => {
@@ -177,10 +212,10 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
             }
             // kill -9 a host (at most 3 down), or bring one back.
             70..=84 => {
-                if down.len() + lost_now < 3 && rng.gen_bool(0.6) {
+                if down.len() < max_down && rng.gen_bool(0.6) {
                     let i = loop {
                         let i = rng.gen_range(0..hosts);
-                        if !down.contains(&i) && lost.map(|l| l.0) != Some(i) {
+                        if !down.contains(&i) && !lost_now.is_some_and(|l| l.0.contains(&i)) {
                             break i;
                         }
                     };
@@ -209,28 +244,30 @@ fn a_soak_with_kills_and_restarts_loses_nothing_and_the_books_balance() -> Resul
     for i in down.drain(..) {
         net.restart_host(i)?;
     }
-    // The Guard repairs the lost host's shard of the first object (paid from its allowance).
-    let (lost_host, lost_at) = lost.context("the soak uploaded nothing")?;
-    let first = &objects[0].link;
-    let waited = Instant::now();
-    loop {
-        let h: serde_json::Value = serde_json::from_str(&ok(
-            &net,
-            &["health", first, "--json", "--network", &network],
-        )?)?;
-        if h["repaired_shards"].as_u64().unwrap_or(0) > 0 {
-            break;
+    // The Guard repairs the lost hosts' shards of the first object (paid from its allowance),
+    // if it has not during the run.
+    let (gone, lost_at) = lost.context("the soak uploaded nothing")?;
+    if !lost_back {
+        let first = &objects[0].link;
+        let waited = Instant::now();
+        loop {
+            let (done, h) = repaired(&net, first, &network)?;
+            if done {
+                break;
+            }
+            if waited.elapsed() > REPAIR_WAIT {
+                bail!(
+                    "hosts {gone:?} have been down {} s and the Guard has not repaired {first}: {h}",
+                    lost_at.elapsed().as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
-        if waited.elapsed() > REPAIR_WAIT {
-            bail!(
-                "host {lost_host} has been down {} s and the Guard has not repaired its shard of {first}: {h}",
-                lost_at.elapsed().as_secs()
-            );
+        report.lost_hosts_down_ms = lost_at.elapsed().as_millis();
+        for i in gone {
+            net.restart_host(i)?;
         }
-        std::thread::sleep(Duration::from_secs(1));
     }
-    report.lost_host_down_ms = lost_at.elapsed().as_millis();
-    net.restart_host(lost_host)?;
     for o in &objects {
         let out = net.scratch().join("final.out");
         net.download(&o.link, &out)

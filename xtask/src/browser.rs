@@ -267,10 +267,12 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     let sum = sha256sum(&file)?;
     let transfer = std::time::Duration::from_secs(240);
     page_transport(&driver, "websocket")?;
+    watch_long_tasks(&driver)?;
     driver.type_into("file", &file.display().to_string())?;
     driver.click("upload")?;
     let up = driver.wait_text("up-result", transfer, |t| !t.is_empty())?;
-    page_slabs_done(&driver)?;
+    page_long_tasks(&driver, "64 MiB upload over WebSocket")?;
+    let slabs = page_slabs_done(&driver)?;
     let link = up
         .split_whitespace()
         .next()
@@ -290,23 +292,25 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     if !listed.starts_with("30 active contract(s) in 1 upload(s)") {
         bail!("the page's wallet does not list its upload's contracts: {listed}");
     }
-    // After the upload the page shows the Guard's health; "Audit it yourself" verifies 30 proofs.
+    // After the upload the page shows the Guard's health of every slab; "Audit it yourself"
+    // verifies 30 proofs per slab.
     let health = driver.wait_text("health-result", minute, |t| {
         t.contains("healthy") || t.contains("rror") || t.contains("guard:")
     })?;
-    if !health.contains("slab 0 30 of 30 healthy") {
-        bail!("the page did not show the Guard's health of its upload: {health}");
+    if let Some(s) = (0..slabs).find(|s| !health.contains(&format!("slab {s} 30 of 30 healthy"))) {
+        bail!("the page did not show the Guard's health of slab {s} of its upload: {health}");
     }
     driver.click("audit")?;
     let audit = driver.wait_text("audit-result", minute, |t| {
         t.contains(" passed, ") || t.contains("rror")
     })?;
-    if !audit.starts_with("30 passed, 0 failed") {
-        bail!("the page's own audit of its upload did not pass: {audit}");
+    if !audit.starts_with(&format!("{} passed, 0 failed", 30 * slabs)) {
+        bail!("the page's own audit of its {slabs} slabs did not pass: {audit}");
     }
     let shots = target_dir().join("www-screenshots");
     driver.screenshot(&shots.join("1-upload-health-wallet.png"))?;
     page_download(&driver, data.len(), &sum, transfer)?;
+    page_long_tasks(&driver, "64 MiB download over WebSocket (and its SHA-256)")?;
     let files = driver.text("files")?;
     if !files.contains("page-upload.bin") || !files.contains(&format!("{} bytes", data.len())) {
         bail!("My files does not list the upload: {files}");
@@ -403,8 +407,13 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         .filter(|l| l.starts_with("btfs://") && *l != link)
         .with_context(|| format!("the page's upload over WebRTC-direct failed: {up}"))?
         .to_string();
+    page_long_tasks(&driver, "64 MiB upload over WebRTC-direct")?;
     page_slabs_done(&driver)?;
     page_download(&driver, data.len(), &sum, transfer)?;
+    page_long_tasks(
+        &driver,
+        "64 MiB download over WebRTC-direct (and its SHA-256)",
+    )?;
     btfs_cli(
         btfs,
         &["download", &rtc_link, "-o", &out.display().to_string()],
@@ -509,8 +518,30 @@ fn page_transport(driver: &crate::www::Driver, transport: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every slab cell of the page's last upload is full.
-fn page_slabs_done(driver: &crate::www::Driver) -> Result<()> {
+/// Starts recording the page's main-thread long tasks (over 50 ms).
+fn watch_long_tasks(driver: &crate::www::Driver) -> Result<()> {
+    driver.execute(
+        "window.__btfsLong = []; new PerformanceObserver((l) => { \
+           for (const e of l.getEntries()) window.__btfsLong.push(e.duration); \
+         }).observe({ type: 'longtask' });",
+    )?;
+    Ok(())
+}
+
+/// Prints (and forgets) the long tasks the page's main thread had since the last call: the
+/// goal is none over 50 ms during a transfer (issue #14; measured here, not yet asserted).
+fn page_long_tasks(driver: &crate::www::Driver, what: &str) -> Result<()> {
+    let got = driver.execute(
+        "const l = window.__btfsLong || []; window.__btfsLong = []; \
+         return [l.length, Math.round(l.reduce((a, b) => Math.max(a, b), 0)), \
+                 Math.round(l.reduce((a, b) => a + b, 0))];",
+    )?;
+    eprintln!("page main-thread long tasks during the {what}: {got} (count, longest ms, total ms)");
+    Ok(())
+}
+
+/// Every slab cell of the page's last upload is full; returns the number of slabs.
+fn page_slabs_done(driver: &crate::www::Driver) -> Result<u64> {
     let summary = driver.text("slabs-summary")?;
     let n: Vec<u64> = summary
         .split_whitespace()
@@ -520,7 +551,9 @@ fn page_slabs_done(driver: &crate::www::Driver) -> Result<()> {
         "return [...document.querySelectorAll('#slabs span')].filter(c => c.classList.contains('done')).length",
     )?;
     match n[..] {
-        [done, slabs, 30] if done == slabs && slabs >= 7 && cells.as_u64() == Some(slabs) => Ok(()),
+        [done, slabs, 30] if done == slabs && slabs >= 7 && cells.as_u64() == Some(slabs) => {
+            Ok(slabs)
+        }
         _ => bail!("the page's per-slab progress is not complete: {summary:?}, {cells} cells full"),
     }
 }

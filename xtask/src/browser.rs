@@ -308,7 +308,10 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         bail!("the page's own audit of its {slabs} slabs did not pass: {audit}");
     }
     let shots = target_dir().join("www-screenshots");
-    driver.screenshot(&shots.join("1-upload-health-wallet.png"))?;
+    driver.execute("document.getElementById('up-title').scrollIntoView()")?;
+    driver.screenshot(&shots.join("1-upload-slabs.png"))?;
+    driver.execute("document.getElementById('wallet').scrollIntoView()")?;
+    driver.screenshot(&shots.join("1-health-wallet.png"))?;
     page_download(&driver, data.len(), &sum, transfer)?;
     page_long_tasks(&driver, "64 MiB download over WebSocket (and its SHA-256)")?;
     let files = driver.text("files")?;

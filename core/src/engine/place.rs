@@ -260,11 +260,19 @@ impl PlaceSet {
         if placed == 0 {
             return false;
         }
-        health.slow(host);
-        if let Some(h) = self.pick(i, health, |h| ops.room(h)) {
-            self.start(i, h, Why::Hedge, ops, now, tag, attempts);
+        match self.pick(i, health, |h| ops.room(h)) {
+            Some(h) => {
+                health.slow(host);
+                self.start(i, h, Why::Hedge, ops, now, tag, attempts);
+                true
+            }
+            // Spare hosts exist but are out of slots for now: try again at the next hedge point.
+            None if self.pick(i, health, |_| true).is_some() => false,
+            None => {
+                health.slow(host);
+                true
+            }
         }
-        true
     }
 
     pub fn placed_count(&self) -> usize {

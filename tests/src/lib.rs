@@ -294,6 +294,26 @@ impl Devnet {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// Waits until the Hub lists host `i` online (e.g. after a restart: its announcement and
+    /// the Hub's next probe), at most `limit`.
+    pub fn wait_online(&self, i: usize, limit: Duration) -> Result<()> {
+        let peer = self.hosts[i].peer_id.clone();
+        let deadline = Instant::now() + limit;
+        loop {
+            let listed = self.hosts_json().unwrap_or_default();
+            if listed
+                .iter()
+                .any(|h| h["peer_id"] == peer.as_str() && h["online"] == true)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the Hub did not list host {i} ({peer}) online within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// A scratch directory for test files.
     pub fn scratch(&self) -> &Path {
         self.dir.path()

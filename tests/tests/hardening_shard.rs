@@ -75,7 +75,11 @@ fn fill_up_between_ads(net: &mut Devnet, i: usize, seed: u64) {
     let quota = used_bytes(&dir) + 3 * MIB as u64;
     set_config(&dir, "quota", &format!("\"{quota}\""));
     net.restart_host(i).unwrap();
-    std::thread::sleep(Duration::from_secs(3)); // the Hub probes it online again
+    // The Hub lists it online again: past the probes that may still see it down, then until
+    // it is listed (3 s alone was too short under CI load: the host was left out of the next
+    // upload, which then never met its refusal).
+    std::thread::sleep(Duration::from_secs(3));
+    net.wait_online(i, Duration::from_secs(60)).unwrap();
     let addr = net.hosts()[i].addrs[0].clone();
     for k in 0..3 {
         let f = net.scratch().join(format!("filler-{seed}-{k}"));
@@ -135,6 +139,7 @@ fn refusals_release_claims_and_fifos_on_a_devnet() {
     //    once, the shard moves, the upload finishes quickly.
     net.restart_host(30).unwrap();
     fill_up_between_ads(&mut net, full, 2);
+    net.wait_online(30, Duration::from_secs(60)).unwrap();
     let started = Instant::now();
     let out = net.btfs(&["upload", &src.display().to_string()]);
     let took = started.elapsed();

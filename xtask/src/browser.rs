@@ -318,52 +318,11 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     if !files.contains("page-upload.bin") || !files.contains(&format!("{} bytes", data.len())) {
         bail!("My files does not list the upload: {files}");
     }
-    // The hosts view and the network view show what the CLI shows.
-    let cli_hosts: serde_json::Value =
-        serde_json::from_str(&btfs_cli(btfs, &["hosts", "--json"], network)?)?;
-    let cli_hosts = cli_hosts
-        .as_array()
-        .context("btfs hosts --json is not a list")?;
-    let online = cli_hosts.iter().filter(|h| h["online"] == true).count();
-    driver.click("hosts")?;
-    let hosts = driver.wait_text("hosts-summary", minute, |t| !t.is_empty())?;
-    let want = format!(
-        "{} hosts, {online} online; all {} scores recomputed in this page agree with the Hub",
-        cli_hosts.len(),
-        cli_hosts.len()
-    );
-    if hosts != want {
-        bail!("the page's hosts view says {hosts:?}; from btfs hosts --json: {want:?}");
-    }
-    let table = driver.text("hosts-table")?;
-    for h in cli_hosts {
-        let score = h["score"].as_f64().unwrap_or(-1.0);
-        let peer = h["peer_id"].as_str().unwrap_or_default();
-        let row = table
-            .lines()
-            .find(|l| l.starts_with(&peer[..20.min(peer.len())]))
-            .with_context(|| format!("the hosts view has no row for {peer}"))?;
-        // host, online, Hub score, recomputed, …; scores drift by ~1e-6 per second (age).
-        let cells: Vec<&str> = row.split_whitespace().collect();
-        let shown: Vec<f64> = cells
-            .iter()
-            .skip(2)
-            .take(2)
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        if shown.len() != 2 || shown.iter().any(|s| (s - score).abs() > 0.002) {
-            bail!("the hosts view shows {row:?} for {peer}; btfs hosts --json says score {score}");
-        }
-    }
-    let cli_status: serde_json::Value =
-        serde_json::from_str(&btfs_cli(btfs, &["status", "--json"], network)?)?;
-    driver.click("net-status")?;
-    let net = driver.wait_text("net-summary", minute, |t| !t.is_empty())?;
-    let t = &cli_status["totals"];
-    let want = format!("{} hosts, {} online;", t["hosts"], t["online"]);
-    if !net.starts_with(&want) {
-        bail!("the page's network view says {net:?}; btfs status --json: {want:?}");
-    }
+    // The hosts view and the network view show what the CLI shows. Both change as the Hub
+    // probes (an uptime bit, a host going offline under load), so the page and the CLI are
+    // asked again, a few seconds apart, until one pair of answers agrees.
+    agree_within(4, || page_hosts_match_cli(&driver, btfs, network))?;
+    agree_within(4, || page_status_matches_cli(&driver, btfs, network))?;
     driver.screenshot(&shots.join("2-download-files-hosts-network.png"))?;
     driver.window_size(390, 844)?;
     let overflow = driver.execute(
@@ -504,6 +463,80 @@ fn readme_example(readme: &str) -> Result<&str> {
         .find("```")
         .context("the README's example block is not closed")?;
     Ok(&section[start..start + len])
+}
+
+/// Runs `check` up to `tries` times, 3 s apart, until it passes; the last error otherwise.
+fn agree_within(tries: usize, mut check: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut last = None;
+    for _ in 0..tries {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no check ran")))
+}
+
+/// The page's hosts view (refreshed now) lists what `btfs hosts --json` lists: the same hosts,
+/// online count and scores.
+fn page_hosts_match_cli(driver: &crate::www::Driver, btfs: &Path, network: &Path) -> Result<()> {
+    let minute = std::time::Duration::from_secs(60);
+    let cli_hosts: serde_json::Value =
+        serde_json::from_str(&btfs_cli(btfs, &["hosts", "--json"], network)?)?;
+    let cli_hosts = cli_hosts
+        .as_array()
+        .context("btfs hosts --json is not a list")?;
+    let online = cli_hosts.iter().filter(|h| h["online"] == true).count();
+    driver.execute("document.getElementById('hosts-summary').textContent = ''")?;
+    driver.click("hosts")?;
+    let hosts = driver.wait_text("hosts-summary", minute, |t| !t.is_empty())?;
+    let want = format!(
+        "{} hosts, {online} online; all {} scores recomputed in this page agree with the Hub",
+        cli_hosts.len(),
+        cli_hosts.len()
+    );
+    if hosts != want {
+        bail!("the page's hosts view says {hosts:?}; from btfs hosts --json: {want:?}");
+    }
+    let table = driver.text("hosts-table")?;
+    for h in cli_hosts {
+        let score = h["score"].as_f64().unwrap_or(-1.0);
+        let peer = h["peer_id"].as_str().unwrap_or_default();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&peer[..20.min(peer.len())]))
+            .with_context(|| format!("the hosts view has no row for {peer}"))?;
+        // host, online, Hub score, recomputed, …; scores drift by ~1e-6 per second (age).
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let shown: Vec<f64> = cells
+            .iter()
+            .skip(2)
+            .take(2)
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if shown.len() != 2 || shown.iter().any(|s| (s - score).abs() > 0.002) {
+            bail!("the hosts view shows {row:?} for {peer}; btfs hosts --json says score {score}");
+        }
+    }
+    Ok(())
+}
+
+/// The page's network view (refreshed now) shows the totals of `btfs status --json`.
+fn page_status_matches_cli(driver: &crate::www::Driver, btfs: &Path, network: &Path) -> Result<()> {
+    let cli_status: serde_json::Value =
+        serde_json::from_str(&btfs_cli(btfs, &["status", "--json"], network)?)?;
+    driver.execute("document.getElementById('net-summary').textContent = ''")?;
+    driver.click("net-status")?;
+    let net = driver.wait_text("net-summary", std::time::Duration::from_secs(60), |t| {
+        !t.is_empty()
+    })?;
+    let t = &cli_status["totals"];
+    let want = format!("{} hosts, {} online;", t["hosts"], t["online"]);
+    if !net.starts_with(&want) {
+        bail!("the page's network view says {net:?}; btfs status --json: {want:?}");
+    }
+    Ok(())
 }
 
 /// Picks `transport` in the page's transport menu and waits until it reconnected.

@@ -268,17 +268,8 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     let transfer = std::time::Duration::from_secs(240);
     page_transport(&driver, "websocket")?;
     watch_long_tasks(&driver)?;
-    driver.type_into("file", &file.display().to_string())?;
-    driver.click("upload")?;
-    let up = driver.wait_text("up-result", transfer, |t| !t.is_empty())?;
-    page_long_tasks(&driver, "64 MiB upload over WebSocket")?;
+    let (link, up) = page_upload(&driver, &file, transfer, "WebSocket")?;
     let slabs = page_slabs_done(&driver)?;
-    let link = up
-        .split_whitespace()
-        .next()
-        .filter(|l| l.starts_with("btfs://"))
-        .with_context(|| format!("the page's upload failed: {up}"))?
-        .to_string();
     if !up.contains("the Guard watches it") {
         bail!("the page's upload was not registered with the Guard: {up}");
     }
@@ -347,43 +338,23 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     }
     eprintln!("screenshots of the page: {}", shots.display());
     let out = dir.join("page-upload.out");
-    btfs_cli(
-        btfs,
-        &["download", &link, "-o", &out.display().to_string()],
-        network,
-    )?;
-    if std::fs::read(&out)? != data {
-        bail!("the page's upload, downloaded with the CLI, differs");
-    }
+    cli_download_matches(btfs, network, &link, &out, &data, "the page's upload")?;
     // The same 64 MiB round trip over WebRTC-direct.
     driver.window_size(1280, 900)?;
     let webrtc = Instant::now();
     page_transport(&driver, "webrtc")?;
-    driver.execute("document.getElementById('up-result').textContent = ''")?;
-    driver.type_into("file", &file.display().to_string())?;
-    driver.click("upload")?;
-    let up = driver.wait_text("up-result", transfer, |t| !t.is_empty())?;
-    let rtc_link = up
-        .split_whitespace()
-        .next()
-        .filter(|l| l.starts_with("btfs://") && *l != link)
-        .with_context(|| format!("the page's upload over WebRTC-direct failed: {up}"))?
-        .to_string();
-    page_long_tasks(&driver, "64 MiB upload over WebRTC-direct")?;
+    let (rtc_link, up) = page_upload(&driver, &file, transfer, "WebRTC-direct")?;
+    if rtc_link == link {
+        bail!("the page's upload over WebRTC-direct shows the earlier link: {up}");
+    }
     page_slabs_done(&driver)?;
     page_download(&driver, data.len(), &sum, transfer)?;
     page_long_tasks(
         &driver,
         "64 MiB download over WebRTC-direct (and its SHA-256)",
     )?;
-    btfs_cli(
-        btfs,
-        &["download", &rtc_link, "-o", &out.display().to_string()],
-        network,
-    )?;
-    if std::fs::read(&out)? != data {
-        bail!("the page's WebRTC-direct upload, downloaded with the CLI, differs");
-    }
+    let what = "the page's WebRTC-direct upload";
+    cli_download_matches(btfs, network, &rtc_link, &out, &data, what)?;
     eprintln!(
         "the dApp page: 64 MiB up and down over WebRTC-direct in {:.0?}",
         webrtc.elapsed()
@@ -434,14 +405,14 @@ fn npm_readme_example(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         .filter(|l| l.starts_with("btfs://"))
         .with_context(|| format!("the README example printed no link: {out}"))?;
     let back = dir.join("npm-example.out");
-    btfs_cli(
+    cli_download_matches(
         btfs,
-        &["download", link, "-o", &back.display().to_string()],
         network,
+        link,
+        &back,
+        &data,
+        "the README example's upload",
     )?;
-    if std::fs::read(&back)? != data {
-        bail!("the README example's upload, downloaded with the CLI, differs");
-    }
     eprintln!(
         "<== the npm README's example page: upload, download, CLI interop ok in {:.0?}",
         started.elapsed()
@@ -463,6 +434,48 @@ fn readme_example(readme: &str) -> Result<&str> {
         .find("```")
         .context("the README's example block is not closed")?;
     Ok(&section[start..start + len])
+}
+
+/// Uploads `file` through the page's file input over the transport now chosen; prints the
+/// page's long tasks meanwhile; returns the link and the upload's result text.
+fn page_upload(
+    driver: &crate::www::Driver,
+    file: &Path,
+    limit: std::time::Duration,
+    transport: &str,
+) -> Result<(String, String)> {
+    driver.execute("document.getElementById('up-result').textContent = ''")?;
+    driver.type_into("file", &file.display().to_string())?;
+    driver.click("upload")?;
+    let up = driver.wait_text("up-result", limit, |t| !t.is_empty())?;
+    page_long_tasks(driver, &format!("64 MiB upload over {transport}"))?;
+    let link = up
+        .split_whitespace()
+        .next()
+        .filter(|l| l.starts_with("btfs://"))
+        .with_context(|| format!("the page's upload over {transport} failed: {up}"))?
+        .to_string();
+    Ok((link, up))
+}
+
+/// The CLI downloads `link` to `out`, byte-identical to `data` (`what` names the upload).
+fn cli_download_matches(
+    btfs: &Path,
+    network: &Path,
+    link: &str,
+    out: &Path,
+    data: &[u8],
+    what: &str,
+) -> Result<()> {
+    btfs_cli(
+        btfs,
+        &["download", link, "-o", &out.display().to_string()],
+        network,
+    )?;
+    if std::fs::read(out)? != data {
+        bail!("{what}, downloaded with the CLI, differs");
+    }
+    Ok(())
 }
 
 /// Runs `check` up to `tries` times, 3 s apart, until it passes; the last error otherwise.
@@ -777,14 +790,15 @@ pub fn tests() -> Result<()> {
             .and_then(|s| s.parse().ok())
             .context("bad link name")?;
         let out = dir.join(format!("browser-{name}.out"));
-        btfs_cli(
+        let what = format!("the browser's upload {name}");
+        cli_download_matches(
             &btfs,
-            &["download", link, "-o", &out.display().to_string()],
             &net.network,
+            link,
+            &out,
+            &seeded(16 * MIB, seed),
+            &what,
         )?;
-        if std::fs::read(&out)? != seeded(16 * MIB, seed) {
-            bail!("the browser's upload {name}, downloaded with the CLI, differs");
-        }
         eprintln!("browser → CLI interop ok: {name}");
     }
 

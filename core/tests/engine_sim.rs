@@ -85,66 +85,103 @@ fn upload_with(
         name: format!("object-{seed}"),
         mime: "application/octet-stream".into(),
     };
-    let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, net.now);
-    let mut enc = Some(Encoder::new(&key, layout));
+    let m = Upload::new(layout, key.clone(), header, candidates, cfg, net.now);
+    let (r, m, _) = drive_upload(net, m, plain, &key, layout, cfg, |_| false)?;
+    Ok((r.ok_or("the upload stopped")?, m))
+}
+
+/// Feeds `plain` into `m` until it finishes, or until `stop` (as a killed process stops: its
+/// result is then `None`). Also returns every slab `m` offered to its journal.
+#[allow(clippy::type_complexity)]
+fn drive_upload(
+    net: &mut SimNet,
+    mut m: Upload,
+    plain: &[u8],
+    key: &ObjectKey,
+    layout: Layout,
+    cfg: UploadConfig,
+    mut stop: impl FnMut(&Upload) -> bool,
+) -> Result<
+    (
+        Option<Result<UploadReport, UploadError>>,
+        Upload,
+        Vec<(u64, Vec<(Root, HostId)>)>,
+    ),
+    String,
+> {
+    let mut journaled = Vec::new();
+    let mut enc = Some(Encoder::new(key, layout));
     let mut fed = 0usize;
     let mut pending = None;
     let mut refused_ok = true;
     // Per-slab progress never goes back.
     let mut slab_shown = vec![0usize; layout.slab_count() as usize];
     let mut slab_regressed = false;
-    let result = net.run(&mut m, |m, _| {
-        for (s, shown) in slab_shown.iter_mut().enumerate() {
-            let now = m.placed_shards(s as u64);
-            slab_regressed |= now < *shown;
-            *shown = now;
-        }
-        let Some(e) = enc.as_mut() else { return false };
-        if pending.is_none() {
-            loop {
-                match e.next_slab() {
-                    Ok(Some(s)) => {
-                        pending = Some(s);
-                        break;
-                    }
-                    Ok(None) if fed < plain.len() => {
-                        let n = e.feed(&plain[fed..]).unwrap_or(0);
-                        fed += n;
-                    }
-                    Ok(None) => break,
-                    Err(_) => break,
-                }
+    let result = net.run_until(
+        &mut m,
+        |m, _| {
+            while let Some(p) = m.poll_placed() {
+                journaled.push(p);
             }
-        }
-        match pending.take() {
-            Some(s) => {
-                let wanted = m.wants_slab();
-                match m.push_slab(s) {
-                    Ok(()) => {
-                        refused_ok &= wanted;
-                        true
-                    }
-                    Err(s) => {
-                        refused_ok &= !wanted;
-                        pending = Some(*s);
-                        false
+            for (s, shown) in slab_shown.iter_mut().enumerate() {
+                let now = m.placed_shards(s as u64);
+                slab_regressed |= now < *shown;
+                *shown = now;
+            }
+            let Some(e) = enc.as_mut() else { return false };
+            if pending.is_none() {
+                loop {
+                    match e.next_slab() {
+                        Ok(Some(s)) => {
+                            pending = Some(s);
+                            break;
+                        }
+                        Ok(None) if fed < plain.len() => {
+                            let n = e.feed(&plain[fed..]).unwrap_or(0);
+                            fed += n;
+                        }
+                        Ok(None) => break,
+                        Err(_) => break,
                     }
                 }
             }
-            None => {
-                if let Some(e) = enc.take() {
-                    if e.finish().is_err() {
-                        m.abort();
-                    } else {
-                        m.finish_input();
+            match pending.take() {
+                Some(s) => {
+                    let wanted = m.wants_slab();
+                    match m.push_slab(s) {
+                        Ok(()) => {
+                            refused_ok &= wanted;
+                            true
+                        }
+                        Err(s) => {
+                            refused_ok &= !wanted;
+                            pending = Some(*s);
+                            false
+                        }
                     }
-                    return true;
                 }
-                false
+                None => {
+                    if let Some(e) = enc.take() {
+                        if e.finish().is_err() {
+                            m.abort();
+                        } else {
+                            m.finish_input();
+                        }
+                        return true;
+                    }
+                    false
+                }
             }
-        }
-    });
-    result.map_err(|e| format!("upload run: {e:?}"))?;
+        },
+        |m| stop(m),
+    );
+    let stopped = result.map_err(|e| format!("upload run: {e:?}"))?;
+    while let Some(p) = m.poll_placed() {
+        journaled.push(p);
+    }
+    if stopped {
+        return Ok((None, m, journaled));
+    }
     if !refused_ok {
         return Err("push_slab accepted a slab it did not want, or refused one it wanted".into());
     }
@@ -165,7 +202,7 @@ fn upload_with(
         ));
     }
     check_per_host(net, "upload")?;
-    Ok((r, m))
+    Ok((Some(r), m, journaled))
 }
 
 fn download(
@@ -868,5 +905,164 @@ fn moved_shards_are_found_by_downloads_and_later_repairs() {
                 .map(|x| ((x.slab, x.shard), (x.root, x.host))),
         );
         Ok(())
+    });
+}
+
+/// The roots of every slab of `plain` under `key` (encoding is deterministic).
+fn slab_roots(plain: &[u8], key: &ObjectKey, layout: Layout) -> Result<Vec<Vec<Root>>, String> {
+    let mut enc = Encoder::new(key, layout);
+    let mut out = Vec::new();
+    let mut fed = 0;
+    loop {
+        match enc.next_slab().map_err(|e| e.to_string())? {
+            Some(s) => out.push(s.roots.to_vec()),
+            None if fed < plain.len() => {
+                fed += enc.feed(&plain[fed..]).map_err(|e| e.to_string())?
+            }
+            None => break,
+        }
+    }
+    enc.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// An upload stopped midway (a killed CLI, a reloaded page) resumes from its journal: shards
+/// its hosts still have are checked, not sent again; shards a host lost (swept, or on a host
+/// that is now dead or hung) are placed anew; the object reads back identical. On odd seeds the
+/// resumed file has one byte changed: if that byte is in a journaled slab the upload fails
+/// naming that slab, otherwise the result is the changed file.
+#[test]
+fn a_stopped_upload_resumes_without_sending_placed_slabs_again() {
+    use btfs_core::engine::journal::Journal;
+    for_seeds("resume", 200, |seed| {
+        let mut rng = Rng::new(seed ^ 0x5E5E);
+        let hosts = 30 + rng.below(8) as usize;
+        let mut net = SimNet::new(seed, &vec![Fault::Honest; hosts]);
+        let shard = shard_size(&mut rng);
+        let slab_plain = u64::from(shard) * 9;
+        let len = slab_plain * (2 + rng.below(5)) + rng.below(slab_plain);
+        let mut plain: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        let layout = Layout::new(len, shard).map_err(|e| e.to_string())?;
+        let key = ObjectKey::from_bytes([(seed as u8) ^ 0xA5; 32]);
+        let header = ObjectHeader {
+            name: format!("resume-{seed}"),
+            mime: String::new(),
+        };
+        let cfg = UploadConfig::default();
+        let ids = net.ids();
+        let slabs = layout.slab_count();
+        let stop_after = 1 + rng.below(slabs - 1) as usize;
+        let m = Upload::new(
+            layout,
+            key.clone(),
+            header.clone(),
+            ids.clone(),
+            cfg,
+            net.now,
+        );
+        let full = |m: &Upload| {
+            (0..slabs)
+                .filter(|&s| m.placed_shards(s) == TOTAL_SHARDS)
+                .count()
+        };
+        let (r, _, journaled) = drive_upload(&mut net, m, &plain, &key, layout, cfg, |m| {
+            full(m) >= stop_after
+        })?;
+        if r.is_some() {
+            return Err("the upload finished before it was stopped".into());
+        }
+        if journaled.len() < stop_after {
+            return Err(format!(
+                "{} slabs journaled, {stop_after} placed",
+                journaled.len()
+            ));
+        }
+        // The journal, through its text form.
+        let mut j = Journal::new(
+            format!("{seed:016x}"),
+            btfs_core::engine::sim::host_ids(TOTAL_SHARDS + 1)[TOTAL_SHARDS].peer(),
+            layout,
+            key.clone(),
+            header,
+            0,
+        );
+        let mut text = format!("{}\n", j.header_line());
+        for (i, p) in &journaled {
+            text += &format!("{}\n", Journal::slab_line(*i, p));
+        }
+        j = Journal::parse(&text).map_err(|e| e.to_string())?;
+        // Meanwhile: hosts swept some shards, one host died, one hung.
+        for (_, placed) in &journaled {
+            for &(root, host) in placed {
+                if rng.chance(10) {
+                    if let Some(h) = net.host_mut(host) {
+                        h.blobs.remove(&root);
+                    }
+                }
+            }
+        }
+        if hosts >= 31 && rng.chance(50) {
+            net.hosts[rng.below(hosts as u64) as usize].fault = Fault::Dead;
+        }
+        if hosts >= 32 && rng.chance(50) {
+            net.hosts[rng.below(hosts as u64) as usize].fault = Fault::Hung;
+        }
+        let expected: usize = journaled
+            .iter()
+            .flat_map(|(_, p)| p)
+            .filter(|(root, host)| {
+                net.host(*host)
+                    .is_some_and(|h| h.fault == Fault::Honest && h.blobs.contains_key(root))
+            })
+            .count();
+        let changed_in = if seed % 2 == 1 {
+            let at = rng.below(len) as usize;
+            plain[at] ^= 0x40;
+            let roots = slab_roots(&plain, &key, layout)?;
+            j.slabs
+                .iter()
+                .find(|(&i, p)| {
+                    p.iter()
+                        .map(|(r, _)| *r)
+                        .ne(roots[i as usize].iter().copied())
+                })
+                .map(|(&i, _)| i)
+        } else {
+            None
+        };
+        fresh_stats(&mut net);
+        let m = Upload::resume(&j, ids.clone(), cfg, net.now);
+        let (r, _, _) = drive_upload(&mut net, m, &plain, &key, layout, cfg, |_| false)?;
+        let r = r.ok_or("the resumed upload stopped")?;
+        check_hedges(&net)?;
+        let report = match (r, changed_in) {
+            (Err(UploadError::Changed { slab }), Some(s)) if slab == s => return Ok(()),
+            (Err(e), _) => return Err(format!("resume failed (changed slab {changed_in:?}): {e}")),
+            (Ok(_), Some(s)) => return Err(format!("slab {s} changed, but the resume succeeded")),
+            (Ok(report), None) => report,
+        };
+        if report.resumed_shards != expected {
+            return Err(format!(
+                "{} shards resumed, {expected} were still on live hosts",
+                report.resumed_shards
+            ));
+        }
+        let needed = slabs as usize * TOTAL_SHARDS - expected + TOTAL_SHARDS;
+        let puts = net.stats.puts;
+        if puts < needed || puts > needed + report.failed_puts + report.hedged_puts {
+            return Err(format!(
+                "{puts} puts for {needed} blobs to place ({} failed, {} hedged)",
+                report.failed_puts, report.hedged_puts
+            ));
+        }
+        for h in net.hosts.iter_mut() {
+            h.fault = Fault::Honest;
+        }
+        fresh_stats(&mut net);
+        match download(&mut net, &report.link, ids)? {
+            Ok(b) if b == plain => Ok(()),
+            Ok(_) => Err("read back different bytes".into()),
+            Err(e) => Err(format!("read back failed: {e}")),
+        }
     });
 }

@@ -176,6 +176,10 @@ async fn run_op(client: Rc<Client>, host: HostId, request: Request) -> (Outcome,
         },
         Request::Claim { roots } => done(node.claim(peer, &roots).await),
         Request::Release { root } => done(node.release(peer, root).await),
+        Request::Stat { root } => match node.stat(peer, root).await {
+            Ok(size) => Outcome::Size(size),
+            Err(e) => Outcome::Failed(e.failure()),
+        },
     };
     (outcome, None)
 }

@@ -348,6 +348,25 @@ impl Node {
         self.request(peer, head, &[], 0).await.map(|_| ())
     }
 
+    /// The size of blob `root` at `peer` (a resumed upload checks its placed shards).
+    pub async fn stat(&self, peer: PeerId, root: Root) -> Result<u64, RequestError> {
+        let head = RequestHead {
+            op: Op::Stat,
+            root,
+            len: 0,
+        };
+        let body = self.request(peer, head, &[], 8).await?;
+        let len = body.len() as u32;
+        let bytes: [u8; 8] = body.try_into().map_err(|_| {
+            ExchangeError::Frame(protocol::FrameError::TooLong {
+                what: "stat body",
+                len,
+                max: 8,
+            })
+        })?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
     /// Claims this client's holds on `roots` at `peer` for a completed upload.
     pub async fn claim(&self, peer: PeerId, roots: &[Root]) -> Result<(), RequestError> {
         for chunk in roots.chunks(protocol::MAX_CLAIM_ROOTS as usize) {

@@ -419,7 +419,7 @@ impl Machine for Download {
                         }
                         Err(_) => Failure::Corrupt,
                     },
-                    Outcome::Done => Failure::Corrupt,
+                    Outcome::Done | Outcome::Size(_) => Failure::Corrupt,
                     Outcome::Failed(f) => f,
                 };
                 self.on_failure(live.tag, live.host, failure);

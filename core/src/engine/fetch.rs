@@ -173,7 +173,7 @@ impl SlabFetch {
                 }
                 Err(_) => Failure::Corrupt,
             },
-            Outcome::Done => Failure::Corrupt,
+            Outcome::Done | Outcome::Size(_) => Failure::Corrupt,
             Outcome::Failed(f) => f,
         };
         self.state[k] = State::Failed;

@@ -14,6 +14,8 @@
 //!   shards first), hedging after a deadline, bounded read-ahead, plaintext out in order.
 //! - [`repair::Repair`]: a manifest and the lost shards in; any 10 shards of a slab fetched,
 //!   only the lost shards rebuilt (same roots), placed on hosts that hold nothing of the slab.
+//! - [`journal::Journal`]: what an upload placed, slab by slab, so that
+//!   [`upload::Upload::resume`] finishes a stopped upload without sending placed slabs again.
 //!
 //! Non-goals: transports, addresses and connection management (a driver maps a [`HostId`] to
 //! whatever it dials), reading files, and the clock.
@@ -64,6 +66,7 @@ pub mod download;
 mod failures;
 mod fetch;
 mod health;
+pub mod journal;
 mod ops;
 mod place;
 pub mod repair;
@@ -194,6 +197,12 @@ pub enum Request {
         /// Root.
         root: Root,
     },
+    /// Whether the host still has blob `root`, and its size (a resumed upload checks the
+    /// shards its journal says are placed).
+    Stat {
+        /// Root.
+        root: Root,
+    },
 }
 
 /// Why an op was started (for logs and for the property tests).
@@ -239,6 +248,8 @@ pub enum Outcome {
     Done,
     /// The blob a GET returned (unverified: the machine checks it).
     Bytes(Vec<u8>),
+    /// The size a STAT returned.
+    Size(u64),
     /// Failed.
     Failed(Failure),
 }

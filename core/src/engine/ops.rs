@@ -23,7 +23,7 @@ impl Kind {
             Request::Connect => Self::Connect,
             Request::Put { .. } => Self::Put,
             Request::Get { .. } => Self::Get,
-            Request::Claim { .. } | Request::Release { .. } => Self::Cleanup,
+            Request::Claim { .. } | Request::Release { .. } | Request::Stat { .. } => Self::Cleanup,
         }
     }
 }

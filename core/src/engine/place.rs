@@ -83,6 +83,23 @@ impl PlaceSet {
         }
     }
 
+    /// A set some of whose blobs are placed already (`placed[i]`: blob `i`'s host), as a
+    /// resumed upload's shards that its hosts still have.
+    pub fn with_placed(
+        blobs: Vec<(Root, Payload)>,
+        order: Vec<HostId>,
+        exclude: BTreeSet<HostId>,
+        placed: &[Option<HostId>],
+    ) -> Self {
+        let mut set = Self::new(blobs, order, exclude);
+        for (b, h) in set.blobs.iter_mut().zip(placed) {
+            if let Some(h) = h {
+                b.state = State::Placed(*h);
+            }
+        }
+        set
+    }
+
     fn used(&self) -> BTreeSet<HostId> {
         let mut used = self.exclude.clone();
         for b in &self.blobs {
@@ -220,7 +237,7 @@ impl PlaceSet {
                 }
                 (end, Vec::new())
             }
-            Outcome::Done | Outcome::Bytes(_) => {
+            Outcome::Done | Outcome::Bytes(_) | Outcome::Size(_) => {
                 if matches!(blob.state, State::Placed(_)) {
                     // A hedge's loser landed too: not part of the object, released later.
                     return (end, Vec::new());

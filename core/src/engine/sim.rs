@@ -125,6 +125,10 @@ pub struct SimStats {
     pub cancels: usize,
     /// Requests sent, by (host, root) for GETs: lets tests check a corrupt shard was not used.
     pub gets: usize,
+    /// PUTs sent.
+    pub puts: usize,
+    /// STATs sent.
+    pub stats: usize,
     /// Virtual time at the end.
     pub elapsed: Duration,
 }
@@ -267,8 +271,11 @@ impl SimNet {
             Request::Get { root, .. } => h.blobs.get(root).map_or(0, |b| b.len() as u64),
             _ => 64,
         };
-        if matches!(request, Request::Get { .. }) {
-            self.stats.gets += 1;
+        match request {
+            Request::Get { .. } => self.stats.gets += 1,
+            Request::Put { .. } => self.stats.puts += 1,
+            Request::Stat { .. } => self.stats.stats += 1,
+            _ => {}
         }
         let slow = match h.fault {
             Fault::Slow(f) => u64::from(f.max(1)),
@@ -362,6 +369,10 @@ impl SimNet {
                     Outcome::Failed(Failure::NotFound)
                 }
             }
+            Request::Stat { root } => match h.blobs.get(&root) {
+                Some(b) => Outcome::Size(b.len() as u64),
+                None => Outcome::Failed(Failure::NotFound),
+            },
             Request::Release { root } => {
                 h.claimed.remove(&root);
                 match h.blobs.remove(&root) {
@@ -387,6 +398,7 @@ impl SimNet {
                         Request::Get { root, .. } => format!("get {}", &root.to_hex()[..8]),
                         Request::Claim { roots } => format!("claim {}", roots.len()),
                         Request::Release { root } => format!("release {}", &root.to_hex()[..8]),
+                        Request::Stat { root } => format!("stat {}", &root.to_hex()[..8]),
                     };
                     let fault = self.host(*host).map(|h| h.fault);
                     eprintln!("{:>10.3?} start {op} {why:?} {kind} on {fault:?}", self.now);
@@ -413,8 +425,19 @@ impl SimNet {
     pub fn run<M: Machine>(
         &mut self,
         m: &mut M,
-        mut io: impl FnMut(&mut M, Duration) -> bool,
+        io: impl FnMut(&mut M, Duration) -> bool,
     ) -> Result<(), SimError> {
+        self.run_until(m, io, |_| false).map(|_| ())
+    }
+
+    /// Like [`SimNet::run`], but stops as soon as `stop` says so (checked between steps), as a
+    /// killed process stops: ops in flight never complete. Returns whether it stopped early.
+    pub fn run_until<M: Machine>(
+        &mut self,
+        m: &mut M,
+        mut io: impl FnMut(&mut M, Duration) -> bool,
+        mut stop: impl FnMut(&M) -> bool,
+    ) -> Result<bool, SimError> {
         // Ops of an earlier run on this network never complete into this machine.
         self.queue.clear();
         self.running.clear();
@@ -433,7 +456,13 @@ impl SimNet {
             }
             if m.is_finished() {
                 self.stats.elapsed = self.now - start;
-                return Ok(());
+                return Ok(false);
+            }
+            if stop(m) {
+                self.stats.elapsed = self.now - start;
+                self.queue.clear();
+                self.running.clear();
+                return Ok(true);
             }
             let event = self.queue.first_key_value().map(|(&(t, _), _)| t);
             let timeout = m.poll_timeout();
@@ -459,6 +488,7 @@ impl SimNet {
                     let o = match &outcome {
                         Outcome::Done => "done".to_string(),
                         Outcome::Bytes(b) => format!("{} bytes", b.len()),
+                        Outcome::Size(n) => format!("size {n}"),
                         Outcome::Failed(f) => format!("{f:?}"),
                     };
                     eprintln!("{:>10.3?} end {op} {o}", self.now);

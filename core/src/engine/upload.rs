@@ -4,10 +4,17 @@
 //! connect:  dial the candidates (`connect_parallel` at a time); placing starts once 30 answered
 //!           and either every dial ended or `connect_grace` passed since the 30th (a hung host
 //!           does not hold the upload up; its dial is cancelled)
+//! probe:    (a resumed upload only, [`Upload::resume`]) STAT every shard the journal says is
+//!           placed, on its host if that host is among the connected ones; a shard whose host
+//!           answers with its size counts as placed and is not sent again; any other answer, or
+//!           none by the hedge deadline, and the shard is placed anew like any other
 //! slabs:    [`Upload::push_slab`] takes an encoded slab while fewer than `slabs_in_flight`
 //!           are being placed ([`Upload::wants_slab`]: the backpressure); slab i's shards go to
-//!           a rotation of the connected hosts starting at (30·i) mod n, 30 distinct hosts;
-//!           retry, move and hedge rules: see `place.rs` (module docs of [`super`])
+//!           a rotation of the connected hosts starting at (10·i) mod n, 30 distinct hosts;
+//!           retry, move and hedge rules: see `place.rs` (module docs of [`super`]). A resumed
+//!           slab must encode to the journal's roots (the same file: encoding is deterministic
+//!           under the key), else the upload fails with [`UploadError::Changed`]. Each placed
+//!           slab is offered to the driver's journal ([`Upload::poll_placed`])
 //! manifest: after the last slab, the manifest is built (host table, shard roots, sealed
 //!           header) and put on 30 distinct hosts
 //! claim:    one CLAIM per host (≤ 8192 roots each) of every root it keeps for the object;
@@ -26,6 +33,7 @@ use std::time::Duration;
 
 use super::cleanup::Cleanup;
 use super::health::Health;
+use super::journal::Journal;
 use super::ops::Ops;
 use super::place::PlaceSet;
 use super::{Action, Failure, HostId, Machine, OpId, Outcome, Payload, Request, Timing, Why};
@@ -112,6 +120,12 @@ pub enum UploadError {
         /// Slabs in the layout.
         expected: u64,
     },
+    /// A resumed upload's input is not the file the journal was written for.
+    #[error("the file is not the one this upload started with: slab {slab} encodes to other shards than the ones placed; resume with the same file, or start a new upload")]
+    Changed {
+        /// The first slab that differs.
+        slab: u64,
+    },
     /// The manifest could not be built.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -145,6 +159,8 @@ pub struct UploadReport {
     pub manifest_hosts: Vec<HostId>,
     /// Stored blobs the object does not keep that were released.
     pub released: usize,
+    /// Shards a resumed upload found on their hosts and did not send again.
+    pub resumed_shards: usize,
 }
 
 fn link_text<S: serde::Serializer>(l: &Link, s: S) -> Result<S::Ok, S::Error> {
@@ -174,11 +190,13 @@ enum Tag {
     Put { set: Set, i: usize },
     Claim { i: usize },
     Release,
+    Stat { slab: u64, k: usize },
 }
 
 #[derive(PartialEq, Eq, Debug)]
 enum Phase {
     Connecting,
+    Probing,
     Placing,
     Claiming,
     Releasing,
@@ -213,6 +231,12 @@ pub struct Upload {
     failed_puts: usize,
     hedged_puts: usize,
     progress: u64,
+    newly_placed: VecDeque<u64>,
+    // resuming: the journal's placement, the STATs still to send per host, what they confirmed
+    prior: Vec<Option<Vec<(Root, HostId)>>>,
+    probes: BTreeMap<HostId, VecDeque<(u64, usize)>>,
+    confirmed: BTreeMap<u64, Vec<Option<HostId>>>,
+    resumed_shards: usize,
     // claiming and releasing
     kept: BTreeSet<(Root, HostId)>,
     cleanup: Cleanup,
@@ -230,6 +254,46 @@ impl Upload {
         candidates: Vec<HostId>,
         cfg: UploadConfig,
         now: Duration,
+    ) -> Self {
+        let slabs = layout.slab_count() as usize;
+        Self::start(layout, key, header, candidates, cfg, now, vec![None; slabs])
+    }
+
+    /// Resumes the upload `journal` records: the same object (layout, key, header), with the
+    /// slabs it lists checked on their hosts instead of sent again. The driver pushes every
+    /// slab of the same file from the first, as for a new upload.
+    pub fn resume(
+        journal: &Journal,
+        candidates: Vec<HostId>,
+        cfg: UploadConfig,
+        now: Duration,
+    ) -> Self {
+        let layout = journal.layout;
+        let mut prior = vec![None; layout.slab_count() as usize];
+        for (&i, placed) in &journal.slabs {
+            if let Some(p) = prior.get_mut(i as usize) {
+                *p = Some(placed.clone());
+            }
+        }
+        Self::start(
+            layout,
+            journal.key.clone(),
+            journal.header.clone(),
+            candidates,
+            cfg,
+            now,
+            prior,
+        )
+    }
+
+    fn start(
+        layout: Layout,
+        key: ObjectKey,
+        header: ObjectHeader,
+        candidates: Vec<HostId>,
+        cfg: UploadConfig,
+        now: Duration,
+        prior: Vec<Option<Vec<(Root, HostId)>>>,
     ) -> Self {
         let mut seen = BTreeSet::new();
         let candidates: Vec<HostId> = candidates.into_iter().filter(|h| seen.insert(*h)).collect();
@@ -258,6 +322,11 @@ impl Upload {
             failed_puts: 0,
             hedged_puts: 0,
             progress: 0,
+            newly_placed: VecDeque::new(),
+            prior,
+            probes: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            resumed_shards: 0,
             kept: BTreeSet::new(),
             cleanup: Cleanup::default(),
             outcome: None,
@@ -269,8 +338,10 @@ impl Upload {
 
     /// Whether [`Upload::push_slab`] would take a slab now.
     pub fn wants_slab(&self) -> bool {
-        matches!(self.phase, Phase::Connecting | Phase::Placing)
-            && self.next_slab < self.layout.slab_count()
+        matches!(
+            self.phase,
+            Phase::Connecting | Phase::Probing | Phase::Placing
+        ) && self.next_slab < self.layout.slab_count()
             && self.waiting.len() + self.slab_sets() < self.cfg.slabs_in_flight.max(1)
     }
 
@@ -296,6 +367,13 @@ impl Upload {
                 expected: self.layout.slab_count(),
             });
             return Ok(());
+        }
+        let idx = slab.layout.index;
+        if let Some(Some(prior)) = self.prior.get(idx as usize) {
+            if prior.iter().map(|&(r, _)| r).ne(slab.roots.iter().copied()) {
+                self.fail(UploadError::Changed { slab: idx });
+                return Ok(());
+            }
         }
         self.next_slab += 1;
         self.waiting.push_back(Arc::new(slab));
@@ -345,6 +423,19 @@ impl Upload {
         }
     }
 
+    /// The next slab placed since the last call: its index and the (root, host) of each shard,
+    /// for the driver's [`Journal`] (a resumed slab placed exactly as journaled is not offered
+    /// again).
+    pub fn poll_placed(&mut self) -> Option<(u64, Vec<(Root, HostId)>)> {
+        let i = self.newly_placed.pop_front()?;
+        Some((i, self.placed.get(i as usize)?.clone()?))
+    }
+
+    /// Shards found on their hosts (resumed) rather than sent.
+    pub fn resumed_shards(&self) -> usize {
+        self.resumed_shards
+    }
+
     /// The result, once [`Machine::is_finished`] (taken once).
     pub fn take_result(&mut self) -> Option<Result<UploadReport, UploadError>> {
         self.result.take()
@@ -390,6 +481,7 @@ impl Upload {
     fn schedule(&mut self) {
         match self.phase {
             Phase::Connecting => self.schedule_connect(),
+            Phase::Probing => self.schedule_probes(),
             Phase::Placing => self.schedule_place(),
             Phase::Claiming => self.schedule_claims(),
             Phase::Releasing => self.schedule_releases(),
@@ -423,8 +515,9 @@ impl Upload {
         if enough && (all_ended || grace_over) {
             self.ops.cancel_all();
             self.usable = self.connected.iter().map(|&i| self.candidates[i]).collect();
-            self.phase = Phase::Placing;
-            return self.schedule_place();
+            self.queue_probes();
+            self.phase = Phase::Probing;
+            return self.schedule_probes();
         }
         if all_ended {
             let (reachable, total) = (self.connected.len(), self.total_hosts());
@@ -433,6 +526,64 @@ impl Upload {
             } else {
                 UploadError::TooFewHosts { reachable, total }
             });
+        }
+    }
+
+    /// One STAT per journaled shard whose host is connected, queued per host.
+    fn queue_probes(&mut self) {
+        let usable: BTreeSet<HostId> = self.usable.iter().copied().collect();
+        for (slab, placed) in self.prior.iter().enumerate() {
+            for (k, &(_, host)) in placed.iter().flatten().enumerate() {
+                if usable.contains(&host) {
+                    self.probes
+                        .entry(host)
+                        .or_default()
+                        .push_back((slab as u64, k));
+                }
+            }
+        }
+    }
+
+    fn schedule_probes(&mut self) {
+        let budget = self.cfg.max_in_flight();
+        let hosts: Vec<HostId> = self.probes.keys().copied().collect();
+        for host in hosts {
+            while self.ops.len() < budget && self.ops.room(host) {
+                let Some((slab, k)) = self.probes.get_mut(&host).and_then(VecDeque::pop_front)
+                else {
+                    break;
+                };
+                let Some(&(root, _)) = self.prior[slab as usize].as_ref().and_then(|p| p.get(k))
+                else {
+                    continue;
+                };
+                self.ops.start(
+                    host,
+                    Request::Stat { root },
+                    Why::First,
+                    Tag::Stat { slab, k },
+                    self.now,
+                    true,
+                );
+            }
+        }
+        self.probes.retain(|_, q| !q.is_empty());
+        if self.probes.is_empty() && self.ops.is_empty() {
+            self.phase = Phase::Placing;
+            self.schedule_place();
+        }
+    }
+
+    fn on_stat(&mut self, slab: u64, k: usize, host: HostId, outcome: &Outcome) {
+        let size = self.layout.slab(slab).map(|s| u64::from(s.shard_size));
+        match outcome {
+            Outcome::Size(n) if Some(*n) == size => {
+                self.confirmed
+                    .entry(slab)
+                    .or_insert_with(|| vec![None; TOTAL_SHARDS])[k] = Some(host);
+            }
+            Outcome::Failed(f) if !f.is_answer() => self.health.failed(host),
+            _ => {}
         }
     }
 
@@ -452,8 +603,16 @@ impl Upload {
             // shards (the ones downloads fetch first) on different hosts, so a download with
             // slabs in flight reads from 10 hosts per slab instead of the same 10 for all.
             let order = self.rotation((idx as usize * DATA_SHARDS) % n);
-            self.sets
-                .insert(Set::Slab(idx), PlaceSet::new(blobs, order, BTreeSet::new()));
+            let found = self.confirmed.remove(&idx).unwrap_or_default();
+            for (k, host) in found.iter().enumerate() {
+                if let Some(h) = *host {
+                    self.attempts.insert((slab.roots[k], h));
+                    self.progress += u64::from(slab.layout.shard_size);
+                    self.resumed_shards += 1;
+                }
+            }
+            let set = PlaceSet::with_placed(blobs, order, BTreeSet::new(), &found);
+            self.sets.insert(Set::Slab(idx), set);
         }
         // Slabs done → their placement; all done → the manifest.
         let done: Vec<Set> = self
@@ -469,7 +628,13 @@ impl Upload {
             self.failed_puts += set.failed_puts;
             self.hedged_puts += set.hedged_puts;
             match key {
-                Set::Slab(i) => self.placed[i as usize] = Some(set.placement()),
+                Set::Slab(i) => {
+                    let placement = set.placement();
+                    if self.prior[i as usize].as_ref() != Some(&placement) {
+                        self.newly_placed.push_back(i);
+                    }
+                    self.placed[i as usize] = Some(placement);
+                }
                 Set::Manifest => {
                     if let Some(m) = self.manifest.as_mut() {
                         m.2 = set.placement();
@@ -575,6 +740,7 @@ impl Upload {
                 roots,
                 manifest_hosts: copies.iter().map(|&(_, h)| h).collect(),
                 released: 0,
+                resumed_shards: self.resumed_shards,
             }));
             self.start_releasing();
         }
@@ -678,6 +844,7 @@ impl Machine for Upload {
                 self.claim_ended(i, failure);
             }
             Tag::Release => self.cleanup.released += usize::from(ok),
+            Tag::Stat { slab, k } => self.on_stat(slab, k, live.host, &outcome),
         }
         self.schedule();
     }
@@ -702,11 +869,19 @@ impl Machine for Upload {
                     }
                 }
                 Tag::Claim { i } => self.claim_ended(i, Some(Failure::Timeout)),
-                Tag::Release => {}
+                Tag::Release | Tag::Stat { .. } => {}
             }
         }
         for op in self.ops.take_due_hedges(self.now) {
-            let Some(&Tag::Put { set, i }) = self.ops.get(op).map(|l| &l.tag) else {
+            let tag = self.ops.get(op).map(|l| l.tag);
+            if let Some(Tag::Stat { .. }) = tag {
+                // A probe not answered by the hedge deadline: the shard is placed anew.
+                if let Some(live) = self.ops.cancel(op) {
+                    self.health.slow(live.host);
+                }
+                continue;
+            }
+            let Some(Tag::Put { set, i }) = tag else {
                 continue;
             };
             let Some(s) = self.sets.get_mut(&set) else {

@@ -170,6 +170,9 @@ async fn perform(net: Net, peer: PeerId, addrs: Vec<Multiaddr>, request: Request
         Request::Release { root } => shard_client::release(&mut control, peer, root)
             .await
             .map(|()| Outcome::Done),
+        Request::Stat { root } => shard_client::stat(&mut control, peer, root)
+            .await
+            .map(Outcome::Size),
     };
     result.unwrap_or_else(|e| {
         if is_put {

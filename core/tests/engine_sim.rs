@@ -985,6 +985,7 @@ fn a_stopped_upload_resumes_without_sending_placed_slabs_again() {
             key.clone(),
             header,
             0,
+            "sim".into(),
         );
         let mut text = format!("{}\n", j.header_line());
         for (i, p) in &journaled {

@@ -10,7 +10,7 @@ use btfs_core::Link;
 use btfs_host::host::Node;
 use btfs_host::services;
 use btfs_host::tenant::upload::{self, UploadOptions};
-use btfs_host::tenant::{download, TransferError};
+use btfs_host::tenant::{download, upload_journal, TransferError};
 use btfs_host::tools::devnet::{self, DevnetOptions};
 use clap::Parser;
 
@@ -71,6 +71,36 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Why `--resume` found nothing, with what there is to resume.
+fn no_journal(
+    dir: &std::path::Path,
+    source: &str,
+    wallet: &btfs_host::tenant::wallet::Wallet,
+) -> String {
+    let mut msg = format!(
+        "no unfinished upload of {source} by wallet {} (journals: {}); upload it without --resume",
+        wallet.peer(),
+        dir.display()
+    );
+    let all = upload_journal::list(dir);
+    if !all.is_empty() {
+        msg.push_str("\nunfinished uploads:");
+    }
+    for j in all {
+        match j {
+            Ok((_, j)) => msg.push_str(&format!(
+                "\n  {} ({} of {} slabs placed, wallet {})",
+                j.source,
+                j.placed_slabs(),
+                j.layout.slab_count(),
+                j.holder
+            )),
+            Err(e) => msg.push_str(&format!("\n  unreadable: {e}")),
+        }
+    }
+    msg
+}
+
 /// On Ctrl-C or SIGTERM: removes the part files of open outputs, reports, exits 130. Runs on a
 /// runtime worker, so it acts even while the command is blocked in a write to a full pipe or in
 /// opening a FIFO that has no reader yet.
@@ -111,6 +141,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Upload {
             file,
+            resume,
             net,
             shard_size,
             slabs_in_flight,
@@ -127,6 +158,20 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("--days must be at least 1");
             }
             let wallet = btfs_host::tenant::wallet::Wallet::open(wallet.wallet.as_deref())?;
+            let journals = upload_journal::dir_of(wallet.path());
+            let journaling = if resume {
+                let source = upload::journal_source(&file);
+                match upload_journal::find(&journals, &source, wallet.peer()) {
+                    Some((path, j)) => upload::Journaling::Resume(path, Box::new(j)),
+                    None => bail!("{}", no_journal(&journals, &source, &wallet)),
+                }
+            } else {
+                upload::Journaling::New(journals)
+            };
+            let shard_size = match &journaling {
+                upload::Journaling::Resume(_, j) => j.layout.max_shard_size(),
+                _ => shard_size,
+            };
             let (tenant, pay) =
                 tenant_for_upload(&net.resolve().await?, &file, shard_size, &wallet, days).await?;
             let opts = UploadOptions {
@@ -149,7 +194,15 @@ async fn run(cli: Cli) -> Result<()> {
                     prices,
                 }
             });
-            let report = upload::upload(&tenant, &file, opts, pay, progress_bar("upload")).await;
+            let report = upload::upload(
+                &tenant,
+                &file,
+                opts,
+                pay,
+                journaling,
+                progress_bar("upload"),
+            )
+            .await;
             tenant.shutdown().await;
             let report = report.with_context(|| format!("upload of {} failed", file.display()))?;
             if json {

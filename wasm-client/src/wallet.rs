@@ -24,11 +24,11 @@ const DB: &str = "btfs-client";
 const STORE: &str = "wallet";
 const KEY: &str = "identity";
 const CALLS: &str = "calls";
-/// Version 2 added the call journal.
-const DB_VERSION: u32 = 2;
+/// Version 2 added the call journal, version 3 the upload journals (`crate::upload_journal`).
+const DB_VERSION: u32 = 3;
 
 /// Resolves when an IndexedDB request succeeds, with its result.
-fn done(req: &IdbRequest) -> JsFuture {
+pub(crate) fn done(req: &IdbRequest) -> JsFuture {
     let promise = js_sys::Promise::new(&mut |resolve, reject| {
         let ok_req = req.clone();
         let on_ok = Closure::once_into_js(move |_: web_sys::Event| {
@@ -52,11 +52,11 @@ fn done(req: &IdbRequest) -> JsFuture {
     JsFuture::from(promise)
 }
 
-fn idb_error(what: &str) -> impl Fn(JsValue) -> ClientError + '_ {
+pub(crate) fn idb_error(what: &str) -> impl Fn(JsValue) -> ClientError + '_ {
     move |e| ClientError::Js(format!("IndexedDB {what} failed: {}", from_js(e)))
 }
 
-async fn open() -> Result<IdbDatabase, ClientError> {
+pub(crate) async fn open() -> Result<IdbDatabase, ClientError> {
     let factory: IdbFactory = js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
         .ok()
         .and_then(|f| f.dyn_into().ok())
@@ -73,7 +73,11 @@ async fn open() -> Result<IdbDatabase, ClientError> {
             .and_then(|r| r.dyn_into::<IdbDatabase>())
         {
             let names = db.object_store_names();
-            for store in [STORE, CALLS] {
+            let uploads = [
+                crate::upload_journal::UPLOADS,
+                crate::upload_journal::UPLOAD_SLABS,
+            ];
+            for store in [STORE, CALLS].into_iter().chain(uploads) {
                 if !names.contains(store) {
                     let _ = db.create_object_store(store);
                 }
@@ -100,7 +104,11 @@ async fn read() -> Result<Option<Vec<u8>>, ClientError> {
 }
 
 /// Puts (`Some`) or deletes (`None`) `key` in `store`, durably once the promise resolves.
-async fn put(store: &str, key: &str, value: Option<&JsValue>) -> Result<(), ClientError> {
+pub(crate) async fn put(
+    store: &str,
+    key: &str,
+    value: Option<&JsValue>,
+) -> Result<(), ClientError> {
     let db = open().await?;
     let os = db
         .transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite)

@@ -15,7 +15,7 @@
 //! ```text
 //! line 1:  {"btfs_upload_journal":1,"id":"<16 hex>","holder":"<peer id>","size":<plain bytes>,
 //!           "shard_size":<max shard size>,"key":"<64 hex>","name":"…","mime":"…",
-//!           "started_ms":<unix ms>}
+//!           "started_ms":<unix ms>,"source":"<where the input came from>"}
 //! then:    {"slab":<index>,"roots":["<64 hex>" × 30],"hosts":["<peer id>" × 30]}
 //!          one per placed slab, shard order; a later line for the same slab replaces it
 //! ```
@@ -36,6 +36,9 @@ use crate::root::Root;
 
 /// The journal format this build writes and reads.
 pub const JOURNAL_VERSION: u32 = 1;
+
+/// Longest `source` (the CLI's absolute path, the browser's file name).
+pub const MAX_SOURCE_LEN: usize = 4096;
 
 /// Longest journal line accepted (a slab line with 30 roots and 30 peer ids is about 3.6 KiB).
 pub const MAX_LINE_LEN: usize = 16 * 1024;
@@ -72,6 +75,9 @@ pub struct Journal {
     pub header: ObjectHeader,
     /// When the upload started (unix ms).
     pub started_ms: u64,
+    /// Where the input came from, to find the journal again (the CLI: the file's absolute
+    /// path; the browser: the file's name, size and modification time).
+    pub source: String,
     /// Placed slabs: index → (root, host) of each of its 30 shards in shard order.
     pub slabs: BTreeMap<u64, Vec<(Root, HostId)>>,
 }
@@ -88,6 +94,7 @@ struct HeaderLine {
     name: String,
     mime: String,
     started_ms: u64,
+    source: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -107,6 +114,7 @@ impl Journal {
         key: ObjectKey,
         header: ObjectHeader,
         started_ms: u64,
+        source: String,
     ) -> Self {
         Self {
             id,
@@ -115,6 +123,7 @@ impl Journal {
             key,
             header,
             started_ms,
+            source,
             slabs: BTreeMap::new(),
         }
     }
@@ -131,6 +140,7 @@ impl Journal {
             name: self.header.name.clone(),
             mime: self.header.mime.clone(),
             started_ms: self.started_ms,
+            source: self.source.clone(),
         };
         serde_json::to_string(&h).unwrap_or_default()
     }
@@ -249,6 +259,9 @@ fn parse_header(line: &str) -> Result<Journal, JournalError> {
     if h.name.len() > MAX_NAME_LEN || h.mime.len() > MAX_MIME_LEN {
         return Err(bad("name or media type too long for a manifest".into()));
     }
+    if h.source.len() > MAX_SOURCE_LEN {
+        return Err(bad(format!("source longer than {MAX_SOURCE_LEN} bytes")));
+    }
     Ok(Journal::new(
         h.id,
         holder,
@@ -259,6 +272,7 @@ fn parse_header(line: &str) -> Result<Journal, JournalError> {
             mime: h.mime,
         },
         h.started_ms,
+        h.source,
     ))
 }
 
@@ -293,6 +307,7 @@ mod tests {
                 mime: "text/plain".into(),
             },
             1234,
+            "/tmp/a \"b\".bin".into(),
         )
     }
 
@@ -319,6 +334,7 @@ mod tests {
         assert_eq!(back.layout, j.layout);
         assert_eq!(back.key.as_bytes(), j.key.as_bytes());
         assert_eq!(back.header.name, j.header.name);
+        assert_eq!(back.source, j.source);
         assert_eq!(back.slabs.get(&3), Some(&slab(3)));
         assert_eq!(back.placed_slabs(), 2);
         // The process died writing slab 4: that slab is lost, the rest is kept.

@@ -33,9 +33,17 @@ pub enum Cmd {
     /// Run a host node that rents out disk space.
     Host(Box<HostArgs>),
     /// Encrypt, erasure-code and store a file on 30 hosts; prints its capability link.
+    ///
+    /// The upload keeps a journal beside the wallet key (`<wallet>.uploads/`), one line per
+    /// placed slab: if it stops (Ctrl-C, a crash, a lost network), `--resume` finishes it
+    /// without sending the placed slabs again.
     Upload {
         /// File to upload.
         file: PathBuf,
+        /// Finish this file's unfinished upload (same wallet, same file: the placed slabs are
+        /// checked on their hosts and re-encoded to prove the file did not change).
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         net: NetworkArg,
         /// Largest shard size in bytes (multiple of 64, at most 4194304).

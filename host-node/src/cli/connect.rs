@@ -47,6 +47,12 @@ impl NetworkArg {
 
 /// A tenant for downloads: the network file's hosts plus, with a Hub, every host it lists.
 pub async fn tenant_for(net: &Network) -> Result<Tenant> {
+    tenant_with_key(net, None).await
+}
+
+/// [`tenant_for`] with `key` as its identity (an upload's: the hosts' holds are the wallet's,
+/// so that `--resume` can claim them later); a fresh identity without one.
+async fn tenant_with_key(net: &Network, key: Option<libp2p::identity::Keypair>) -> Result<Tenant> {
     let (file, network) = (net.file.clone(), net.origin.as_path());
     let mut hosts = network_file::known_hosts(&file, network)?;
     let hub = network_file::hub(&file, network)?;
@@ -56,7 +62,10 @@ pub async fn tenant_for(net: &Network) -> Result<Tenant> {
             network.display()
         );
     }
-    let mut tenant = Tenant::start(hosts.clone()).await?;
+    let mut tenant = match key {
+        Some(k) => Tenant::start_with_key(hosts.clone(), k).await?,
+        None => Tenant::start(hosts.clone()).await?,
+    };
     tenant.set_guard(network_file::guard(&file, network)?);
     if let Some(hub) = hub {
         match hub::client::hosts(tenant.net(), &hub, btfs_core::hub::MAX_COUNT).await {
@@ -88,7 +97,7 @@ pub async fn tenant_for_upload(
 ) -> Result<(Tenant, Option<(PayPlan, HashMap<libp2p::PeerId, u64>)>)> {
     let (nf, network) = (&net.file, net.origin.as_path());
     let Some(hub) = network_file::hub(nf, network)? else {
-        return Ok((tenant_for(net).await?, None));
+        return Ok((tenant_with_key(net, Some(wallet.keypair())).await?, None));
     };
     let len = std::fs::metadata(file)
         .map_err(|source| TransferError::Input {

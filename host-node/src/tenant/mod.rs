@@ -18,6 +18,7 @@ pub mod network_file;
 pub mod output;
 pub mod shard_client;
 pub mod upload;
+pub mod upload_journal;
 pub mod wallet;
 
 use std::collections::HashMap;

@@ -12,6 +12,12 @@
 //!          only when every host confirmed
 //! ```
 //!
+//! Resuming: with [`Journaling::New`] each placed slab is appended to a journal file
+//! ([`crate::tenant::upload_journal`]); [`Journaling::Resume`] hands the journal to core's
+//! `Upload::resume`, which checks the journaled shards on their hosts and sends only the rest.
+//! The file is read and encoded again from the start either way: the roots of every journaled
+//! slab must come out the same, which proves it is the same file.
+//!
 //! Memory: the reader encodes a slab only when granted one, and grants keep the machine's slabs
 //! plus the one being read at `slabs_in_flight + 1` (30 MiB each at the default 1 MiB shards),
 //! plus the transport's send buffers. What a crashed or killed upload leaves behind, hosts sweep
@@ -34,8 +40,11 @@ use std::collections::HashMap;
 use btfs_core::TOTAL_SHARDS;
 use libp2p::PeerId;
 
+use btfs_core::engine::journal::Journal;
+
 use crate::tenant::contracts::{self, ContractError, ContractsReport, PayPlan};
 use crate::tenant::driver::Runner;
+use crate::tenant::upload_journal::{JournalFile, JournalFileError};
 use crate::tenant::wallet::Wallet;
 use crate::tenant::{Tenant, TransferError};
 
@@ -59,6 +68,33 @@ pub enum UploadError {
     /// The storage contracts could not be made or committed.
     #[error("storage contracts: {0}")]
     Contracts(#[source] ContractError),
+    /// The upload journal could not be started.
+    #[error(transparent)]
+    Journal(#[from] JournalFileError),
+    /// `--resume` with a journal that does not fit this upload.
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    /// The upload stopped, and can be resumed.
+    #[error("{source} (the {placed} slabs placed so far are kept for an hour: `btfs upload --resume {path}` sends only the rest)")]
+    Resumable {
+        /// Why it stopped.
+        #[source]
+        source: Box<UploadError>,
+        /// Slabs journaled.
+        placed: usize,
+        /// The file (for the hint).
+        path: String,
+    },
+}
+
+/// Whether and how an upload keeps a journal.
+pub enum Journaling {
+    /// No journal.
+    Off,
+    /// A new journal in this directory ([`crate::tenant::upload_journal::dir_of`]).
+    New(std::path::PathBuf),
+    /// Resume the journal read from this file.
+    Resume(std::path::PathBuf, Box<Journal>),
 }
 
 /// Read size of the input file.
@@ -108,6 +144,8 @@ pub struct UploadReport {
     /// The storage contracts (absent when the network has no Escrow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contracts: Option<ContractsReport>,
+    /// A resumed upload: shards found on their hosts and not sent again.
+    pub resumed_shards: usize,
 }
 
 /// How an upload pays, when the network has an Escrow.
@@ -126,6 +164,7 @@ pub async fn upload(
     path: &Path,
     opts: UploadOptions,
     pay: Option<Payment<'_>>,
+    journaling: Journaling,
     progress: ProgressBar,
 ) -> Result<UploadReport, UploadError> {
     let started = Instant::now();
@@ -138,16 +177,66 @@ pub async fn upload(
     if !meta.is_file() {
         return Err(input(std::io::Error::other("not a regular file")).into());
     }
-    let layout = Layout::new(meta.len(), opts.shard_size).map_err(TransferError::from)?;
-    let mut key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-    let key = ObjectKey::from_bytes(key);
-    let header = ObjectHeader {
-        name: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        mime: String::new(),
+    let me = tenant.net().peer_id();
+    let (layout, key, header, resume) = match journaling {
+        Journaling::Resume(jpath, j) => {
+            if j.holder != me {
+                return Err(UploadError::Resume(format!(
+                    "the upload in {} was started by wallet {}, this is {me}: pass that wallet with --wallet",
+                    jpath.display(),
+                    j.holder
+                )));
+            }
+            if j.layout.plain_len() != meta.len() {
+                return Err(UploadError::Resume(format!(
+                    "{} is {} bytes, but the upload in {} was of {} bytes: the file changed; upload it anew without --resume",
+                    path.display(),
+                    meta.len(),
+                    jpath.display(),
+                    j.layout.plain_len()
+                )));
+            }
+            let file = JournalFile::reopen(&jpath)?;
+            (j.layout, j.key.clone(), j.header.clone(), Some((file, j)))
+        }
+        other => {
+            let layout = Layout::new(meta.len(), opts.shard_size).map_err(TransferError::from)?;
+            let mut key = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+            let key = ObjectKey::from_bytes(key);
+            let header = ObjectHeader {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                mime: String::new(),
+            };
+            let file = match other {
+                Journaling::New(dir) => {
+                    let source = journal_source(path);
+                    // A new upload of this file replaces an unfinished one.
+                    if let Some((old, _)) = crate::tenant::upload_journal::find(&dir, &source, me) {
+                        let _ = std::fs::remove_file(old);
+                    }
+                    let j = Journal::new(
+                        format!("{:016x}", rand::random::<u64>()),
+                        me,
+                        layout,
+                        key.clone(),
+                        header.clone(),
+                        crate::tenant::wallet::now_ms(),
+                        source,
+                    );
+                    Some((JournalFile::create(&dir, &j)?, Box::new(j)))
+                }
+                _ => None,
+            };
+            (layout, key, header, file)
+        }
+    };
+    let (mut journal, prior) = match resume {
+        Some((f, j)) => (Some(f), Some(j)),
+        None => (None, None),
     };
     let cfg = UploadConfig {
         slabs_in_flight: opts.slabs_in_flight.max(1),
@@ -174,7 +263,11 @@ pub async fn upload(
         None => tenant.hosts().iter().map(|h| HostId::new(h.peer)).collect(),
     };
     let mut runner = Runner::new(tenant.net().clone(), tenant.dial_addrs());
-    let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, runner.now());
+    let mut m = match &prior {
+        Some(j) => Upload::resume(j, candidates, cfg, runner.now()),
+        None => Upload::new(layout, key.clone(), header, candidates, cfg, runner.now()),
+    };
+    let mut journaled = prior.as_ref().map_or(0, |j| j.placed_slabs());
     progress.set_length(m.progress().1);
 
     // The reader encodes one slab per grant.
@@ -194,6 +287,16 @@ pub async fn upload(
     let mut input_error: Option<TransferError> = None;
     while !m.is_finished() {
         runner.apply_all(&mut m);
+        while let Some((slab, placed)) = m.poll_placed() {
+            journaled += 1;
+            if let Some(f) = journal.as_mut() {
+                if let Err(e) = f.append(slab, &placed) {
+                    // The upload goes on; only resuming it later would send this slab again.
+                    tracing::warn!(%e, "cannot journal a placed slab; this upload will not be resumable");
+                    journal = None;
+                }
+            }
+        }
         // Grants: the machine's slabs plus those read or being read stay ≤ slabs_in_flight + 1.
         while granted < slabs && m.slabs_held() + outstanding < cfg.slabs_in_flight + 1 {
             if grant_tx.send(()).is_err() {
@@ -251,9 +354,25 @@ pub async fn upload(
             if let (Some(p), Some(r)) = (&pay, &reserved) {
                 contracts::cancel_all(tenant, p.wallet, &p.plan, r).await;
             }
-            return Err(upload_error(e, input_error, tenant));
+            let changed = matches!(e, machine::UploadError::Changed { .. });
+            let e = upload_error(e, input_error, tenant);
+            return Err(match journal {
+                Some(f) if changed => {
+                    f.remove();
+                    e
+                }
+                Some(_) => UploadError::Resumable {
+                    source: Box::new(e),
+                    placed: journaled,
+                    path: path.display().to_string(),
+                },
+                None => e,
+            });
         }
     };
+    if let Some(f) = journal.take() {
+        f.remove();
+    }
     progress.finish_and_clear();
     // Committing the contracts and registering with the Guard do not depend on each other:
     // both travel at once.
@@ -294,7 +413,16 @@ pub async fn upload(
         peak_rss_bytes: crate::peak_rss_bytes(),
         guard,
         contracts,
+        resumed_shards: report.resumed_shards,
     })
+}
+
+/// How a journal names the file it uploads: its absolute path.
+pub fn journal_source(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// The CLI's error for the machine's.
@@ -327,6 +455,7 @@ fn upload_error(
             })
             .into(),
         E::Manifest(m) => TransferError::Manifest(m).into(),
+        c @ E::Changed { .. } => UploadError::Resume(c.to_string()),
         other => TransferError::Input {
             path: String::new(),
             source: std::io::Error::other(other.to_string()),

@@ -73,6 +73,7 @@ async function connect() {
     $('net-status').disabled = !(network.services && network.services.status);
     $('faucet').hidden = !(network.services && network.services.escrow && network.services.escrow.devnet);
     hasEscrow = !!(network.services && network.services.escrow && network.services.guard);
+    listUnfinished();
     $('wallet').hidden = !hasEscrow;
     if (hasEscrow) showWallet();
   } catch (err) {
@@ -80,17 +81,23 @@ async function connect() {
   }
 }
 
-$('upload').onclick = async () => {
+$('upload').onclick = () => {
   const file = $('file').files[0];
   if (!file) return show($('up-result'), 'choose a file first', 'err');
+  return runUpload(file, (opts) => client.uploadWithReport(file, opts));
+};
+
+// An upload or a resumed one: `start(options)` runs it; progress, result and My files follow.
+async function runUpload(file, start) {
   $('upload').disabled = true;
   const started = performance.now();
   try {
     show($('up-status'), '', 'note');
+    show($('up-result'), '');
     const lines = [];
     const onStatus = (line) => { lines.push(line); show($('up-status'), lines.join(' · '), 'note'); };
     const onSlab = slabCells($('slabs'), $('slabs-summary'));
-    const report = await client.uploadWithReport(file, { onProgress: progress($('up-progress')), onStatus, onSlab });
+    const report = await start({ onProgress: progress($('up-progress')), onStatus, onSlab });
     const link = report.link;
     const secs = (performance.now() - started) / 1000;
     const rate = (file.size / 1048576 / secs).toFixed(1);
@@ -99,7 +106,8 @@ $('upload').onclick = async () => {
     $('up-result').className = 'ok mono';
     const c = report.contracts;
     const paid = c ? `; ${c.committed} storage contracts, ${btt(c.locked)} locked${c.topped_up ? `, ${btt(c.topped_up)} from the devnet faucet` : ''}` : '';
-    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard}${paid})`;
+    const resumed = report.resumedShards ? `; resumed: ${report.resumedShards} shards were already on their hosts and not sent again` : '';
+    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard}${paid}${resumed})`;
     $('link').value = link;
     $('copy-link').hidden = false;
     await remember({ link, name: file.name || 'unnamed', size: file.size, type: file.type, uploaded: new Date().toISOString() });
@@ -110,8 +118,44 @@ $('upload').onclick = async () => {
     show($('up-result'), explain(err), 'err');
   } finally {
     $('upload').disabled = false;
+    listUnfinished();
   }
-};
+}
+
+// Uploads this browser started that stopped before they finished (a reload, a closed tab):
+// picking the same file again finishes one without sending its placed slabs again.
+async function listUnfinished() {
+  const box = $('unfinished');
+  let list;
+  try {
+    list = await client.resumeUploads();
+  } catch (err) {
+    $('unfinished-section').hidden = false;
+    return show(box, explain(err), 'err');
+  }
+  $('unfinished-section').hidden = list.length === 0;
+  box.className = '';
+  box.replaceChildren(...list.map((u, i) => {
+    const row = document.createElement('div');
+    row.className = 'row';
+    const label = document.createElement('label');
+    label.htmlFor = `resume-${i}`;
+    label.textContent = `${u.name || 'unnamed'} — ${u.size} bytes, ${u.slabsPlaced} of ${u.slabs} slab(s) placed, `
+      + `started ${new Date(u.startedAt).toLocaleString()}. Choose the same file to resume:`;
+    const input = document.createElement('input');
+    input.type = 'file';
+    input.id = `resume-${i}`;
+    input.onchange = () => {
+      const f = input.files[0];
+      if (f) runUpload(f, (opts) => client.resumeWithReport(u.id, f, opts));
+    };
+    const discard = document.createElement('button');
+    discard.textContent = `Discard ${u.name || 'this upload'}`;
+    discard.onclick = async () => { await client.discardUpload(u.id); listUnfinished(); };
+    row.append(label, input, discard);
+    return row;
+  }));
+}
 
 $('download').onclick = async () => {
   const link = $('link').value.trim();

@@ -74,6 +74,11 @@ impl Wallet {
         self.key.public().to_peer_id()
     }
 
+    /// Whether this wallet outlives the page (IndexedDB), so its journals are worth keeping.
+    pub fn journaled(&self) -> bool {
+        self.journal
+    }
+
     fn ed25519(&self) -> Result<ed25519::Keypair, ClientError> {
         self.key
             .clone()

@@ -48,6 +48,8 @@ mod swarm;
 #[cfg(target_arch = "wasm32")]
 mod transfer;
 #[cfg(target_arch = "wasm32")]
+mod upload_journal;
+#[cfg(target_arch = "wasm32")]
 mod wallet;
 
 #[cfg(target_arch = "wasm32")]
@@ -83,7 +85,7 @@ mod api {
     use crate::network_file::{self, TransportChoice};
     use crate::swarm::Node;
     use crate::transfer::UploadResult;
-    use crate::transfer::{Client, Progress, SlabProgress, UploadHooks};
+    use crate::transfer::{Client, Progress, SlabProgress, UploadHooks, UploadStart};
 
     #[wasm_bindgen(typescript_custom_section)]
     const TS_TYPES: &str = r#"
@@ -113,6 +115,23 @@ export interface UploadReport {
   guard?: string;
   /** The upload's storage contracts; absent when the network has no Escrow. */
   contracts?: ContractsReport;
+  /** A resumed upload: shards found on their hosts and not sent again (0 for a new upload). */
+  resumedShards: number;
+}
+/** An upload that stopped before it finished (`resumeUploads`). */
+export interface UnfinishedUpload {
+  /** Pass it to `resume` or `discardUpload`. */
+  id: string;
+  /** The file's name. */
+  name: string;
+  /** Its size in bytes: `resume` needs a file of this size. */
+  size: number;
+  /** Slabs in the object. */
+  slabs: number;
+  /** Slabs placed before it stopped (not sent again). */
+  slabsPlaced: number;
+  /** When it started (ms since 1970). */
+  startedAt: number;
 }
 /** What an upload's storage contracts came to (amounts in µBTT, 10⁻⁶ BTT). */
 export interface ContractsReport {
@@ -301,6 +320,14 @@ export interface TransferOptions {
         js_sys::Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
     }
 
+    fn hooks_of(opts: &JsValue) -> UploadHooks {
+        UploadHooks {
+            progress: progress_of(opts),
+            status: status_of(opts),
+            slab: slab_of(opts),
+        }
+    }
+
     fn progress_of(opts: &JsValue) -> Option<Progress> {
         let f = get(opts, "onProgress")
             .dyn_into::<js_sys::Function>()
@@ -469,6 +496,55 @@ export interface TransferOptions {
         ) -> Result<JsValue, JsValue> {
             let report = self.upload_report(data, options).await?;
             Ok(to_js_value(&report)?)
+        }
+
+        /// `await client.resumeUploads()` → the uploads of this browser that stopped before they
+        /// finished (a reload, a closed tab, a lost network), oldest first: `[{ id, name, size,
+        /// slabs, slabsPlaced, startedAt }]`. Each can be finished with `resume(id, file)` or
+        /// dropped with `discardUpload(id)`; hosts keep the placed shards for about an hour.
+        #[wasm_bindgen(js_name = resumeUploads, unchecked_return_type = "UnfinishedUpload[]")]
+        pub async fn resume_uploads(&self) -> Result<JsValue, JsValue> {
+            let me = self.wallet.public().to_peer_id();
+            let list: Vec<crate::transfer::Unfinished> = crate::upload_journal::list()
+                .await?
+                .into_iter()
+                .filter(|j| j.holder == me)
+                .map(|j| crate::transfer::Unfinished::of(&j))
+                .collect();
+            Ok(to_js_value(&list)?)
+        }
+
+        /// `await client.resume(id, file, { onProgress, onSlab })` → the link: finishes the
+        /// unfinished upload `id` with the same file (picked again after a reload). Placed slabs
+        /// are checked on their hosts and not sent again; the file is encoded again and every
+        /// placed slab must come out the same, else the upload fails saying the file changed.
+        pub async fn resume(
+            &self,
+            id: String,
+            #[wasm_bindgen(unchecked_param_type = "File | Blob")] file: JsValue,
+            #[wasm_bindgen(unchecked_param_type = "TransferOptions | undefined")] options: JsValue,
+        ) -> Result<String, JsValue> {
+            Ok(self.resume_report(&id, file, options).await?.link)
+        }
+
+        /// `await client.resumeWithReport(id, file, options)` → the report of `uploadWithReport`
+        /// (`resumedShards`: shards found on their hosts).
+        #[wasm_bindgen(js_name = resumeWithReport, unchecked_return_type = "UploadReport")]
+        pub async fn resume_with_report(
+            &self,
+            id: String,
+            #[wasm_bindgen(unchecked_param_type = "File | Blob")] file: JsValue,
+            #[wasm_bindgen(unchecked_param_type = "TransferOptions | undefined")] options: JsValue,
+        ) -> Result<JsValue, JsValue> {
+            let report = self.resume_report(&id, file, options).await?;
+            Ok(to_js_value(&report)?)
+        }
+
+        /// `await client.discardUpload(id)`: forgets an unfinished upload (its shards are
+        /// dropped by the hosts after their grace period).
+        #[wasm_bindgen(js_name = discardUpload)]
+        pub async fn discard_upload(&self, id: String) -> Result<(), JsValue> {
+            Ok(crate::upload_journal::remove(&id).await?)
         }
 
         /// `await client.balance()` → the wallet's account at the network's Escrow, in µBTT:
@@ -682,15 +758,33 @@ export interface TransferOptions {
                 ));
             };
             self.inner
+                .upload(&blob, UploadStart::New { name, mime }, hooks_of(&options))
+                .await
+        }
+
+        /// Finishes the journaled upload `id` with `file` (`resumeWithReport` without the
+        /// JavaScript object).
+        pub async fn resume_report(
+            &self,
+            id: &str,
+            file: JsValue,
+            options: JsValue,
+        ) -> Result<UploadResult, ClientError> {
+            let blob = file.dyn_into::<web_sys::Blob>().map_err(|_| {
+                ClientError::Js(
+                    "resume takes the File (or Blob) of the upload being resumed".into(),
+                )
+            })?;
+            let journal = crate::upload_journal::load(id).await?.ok_or_else(|| {
+                ClientError::Js(format!(
+                    "no unfinished upload {id:?} in this browser: resumeUploads() lists them"
+                ))
+            })?;
+            self.inner
                 .upload(
                     &blob,
-                    name,
-                    mime,
-                    UploadHooks {
-                        progress: progress_of(&options),
-                        status: status_of(&options),
-                        slab: slab_of(&options),
-                    },
+                    UploadStart::Resume(Box::new(journal)),
+                    hooks_of(&options),
                 )
                 .await
         }

@@ -105,6 +105,19 @@ pub struct UploadHooks {
     pub slab: Option<SlabProgress>,
 }
 
+/// A new upload, or the resumption of one whose journal is in IndexedDB.
+pub enum UploadStart {
+    /// A new object with this name and media type.
+    New {
+        /// File name (sealed in the manifest).
+        name: String,
+        /// Media type.
+        mime: String,
+    },
+    /// Finish the journaled upload (`crate::upload_journal`) with the same file.
+    Resume(Box<btfs_core::engine::journal::Journal>),
+}
+
 fn to_host(h: &BrowserHost) -> Result<Host, ClientError> {
     let peer: PeerId = h
         .peer_id
@@ -398,11 +411,14 @@ impl Client {
     /// any byte moves and committed after (`crate::contracts`). A failed upload releases what it
     /// placed and cancels its offers (best effort) before it returns; the Guard's answer never
     /// fails an upload.
+    ///
+    /// With an IndexedDB wallet the upload keeps a journal (`crate::upload_journal`) as it
+    /// goes; [`UploadStart::Resume`] finishes a journaled upload, checking the journaled shards
+    /// on their hosts (core's `Upload::resume`) and sending only the rest.
     pub async fn upload(
         self: &Rc<Self>,
         blob: &web_sys::Blob,
-        name: String,
-        mime: String,
+        start: UploadStart,
         hooks: UploadHooks,
     ) -> Result<UploadResult, ClientError> {
         let UploadHooks {
@@ -411,7 +427,64 @@ impl Client {
             slab: on_slab,
         } = hooks;
         let size = blob.size();
-        let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
+        let (layout, key, header, prior) = match start {
+            UploadStart::New { name, mime } => {
+                let mut key = [0u8; 32];
+                getrandom::getrandom(&mut key).map_err(|e| ClientError::Js(e.to_string()))?;
+                let layout = Layout::new(size as u64, DEFAULT_SHARD_SIZE)?;
+                (
+                    layout,
+                    ObjectKey::from_bytes(key),
+                    ObjectHeader { name, mime },
+                    None,
+                )
+            }
+            UploadStart::Resume(j) => {
+                if j.holder != self.wallet.peer() {
+                    return Err(ClientError::Js(format!(
+                        "upload {} was started by wallet {}, this client's is {}: connect with that wallet to resume it",
+                        j.id,
+                        j.holder,
+                        self.wallet.peer()
+                    )));
+                }
+                if j.layout.plain_len() != size as u64 {
+                    return Err(ClientError::Js(format!(
+                        "this file is {size} bytes, but upload {} was of {} bytes ({}): pick the same file, or upload this one anew",
+                        j.id,
+                        j.layout.plain_len(),
+                        j.source
+                    )));
+                }
+                (j.layout, j.key.clone(), j.header.clone(), Some(j))
+            }
+        };
+        // The journal: the resumed one, or a new one (only with a wallet that outlives the page).
+        let journal_id = match &prior {
+            Some(j) => Some(j.id.clone()),
+            None if self.wallet.journaled() => {
+                let mut id = [0u8; 8];
+                getrandom::getrandom(&mut id).map_err(|e| ClientError::Js(e.to_string()))?;
+                let j = btfs_core::engine::journal::Journal::new(
+                    id.iter().map(|b| format!("{b:02x}")).collect(),
+                    self.wallet.peer(),
+                    layout,
+                    key.clone(),
+                    header.clone(),
+                    js_sys::Date::now() as u64,
+                    format!("{} ({} bytes)", header.name, layout.plain_len()),
+                );
+                match crate::upload_journal::start(&j).await {
+                    Ok(()) => Some(j.id),
+                    Err(e) => {
+                        warn(&format!("btfs: this upload will not be resumable: {e}"));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut journal_ok = journal_id.is_some();
         let recommended = match self.hub {
             Some(_) => Some(self.recommend(&layout).await?),
             None => None,
@@ -428,14 +501,12 @@ impl Client {
             (None, Some(rec)) => rec.into_iter().map(|(p, _)| HostId::new(p)).collect(),
             (None, None) => self.host_ids(),
         };
-        let mut key = [0u8; 32];
-        getrandom::getrandom(&mut key).map_err(|e| ClientError::Js(e.to_string()))?;
-        let key = ObjectKey::from_bytes(key);
-        let header = ObjectHeader { name, mime };
-
         let mut driver = Driver::new(self.clone());
         let cfg = UploadConfig::default();
-        let mut m = Upload::new(layout, key.clone(), header, candidates, cfg, driver.now());
+        let mut m = match &prior {
+            Some(j) => Upload::resume(j, candidates, cfg, driver.now()),
+            None => Upload::new(layout, key.clone(), header, candidates, cfg, driver.now()),
+        };
         let mut reader = Some(SlabReader {
             blob: blob.clone(),
             size,
@@ -464,6 +535,14 @@ impl Client {
                 reading = reader.take().map(|r| r.next_slab().boxed_local());
             }
             let read = driver.step(&mut m, reading.as_mut()).await?;
+            while let Some((slab, placed)) = m.poll_placed() {
+                if let (Some(id), true) = (&journal_id, journal_ok) {
+                    if let Err(e) = crate::upload_journal::placed(id, slab, &placed).await {
+                        warn(&format!("btfs: this upload will not be resumable: {e}"));
+                        journal_ok = false;
+                    }
+                }
+            }
             if let Some((r, got)) = read {
                 reading = None;
                 match got {
@@ -516,6 +595,17 @@ impl Client {
         }
         driver.perform(&mut m);
         let result = m.take_result();
+        // A finished upload has claimed or released its shards: its journal is done, except
+        // after a failure that may pass (no hosts, a lost network): then a resume can reuse
+        // whatever the hosts still have.
+        let keep = matches!(&result, Some(Err(e)) if e.resumable());
+        if let (Some(id), false) = (&journal_id, keep) {
+            if let Err(e) = crate::upload_journal::remove(id).await {
+                warn(&format!(
+                    "btfs: cannot remove a finished upload's journal: {e}"
+                ));
+            }
+        }
         if let (Some(r), false) = (&reserved, matches!(result, Some(Ok(_)))) {
             contracts::cancel_all(self, r).await;
         }
@@ -547,6 +637,7 @@ impl Client {
                     hosts_used: report.hosts_used,
                     guard,
                     contracts,
+                    resumed_shards: report.resumed_shards,
                 })
             }
             Some(Err(UploadError::Aborted)) if input_error.is_some() => {
@@ -706,9 +797,44 @@ pub struct UploadResult {
     /// The storage contracts; absent without an Escrow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contracts: Option<ContractsReport>,
+    /// Shards a resumed upload found on their hosts and did not send again.
+    #[serde(rename = "resumedShards")]
+    pub resumed_shards: usize,
 }
 
-fn warn(message: &str) {
+/// One entry of `resumeUploads()`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unfinished {
+    /// Journal id.
+    pub id: String,
+    /// File name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Slabs in the object.
+    pub slabs: u64,
+    /// Slabs placed.
+    pub slabs_placed: usize,
+    /// Start (unix ms).
+    pub started_at: u64,
+}
+
+impl Unfinished {
+    /// The entry of journal `j`.
+    pub fn of(j: &btfs_core::engine::journal::Journal) -> Self {
+        Self {
+            id: j.id.clone(),
+            name: j.header.name.clone(),
+            size: j.layout.plain_len(),
+            slabs: j.layout.slab_count(),
+            slabs_placed: j.placed_slabs(),
+            started_at: j.started_ms,
+        }
+    }
+}
+
+pub(crate) fn warn(message: &str) {
     web_sys::console::warn_1(&message.into());
 }
 

@@ -44,7 +44,12 @@ pub async fn start(j: &Journal) -> Result<(), ClientError> {
 /// Records a placed slab.
 pub async fn placed(id: &str, slab: u64, p: &[(Root, HostId)]) -> Result<(), ClientError> {
     let line = Journal::slab_line(slab, p);
-    put(UPLOAD_SLABS, &slab_key(id, slab), Some(&JsValue::from_str(&line))).await
+    put(
+        UPLOAD_SLABS,
+        &slab_key(id, slab),
+        Some(&JsValue::from_str(&line)),
+    )
+    .await
 }
 
 /// Deletes an upload's journal.

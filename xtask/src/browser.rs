@@ -359,8 +359,98 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
         "the dApp page: 64 MiB up and down over WebRTC-direct in {:.0?}",
         webrtc.elapsed()
     );
+    page_resume(&driver, &format!("http://{addr}/"), btfs, network, dir)?;
     eprintln!(
         "<== the dApp page: connect, 64 MiB upload with 30 contracts over WebSocket and WebRTC-direct, per-slab progress, wallet, Guard health, own audit, download with checksum, CLI interop ok in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Reload mid-upload, then resume: the page lists the unfinished upload after the reload,
+/// choosing the same file again finishes it without re-sending the placed slabs, and the CLI
+/// downloads the link byte-identical.
+fn page_resume(
+    driver: &crate::www::Driver,
+    url: &str,
+    btfs: &Path,
+    network: &Path,
+    dir: &Path,
+) -> Result<()> {
+    let started = Instant::now();
+    let minute = std::time::Duration::from_secs(60);
+    let file = dir.join("page-resume.bin");
+    let data = seeded(64 * MIB + 7, 23);
+    std::fs::write(&file, &data)?;
+    driver.goto(url)?;
+    driver.wait_text("status", minute, |t| {
+        t.starts_with("connected") || t.contains("rror")
+    })?;
+    driver.type_into("file", &file.display().to_string())?;
+    driver.click("upload")?;
+    // Reload once two slabs are stored: the upload in flight dies with the page.
+    let stored = |t: &str| {
+        t.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let summary = driver.wait_text("slabs-summary", minute, |t| {
+        stored(t).is_some_and(|n| n >= 2)
+    })?;
+    let placed = stored(&summary).unwrap_or(0);
+    if placed >= 7 {
+        bail!("the upload finished before the reload: {summary}");
+    }
+    driver.goto(url)?;
+    driver.wait_text("status", minute, |t| {
+        t.starts_with("connected") || t.contains("rror")
+    })?;
+    let listed = driver.wait_text("unfinished", minute, |t| {
+        t.contains("page-resume.bin") || t.contains("rror")
+    })?;
+    if !listed.contains(&format!("page-resume.bin — {} bytes", data.len())) {
+        bail!("after a reload the page does not list the unfinished upload: {listed}");
+    }
+    let shots = target_dir().join("www-screenshots");
+    driver.execute("document.getElementById('unfinished-section').scrollIntoView()")?;
+    driver.screenshot(&shots.join("4-unfinished.png"))?;
+    driver.type_into("resume-0", &file.display().to_string())?;
+    let up = driver.wait_text("up-result", std::time::Duration::from_secs(240), |t| {
+        !t.is_empty()
+    })?;
+    let link = up
+        .split_whitespace()
+        .next()
+        .filter(|l| l.starts_with("btfs://"))
+        .with_context(|| format!("the resumed upload failed: {up}"))?
+        .to_string();
+    let resumed: u64 = up
+        .split("resumed: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if resumed < 30 * placed {
+        bail!("{placed} slabs were stored before the reload, but the resume reused {resumed} shards: {up}");
+    }
+    page_slabs_done(driver)?;
+    let gone = driver.text("unfinished-section")?;
+    if !gone.is_empty() {
+        bail!("a finished resume is still listed as unfinished: {gone}");
+    }
+    driver.execute("document.getElementById('up-title').scrollIntoView()")?;
+    driver.screenshot(&shots.join("5-resumed.png"))?;
+    let out = dir.join("page-resume.out");
+    cli_download_matches(
+        btfs,
+        network,
+        &link,
+        &out,
+        &data,
+        "the page's resumed upload",
+    )?;
+    eprintln!(
+        "the dApp page: reloaded after {placed} of 7 slabs, resumed ({resumed} shards reused), CLI download identical, in {:.0?}",
         started.elapsed()
     );
     Ok(())
@@ -728,6 +818,16 @@ fn run_wasm_test(mut cmd: Command, what: &str) -> Result<String> {
     }
     eprintln!("<== {what}: ok in {:.0?}", started.elapsed());
     Ok(text)
+}
+
+/// Only the dApp page's test (part of [`tests`]), for working on the page.
+pub fn page_tests() -> Result<()> {
+    ensure_tools()?;
+    npm_package()?;
+    let btfs = target_dir().join("debug").join("btfs");
+    let dir = target_dir().join("page-test-devnet");
+    let net = Devnet::start(&btfs, &dir, 30)?;
+    page_round_trip(&btfs, &net.network, &dir)
 }
 
 /// Runs the browser phase.

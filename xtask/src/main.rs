@@ -29,12 +29,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("test-browser") => test_browser(),
+        Some("test-page") => test_page(),
         Some("demo") => demo(&args[1..]),
         Some("bench-browser") => browser::bench(),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("soak") => soak(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|test-browser|demo|bench-browser|fuzz>\n  test           run every check and test (what CI runs)\n  test-browser   only the browser phase of `test` (headless Chromium against a devnet)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)\n  fuzz [--time SECS] [TARGET...]  fuzzing campaigns on nightly (default: every target, 600 s each)\n  soak [--secs N] [--seed S]  kills and restarts under load on a namespaced devnet (default 600 s; needs root)");
+            eprintln!("usage: cargo xtask <test|test-browser|demo|bench-browser|fuzz>\n  test           run every check and test (what CI runs)\n  test-browser   only the browser phase of `test` (headless Chromium against a devnet)\n  test-page      only the dApp page's test (part of test-browser)\n  demo           start a local 30-host network and show it working\n  bench-browser  browser vs native throughput on one devnet (needs Chromium)\n  fuzz [--time SECS] [TARGET...]  fuzzing campaigns on nightly (default: every target, 600 s each)\n  soak [--secs N] [--seed S]  kills and restarts under load on a namespaced devnet (default 600 s; needs root)");
             return ExitCode::from(2);
         }
     };
@@ -269,6 +270,15 @@ fn test_browser() -> Result<()> {
         cargo().args(["build", "-p", "btfs-host", "--locked"]),
     )?;
     browser::tests()
+}
+
+fn test_page() -> Result<()> {
+    ensure_toolchain()?;
+    run(
+        "cargo build -p btfs-host",
+        cargo().args(["build", "-p", "btfs-host", "--locked"]),
+    )?;
+    browser::page_tests()
 }
 
 fn demo(args: &[String]) -> Result<()> {

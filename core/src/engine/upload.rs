@@ -134,6 +134,21 @@ pub enum UploadError {
     Aborted,
 }
 
+impl UploadError {
+    /// Whether a later [`Upload::resume`] of the same journal may reuse what this upload
+    /// placed: after a failure that may pass (no hosts reachable, the input could not be read,
+    /// the driver stopped) yes; after a refused claim or a changed file, no: drop the journal.
+    pub fn resumable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::TooFewHosts { .. }
+                | Self::Input { .. }
+                | Self::Aborted
+        )
+    }
+}
+
 /// What an upload did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UploadReport {

@@ -354,10 +354,10 @@ pub async fn upload(
             if let (Some(p), Some(r)) = (&pay, &reserved) {
                 contracts::cancel_all(tenant, p.wallet, &p.plan, r).await;
             }
-            let changed = matches!(e, machine::UploadError::Changed { .. });
+            let resumable = e.resumable();
             let e = upload_error(e, input_error, tenant);
             return Err(match journal {
-                Some(f) if changed => {
+                Some(f) if !resumable => {
                     f.remove();
                     e
                 }

@@ -7,8 +7,9 @@
 //! journal holds the object key. A journal belongs to its wallet (the hosts' holds are that
 //! identity's), so it sits beside the wallet's key file.
 //!
-//! Lifecycle: a successful upload removes its journal; a failed one keeps it (the error says
-//! how to resume) unless the file changed under it; a new upload of the same file replaces an
+//! Lifecycle: a successful upload removes its journal; a failed one keeps it when the failure
+//! may pass (no hosts, unreadable input: the error says how to resume), and removes it after a
+//! refused claim (everything was released) or a changed file; a new upload of the same file replaces an
 //! older journal of it. What a journal lists but nobody resumes, hosts drop after their grace
 //! period for unclaimed blobs (one hour by default), so a resume after that sends those slabs
 //! again (the STAT check finds them gone).

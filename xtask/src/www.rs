@@ -142,15 +142,13 @@ fn respond(
     stream.flush()
 }
 
-/// A minimal W3C WebDriver client (chromedriver on loopback), enough to drive the page.
+/// The page's browser: headless Chromium driven over WebDriver by the `fantoccini` crate
+/// (chromedriver on loopback), with the few blocking calls the page tests need.
 pub struct Driver {
-    port: u16,
-    session: String,
+    rt: tokio::runtime::Runtime,
+    client: Option<fantoccini::Client>,
     child: std::process::Child,
 }
-
-/// The key WebDriver uses for element references.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Driver {
     /// Starts chromedriver and a headless Chromium session.
@@ -162,141 +160,92 @@ impl Driver {
             .stderr(std::process::Stdio::null())
             .spawn()
             .context("cannot start /usr/bin/chromedriver")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let mut d = Self {
-            port,
-            session: String::new(),
+            rt,
+            client: None,
             child,
         };
-        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+        let caps = serde_json::json!({"goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage"]}}}});
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage"]}});
+        let caps = match caps {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("an object literal"),
+        };
+        let url = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let created = loop {
-            match d.call("POST", "/session", Some(&caps)) {
-                Ok(v) => break v,
-                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+        let client = loop {
+            let mut builder = fantoccini::ClientBuilder::new(
+                hyper_util::client::legacy::connect::HttpConnector::new(),
+            );
+            builder.capabilities(caps.clone());
+            match d.rt.block_on(builder.connect(&url)) {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    anyhow::bail!("cannot open a Chromium session through chromedriver: {e}")
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         };
-        d.session = created["sessionId"]
-            .as_str()
-            .context("chromedriver gave no session id")?
-            .to_string();
+        d.client = Some(client);
         Ok(d)
     }
 
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value> {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(120)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        // chromedriver keeps connections open: read the head, then exactly Content-Length bytes.
-        let mut reader = BufReader::new(s.take(16 << 20));
-        let mut head = String::new();
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.trim().eq_ignore_ascii_case("content-length") {
-                    len = v
-                        .trim()
-                        .parse()
-                        .context("bad Content-Length from chromedriver")?;
-                }
-            }
-            if head.is_empty() {
-                head = line.trim_end().to_string();
-            }
-        }
-        let mut json = vec![0u8; len];
-        reader.read_exact(&mut json)?;
-        let v: serde_json::Value = serde_json::from_slice(&json)
-            .with_context(|| format!("chromedriver answered {head:?}"))?;
-        if !head.starts_with("HTTP/1.1 200") {
-            anyhow::bail!("webdriver {method} {path}: {}", v["value"]);
-        }
-        Ok(v["value"].clone())
+    fn client(&self) -> Result<&fantoccini::Client> {
+        self.client
+            .as_ref()
+            .context("the browser session is closed")
     }
 
-    fn session_call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
-        self.call(
-            method,
-            &format!("/session/{}{path}", self.session),
-            body.as_ref(),
-        )
+    fn element(&self, id: &str) -> Result<fantoccini::elements::Element> {
+        let c = self.client()?;
+        self.rt
+            .block_on(c.find(fantoccini::Locator::Id(id)))
+            .with_context(|| format!("no element #{id}"))
     }
 
     /// Opens a URL.
     pub fn goto(&self, url: &str) -> Result<()> {
-        self.session_call("POST", "/url", Some(serde_json::json!({ "url": url })))
-            .map(drop)
-    }
-
-    fn element(&self, id: &str) -> Result<String> {
-        let v = self.session_call(
-            "POST",
-            "/element",
-            Some(serde_json::json!({"using": "css selector", "value": format!("#{id}")})),
-        )?;
-        Ok(v[ELEMENT]
-            .as_str()
-            .with_context(|| format!("no element #{id}"))?
-            .to_string())
+        let c = self.client()?;
+        self.rt
+            .block_on(c.goto(url))
+            .with_context(|| format!("cannot open {url}"))
     }
 
     /// The visible text of `#id`.
     pub fn text(&self, id: &str) -> Result<String> {
         let e = self.element(id)?;
-        let v = self.session_call("GET", &format!("/element/{e}/text"), None)?;
-        Ok(v.as_str().unwrap_or_default().to_string())
+        self.rt
+            .block_on(e.text())
+            .with_context(|| format!("cannot read #{id}"))
     }
 
     /// Clicks `#id`.
     pub fn click(&self, id: &str) -> Result<()> {
         let e = self.element(id)?;
-        self.session_call(
-            "POST",
-            &format!("/element/{e}/click"),
-            Some(serde_json::json!({})),
-        )
-        .map(drop)
+        self.rt
+            .block_on(e.click())
+            .with_context(|| format!("cannot click #{id}"))
     }
 
     /// Types `text` into `#id` (for a file input: the file's path).
     pub fn type_into(&self, id: &str, text: &str) -> Result<()> {
         let e = self.element(id)?;
-        self.session_call(
-            "POST",
-            &format!("/element/{e}/value"),
-            Some(serde_json::json!({ "text": text })),
-        )
-        .map(drop)
+        self.rt
+            .block_on(e.send_keys(text))
+            .with_context(|| format!("cannot type into #{id}"))
     }
 
     /// Saves a PNG screenshot of the page to `path` (for a person to look at).
     pub fn screenshot(&self, path: &Path) -> Result<()> {
-        use base64::Engine as _;
-        let v = self.session_call("GET", "/screenshot", None)?;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().context("chromedriver sent no screenshot")?)
-            .context("chromedriver's screenshot is not base64")?;
+        let c = self.client()?;
+        let png = self
+            .rt
+            .block_on(c.screenshot())
+            .context("chromedriver sent no screenshot")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -305,21 +254,18 @@ impl Driver {
 
     /// Sets the browser window to `width` × `height` CSS pixels (a phone-width check).
     pub fn window_size(&self, width: u32, height: u32) -> Result<()> {
-        self.session_call(
-            "POST",
-            "/window/rect",
-            Some(serde_json::json!({ "width": width, "height": height })),
-        )
-        .map(drop)
+        let c = self.client()?;
+        self.rt
+            .block_on(c.set_window_size(width, height))
+            .context("cannot resize the window")
     }
 
     /// Runs `script` in the page (a function body; `return` gives the value).
     pub fn execute(&self, script: &str) -> Result<serde_json::Value> {
-        self.session_call(
-            "POST",
-            "/execute/sync",
-            Some(serde_json::json!({ "script": script, "args": [] })),
-        )
+        let c = self.client()?;
+        self.rt
+            .block_on(c.execute(script, Vec::new()))
+            .with_context(|| format!("script failed: {script}"))
     }
 
     /// Waits until `#id`'s text satisfies `done`; returns it.
@@ -345,8 +291,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
+        if let Some(c) = self.client.take() {
+            let _ = self.rt.block_on(c.close());
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

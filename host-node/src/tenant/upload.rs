@@ -215,7 +215,12 @@ pub async fn upload(
                 Journaling::New(dir) => {
                     let source = journal_source(path);
                     // A new upload of this file replaces an unfinished one.
-                    if let Some((old, _)) = crate::tenant::upload_journal::find(&dir, &source, me) {
+                    if let Some((old, j)) = crate::tenant::upload_journal::find(&dir, &source, me) {
+                        tracing::warn!(
+                            "replacing the unfinished upload of {source} ({} of {} slabs placed; `btfs upload --resume` would have finished it)",
+                            j.placed_slabs(),
+                            j.layout.slab_count()
+                        );
                         let _ = std::fs::remove_file(old);
                     }
                     let j = Journal::new(

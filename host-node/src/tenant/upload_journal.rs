@@ -115,7 +115,12 @@ impl JournalFile {
 
     /// Deletes the journal (the upload finished).
     pub fn remove(self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
+        let removed = std::fs::remove_file(&self.path);
+        // Gone already: a newer upload of the same file replaced this journal.
+        if let Err(e) = removed.or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a finished upload's journal");
         }
     }

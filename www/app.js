@@ -107,7 +107,8 @@ async function runUpload(file, start) {
     const c = report.contracts;
     const paid = c ? `; ${c.committed} storage contracts, ${btt(c.locked)} locked${c.topped_up ? `, ${btt(c.topped_up)} from the devnet faucet` : ''}` : '';
     const resumed = report.resumedShards ? `; resumed: ${report.resumedShards} shards were already on their hosts and not sent again` : '';
-    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard}${paid}${resumed})`;
+    const where = report.encoder === 'worker' ? 'encoded in a Web Worker' : 'encoded on the page\'s thread (no Web Worker: see the console)';
+    $('up-result').textContent = `${link}\n(${file.size} bytes in ${secs.toFixed(1)} s, ${rate} MiB/s — keep this link, it holds the key; ${guard}${paid}${resumed}; ${where})`;
     $('link').value = link;
     $('copy-link').hidden = false;
     await remember({ link, name: file.name || 'unnamed', size: file.size, type: file.type, uploaded: new Date().toISOString() });

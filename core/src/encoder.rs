@@ -127,6 +127,34 @@ impl Drop for EncodedSlab {
 }
 
 impl EncodedSlab {
+    /// A slab encoded elsewhere (the browser's encoding worker): its data shards and parity
+    /// shards back to back, and their roots. `None` if the lengths are not 10 and 20 shards of
+    /// the layout's size. The roots are taken as given: hosts check every shard against its
+    /// root before storing it.
+    pub fn from_parts(
+        layout: SlabLayout,
+        data: Vec<u8>,
+        parity: Vec<u8>,
+        roots: [Root; TOTAL_SHARDS],
+    ) -> Option<Self> {
+        let s = layout.shard_size as usize;
+        (data.len() == DATA_SHARDS * s && parity.len() == (TOTAL_SHARDS - DATA_SHARDS) * s).then(
+            || Self {
+                layout,
+                data,
+                parity,
+                roots,
+                pool: Pool::default(),
+            },
+        )
+    }
+
+    /// The data shards back to back, and the parity shards back to back (for
+    /// [`EncodedSlab::from_parts`] on the other side of a worker boundary).
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        (&self.data, &self.parity)
+    }
+
     /// Shard `i` (0..30).
     pub fn shard(&self, i: usize) -> &[u8] {
         let s = self.layout.shard_size as usize;

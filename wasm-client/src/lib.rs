@@ -44,6 +44,8 @@ mod driver;
 pub mod error;
 pub mod network_file;
 #[cfg(target_arch = "wasm32")]
+mod slab_source;
+#[cfg(target_arch = "wasm32")]
 mod swarm;
 #[cfg(target_arch = "wasm32")]
 mod transfer;
@@ -117,6 +119,9 @@ export interface UploadReport {
   contracts?: ContractsReport;
   /** A resumed upload: shards found on their hosts and not sent again (0 for a new upload). */
   resumedShards: number;
+  /** Where the file was encrypted and encoded: 'worker' (a Web Worker, off the page's main
+   * thread) or 'page' (no worker could start; the console says why). */
+  encoder: 'worker' | 'page';
 }
 /** An upload that stopped before it finished (`resumeUploads`). */
 export interface UnfinishedUpload {

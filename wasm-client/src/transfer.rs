@@ -41,21 +41,19 @@ use btfs_core::layout::{Layout, DEFAULT_SHARD_SIZE};
 use btfs_core::proof::{
     self, AuditReport, ShardChallenge, ShardVerdict, AUDIT_PARALLEL, AUDIT_TIMEOUT,
 };
-use btfs_core::{EncodedSlab, Encoder, Link, ObjectHeader, ObjectKey, Root, TOTAL_SHARDS};
+use btfs_core::{EncodedSlab, Link, ObjectHeader, ObjectKey, Root, TOTAL_SHARDS};
 use futures::future::{Either, LocalBoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use futures_timer::Delay;
 use libp2p::{Multiaddr, PeerId};
-use wasm_bindgen_futures::JsFuture;
 
 use crate::contracts::{self, ContractsReport, PayPlan, Status, Wallet};
 use crate::driver::Driver;
-use crate::error::{from_js, ClientError};
+use crate::error::ClientError;
 use crate::network_file::{self as network, BrowserHost, TransportChoice};
+use crate::slab_source::SlabSource;
 use crate::swarm::Node;
-
-const READ_CHUNK: f64 = (1 << 20) as f64;
 
 /// A host ready to dial.
 pub struct Host {
@@ -507,14 +505,9 @@ impl Client {
             Some(j) => Upload::resume(j, candidates, cfg, driver.now()),
             None => Upload::new(layout, key.clone(), header, candidates, cfg, driver.now()),
         };
-        let mut reader = Some(SlabReader {
-            blob: blob.clone(),
-            size,
-            offset: 0.0,
-            chunk: Vec::new(),
-            pos: 0,
-            encoder: Encoder::new(&key, layout),
-        });
+        let source = SlabSource::open(blob, &key, layout).await;
+        let encoder = source.kind();
+        let mut reader = Some(source);
         let mut reading: Option<Reading> = None;
         let mut pending: Option<EncodedSlab> = None;
         let mut input_error = None;
@@ -550,13 +543,7 @@ impl Client {
                         reader = Some(r);
                         pending = Some(slab);
                     }
-                    Ok(None) => match r.encoder.finish() {
-                        Ok(()) => m.finish_input(),
-                        Err(e) => {
-                            input_error = Some(e.into());
-                            m.abort();
-                        }
-                    },
+                    Ok(None) => m.finish_input(),
                     Err(e) => {
                         input_error = Some(e);
                         m.abort();
@@ -638,6 +625,7 @@ impl Client {
                     guard,
                     contracts,
                     resumed_shards: report.resumed_shards,
+                    encoder,
                 })
             }
             Some(Err(UploadError::Aborted)) if input_error.is_some() => {
@@ -800,6 +788,8 @@ pub struct UploadResult {
     /// Shards a resumed upload found on their hosts and did not send again.
     #[serde(rename = "resumedShards")]
     pub resumed_shards: usize,
+    /// Where the slabs were encoded: `"worker"` (a dedicated Web Worker) or `"page"`.
+    pub encoder: &'static str,
 }
 
 /// One entry of `resumeUploads()`.
@@ -863,45 +853,8 @@ fn download_error(e: DownloadError, driver: &Driver) -> ClientError {
     }
 }
 
-/// A `File` read slab by slab into the encoder.
-struct SlabReader {
-    blob: web_sys::Blob,
-    size: f64,
-    offset: f64,
-    chunk: Vec<u8>,
-    pos: usize,
-    encoder: Encoder,
-}
-
-/// The reader, busy producing its next slab (it comes back with the slab).
-type Reading = LocalBoxFuture<'static, (SlabReader, Result<Option<EncodedSlab>, ClientError>)>;
-
-impl SlabReader {
-    /// Reads and encodes until the next slab is ready (`None`: the input ended).
-    async fn next_slab(mut self) -> (Self, Result<Option<EncodedSlab>, ClientError>) {
-        let got = self.fill().await;
-        (self, got)
-    }
-
-    async fn fill(&mut self) -> Result<Option<EncodedSlab>, ClientError> {
-        loop {
-            if let Some(slab) = self.encoder.next_slab()? {
-                return Ok(Some(slab));
-            }
-            if self.pos < self.chunk.len() {
-                self.pos += self.encoder.feed(&self.chunk[self.pos..])?;
-                continue;
-            }
-            if self.offset >= self.size {
-                return Ok(None);
-            }
-            let end = (self.offset + READ_CHUNK).min(self.size);
-            self.chunk = read_blob(&self.blob, self.offset, end).await?;
-            self.pos = 0;
-            self.offset = end;
-        }
-    }
-}
+/// The slab source, busy producing its next slab (it comes back with the slab).
+type Reading = LocalBoxFuture<'static, (SlabSource, Result<Option<EncodedSlab>, ClientError>)>;
 
 /// A download in progress: yields plaintext slab by slab, driving the machine only while the
 /// caller waits for the next chunk (so a slow reader holds the transfer back, bounded).
@@ -960,10 +913,4 @@ impl Download {
                 .await?;
         }
     }
-}
-
-async fn read_blob(blob: &web_sys::Blob, start: f64, end: f64) -> Result<Vec<u8>, ClientError> {
-    let part = blob.slice_with_f64_and_f64(start, end).map_err(from_js)?;
-    let buf = JsFuture::from(part.array_buffer()).await.map_err(from_js)?;
-    Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }

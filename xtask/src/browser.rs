@@ -273,6 +273,10 @@ fn page_round_trip(btfs: &Path, network: &Path, dir: &Path) -> Result<()> {
     if !up.contains("the Guard watches it") {
         bail!("the page's upload was not registered with the Guard: {up}");
     }
+    // Encrypted, Reed-Solomon encoded and hashed off the page's main thread.
+    if !up.contains("encoded in a Web Worker") {
+        bail!("the page's upload was not encoded in a Web Worker: {up}");
+    }
     // Paid with the page's wallet: 30 contracts, which the wallet section lists after it.
     if !up.contains("30 storage contracts") {
         bail!("the page's upload did not report its 30 storage contracts: {up}");

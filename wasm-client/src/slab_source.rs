@@ -6,12 +6,13 @@
 //! libp2p node in a worker (browsers offer no `RTCPeerConnection` in workers, and WebRTC-direct
 //! needs it), and several encoding workers (one keeps up with the transports measured so far).
 //!
-//! The worker is a module worker started from a `blob:` URL whose two lines import this very
-//! package (the glue's own `import.meta.url`), initialise it, and call
-//! [`btfs_encode_worker`]. Messages (structured clone; the shard buffers are transferred, not
-//! copied):
+//! The worker is a module worker started from a `blob:` URL whose few lines import this very
+//! package (the glue's own `import.meta.url`), wait for the page's compiled
+//! `WebAssembly.Module`, instantiate it, and call [`btfs_encode_worker`]. Messages (structured
+//! clone; the shard buffers are transferred, not copied):
 //!
 //! ```text
+//! page → worker   the page's WebAssembly.Module                       first
 //! worker → page   { type: 'ready' }                                   once initialised
 //! page → worker   { type: 'start', key: Uint8Array(32), size, shardSize, blob: Blob }
 //! page → worker   { type: 'grant' }                      one per slab the upload wants
@@ -181,8 +182,15 @@ impl WorkerReader {
         if glue.is_empty() {
             return Err("the package's URL is unknown".into());
         }
+        // The page's compiled module is handed over (no second fetch or compile, and no guess
+        // at where the `.wasm` file is served).
         let src = format!(
-            "import init, {{ btfsEncodeWorker }} from {glue:?};\nawait init();\nbtfsEncodeWorker();\n"
+            "import init, {{ btfsEncodeWorker }} from {glue:?};\n\
+             self.onmessage = async (e) => {{\n\
+               self.onmessage = null;\n\
+               try {{ await init({{ module_or_path: e.data }}); btfsEncodeWorker(); }}\n\
+               catch (err) {{ self.postMessage({{ type: 'error', message: String(err) }}); }}\n\
+             }};\n"
         );
         let parts = js_sys::Array::of1(&JsValue::from_str(&src));
         let opts = web_sys::BlobPropertyBag::new();
@@ -212,6 +220,9 @@ impl WorkerReader {
         });
         worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        worker
+            .post_message(&wasm_bindgen::module())
+            .map_err(|e| from_js(e).to_string())?;
         let ready = futures::future::select(
             Box::pin(rx.next()),
             Box::pin(futures_timer::Delay::new(WORKER_START)),

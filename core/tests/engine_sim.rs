@@ -258,6 +258,24 @@ fn download_with(
     }
 }
 
+/// With every host honest again, `link` downloads as `plain`.
+fn reads_back_with_all_honest(
+    net: &mut SimNet,
+    link: &Link,
+    ids: Vec<HostId>,
+    plain: &[u8],
+) -> Result<(), String> {
+    for h in net.hosts.iter_mut() {
+        h.fault = Fault::Honest;
+    }
+    fresh_stats(net);
+    match download(net, link, ids)? {
+        Ok(b) if b == plain => Ok(()),
+        Ok(_) => Err("read back different bytes".into()),
+        Err(e) => Err(format!("read back failed: {e}")),
+    }
+}
+
 fn fresh_stats(net: &mut SimNet) {
     net.stats = Default::default();
     #[cfg(not(target_arch = "wasm32"))]
@@ -517,15 +535,7 @@ fn uploads_place_distinct_hosts_and_leave_nothing_behind() {
                     }
                 }
                 // And the object reads back, with every host honest again.
-                for h in net.hosts.iter_mut() {
-                    h.fault = Fault::Honest;
-                }
-                fresh_stats(&mut net);
-                match download(&mut net, &report.link, ids)? {
-                    Ok(b) if b == plain => Ok(()),
-                    Ok(_) => Err("read back different bytes".into()),
-                    Err(e) => Err(format!("read back failed: {e}")),
-                }
+                reads_back_with_all_honest(&mut net, &report.link, ids, &plain)
             }
             Err(UploadError::TooFewHosts { .. } | UploadError::Unreachable { .. })
                 if willing < 30 + 4 =>
@@ -1056,14 +1066,6 @@ fn a_stopped_upload_resumes_without_sending_placed_slabs_again() {
                 report.failed_puts, report.hedged_puts
             ));
         }
-        for h in net.hosts.iter_mut() {
-            h.fault = Fault::Honest;
-        }
-        fresh_stats(&mut net);
-        match download(&mut net, &report.link, ids)? {
-            Ok(b) if b == plain => Ok(()),
-            Ok(_) => Err("read back different bytes".into()),
-            Err(e) => Err(format!("read back failed: {e}")),
-        }
+        reads_back_with_all_honest(&mut net, &report.link, ids, &plain)
     });
 }

@@ -384,10 +384,6 @@ pub fn btfs_encode_worker() -> Result<(), JsValue> {
             }
         }
     });
-    post_ready(&scope);
-    Ok(())
-}
-
-fn post_ready(scope: &web_sys::DedicatedWorkerGlobalScope) {
     let _ = scope.post_message(&message("ready"));
+    Ok(())
 }

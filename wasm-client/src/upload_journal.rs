@@ -19,11 +19,10 @@ use btfs_core::engine::journal::Journal;
 use btfs_core::engine::HostId;
 use btfs_core::Root;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 use web_sys::{IdbKeyRange, IdbTransactionMode};
 
 use crate::error::ClientError;
-use crate::wallet::{done, idb_error, open, put};
+use crate::wallet::{done, get_all, idb_error, open, put};
 
 /// Object store of header lines.
 pub const UPLOADS: &str = "uploads";
@@ -75,38 +74,25 @@ pub async fn remove(id: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn get_all(store: &str, range: &JsValue, limit: u32) -> Result<Vec<String>, ClientError> {
-    let db = open().await?;
-    let os = db
-        .transaction_with_str(store)
-        .and_then(|t| t.object_store(store))
-        .map_err(idb_error("read"))?;
-    let req = os
-        .get_all_with_key_and_limit(range, limit)
-        .map_err(idb_error("read"))?;
-    let v = done(&req).await.map_err(idb_error("read"))?;
-    db.close();
-    Ok(v.dyn_into::<js_sys::Array>()
-        .map(|a| a.iter().filter_map(|x| x.as_string()).collect())
-        .unwrap_or_default())
-}
-
 /// Reads one upload's journal; `None` if there is none with that id.
 pub async fn load(id: &str) -> Result<Option<Journal>, ClientError> {
     let header = get_all(UPLOADS, &JsValue::from_str(id), 1).await?;
-    let Some(header) = header.first() else {
-        return Ok(None);
-    };
+    match header.first() {
+        Some(h) => with_slabs(id, h).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The journal of `header` (upload `id`) with its slab lines.
+async fn with_slabs(id: &str, header: &str) -> Result<Journal, ClientError> {
     let range = IdbKeyRange::bound(&format!("{id}/").into(), &format!("{id}/~").into())
         .map_err(idb_error("read"))?;
     let lines = get_all(UPLOAD_SLABS, &range, u32::MAX).await?;
-    Journal::from_parts(header, lines.iter().map(String::as_str), false)
-        .map(Some)
-        .map_err(|e| {
-            ClientError::Js(format!(
-                "the journal of upload {id} is damaged ({e}); discardUpload('{id}') and upload anew"
-            ))
-        })
+    Journal::from_parts(header, lines.iter().map(String::as_str), false).map_err(|e| {
+        ClientError::Js(format!(
+            "the journal of upload {id} is damaged ({e}); discardUpload('{id}') and upload anew"
+        ))
+    })
 }
 
 /// Every unfinished upload's journal (oldest first); damaged ones are skipped with a warning.
@@ -121,9 +107,8 @@ pub async fn list() -> Result<Vec<Journal>, ClientError> {
                 continue;
             }
         };
-        match load(&id).await {
-            Ok(Some(j)) => out.push(j),
-            Ok(None) => {}
+        match with_slabs(&id, &h).await {
+            Ok(j) => out.push(j),
             Err(e) => crate::transfer::warn(&e.to_string()),
         }
     }

@@ -140,13 +140,22 @@ pub async fn forget_call(id: &str) -> Result<(), ClientError> {
 
 /// Calls saved but never answered (JSON), at most `limit`.
 pub async fn pending_calls(limit: u32) -> Result<Vec<String>, ClientError> {
+    get_all(CALLS, &JsValue::UNDEFINED, limit).await
+}
+
+/// The string values of `store` with keys in `range` (`undefined`: all), at most `limit`.
+pub(crate) async fn get_all(
+    store: &str,
+    range: &JsValue,
+    limit: u32,
+) -> Result<Vec<String>, ClientError> {
     let db = open().await?;
-    let store = db
-        .transaction_with_str(CALLS)
-        .and_then(|t| t.object_store(CALLS))
+    let os = db
+        .transaction_with_str(store)
+        .and_then(|t| t.object_store(store))
         .map_err(idb_error("read"))?;
-    let req = store
-        .get_all_with_key_and_limit(&JsValue::UNDEFINED, limit)
+    let req = os
+        .get_all_with_key_and_limit(range, limit)
         .map_err(idb_error("read"))?;
     let v = done(&req).await.map_err(idb_error("read"))?;
     db.close();

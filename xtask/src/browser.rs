@@ -422,12 +422,7 @@ fn page_resume(
     let up = driver.wait_text("up-result", std::time::Duration::from_secs(240), |t| {
         !t.is_empty()
     })?;
-    let link = up
-        .split_whitespace()
-        .next()
-        .filter(|l| l.starts_with("btfs://"))
-        .with_context(|| format!("the resumed upload failed: {up}"))?
-        .to_string();
+    let link = page_link(&up, "the resumed upload")?;
     let resumed: u64 = up
         .split("resumed: ")
         .nth(1)
@@ -543,13 +538,17 @@ fn page_upload(
     driver.click("upload")?;
     let up = driver.wait_text("up-result", limit, |t| !t.is_empty())?;
     page_long_tasks(driver, &format!("64 MiB upload over {transport}"))?;
-    let link = up
-        .split_whitespace()
+    let link = page_link(&up, &format!("the page's upload over {transport}"))?;
+    Ok((link, up))
+}
+
+/// The link at the start of the page's upload result, or why `what` failed.
+fn page_link(up: &str, what: &str) -> Result<String> {
+    up.split_whitespace()
         .next()
         .filter(|l| l.starts_with("btfs://"))
-        .with_context(|| format!("the page's upload over {transport} failed: {up}"))?
-        .to_string();
-    Ok((link, up))
+        .map(str::to_string)
+        .with_context(|| format!("{what} failed: {up}"))
 }
 
 /// The CLI downloads `link` to `out`, byte-identical to `data` (`what` names the upload).
